@@ -1,0 +1,439 @@
+//! Stage 4 — checkpoints: what a training run leaves behind, and loading it back.
+//!
+//! A checkpoint is a folder:
+//! - `model.safetensors` — the best-validation weights, PyTorch names (see `model.rs`);
+//! - `config.json` — format version, vocabulary, every hyperparameter, corpus name and hash, progress;
+//! - `tokenizer.json` — the vocabulary as a standard HF tokenizer;
+//! - `metrics.jsonl` — one line per evaluation;
+//! - `state.safetensors` — the latest weights, optimizer moments, hidden state and loop position,
+//!   everything `--resume` needs to continue exactly.
+//!
+//! Invariant: the folder is replaced as a whole. A new version is written into a sibling staging
+//! folder (each file itself via temp file + fsync + rename), then swapped in with one atomic
+//! `renameat2(RENAME_EXCHANGE)`. A `kill -9` at any instant leaves either the old or the new
+//! folder, never a mix.
+
+use crate::corpus::file_error;
+use crate::model::{ElmanLM, ModelConfig};
+use crate::optim::OptimizerKind;
+use crate::vocab::{Level, Vocab};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const STATE_FILE: &str = "state.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VocabConfig {
+    pub level: Level,
+    pub nfc: bool,
+    pub max_vocab: Option<usize>,
+    pub min_count: u64,
+    pub size: usize,
+    pub unk: Option<u32>,
+    pub eos: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub batch: usize,
+    pub bptt: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub clip: f64,
+    pub lr_decay: f64,
+    pub patience: u32,
+    pub val_fraction: f64,
+    pub eval_every: u64,
+    pub epochs: Option<u64>,
+    pub steps: Option<u64>,
+    pub time_limit_s: Option<f64>,
+    pub seed: u64,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CorpusInfo {
+    pub name: String,
+    pub files: Vec<String>,
+    pub sha256: String,
+    pub chars: usize,
+    pub train_tokens: usize,
+    pub val_tokens: usize,
+    pub val_chars: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    pub step: u64,
+    pub epoch: u64,
+    pub tokens_seen: u64,
+    pub lr: f64,
+    pub best_val_loss: Option<f64>,
+    pub best_val_bpc: Option<f64>,
+    pub best_step: Option<u64>,
+    pub last_val_loss: Option<f64>,
+    pub train_seconds: f64,
+    /// Why the last session stopped: "steps", "epochs", "time", "interrupted", "diverged".
+    pub stopped: Option<String>,
+}
+
+/// `config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    pub format_version: u32,
+    pub elman_version: String,
+    pub model: ModelConfig,
+    pub vocab: VocabConfig,
+    pub training: TrainConfig,
+    pub corpus: CorpusInfo,
+    pub progress: Progress,
+}
+
+/// Where the training loop is, beyond the weights: saved as `state.safetensors` metadata.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoopState {
+    pub step: u64,
+    pub epoch: u64,
+    /// Index of the next window within the epoch.
+    pub window: u64,
+    pub optimizer_t: u64,
+    pub lr: f64,
+    pub bad_evals: u32,
+    pub tokens_seen: u64,
+    pub train_loss_sum: f64,
+    pub train_loss_count: u64,
+    pub train_seconds: f64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Metric {
+    pub step: u64,
+    pub epoch: u64,
+    pub tokens_seen: u64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_bpc: f64,
+    pub tokens_per_s: f64,
+    pub lr: f64,
+    pub wall_time_s: f64,
+}
+
+/// A loaded, ready-to-use model.
+pub struct Loaded {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub vocab: Vocab,
+    pub model: ElmanLM,
+}
+
+/// Resolves `checkpoints/NAME`, or a bare `NAME` that exists under `checkpoints/`.
+pub fn resolve_dir(p: &Path) -> PathBuf {
+    if !p.exists() && p.components().count() == 1 {
+        let alt = Path::new("checkpoints").join(p);
+        if alt.exists() {
+            return alt;
+        }
+    }
+    p.to_path_buf()
+}
+
+/// Reads and checks `config.json`.
+pub fn read_config(dir: &Path) -> Result<Config> {
+    if !dir.exists() {
+        bail!(
+            "{}: no such checkpoint folder (train one with `elman train FILE --out {}`)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if !dir.is_dir() {
+        bail!("{}: not a checkpoint folder", dir.display());
+    }
+    let path = dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| file_error(&path, &e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: not valid JSON ({e})", path.display()))?;
+    let ver = v.get("format_version").and_then(|x| x.as_u64());
+    match ver {
+        Some(x) if x == FORMAT_VERSION as u64 => {}
+        Some(x) if x > FORMAT_VERSION as u64 => bail!(
+            "{}: checkpoint format version {x} is newer than this elman understands ({FORMAT_VERSION}); upgrade elman",
+            path.display()
+        ),
+        Some(x) => bail!("{}: unknown checkpoint format version {x}", path.display()),
+        None => bail!("{}: no format_version: not an elman checkpoint", path.display()),
+    }
+    let cfg: Config = serde_json::from_value(v)
+        .map_err(|e| anyhow!("{}: malformed config ({e})", path.display()))?;
+    cfg.model
+        .validate()
+        .with_context(|| format!("{}", path.display()))?;
+    if cfg.vocab.size != cfg.model.vocab_size {
+        bail!(
+            "{}: vocabulary size {} disagrees with the model's {}",
+            path.display(),
+            cfg.vocab.size,
+            cfg.model.vocab_size
+        );
+    }
+    Ok(cfg)
+}
+
+/// Reads a safetensors file into named tensors, checking that every parameter of `cfg` is there
+/// (under `prefix` + its name) with the right shape and a float dtype.
+pub fn read_weights(
+    path: &Path,
+    cfg: &ModelConfig,
+    prefix: &str,
+    dev: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = fs::read(path).map_err(|e| file_error(path, &e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow!("{}: damaged safetensors file ({e})", path.display()))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let t = Tensor::from_raw_buffer(
+            view.data(),
+            match view.dtype() {
+                safetensors::Dtype::F32 => DType::F32,
+                safetensors::Dtype::F64 => DType::F64,
+                d => bail!(
+                    "{}: tensor {name} has dtype {d:?}; elman stores F32",
+                    path.display()
+                ),
+            },
+            view.shape(),
+            dev,
+        )?;
+        out.insert(name, t);
+    }
+    for (name, shape) in cfg.param_shapes() {
+        let name = format!("{prefix}{name}");
+        match out.get(&name) {
+            None => bail!(
+                "{}: tensor {name} is missing (not an elman model of this config)",
+                path.display()
+            ),
+            Some(t) if t.dims() != shape.as_slice() => bail!(
+                "{}: tensor {name} has shape {:?} but config.json says {:?}",
+                path.display(),
+                t.dims(),
+                shape
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// Loads a checkpoint for use: the best weights, the vocabulary, the config.
+pub fn load(dir: &Path, dev: &Device) -> Result<Loaded> {
+    let dir = resolve_dir(dir);
+    let config = read_config(&dir)?;
+    let tok_path = dir.join(TOKENIZER_FILE);
+    if !tok_path.exists() {
+        bail!(
+            "{}: missing; the checkpoint is incomplete",
+            tok_path.display()
+        );
+    }
+    let vocab = Vocab::from_tokenizer_json(&tok_path, config.vocab.level, config.vocab.nfc)?;
+    if vocab.len() != config.model.vocab_size {
+        bail!(
+            "{}: holds {} tokens but config.json says the model has {}",
+            tok_path.display(),
+            vocab.len(),
+            config.model.vocab_size
+        );
+    }
+    let (weights, _) = read_weights(&dir.join(MODEL_FILE), &config.model, "", dev)?;
+    let model = model_from_tensors(&config.model, weights, DType::F32, dev)?;
+    Ok(Loaded {
+        dir,
+        config,
+        vocab,
+        model,
+    })
+}
+
+pub fn model_from_tensors(
+    cfg: &ModelConfig,
+    ts: HashMap<String, Tensor>,
+    dtype: DType,
+    dev: &Device,
+) -> Result<ElmanLM> {
+    let vb = VarBuilder::from_tensors(ts, dtype, dev);
+    Ok(ElmanLM::new(*cfg, vb)?)
+}
+
+/// Serialises named tensors (converted to F32) with string metadata.
+pub fn safetensors_bytes(
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let f32s: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let views: Vec<(&str, &Tensor)> = f32s.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    Ok(safetensors::tensor::serialize(views, metadata)?)
+}
+
+/// Everything one save writes.
+pub struct Snapshot<'a> {
+    pub config: &'a Config,
+    pub tokenizer_json: &'a str,
+    /// Best weights; `None` keeps the existing `model.safetensors` (or, on a first save, the latest).
+    pub best: Option<Vec<u8>>,
+    pub state: Vec<u8>,
+    pub metrics: &'a [Metric],
+}
+
+/// Writes a complete new version of the checkpoint folder and swaps it in atomically.
+pub fn commit(dir: &Path, snap: &Snapshot) -> Result<()> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| file_error(&parent, &e))?;
+    let name = dir
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a usable folder name", dir.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let staging = parent.join(format!(".{name}.staging"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| file_error(&staging, &e))?;
+    }
+    fs::create_dir(&staging).map_err(|e| file_error(&staging, &e))?;
+
+    let model_bytes: Vec<u8> = match &snap.best {
+        Some(b) => b.clone(),
+        None => match fs::read(dir.join(MODEL_FILE)) {
+            Ok(b) => b,
+            Err(_) => snap.state.clone(),
+        },
+    };
+    write_atomic(&staging.join(MODEL_FILE), &model_bytes)?;
+    write_atomic(&staging.join(STATE_FILE), &snap.state)?;
+    write_atomic(
+        &staging.join(TOKENIZER_FILE),
+        snap.tokenizer_json.as_bytes(),
+    )?;
+    let mut metrics = String::new();
+    for m in snap.metrics {
+        metrics.push_str(&serde_json::to_string(m)?);
+        metrics.push('\n');
+    }
+    write_atomic(&staging.join(METRICS_FILE), metrics.as_bytes())?;
+    // config.json last: a staging folder without it is never mistaken for a checkpoint.
+    write_atomic(
+        &staging.join(CONFIG_FILE),
+        serde_json::to_string_pretty(snap.config)?.as_bytes(),
+    )?;
+    sync_dir(&staging);
+
+    if dir.exists() {
+        exchange(&staging, dir)?;
+        // `staging` now holds the previous version.
+        let _ = fs::remove_dir_all(&staging);
+    } else {
+        fs::rename(&staging, dir).map_err(|e| file_error(dir, &e))?;
+    }
+    sync_dir(&parent);
+    Ok(())
+}
+
+/// Writes `bytes` to `path` via a temporary file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut f = fs::File::create(&tmp).map_err(|e| file_error(&tmp, &e))?;
+    f.write_all(bytes).map_err(|e| file_error(&tmp, &e))?;
+    f.sync_all().map_err(|e| file_error(&tmp, &e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| file_error(path, &e))?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Atomically swaps two folders. Linux: `renameat2(RENAME_EXCHANGE)`. Elsewhere (or on a file
+/// system without it) two renames, with the old version kept beside until the second one is done.
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let ca = CString::new(a.as_os_str().as_bytes())?;
+        let cb = CString::new(b.as_os_str().as_bytes())?;
+        // SAFETY: two valid NUL-terminated paths; renameat2 reads them and nothing else.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(file_error(b, &err));
+        }
+    }
+    // Fallback: b → b.old, a → b, b.old → a (so the caller removes it as before).
+    let old = b.with_file_name(format!(
+        ".{}.old",
+        b.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(|e| file_error(&old, &e))?;
+    }
+    fs::rename(b, &old).map_err(|e| file_error(b, &e))?;
+    fs::rename(a, b).map_err(|e| file_error(b, &e))?;
+    fs::rename(&old, a).map_err(|e| file_error(a, &e))?;
+    Ok(())
+}
+
+/// Reads `metrics.jsonl` (missing file: no metrics).
+pub fn read_metrics(dir: &Path) -> Result<Vec<Metric>> {
+    let path = dir.join(METRICS_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(file_error(&path, &e)),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| anyhow!("{}: line {}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}

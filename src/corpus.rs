@@ -1,0 +1,205 @@
+//! Stage 1a — the corpus: one or more UTF-8 text files (or folders of them) read into one string,
+//! checked, hashed and split into training and validation text.
+//!
+//! Every way a file can be unusable ends here with one line that names the file and says what to
+//! do, never later as a panic deep inside training.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Files with these extensions are picked up when a folder is given.
+const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "text", "tokens", "raw"];
+
+/// The text of a corpus and where it came from.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    /// A short name for the corpus (the first file's stem or the folder's name).
+    pub name: String,
+    pub files: Vec<PathBuf>,
+    pub text: String,
+    /// SHA-256 of the concatenated bytes, hex.
+    pub sha256: String,
+}
+
+impl Corpus {
+    /// Reads every path (a file, or a folder whose text files are read in name order).
+    pub fn read(paths: &[PathBuf]) -> Result<Corpus> {
+        if paths.is_empty() {
+            bail!(
+                "no corpus given: name one or more text files, e.g. `elman train corpora/demo.txt`"
+            );
+        }
+        let mut files = Vec::new();
+        for p in paths {
+            let meta = fs::metadata(p).map_err(|e| file_error(p, &e))?;
+            if meta.is_dir() {
+                let mut found = Vec::new();
+                collect_text_files(p, &mut found)?;
+                if found.is_empty() {
+                    bail!(
+                        "{}: the folder holds no text files (looked for .{} files)",
+                        p.display(),
+                        TEXT_EXTENSIONS.join(", .")
+                    );
+                }
+                files.extend(found);
+            } else {
+                files.push(p.clone());
+            }
+        }
+        let mut text = String::new();
+        let mut hasher = Sha256::new();
+        for f in &files {
+            let bytes = fs::read(f).map_err(|e| file_error(f, &e))?;
+            let s = decode_utf8(f, &bytes)?;
+            hasher.update(&bytes);
+            text.push_str(s);
+        }
+        if text.trim().is_empty() {
+            bail!(
+                "{}: the corpus is empty (no text to learn from)",
+                if files.len() == 1 {
+                    files[0].display().to_string()
+                } else {
+                    format!("{} files", files.len())
+                }
+            );
+        }
+        let first = &paths[0];
+        let name = first
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .or_else(|| {
+                let abs = first.canonicalize().ok()?;
+                Some(abs.file_name()?.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "corpus".to_string());
+        Ok(Corpus {
+            name: sanitize_name(&name),
+            files,
+            text,
+            sha256: hex(&hasher.finalize()),
+        })
+    }
+
+    /// Splits off the last `val_fraction` of the characters: `(train, validation)`, the convention of
+    /// the reference corpora's README.
+    pub fn split(&self, val_fraction: f64) -> (&str, &str) {
+        split_text(&self.text, val_fraction)
+    }
+}
+
+/// The split used by training and by tests: the last `val_fraction` of characters is validation.
+pub fn split_text(text: &str, val_fraction: f64) -> (&str, &str) {
+    let nchars = text.chars().count();
+    let val_chars = ((nchars as f64) * val_fraction).round() as usize;
+    let cut_char = nchars - val_chars.min(nchars);
+    let cut = text
+        .char_indices()
+        .nth(cut_char)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    text.split_at(cut)
+}
+
+fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| file_error(dir, &e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_text_files(&p, out)?;
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| TEXT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// UTF-8 check with a message a user can act on.
+fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        bail!(
+            "{}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); convert it to UTF-8, e.g. `iconv -f UTF-16 -t UTF-8`",
+            path.display()
+        );
+    }
+    let s = std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "{}: invalid UTF-8 at byte offset {at} (line {line}); elman reads UTF-8 text only",
+            path.display()
+        )
+    })?;
+    if let Some(at) = s.find('\0') {
+        bail!(
+            "{}: looks like a binary file (NUL byte at byte offset {at}); give a text file",
+            path.display()
+        );
+    }
+    // A UTF-8 byte-order mark is not text: drop it.
+    Ok(s.strip_prefix('\u{feff}').unwrap_or(s))
+}
+
+/// One line for any I/O error on `path`.
+pub fn file_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind::*;
+    let what = match e.kind() {
+        NotFound => "no such file or folder".to_string(),
+        PermissionDenied => "permission denied".to_string(),
+        IsADirectory => "is a folder, not a file".to_string(),
+        _ => e.to_string(),
+    };
+    anyhow::anyhow!("{}: {what}", path.display())
+}
+
+/// A name safe to use as a folder name.
+pub fn sanitize_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_matches('.').to_string();
+    if s.is_empty() {
+        "corpus".into()
+    } else {
+        s
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).with_context(|| path.display().to_string())?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_by_characters() {
+        let (a, b) = split_text("天空飞过一只小鸟ab", 0.2);
+        assert_eq!(a, "天空飞过一只小鸟");
+        assert_eq!(b, "ab");
+    }
+}

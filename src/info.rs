@@ -1,0 +1,90 @@
+//! `elman info`: what a checkpoint holds, for people (`render`) and scripts (`--json`).
+
+use crate::checkpoint::{self, Config, Metric};
+use anyhow::Result;
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    pub dir: String,
+    pub parameters: usize,
+    pub config: Config,
+    pub evaluations: usize,
+    pub first: Option<Metric>,
+    pub last: Option<Metric>,
+}
+
+pub fn info(dir: &Path) -> Result<Info> {
+    let dir = checkpoint::resolve_dir(dir);
+    // A full load checks weights and vocabulary against the config, so `info` also vets a file.
+    let loaded = checkpoint::load(&dir, &candle_core::Device::Cpu)?;
+    let metrics = checkpoint::read_metrics(&dir)?;
+    Ok(Info {
+        dir: dir.display().to_string(),
+        parameters: loaded.config.model.num_params(),
+        config: loaded.config,
+        evaluations: metrics.len(),
+        first: metrics.first().cloned(),
+        last: metrics.last().cloned(),
+    })
+}
+
+pub fn render(i: &Info) -> String {
+    let c = &i.config;
+    let t = &c.training;
+    let p = &c.progress;
+    let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+    let mut s = String::new();
+    s += &format!("checkpoint   {}\n", i.dir);
+    s += &format!(
+        "vocabulary   {} tokens, {} level{}{}\n",
+        c.vocab.size,
+        c.vocab.level,
+        if c.vocab.nfc { ", NFC" } else { "" },
+        if c.vocab.unk.is_some() {
+            ", has <unk>"
+        } else {
+            ""
+        }
+    );
+    s += &format!(
+        "model        Elman RNN, {} layer(s) × {} hidden, {} activation, {} parameters\n",
+        c.model.layers, c.model.hidden, c.model.activation, i.parameters
+    );
+    s += &format!(
+        "training     {} lr {} (now {:.3e}), clip {}, batch {} × bptt {}, seed {}, eval every {} steps, lr decay ×{} after {} bad eval(s)\n",
+        t.optimizer, t.lr, p.lr, t.clip, t.batch, t.bptt, t.seed, t.eval_every, t.lr_decay, t.patience
+    );
+    s += &format!(
+        "corpus       {} ({} chars, {} train / {} val tokens, sha256 {}…)\n",
+        c.corpus.name,
+        c.corpus.chars,
+        c.corpus.train_tokens,
+        c.corpus.val_tokens,
+        &c.corpus.sha256[..c.corpus.sha256.len().min(12)]
+    );
+    s += &format!(
+        "progress     step {}, epoch {}, {} tokens seen, {:.0} s of training{}\n",
+        p.step,
+        p.epoch,
+        p.tokens_seen,
+        p.train_seconds,
+        p.stopped
+            .as_ref()
+            .map_or(String::new(), |r| format!(", last stop: {r}"))
+    );
+    s += &format!(
+        "best         val loss {} nats/token, {} bpc at step {} (model.safetensors)\n",
+        opt(p.best_val_loss),
+        opt(p.best_val_bpc),
+        p.best_step.map_or("-".into(), |x| x.to_string())
+    );
+    if let (Some(f), Some(l)) = (&i.first, &i.last) {
+        s += &format!(
+            "history      {} evaluations: val bpc {:.4} at step {} → {:.4} at step {}\n",
+            i.evaluations, f.val_bpc, f.step, l.val_bpc, l.step
+        );
+    }
+    s
+}

@@ -1,0 +1,15 @@
+//! elman — Elman recurrent neural-network language models, after chapter 13 of the book
+//! (`s(t) = σ(U x(t) + W s(t−1) + b)`, `y(t) = softmax(V s(t) + c)`, trained by BPTT).
+//!
+//! The pipeline, one module per stage (see ARCHITECTURE.md):
+//! [`corpus`] (text files) → [`vocab`] (token ids) → [`model`] (the network) → [`train`]
+//! (truncated BPTT with [`optim`]) → [`checkpoint`] (the folder on disk) → [`eval`] (scoring).
+
+pub mod checkpoint;
+pub mod corpus;
+pub mod eval;
+pub mod info;
+pub mod model;
+pub mod optim;
+pub mod train;
+pub mod vocab;

@@ -1,0 +1,764 @@
+//! Stage 3 — training: truncated back-propagation through time.
+//!
+//! The token stream is cut into `batch` parallel streams. Each step takes the next window of `bptt`
+//! tokens from every stream, runs the network from the hidden state the previous window left (cut
+//! from the graph: gradients stop at the window edge, as in PyTorch's word_language_model), and
+//! minimises the mean cross-entropy over all positions — the chapter's J(θ) divided by the number
+//! of positions. Each epoch starts from s = 0 at an offset in [0, bptt) drawn from (seed, epoch), so
+//! window edges move between epochs.
+//!
+//! Reproducibility invariant: everything that steers the weights (step, epoch, window, hidden
+//! state, optimizer moments, learning rate, plateau counter) is in `state.safetensors`, and the only
+//! randomness is a pure function of (seed, epoch). So a run stopped and resumed ends with the same
+//! weights as one that never stopped. Evaluations at a session's end are recorded but do not steer
+//! the learning rate (only the scheduled ones every `eval_every` steps do), for the same reason.
+
+use crate::checkpoint::{self, Config, CorpusInfo, LoopState, Metric, Progress, Snapshot};
+use crate::corpus::Corpus;
+use crate::eval::{score, window};
+use crate::model::{cross_entropy, init_params, ElmanLM, ModelConfig};
+use crate::optim::{clip_scale, Optimizer, OptimizerKind};
+use crate::vocab::{Vocab, VocabOptions};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Hyperparameters fixed by a checkpoint; `None` means "the default" for a new run and "keep" when
+/// resuming (giving one when resuming is an error, since it would break the run).
+#[derive(Debug, Clone, Default)]
+pub struct Hyper {
+    pub hidden: Option<usize>,
+    pub layers: Option<usize>,
+    pub activation: Option<crate::model::Activation>,
+    pub batch: Option<usize>,
+    pub bptt: Option<usize>,
+    pub optimizer: Option<OptimizerKind>,
+    pub lr: Option<f64>,
+    pub clip: Option<f64>,
+    pub lr_decay: Option<f64>,
+    pub patience: Option<u32>,
+    pub val_fraction: Option<f64>,
+    pub eval_every: Option<u64>,
+    pub seed: Option<u64>,
+    pub level: Option<crate::vocab::Level>,
+    pub nfc: bool,
+    pub max_vocab: Option<usize>,
+    pub min_count: Option<u64>,
+}
+
+pub const DEFAULT_HIDDEN: usize = 256;
+pub const DEFAULT_BATCH: usize = 32;
+pub const DEFAULT_BPTT: usize = 64;
+pub const DEFAULT_CLIP: f64 = 5.0;
+pub const DEFAULT_EPOCHS: u64 = 10;
+
+impl Hyper {
+    /// Names of the options that were given (for the resume check).
+    fn given(&self) -> Vec<&'static str> {
+        let mut g = Vec::new();
+        macro_rules! chk {
+            ($($f:ident => $n:literal),*) => { $( if self.$f.is_some() { g.push($n); } )* };
+        }
+        chk!(hidden => "--hidden", layers => "--layers", activation => "--activation",
+             batch => "--batch", bptt => "--bptt", optimizer => "--optimizer", lr => "--lr",
+             clip => "--clip", lr_decay => "--lr-decay", patience => "--patience",
+             val_fraction => "--val-fraction", eval_every => "--eval-every", seed => "--seed",
+             level => "--level", max_vocab => "--max-vocab", min_count => "--min-count");
+        if self.nfc {
+            g.push("--nfc");
+        }
+        g
+    }
+}
+
+/// Everything `elman train` takes.
+#[derive(Debug, Clone, Default)]
+pub struct TrainArgs {
+    pub files: Vec<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub force: bool,
+    pub hyper: Hyper,
+    pub epochs: Option<u64>,
+    pub steps: Option<u64>,
+    pub time: Option<Duration>,
+    pub threads: usize,
+    pub quiet: bool,
+}
+
+/// How a training session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub step: u64,
+    pub stopped: String,
+    pub best_val_loss: Option<f64>,
+    pub best_val_bpc: Option<f64>,
+}
+
+/// Set by Ctrl-C; the loop finishes its step, saves and returns.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Routes Ctrl-C to [`INTERRUPTED`]; a second Ctrl-C exits at once (the checkpoint folder is
+/// swapped atomically, so that is safe too).
+pub fn install_ctrlc_handler() {
+    let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let _ = ctrlc::set_handler(move || {
+        if hits.fetch_add(1, Ordering::SeqCst) > 0 {
+            eprintln!("\ninterrupted twice: exiting now");
+            std::process::exit(130);
+        }
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    });
+}
+
+/// Validates a fresh run's hyperparameters (one message per bad value).
+fn check_hyper(tc: &checkpoint::TrainConfig, mc: &ModelConfig) -> Result<()> {
+    if tc.batch == 0 || tc.batch > 1 << 16 {
+        bail!("--batch {} is out of range 1..=65536", tc.batch);
+    }
+    if tc.bptt == 0 || tc.bptt > 1 << 16 {
+        bail!("--bptt {} is out of range 1..=65536", tc.bptt);
+    }
+    if !(tc.lr.is_finite() && tc.lr > 0.0) {
+        bail!("--lr {} must be a positive number", tc.lr);
+    }
+    if !(tc.clip.is_finite() && tc.clip >= 0.0) {
+        bail!("--clip {} must be ≥ 0 (0 turns clipping off)", tc.clip);
+    }
+    if !(tc.lr_decay > 0.0 && tc.lr_decay <= 1.0) {
+        bail!("--lr-decay {} must be in (0, 1]", tc.lr_decay);
+    }
+    if !(tc.val_fraction > 0.0 && tc.val_fraction < 1.0) {
+        bail!(
+            "--val-fraction {} must be strictly between 0 and 1",
+            tc.val_fraction
+        );
+    }
+    if tc.eval_every == 0 {
+        bail!("--eval-every must be at least 1");
+    }
+    if mc.hidden == 0 || mc.hidden > crate::model::MAX_HIDDEN {
+        bail!(
+            "--hidden {} is out of range 1..={}",
+            mc.hidden,
+            crate::model::MAX_HIDDEN
+        );
+    }
+    if mc.layers == 0 || mc.layers > crate::model::MAX_LAYERS {
+        bail!(
+            "--layers {} is out of range 1..={}",
+            mc.layers,
+            crate::model::MAX_LAYERS
+        );
+    }
+    Ok(())
+}
+
+/// The token ids of a corpus, split and checked.
+struct Data {
+    train: Vec<u32>,
+    val: Vec<u32>,
+    val_chars: usize,
+}
+
+fn tokenize(corpus: &Corpus, vocab: &Vocab, val_fraction: f64) -> Result<Data> {
+    let (train_text, val_text) = corpus.split(val_fraction);
+    let train = vocab.encode(train_text)?;
+    let val = vocab.encode(val_text)?;
+    Ok(Data {
+        train,
+        val,
+        val_chars: val_text.chars().count(),
+    })
+}
+
+/// Number of windows in `epoch` and the offset it starts at.
+fn epoch_plan(seed: u64, epoch: u64, stream_len: usize, bptt: usize) -> (u64, usize) {
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let max_off = (stream_len - 1).saturating_sub(bptt);
+    let offset = rng.random_range(0..bptt).min(max_off);
+    (((stream_len - 1 - offset) / bptt) as u64, offset)
+}
+
+/// Parses `90`, `90s`, `10m`, `1h30m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let err = || anyhow!("--time {s:?}: expected a duration such as 90s, 10m or 1h30m");
+    if s.is_empty() {
+        return Err(err());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs > 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(err());
+    }
+    let mut total = 0.0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+        } else {
+            let n: f64 = num.parse().map_err(|_| err())?;
+            num.clear();
+            total += n * match c {
+                's' => 1.0,
+                'm' => 60.0,
+                'h' => 3600.0,
+                'd' => 86400.0,
+                _ => return Err(err()),
+            };
+        }
+    }
+    if !num.is_empty() || total <= 0.0 {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Runs (or resumes) a training session.
+pub fn train(args: &TrainArgs) -> Result<Outcome> {
+    let dev = Device::Cpu;
+    let resuming = args.resume.is_some();
+
+    // ---- configuration: fresh, or read back from the checkpoint ----
+    let (dir, mut config, vocab, corpus) = if let Some(r) = &args.resume {
+        let dir = checkpoint::resolve_dir(r);
+        let given = args.hyper.given();
+        if !given.is_empty() {
+            bail!(
+                "{} cannot be changed when resuming ({} fixes it); only --steps, --epochs, --time, --threads and --quiet apply",
+                given.join(", "),
+                dir.display()
+            );
+        }
+        let config = checkpoint::read_config(&dir)?;
+        let files: Vec<PathBuf> = if args.files.is_empty() {
+            config.corpus.files.iter().map(PathBuf::from).collect()
+        } else {
+            args.files.clone()
+        };
+        let corpus = Corpus::read(&files)?;
+        if corpus.sha256 != config.corpus.sha256 {
+            bail!(
+                "the corpus ({}) is not the one {} was trained on (its SHA-256 differs); give the original file(s)",
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+                dir.display()
+            );
+        }
+        let vocab = Vocab::from_tokenizer_json(
+            &dir.join(checkpoint::TOKENIZER_FILE),
+            config.vocab.level,
+            config.vocab.nfc,
+        )?;
+        (dir, config, vocab, corpus)
+    } else {
+        let corpus = Corpus::read(&args.files)?;
+        let h = &args.hyper;
+        let vopts = VocabOptions {
+            level: h.level.unwrap_or(crate::vocab::Level::Char),
+            nfc: h.nfc,
+            max_vocab: h.max_vocab,
+            min_count: h.min_count.unwrap_or(1),
+        };
+        let vocab = Vocab::build(&corpus.text, &vopts)?;
+        let optimizer = h.optimizer.unwrap_or(OptimizerKind::Adam);
+        let tc = checkpoint::TrainConfig {
+            batch: h.batch.unwrap_or(DEFAULT_BATCH),
+            bptt: h.bptt.unwrap_or(DEFAULT_BPTT),
+            optimizer,
+            lr: h.lr.unwrap_or(match optimizer {
+                OptimizerKind::Adam => 2e-3,
+                OptimizerKind::Adagrad => 0.05,
+                OptimizerKind::Sgd => 1.0,
+            }),
+            clip: h.clip.unwrap_or(DEFAULT_CLIP),
+            lr_decay: h.lr_decay.unwrap_or(0.5),
+            patience: h.patience.unwrap_or(1),
+            val_fraction: h.val_fraction.unwrap_or(0.1),
+            eval_every: h.eval_every.unwrap_or(200),
+            epochs: None,
+            steps: None,
+            time_limit_s: None,
+            seed: h.seed.unwrap_or(1234),
+            threads: args.threads,
+        };
+        let mc = ModelConfig {
+            vocab_size: vocab.len(),
+            hidden: h.hidden.unwrap_or(DEFAULT_HIDDEN),
+            layers: h.layers.unwrap_or(1),
+            activation: h.activation.unwrap_or(crate::model::Activation::Tanh),
+        };
+        check_hyper(&tc, &mc)?;
+        mc.validate()?;
+        let dir = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("checkpoints").join(&corpus.name));
+        if dir.exists() {
+            let is_ckpt = dir.join(checkpoint::CONFIG_FILE).exists();
+            let empty = dir
+                .read_dir()
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                if !is_ckpt {
+                    bail!(
+                        "{}: exists and is not an elman checkpoint; refusing to replace it (choose another --out)",
+                        dir.display()
+                    );
+                }
+                if !args.force {
+                    bail!(
+                        "{}: a checkpoint is already there; continue it with `elman train --resume {}`, or replace it with --force",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+            } else {
+                std::fs::remove_dir(&dir).ok();
+            }
+        }
+        let config = Config {
+            format_version: checkpoint::FORMAT_VERSION,
+            elman_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: mc,
+            vocab: checkpoint::VocabConfig {
+                level: vopts.level,
+                nfc: vopts.nfc,
+                max_vocab: vopts.max_vocab,
+                min_count: vopts.min_count,
+                size: vocab.len(),
+                unk: vocab.unk,
+                eos: vocab.eos,
+            },
+            training: tc,
+            corpus: CorpusInfo {
+                name: corpus.name.clone(),
+                files: corpus
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect(),
+                sha256: corpus.sha256.clone(),
+                chars: corpus.text.chars().count(),
+                train_tokens: 0,
+                val_tokens: 0,
+                val_chars: 0,
+            },
+            progress: Progress::default(),
+        };
+        (dir, config, vocab, corpus)
+    };
+    config.training.epochs = args
+        .epochs
+        .or(if args.steps.is_none() && args.time.is_none() {
+            Some(DEFAULT_EPOCHS)
+        } else {
+            None
+        });
+    config.training.steps = args.steps;
+    config.training.time_limit_s = args.time.map(|d| d.as_secs_f64());
+    config.training.threads = args.threads;
+    let tc = config.training.clone();
+    let mc = config.model;
+
+    // ---- data ----
+    let data = tokenize(&corpus, &vocab, tc.val_fraction)?;
+    let stream_len = data.train.len() / tc.batch;
+    if stream_len < tc.bptt + 1 {
+        bail!(
+            "the corpus is too short for one training window: {} training tokens in {} streams give {} tokens each, but --bptt {} needs {}; lower --batch or --bptt, or give more text",
+            data.train.len(),
+            tc.batch,
+            stream_len,
+            tc.bptt,
+            tc.bptt + 1
+        );
+    }
+    if data.val.len() < 2 {
+        bail!(
+            "the validation split holds {} token(s): raise --val-fraction or give more text",
+            data.val.len()
+        );
+    }
+    let val_streams = tc.batch.min(data.val.len() / (tc.bptt + 1)).max(1);
+    config.corpus.train_tokens = data.train.len();
+    config.corpus.val_tokens = data.val.len();
+    config.corpus.val_chars = data.val_chars;
+
+    // ---- model, optimizer, loop state ----
+    let varmap: VarMap = init_params(&mc, tc.seed, DType::F32, &dev)?;
+    let model = ElmanLM::new(mc, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let vars: Vec<(String, Var)> = {
+        let data = varmap.data().lock().expect("varmap lock");
+        mc.param_shapes()
+            .into_iter()
+            .map(|(n, _)| {
+                let v = data[&n].clone();
+                (n, v)
+            })
+            .collect()
+    };
+    let mut opt = Optimizer::new(tc.optimizer, tc.lr, vars.clone())?;
+    let mut ls = LoopState {
+        lr: tc.lr,
+        ..Default::default()
+    };
+    let mut state = model.zero_state(tc.batch)?;
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut plateau_best: Option<f64> = None;
+    if resuming {
+        let (ts, meta) =
+            checkpoint::read_weights(&dir.join(checkpoint::STATE_FILE), &mc, "param.", &dev)
+                .context("reading the training state to resume")?;
+        for (name, var) in &vars {
+            var.set(&ts[&format!("param.{name}")])?;
+        }
+        opt.load_state(|k| ts.get(k).cloned())?;
+        for (k, h) in state.iter_mut().enumerate() {
+            let key = format!("hidden.l{k}");
+            let t = ts
+                .get(&key)
+                .ok_or_else(|| anyhow!("the training state has no {key}"))?;
+            if t.dims() != [tc.batch, mc.hidden] {
+                bail!("{key} has shape {:?}", t.dims());
+            }
+            *h = t.clone();
+        }
+        let loop_json = meta
+            .get("loop")
+            .ok_or_else(|| anyhow!("the training state has no loop position"))?;
+        ls = serde_json::from_str(loop_json).context("the training state's loop position")?;
+        plateau_best = meta.get("plateau_best").and_then(|s| s.parse().ok());
+        opt.t = ls.optimizer_t;
+        opt.lr = ls.lr;
+        metrics = checkpoint::read_metrics(&dir)?;
+    }
+    let tokenizer_json = vocab.to_tokenizer_json()?;
+
+    // ---- progress display ----
+    let (epoch_windows, _) = epoch_plan(tc.seed, 0, stream_len, tc.bptt);
+    let mut total_steps = tc.epochs.map(|e| e * epoch_windows);
+    if let Some(s) = tc.steps {
+        total_steps = Some(total_steps.map_or(s, |t| t.min(s)));
+    }
+    let tty = std::io::stderr().is_terminal();
+    let pb = if args.quiet || !tty {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::with_draw_target(total_steps, ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:28.cyan/blue}] step {pos}/{len} {msg} ETA {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        pb.set_position(ls.step);
+        pb
+    };
+    let say = |line: String| {
+        if args.quiet {
+        } else if tty {
+            pb.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    say(format!(
+        "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, hidden {} × {} layer(s) {}, batch {} × bptt {}, {} lr {}",
+        if resuming { "resuming" } else { "training on" },
+        corpus.name,
+        config.corpus.chars,
+        data.train.len(),
+        data.val.len(),
+        vocab.len(),
+        config.vocab.level,
+        mc.num_params(),
+        mc.hidden,
+        mc.layers,
+        mc.activation,
+        tc.batch,
+        tc.bptt,
+        tc.optimizer,
+        opt.lr,
+    ));
+
+    // ---- the loop ----
+    let session_start = Instant::now();
+    let prior_seconds = ls.train_seconds;
+    let mut since_eval_tokens = 0u64;
+    let mut since_eval_time = Duration::ZERO;
+    let mut last_val_bpc: Option<f64> = metrics.last().map(|m| m.val_bpc);
+    let diverge_limit = 3.0 * (mc.vocab_size as f64).ln() + 10.0;
+    let mut last_eval_step = metrics.last().map(|m| m.step);
+    let mut best_bytes: Option<Vec<u8>> = None;
+
+    let val_score = |model: &ElmanLM| -> Result<(f64, f64)> {
+        let s = score(model, &data.val, val_streams, tc.bptt)?;
+        Ok((
+            s.nats_per_token(),
+            s.bits_per_char(data.val.len(), data.val_chars.max(1)),
+        ))
+    };
+
+    let stopped: String = loop {
+        let (n_windows, offset) = epoch_plan(tc.seed, ls.epoch, stream_len, tc.bptt);
+        if ls.window >= n_windows {
+            ls.epoch += 1;
+            ls.window = 0;
+            state = model.zero_state(tc.batch)?;
+            continue;
+        }
+        if tc.steps.is_some_and(|s| ls.step >= s) {
+            break "steps".into();
+        }
+        if tc.epochs.is_some_and(|e| ls.epoch >= e) {
+            break "epochs".into();
+        }
+        if args.time.is_some_and(|t| session_start.elapsed() >= t) {
+            break "time".into();
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            break "interrupted".into();
+        }
+
+        // One step of truncated BPTT.
+        let t0 = Instant::now();
+        let pos = offset + (ls.window as usize) * tc.bptt;
+        let (inp, tgt) = window(&data.train, tc.batch, stream_len, pos, tc.bptt);
+        let inp = Tensor::from_vec(inp, (tc.bptt, tc.batch), &dev)?;
+        let tgt = Tensor::from_vec(tgt, tc.bptt * tc.batch, &dev)?;
+        let (logits, last) = model.forward(&inp, &state)?;
+        let loss = cross_entropy(&logits, &tgt)?;
+        let loss_val = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !loss_val.is_finite() || loss_val > diverge_limit {
+            pb.finish_and_clear();
+            bail!(
+                "training diverged at step {} (loss {loss_val}); {} — try a lower --lr (it was {}) or a smaller --clip",
+                ls.step + 1,
+                if dir.join(checkpoint::CONFIG_FILE).exists() {
+                    format!("the last good checkpoint is kept in {}", dir.display())
+                } else {
+                    "no checkpoint had been saved yet".to_string()
+                },
+                opt.lr
+            );
+        }
+        let grads = loss.backward()?;
+        let (norm, scale) = clip_scale(&grads, opt.params(), tc.clip)?;
+        if !norm.is_finite() {
+            pb.finish_and_clear();
+            bail!(
+                "training diverged at step {} (gradient norm {norm}); try a lower --lr (it was {}) or --clip",
+                ls.step + 1,
+                opt.lr
+            );
+        }
+        opt.step(&grads, scale)?;
+        state = last.iter().map(|h| h.detach()).collect();
+        ls.step += 1;
+        ls.window += 1;
+        ls.optimizer_t = opt.t;
+        ls.train_loss_sum += loss_val;
+        ls.train_loss_count += 1;
+        let step_tokens = (tc.batch * tc.bptt) as u64;
+        ls.tokens_seen += step_tokens;
+        since_eval_tokens += step_tokens;
+        since_eval_time += t0.elapsed();
+        let tok_s = since_eval_tokens as f64 / since_eval_time.as_secs_f64().max(1e-9);
+        pb.set_position(ls.step);
+        pb.set_message(format!(
+            "loss {loss_val:.3} | val bpc {} | {:.0} tok/s",
+            last_val_bpc.map_or("-".into(), |b| format!("{b:.3}")),
+            tok_s
+        ));
+
+        if ls.step % tc.eval_every == 0 {
+            // A scheduled evaluation: it may lower the learning rate.
+            let (val_loss, val_bpc) = val_score(&model)?;
+            let m = Metric {
+                step: ls.step,
+                epoch: ls.epoch,
+                tokens_seen: ls.tokens_seen,
+                train_loss: ls.train_loss_sum / ls.train_loss_count.max(1) as f64,
+                val_loss,
+                val_bpc,
+                tokens_per_s: tok_s,
+                lr: opt.lr,
+                wall_time_s: prior_seconds + session_start.elapsed().as_secs_f64(),
+            };
+            ls.train_loss_sum = 0.0;
+            ls.train_loss_count = 0;
+            since_eval_tokens = 0;
+            since_eval_time = Duration::ZERO;
+            if plateau_best.is_none_or(|b| val_loss < b) {
+                plateau_best = Some(val_loss);
+                ls.bad_evals = 0;
+            } else {
+                ls.bad_evals += 1;
+                if ls.bad_evals >= tc.patience {
+                    opt.lr *= tc.lr_decay;
+                    ls.bad_evals = 0;
+                    say(format!(
+                        "validation stopped improving: learning rate lowered to {:.3e}",
+                        opt.lr
+                    ));
+                }
+            }
+            ls.lr = opt.lr;
+            last_val_bpc = Some(val_bpc);
+            last_eval_step = Some(ls.step);
+            say(format_metric(&m));
+            record(&mut config, &mut metrics, &mut best_bytes, m, &model)?;
+            ls.train_seconds = prior_seconds + session_start.elapsed().as_secs_f64();
+            save(
+                &dir,
+                &config,
+                &tokenizer_json,
+                best_bytes.take(),
+                &model,
+                &opt,
+                &state,
+                &ls,
+                plateau_best,
+                &metrics,
+                None,
+            )?;
+        }
+    };
+
+    // ---- end of session: evaluate (unless just done or interrupted) and save ----
+    if stopped != "interrupted" && last_eval_step != Some(ls.step) {
+        let (val_loss, val_bpc) = val_score(&model)?;
+        let m = Metric {
+            step: ls.step,
+            epoch: ls.epoch,
+            tokens_seen: ls.tokens_seen,
+            train_loss: ls.train_loss_sum / ls.train_loss_count.max(1) as f64,
+            val_loss,
+            val_bpc,
+            tokens_per_s: since_eval_tokens as f64 / since_eval_time.as_secs_f64().max(1e-9),
+            lr: opt.lr,
+            wall_time_s: prior_seconds + session_start.elapsed().as_secs_f64(),
+        };
+        say(format_metric(&m));
+        record(&mut config, &mut metrics, &mut best_bytes, m, &model)?;
+    }
+    ls.train_seconds = prior_seconds + session_start.elapsed().as_secs_f64();
+    save(
+        &dir,
+        &config,
+        &tokenizer_json,
+        best_bytes.take(),
+        &model,
+        &opt,
+        &state,
+        &ls,
+        plateau_best,
+        &metrics,
+        Some(&stopped),
+    )?;
+    pb.finish_and_clear();
+    Ok(Outcome {
+        dir,
+        step: ls.step,
+        stopped,
+        best_val_loss: config.progress.best_val_loss,
+        best_val_bpc: config.progress.best_val_bpc,
+    })
+}
+
+fn format_metric(m: &Metric) -> String {
+    format!(
+        "step {:>6}  epoch {:>3}  train loss {:.4}  val loss {:.4} nats/token  val {:.4} bpc  {:.0} tok/s  lr {:.2e}",
+        m.step, m.epoch, m.train_loss, m.val_loss, m.val_bpc, m.tokens_per_s, m.lr
+    )
+}
+
+/// Adds an evaluation to the metrics and, when it is the best so far, takes the weights as the
+/// new `model.safetensors`.
+fn record(
+    config: &mut Config,
+    metrics: &mut Vec<Metric>,
+    best_bytes: &mut Option<Vec<u8>>,
+    m: Metric,
+    model: &ElmanLM,
+) -> Result<()> {
+    if config.progress.best_val_loss.is_none_or(|b| m.val_loss < b) {
+        config.progress.best_val_loss = Some(m.val_loss);
+        config.progress.best_val_bpc = Some(m.val_bpc);
+        config.progress.best_step = Some(m.step);
+        *best_bytes = Some(checkpoint::safetensors_bytes(&model.named_tensors(), None)?);
+    }
+    config.progress.last_val_loss = Some(m.val_loss);
+    metrics.push(m);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save(
+    dir: &Path,
+    config: &Config,
+    tokenizer_json: &str,
+    best: Option<Vec<u8>>,
+    model: &ElmanLM,
+    opt: &Optimizer,
+    hidden: &[Tensor],
+    ls: &LoopState,
+    plateau_best: Option<f64>,
+    metrics: &[Metric],
+    stopped: Option<&str>,
+) -> Result<()> {
+    let mut config = config.clone();
+    config.progress.step = ls.step;
+    config.progress.epoch = ls.epoch;
+    config.progress.tokens_seen = ls.tokens_seen;
+    config.progress.lr = ls.lr;
+    config.progress.train_seconds = ls.train_seconds;
+    config.progress.stopped = stopped.map(str::to_string);
+    let mut tensors: Vec<(String, Tensor)> = model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (format!("param.{n}"), t))
+        .collect();
+    tensors.extend(opt.state_tensors());
+    for (k, h) in hidden.iter().enumerate() {
+        tensors.push((format!("hidden.l{k}"), h.clone()));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("loop".to_string(), serde_json::to_string(ls)?);
+    if let Some(p) = plateau_best {
+        meta.insert("plateau_best".to_string(), format!("{p:?}"));
+    }
+    let state = checkpoint::safetensors_bytes(&tensors, Some(meta))?;
+    let best = match best {
+        Some(b) => Some(b),
+        // First save with no evaluation yet (interrupted early): the latest weights.
+        None if config.progress.best_step.is_none() => {
+            Some(checkpoint::safetensors_bytes(&model.named_tensors(), None)?)
+        }
+        None => None,
+    };
+    checkpoint::commit(
+        dir,
+        &Snapshot {
+            config: &config,
+            tokenizer_json,
+            best,
+            state,
+            metrics,
+        },
+    )
+}

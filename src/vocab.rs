@@ -1,0 +1,460 @@
+//! Stage 1b — the vocabulary: text ⇄ token ids.
+//!
+//! Two levels:
+//! - `char`: one token per Unicode scalar value. Encoding is a plain hash-map lookup done here (fast,
+//!   and exactly reversible: `decode(encode(s)) == s` for any `s` whose characters are all known).
+//! - `word`: words and punctuation, split by the HF `tokenizers` pre-tokenizers; a newline becomes the
+//!   `<eos>` token as in WikiText-style language models. Not reversible (spaces are dropped).
+//!
+//! Either way the vocabulary is saved as a standard HF `tokenizer.json` (WordLevel model) that the
+//! Python `tokenizers` package loads and that gives the same ids as this module; the tests check it.
+//!
+//! Ids are assigned: special tokens first, then by descending frequency, ties broken by the token's
+//! string order. The same order `tokenizers`' `WordLevelTrainer` uses, so both levels agree.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
+use tokenizers::normalizers::{Replace, Sequence as NormSeq, NFC};
+use tokenizers::pre_tokenizers::punctuation::Punctuation;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSeq;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+use tokenizers::{
+    AddedToken, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
+};
+use unicode_normalization::UnicodeNormalization;
+
+pub const UNK: &str = "<unk>";
+pub const EOS: &str = "<eos>";
+
+/// Matches exactly one Unicode scalar value, newlines included, in both regex engines that read
+/// `tokenizer.json` (fancy-regex here, Oniguruma in Python).
+const ONE_CHAR_PATTERN: &str = r"[\s\S]";
+/// Han characters are split one by one at word level; real segmentation of Chinese is future work.
+const HAN_PATTERN: &str = r"\p{Han}";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// One token per Unicode character (exactly reversible).
+    Char,
+    /// Words and punctuation; newline becomes <eos>.
+    Word,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Char => "char",
+            Level::Word => "word",
+        })
+    }
+}
+
+/// How to build a vocabulary from a corpus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VocabOptions {
+    pub level: Level,
+    /// Apply Unicode NFC normalisation before tokenising.
+    pub nfc: bool,
+    /// Total vocabulary size cap, special tokens included.
+    pub max_vocab: Option<usize>,
+    /// Tokens seen fewer times than this become `<unk>`.
+    pub min_count: u64,
+}
+
+impl Default for VocabOptions {
+    fn default() -> Self {
+        VocabOptions {
+            level: Level::Char,
+            nfc: false,
+            max_vocab: None,
+            min_count: 1,
+        }
+    }
+}
+
+/// A fixed vocabulary: id → token string and back.
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    pub level: Level,
+    pub nfc: bool,
+    tokens: Vec<String>,
+    index: HashMap<String, u32>,
+    /// For the char level: the same index keyed by `char` (the hot path of encoding).
+    char_index: HashMap<char, u32>,
+    pub unk: Option<u32>,
+    pub eos: Option<u32>,
+    /// Word level only: the HF tokenizer that does the splitting.
+    hf: Option<Tokenizer>,
+}
+
+impl Vocab {
+    /// Builds the vocabulary of `text`.
+    pub fn build(text: &str, opts: &VocabOptions) -> Result<Vocab> {
+        if let Some(m) = opts.max_vocab {
+            if m < 2 {
+                bail!("--max-vocab {m} is too small: a language model needs at least 2 tokens");
+            }
+        }
+        match opts.level {
+            Level::Char => Self::build_char(text, opts),
+            Level::Word => Self::build_word(text, opts),
+        }
+    }
+
+    fn build_char(text: &str, opts: &VocabOptions) -> Result<Vocab> {
+        let mut counts: HashMap<char, u64> = HashMap::new();
+        let mut count = |c: char| *counts.entry(c).or_insert(0) += 1;
+        if opts.nfc {
+            text.nfc().for_each(&mut count);
+        } else {
+            text.chars().for_each(&mut count);
+        }
+        let mut ordered: Vec<(String, u64)> = counts
+            .into_iter()
+            .map(|(c, n)| (c.to_string(), n))
+            .collect();
+        ordered.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let distinct = ordered.len();
+        let kept: Vec<String> = ordered
+            .into_iter()
+            .filter(|(_, n)| *n >= opts.min_count)
+            .map(|(s, _)| s)
+            .collect();
+        let mut tokens = Vec::new();
+        let needs_unk = kept.len() < distinct || opts.max_vocab.is_some_and(|m| kept.len() > m);
+        if needs_unk {
+            tokens.push(UNK.to_string());
+        }
+        let room = opts.max_vocab.unwrap_or(usize::MAX) - tokens.len();
+        tokens.extend(kept.into_iter().take(room));
+        if tokens.len() < 2 {
+            bail!(
+                "the corpus has only {} distinct character(s) after --min-count/--max-vocab: nothing to learn",
+                tokens.len()
+            );
+        }
+        Self::from_tokens(Level::Char, opts.nfc, tokens, None)
+    }
+
+    fn build_word(text: &str, opts: &VocabOptions) -> Result<Vocab> {
+        let mut tok = word_tokenizer_skeleton(opts.nfc, WordLevel::default())?;
+        let trainer = WordLevelTrainer::builder()
+            .min_frequency(opts.min_count)
+            .vocab_size(opts.max_vocab.unwrap_or(usize::MAX))
+            .show_progress(false)
+            .special_tokens(vec![special(UNK), special(EOS)])
+            .build()
+            .map_err(|e| anyhow!("building the word vocabulary: {e}"))?;
+        let mut trainer = tokenizers::models::TrainerWrapper::WordLevelTrainer(trainer);
+        tok.train(&mut trainer, lines_with_newlines(text))
+            .map_err(|e| anyhow!("building the word vocabulary: {e}"))?;
+        let model_vocab = tok.get_vocab(false);
+        let mut tokens = vec![String::new(); model_vocab.len()];
+        for (t, id) in model_vocab {
+            tokens[id as usize] = t;
+        }
+        if tokens.len() < 3 {
+            bail!("the corpus has no words to learn from");
+        }
+        Self::from_tokens(Level::Word, opts.nfc, tokens, Some(tok))
+    }
+
+    /// Builds a vocabulary from its ordered token list (id = position).
+    fn from_tokens(
+        level: Level,
+        nfc: bool,
+        tokens: Vec<String>,
+        hf: Option<Tokenizer>,
+    ) -> Result<Vocab> {
+        let mut index = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            if index.insert(t.clone(), i as u32).is_some() {
+                bail!("duplicate token {t:?} in the vocabulary");
+            }
+        }
+        let mut char_index = HashMap::new();
+        if level == Level::Char {
+            for (i, t) in tokens.iter().enumerate() {
+                let mut cs = t.chars();
+                match (cs.next(), cs.next()) {
+                    (Some(c), None) => {
+                        char_index.insert(c, i as u32);
+                    }
+                    _ if t == UNK => {}
+                    _ => bail!("char-level vocabulary holds a multi-character token {t:?}"),
+                }
+            }
+        }
+        let unk = index.get(UNK).copied();
+        let eos = index.get(EOS).copied();
+        let hf = match (level, hf) {
+            (Level::Word, Some(t)) => Some(t),
+            (Level::Word, None) => {
+                let model = WordLevel::builder()
+                    .vocab(index.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                    .unk_token(UNK.to_string())
+                    .build()
+                    .map_err(|e| anyhow!("word vocabulary: {e}"))?;
+                Some(word_tokenizer_skeleton(nfc, model)?)
+            }
+            (Level::Char, _) => None,
+        };
+        Ok(Vocab {
+            level,
+            nfc,
+            tokens,
+            index,
+            char_index,
+            unk,
+            eos,
+            hf,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn token(&self, id: u32) -> &str {
+        &self.tokens[id as usize]
+    }
+
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.index.get(token).copied()
+    }
+
+    /// Encodes `text`, mapping unknown tokens to `<unk>`. Fails (naming the token and its character
+    /// position) only when the vocabulary has no `<unk>`.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, |tok, pos| {
+            Err(anyhow!(
+                "{} at character {pos} is not in the model's vocabulary (and the model has no {UNK} token)",
+                describe_token(tok)
+            ))
+        })
+    }
+
+    /// Encodes `text`; `on_unknown(token, char_position)` decides what an unknown token becomes when
+    /// there is no `<unk>` (or is told about it first when there is one and it returns an error).
+    pub fn encode_with(
+        &self,
+        text: &str,
+        mut on_unknown: impl FnMut(&str, usize) -> Result<u32>,
+    ) -> Result<Vec<u32>> {
+        match self.level {
+            Level::Char => {
+                let mut ids = Vec::with_capacity(text.len());
+                let mut push = |(pos, c): (usize, char)| -> Result<()> {
+                    match self.char_index.get(&c) {
+                        Some(&id) => ids.push(id),
+                        None => match self.unk {
+                            Some(u) => ids.push(u),
+                            None => ids.push(on_unknown(c.encode_utf8(&mut [0; 4]), pos)?),
+                        },
+                    }
+                    Ok(())
+                };
+                if self.nfc {
+                    text.nfc().enumerate().try_for_each(&mut push)?;
+                } else {
+                    text.chars().enumerate().try_for_each(&mut push)?;
+                }
+                Ok(ids)
+            }
+            Level::Word => {
+                let hf = self.hf.as_ref().expect("word vocabulary has a tokenizer");
+                let mut ids = Vec::new();
+                for line in lines_with_newlines(text) {
+                    let enc = hf
+                        .encode(line, false)
+                        .map_err(|e| anyhow!("tokenizing: {e}"))?;
+                    ids.extend_from_slice(enc.get_ids());
+                }
+                Ok(ids)
+            }
+        }
+    }
+
+    /// Turns ids back into text. Exact for the char level; for the word level, words are joined
+    /// by spaces and `<eos>` becomes a newline.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self.level {
+            Level::Char => ids.iter().map(|&i| self.token(i)).collect(),
+            Level::Word => {
+                let mut out = String::new();
+                for &i in ids {
+                    if Some(i) == self.eos {
+                        out.push('\n');
+                        continue;
+                    }
+                    if !(out.is_empty() || out.ends_with('\n')) {
+                        out.push(' ');
+                    }
+                    out.push_str(self.token(i));
+                }
+                out
+            }
+        }
+    }
+
+    /// The standard HF `tokenizer.json` text for this vocabulary.
+    pub fn to_tokenizer_json(&self) -> Result<String> {
+        let tok = match &self.hf {
+            Some(t) => t.clone(),
+            None => {
+                let model = WordLevel::builder()
+                    .vocab(self.index.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                    .unk_token(UNK.to_string())
+                    .build()
+                    .map_err(|e| anyhow!("char vocabulary: {e}"))?;
+                let mut t = Tokenizer::new(model);
+                if self.nfc {
+                    t.with_normalizer(Some(NFC))
+                        .map_err(|e| anyhow!("normalizer: {e}"))?;
+                }
+                let split = Split::new(
+                    SplitPattern::Regex(ONE_CHAR_PATTERN.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| anyhow!("char pre-tokenizer: {e}"))?;
+                t.with_pre_tokenizer(Some(split));
+                t.with_decoder(Some(Fuse::new()));
+                t
+            }
+        };
+        tok.to_string(true)
+            .map_err(|e| anyhow!("serialising tokenizer.json: {e}"))
+    }
+
+    /// Reads a `tokenizer.json` written by [`Vocab::to_tokenizer_json`].
+    pub fn from_tokenizer_json(path: &Path, level: Level, nfc: bool) -> Result<Vocab> {
+        let tok = Tokenizer::from_file(path).map_err(|e| {
+            anyhow!(
+                "{}: not a readable tokenizer.json ({e}); the checkpoint is damaged",
+                path.display()
+            )
+        })?;
+        let v = tok.get_vocab(false);
+        let n = v.len();
+        let mut tokens = vec![None; n];
+        for (t, id) in v {
+            let slot = tokens
+                .get_mut(id as usize)
+                .ok_or_else(|| anyhow!("{}: token ids are not 0..{n}", path.display()))?;
+            *slot = Some(t);
+        }
+        let tokens: Vec<String> = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.ok_or_else(|| anyhow!("{}: token id {i} is missing", path.display())))
+            .collect::<Result<_>>()?;
+        let hf = (level == Level::Word).then_some(tok);
+        Self::from_tokens(level, nfc, tokens, hf).with_context(|| path.display().to_string())
+    }
+}
+
+/// `<unk>`/`<eos>` are special and matched after normalisation, so a newline that the normaliser
+/// turned into `<eos>` (and a literal `<unk>` in WikiText) become single tokens.
+fn special(s: &str) -> AddedToken {
+    AddedToken::from(s, true).normalized(true)
+}
+
+/// The word-level pipeline: newline → ` <eos> `, split on whitespace, isolate punctuation and Han
+/// characters.
+fn word_tokenizer_skeleton(nfc: bool, model: WordLevel) -> Result<Tokenizer> {
+    let mut norms: Vec<NormalizerWrapper> = Vec::new();
+    if nfc {
+        norms.push(NFC.into());
+    }
+    let r = |p: &str, c: &str| Replace::new(p, c).map_err(|e| anyhow!("normalizer: {e}"));
+    norms.push(r("\r\n", "\n")?.into());
+    norms.push(r("\n", " <eos> ")?.into());
+    let han = Split::new(
+        SplitPattern::Regex(HAN_PATTERN.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| anyhow!("pre-tokenizer: {e}"))?;
+    let pre: Vec<PreTokenizerWrapper> = vec![
+        WhitespaceSplit.into(),
+        Punctuation::new(SplitDelimiterBehavior::Isolated).into(),
+        han.into(),
+    ];
+    let mut t = Tokenizer::new(model);
+    t.with_normalizer(Some(NormSeq::new(norms)))
+        .map_err(|e| anyhow!("normalizer: {e}"))?;
+    t.with_pre_tokenizer(Some(PreSeq::new(pre)));
+    t.add_special_tokens([special(UNK), special(EOS)])
+        .map_err(|e| anyhow!("special tokens: {e}"))?;
+    Ok(t)
+}
+
+/// Splits text after every newline, keeping it: word-level tokenising works line by line.
+fn lines_with_newlines(text: &str) -> impl Iterator<Item = &str> + Send {
+    text.split_inclusive('\n')
+}
+
+/// A printable description of a token for error messages: control and invisible characters are
+/// shown as their code point.
+pub fn describe_token(tok: &str) -> String {
+    let visible = tok
+        .chars()
+        .all(|c| !c.is_control() && !c.is_whitespace() && c != '\u{feff}');
+    let cps: Vec<String> = tok.chars().map(|c| format!("U+{:04X}", c as u32)).collect();
+    if visible {
+        format!("{tok:?} ({})", cps.join(" "))
+    } else {
+        format!("character {}", cps.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn char_ids_follow_frequency_then_string_order() {
+        let v = Vocab::build("abbccc", &VocabOptions::default()).unwrap();
+        assert_eq!(v.tokens(), &["c", "b", "a"]);
+        assert_eq!(v.unk, None);
+    }
+
+    #[test]
+    fn char_max_vocab_adds_unk() {
+        let opts = VocabOptions {
+            max_vocab: Some(3),
+            ..Default::default()
+        };
+        let v = Vocab::build("abbccc", &opts).unwrap();
+        assert_eq!(v.tokens(), &[UNK, "c", "b"]);
+        assert_eq!(v.encode("abc").unwrap(), vec![0, 2, 1]);
+    }
+
+    #[test]
+    fn word_level_newline_is_eos() {
+        let opts = VocabOptions {
+            level: Level::Word,
+            ..Default::default()
+        };
+        let v = Vocab::build("the cat sat.\nthe dog sat.\n", &opts).unwrap();
+        let ids = v.encode("the cat sat.\n").unwrap();
+        let toks: Vec<&str> = ids.iter().map(|&i| v.token(i)).collect();
+        assert_eq!(toks, ["the", "cat", "sat", ".", EOS]);
+        assert_eq!(v.decode(&ids), "the cat sat .\n");
+    }
+}
