@@ -95,10 +95,20 @@ struct TrainCmd {
     #[arg(long, value_enum, help_heading = "Training")]
     optimizer: Option<OptimizerKind>,
     /// Learning rate [default: 0.002 for adam, 0.05 adagrad, 1.0 sgd].
-    #[arg(long, value_name = "LR", help_heading = "Training")]
+    #[arg(
+        long,
+        value_name = "LR",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
     lr: Option<f64>,
     /// Clip the global gradient norm to this (0 = off) [default: 5].
-    #[arg(long, value_name = "NORM", help_heading = "Training")]
+    #[arg(
+        long,
+        value_name = "NORM",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
     clip: Option<f64>,
     /// Multiply the learning rate by this when validation stops improving [default: 0.5].
     #[arg(long, value_name = "F", help_heading = "Training")]

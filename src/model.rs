@@ -354,7 +354,7 @@ impl ElmanLM {
         }
         let hs = Tensor::stack(&xs, 0)?.reshape((t_len * batch, self.config.hidden))?;
         let logits = hs
-            .matmul(&self.decoder.weight().t()?)?
+            .matmul(&self.decoder.weight().t()?.contiguous()?)?
             .broadcast_add(self.decoder.bias().expect("decoder has a bias"))?;
         Ok((logits, last))
     }

@@ -143,10 +143,12 @@ impl Vocab {
     }
 
     fn build_word(text: &str, opts: &VocabOptions) -> Result<Vocab> {
+        // Count with the tokenizer's own pipeline (normaliser, pre-tokenizers) via its trainer, so
+        // the words counted are exactly the words the tokenizer will later look up.
         let mut tok = word_tokenizer_skeleton(opts.nfc, WordLevel::default())?;
         let trainer = WordLevelTrainer::builder()
             .min_frequency(opts.min_count)
-            .vocab_size(opts.max_vocab.unwrap_or(usize::MAX))
+            .vocab_size(opts.max_vocab.map_or(usize::MAX, |m| m.saturating_add(2)))
             .show_progress(false)
             .special_tokens(vec![special(UNK), special(EOS)])
             .build()
@@ -154,15 +156,24 @@ impl Vocab {
         let mut trainer = tokenizers::models::TrainerWrapper::WordLevelTrainer(trainer);
         tok.train(&mut trainer, lines_with_newlines(text))
             .map_err(|e| anyhow!("building the word vocabulary: {e}"))?;
-        let model_vocab = tok.get_vocab(false);
-        let mut tokens = vec![String::new(); model_vocab.len()];
-        for (t, id) in model_vocab {
-            tokens[id as usize] = t;
+        // The trainer also counts `<eos>`/`<unk>` as words (they are splits of their own), which
+        // leaves a hole in its ids: renumber, specials first, then its frequency order.
+        let mut by_id: Vec<(String, u32)> = tok.get_vocab(false).into_iter().collect();
+        by_id.sort_by_key(|(_, id)| *id);
+        let mut tokens = vec![UNK.to_string(), EOS.to_string()];
+        tokens.extend(
+            by_id
+                .into_iter()
+                .map(|(t, _)| t)
+                .filter(|t| t != UNK && t != EOS),
+        );
+        if let Some(m) = opts.max_vocab {
+            tokens.truncate(m.max(2));
         }
         if tokens.len() < 3 {
             bail!("the corpus has no words to learn from");
         }
-        Self::from_tokens(Level::Word, opts.nfc, tokens, Some(tok))
+        Self::from_tokens(Level::Word, opts.nfc, tokens, None)
     }
 
     /// Builds a vocabulary from its ordered token list (id = position).
@@ -440,7 +451,12 @@ mod tests {
             max_vocab: Some(3),
             ..Default::default()
         };
-        let v = Vocab::build("abbccc", &opts).unwrap();
+        assert_eq!(
+            Vocab::build("abbccc", &opts).unwrap().len(),
+            3,
+            "all fit: no <unk>"
+        );
+        let v = Vocab::build("abbcccd", &opts).unwrap();
         assert_eq!(v.tokens(), &[UNK, "c", "b"]);
         assert_eq!(v.encode("abc").unwrap(), vec![0, 2, 1]);
     }

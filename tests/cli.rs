@@ -1,0 +1,377 @@
+//! The `elman` binary: the happy path, and every bad input the foundation promises a clear
+//! one-line error for (exit code 1, no panic, no backtrace).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn elman(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("elman").unwrap();
+    c.current_dir(dir)
+        .env("RUST_BACKTRACE", "1")
+        .arg("--threads")
+        .arg("1");
+    c
+}
+
+/// Runs and checks: exit code 1, exactly one line on stderr, starting `error:` and containing every
+/// `needle`, and no panic.
+fn fails_with(cmd: &mut Command, needles: &[&str]) {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+}
+
+const TINY_FLAGS: &[&str] = &[
+    "--hidden",
+    "16",
+    "--batch",
+    "2",
+    "--bptt",
+    "8",
+    "--eval-every",
+    "10",
+    "--steps",
+    "20",
+    "-q",
+];
+
+#[test]
+fn train_eval_info_on_a_small_mixed_corpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "天空中飞过一只小鸟。A bird flew over the lake.\n".repeat(40);
+    std::fs::write(tmp.path().join("mix.txt"), &text).unwrap();
+    elman(tmp.path())
+        .arg("train")
+        .arg("mix.txt")
+        .args(TINY_FLAGS)
+        .assert()
+        .success();
+    let ck = tmp.path().join("checkpoints/mix");
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "state.safetensors",
+    ] {
+        assert!(ck.join(f).exists(), "{f} missing");
+    }
+    // No staging leftovers beside it.
+    let names: Vec<String> = std::fs::read_dir(tmp.path().join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["mix"]);
+
+    let out = elman(tmp.path())
+        .args(["eval", "--model", "checkpoints/mix", "mix.txt", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tokens"], text.chars().count());
+    let nats = v["nats_per_token"].as_f64().unwrap();
+    let bpc = v["bits_per_char"].as_f64().unwrap();
+    assert!((bpc - nats / std::f64::consts::LN_2).abs() < 1e-9);
+    assert!((v["perplexity"].as_f64().unwrap() - nats.exp()).abs() < 1e-6);
+
+    elman(tmp.path())
+        .args(["info", "--model", "mix"]) // a bare name resolves under checkpoints/
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("char level"))
+        .stdout(predicate::str::contains("16 hidden"));
+    let out = elman(tmp.path())
+        .args(["info", "--model", "checkpoints/mix", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["config"]["progress"]["step"], 20);
+    assert_eq!(v["evaluations"], 2);
+
+    // Training again into the same folder needs --resume or --force.
+    fails_with(
+        elman(tmp.path())
+            .arg("train")
+            .arg("mix.txt")
+            .args(TINY_FLAGS),
+        &["checkpoints/mix", "--resume", "--force"],
+    );
+    // A hyperparameter cannot change on resume.
+    fails_with(
+        elman(tmp.path()).args(["train", "--resume", "checkpoints/mix", "--hidden", "32"]),
+        &["--hidden", "cannot be changed"],
+    );
+    // Resume to 30 steps.
+    elman(tmp.path())
+        .args([
+            "train",
+            "--resume",
+            "checkpoints/mix",
+            "--steps",
+            "30",
+            "-q",
+        ])
+        .assert()
+        .success();
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ck.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["progress"]["step"], 30);
+}
+
+#[test]
+fn bad_corpora_get_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("empty.txt"), "").unwrap();
+    std::fs::write(d.join("blank.txt"), " \n\n  \n").unwrap();
+    let mut bad = "好好学习".as_bytes().to_vec();
+    bad.extend_from_slice(&[b'a', 0xFF, 0xFE, b'b']);
+    std::fs::write(d.join("bad.txt"), &bad).unwrap();
+    std::fs::write(d.join("utf16.txt"), [0xFF, 0xFE, b'h', 0, b'i', 0]).unwrap();
+    std::fs::write(d.join("binary.txt"), b"abc\0def").unwrap();
+    std::fs::write(d.join("short.txt"), "abcabcabc").unwrap();
+    std::fs::create_dir(d.join("nothing")).unwrap();
+    std::fs::write(d.join("nothing/image.png"), [0u8, 1, 2]).unwrap();
+
+    fails_with(
+        elman(d).args(["train", "missing.txt"]),
+        &["missing.txt", "no such file"],
+    );
+    fails_with(
+        elman(d).args(["train", "nothing"]),
+        &["nothing", "no text files"],
+    );
+    fails_with(
+        elman(d).args(["train", "empty.txt"]),
+        &["empty.txt", "empty"],
+    );
+    fails_with(
+        elman(d).args(["train", "blank.txt"]),
+        &["blank.txt", "empty"],
+    );
+    // 好好学习 is 12 bytes, then 'a': the bad byte is at offset 13.
+    fails_with(
+        elman(d).args(["train", "bad.txt"]),
+        &["bad.txt", "invalid UTF-8", "byte offset 13"],
+    );
+    fails_with(
+        elman(d).args(["train", "utf16.txt"]),
+        &["utf16.txt", "UTF-16"],
+    );
+    fails_with(
+        elman(d).args(["train", "binary.txt"]),
+        &["binary.txt", "NUL"],
+    );
+    fails_with(
+        elman(d).args(["train", "short.txt"]),
+        &["too short", "--bptt"],
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let p = d.join("secret.txt");
+        std::fs::write(&p, "some text").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        // root reads anything: only check when the file really is unreadable.
+        if std::fs::read(&p).is_err() {
+            fails_with(
+                elman(d).args(["train", "secret.txt"]),
+                &["secret.txt", "permission denied"],
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_options_get_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("c.txt"), "hello world, hello elman.\n".repeat(50)).unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--val-fraction", "1.5"], &["--val-fraction"]),
+        (&["--val-fraction", "0"], &["--val-fraction"]),
+        (&["--lr", "NaN"], &["--lr"]),
+        (&["--lr", "-1"], &["--lr"]),
+        (&["--clip", "-2"], &["--clip"]),
+        (&["--hidden", "0"], &["--hidden"]),
+        (&["--batch", "0"], &["--batch"]),
+        (&["--bptt", "100000"], &["--bptt"]),
+        (&["--max-vocab", "1"], &["--max-vocab"]),
+        (&["--hidden", "100000000"], &["--hidden"]),
+    ];
+    for (args, needles) in cases {
+        fails_with(elman(d).args(["train", "c.txt"]).args(*args), needles);
+    }
+    // Not an elman checkpoint as --out: refused.
+    std::fs::create_dir(d.join("notes")).unwrap();
+    std::fs::write(d.join("notes/todo.txt"), "keep me").unwrap();
+    fails_with(
+        elman(d).args(["train", "c.txt", "--out", "notes", "--force"]),
+        &["not an elman checkpoint"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("notes/todo.txt")).unwrap(),
+        "keep me"
+    );
+    // clap's own errors (unknown flag, bad number) exit 2 with usage.
+    Command::cargo_bin("elman")
+        .unwrap()
+        .args(["train", "c.txt", "--time", "soon"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--time"));
+}
+
+#[test]
+fn broken_checkpoints_get_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("c.txt"), "abcdefg hijk lmnop.\n".repeat(40)).unwrap();
+    elman(d)
+        .args(["train", "c.txt", "--out", "good"])
+        .args(TINY_FLAGS)
+        .assert()
+        .success();
+    let copy = |name: &str| {
+        let to = d.join(name);
+        std::fs::create_dir(&to).unwrap();
+        for e in std::fs::read_dir(d.join("good")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+        to
+    };
+    fails_with(
+        elman(d).args(["eval", "--model", "nowhere", "c.txt"]),
+        &["nowhere", "no such checkpoint"],
+    );
+    let t = copy("truncated");
+    let bytes = std::fs::read(t.join("model.safetensors")).unwrap();
+    std::fs::write(t.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        elman(d).args(["eval", "--model", "truncated", "c.txt"]),
+        &["model.safetensors"],
+    );
+    let m = copy("nomodel");
+    std::fs::remove_file(m.join("model.safetensors")).unwrap();
+    fails_with(
+        elman(d).args(["info", "--model", "nomodel"]),
+        &["model.safetensors", "no such file"],
+    );
+    let n = copy("notok");
+    std::fs::remove_file(n.join("tokenizer.json")).unwrap();
+    fails_with(
+        elman(d).args(["info", "--model", "notok"]),
+        &["tokenizer.json"],
+    );
+    let edit_config = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let dir = copy(name);
+        let p = dir.join("config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    };
+    edit_config("future", &|v| v["format_version"] = 99.into());
+    fails_with(
+        elman(d).args(["info", "--model", "future"]),
+        &["format version 99", "upgrade"],
+    );
+    edit_config("wide", &|v| v["model"]["hidden"] = 32.into());
+    fails_with(
+        elman(d).args(["info", "--model", "wide"]),
+        &["shape", "config.json"],
+    );
+    edit_config("huge", &|v| v["model"]["hidden"] = 1_000_000_000u64.into());
+    fails_with(elman(d).args(["info", "--model", "huge"]), &["hidden size"]);
+    let g = copy("garbage");
+    std::fs::write(g.join("config.json"), "{not json").unwrap();
+    fails_with(
+        elman(d).args(["info", "--model", "garbage"]),
+        &["config.json", "not valid JSON"],
+    );
+    // The good one is still fine, and an unknown character in eval text is named.
+    std::fs::write(d.join("new.txt"), "abc 天").unwrap();
+    fails_with(
+        elman(d).args(["eval", "--model", "good", "new.txt"]),
+        &["\"天\"", "U+5929", "character 4"],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("c.txt"),
+        "the sky, the bird, the dragonfly.\n".repeat(400),
+    )
+    .unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    let mut child = std::process::Command::new(bin)
+        .current_dir(d)
+        .args([
+            "--threads",
+            "1",
+            "train",
+            "c.txt",
+            "--hidden",
+            "32",
+            "--batch",
+            "4",
+        ])
+        .args([
+            "--bptt",
+            "16",
+            "--eval-every",
+            "100000",
+            "--steps",
+            "1000000",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for its first line (the corpus is read, the loop is starting), let it take some steps,
+    // then interrupt.
+    use std::io::{BufRead, Read};
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut err = String::new();
+    stderr.read_line(&mut err).unwrap();
+    assert!(err.starts_with("training on"), "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    stderr.read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("checkpoints/c"),
+        "{err}"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("checkpoints/c/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["progress"]["stopped"], "interrupted");
+    assert!(cfg["progress"]["step"].as_u64().unwrap() > 0);
+    // It loads and resumes.
+    elman(d)
+        .args(["train", "--resume", "checkpoints/c", "--steps"])
+        .arg((cfg["progress"]["step"].as_u64().unwrap() + 5).to_string())
+        .arg("-q")
+        .assert()
+        .success();
+}

@@ -1,0 +1,252 @@
+//! The network itself: a hand-worked forward pass, autograd against finite differences, the
+//! candle-nn `RNN` trait, and save/load.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, RNN};
+use elman::model::{cross_entropy, init_params, Activation, ElmanLM, ModelConfig};
+use std::collections::HashMap;
+
+fn tensors(pairs: &[(&str, Vec<f64>, Vec<usize>)]) -> HashMap<String, Tensor> {
+    pairs
+        .iter()
+        .map(|(n, v, s)| {
+            (
+                n.to_string(),
+                Tensor::from_vec(v.clone(), s.clone(), &Device::Cpu).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Vocabulary {0, 1}, one hidden unit, fixed weights, worked out by hand:
+///   s(0) = tanh(U[:,0] + b)        = tanh(0.5 + 0.1)               = 0.5370495669980353
+///   o(0) = V s(0) + c              = (0.53705, −0.53705 + 0.2)
+///   s(1) = tanh(U[:,1] + W s(0) + b) = tanh(−0.5 + 0.8·0.53705 + 0.1) = 0.02963097707924829
+///   o(1) = (0.02963, −0.02963 + 0.2)
+///   loss = −(log y(0)[1] + log y(1)[0]) / 2                           = 0.9943994550237557
+#[test]
+fn hand_worked_forward_pass_on_two_tokens() {
+    let cfg = ModelConfig {
+        vocab_size: 2,
+        hidden: 1,
+        layers: 1,
+        activation: Activation::Tanh,
+    };
+    let ts = tensors(&[
+        ("rnn.weight_ih_l0", vec![0.5, -0.5], vec![1, 2]),
+        ("rnn.weight_hh_l0", vec![0.8], vec![1, 1]),
+        ("rnn.bias_ih_l0", vec![0.1], vec![1]),
+        ("rnn.bias_hh_l0", vec![0.0], vec![1]),
+        ("decoder.weight", vec![1.0, -1.0], vec![2, 1]),
+        ("decoder.bias", vec![0.0, 0.2], vec![2]),
+    ]);
+    let m = ElmanLM::new(cfg, VarBuilder::from_tensors(ts, DType::F64, &Device::Cpu)).unwrap();
+    let ids = Tensor::new(&[[0u32], [1u32]], &Device::Cpu).unwrap(); // (T=2, B=1)
+    let (logits, last) = m.forward(&ids, &m.zero_state(1).unwrap()).unwrap();
+    let got: Vec<Vec<f64>> = logits.to_vec2().unwrap();
+    let s0 = 0.5370495669980353;
+    let s1 = 0.02963097707924829;
+    let want = [[s0, -s0 + 0.2], [s1, -s1 + 0.2]];
+    for (g, w) in got.iter().zip(want.iter()) {
+        for (a, b) in g.iter().zip(w.iter()) {
+            assert!((a - b).abs() < 1e-12, "logit {a} != {b}");
+        }
+    }
+    let h: Vec<Vec<f64>> = last[0].to_vec2().unwrap();
+    assert!((h[0][0] - s1).abs() < 1e-12);
+    let targets = Tensor::new(&[1u32, 0u32], &Device::Cpu).unwrap();
+    let loss: f64 = cross_entropy(&logits, &targets)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!((loss - 0.9943994550237557).abs() < 1e-12, "loss {loss}");
+}
+
+/// The book's sigmoid: s = 1/(1+e^−x). Same weights, one step: s(0) = σ(0.6) = 0.6456563062257954.
+#[test]
+fn sigmoid_is_the_logistic_function() {
+    let cfg = ModelConfig {
+        vocab_size: 2,
+        hidden: 1,
+        layers: 1,
+        activation: Activation::Sigmoid,
+    };
+    let ts = tensors(&[
+        ("rnn.weight_ih_l0", vec![0.5, -0.5], vec![1, 2]),
+        ("rnn.weight_hh_l0", vec![0.8], vec![1, 1]),
+        ("rnn.bias_ih_l0", vec![0.1], vec![1]),
+        ("rnn.bias_hh_l0", vec![0.0], vec![1]),
+        ("decoder.weight", vec![1.0, -1.0], vec![2, 1]),
+        ("decoder.bias", vec![0.0, 0.2], vec![2]),
+    ]);
+    let m = ElmanLM::new(cfg, VarBuilder::from_tensors(ts, DType::F64, &Device::Cpu)).unwrap();
+    let ids = Tensor::new(&[[0u32]], &Device::Cpu).unwrap();
+    let (_, last) = m.forward(&ids, &m.zero_state(1).unwrap()).unwrap();
+    let h: Vec<Vec<f64>> = last[0].to_vec2().unwrap();
+    assert!((h[0][0] - 0.6456563062257954).abs() < 1e-12, "{}", h[0][0]);
+}
+
+/// Loss of a fixed window as a function of the parameters (f64 throughout).
+fn loss_of(m: &ElmanLM, ids: &Tensor, tgt: &Tensor, h0: &[Tensor]) -> Tensor {
+    let (logits, _) = m.forward(ids, h0).unwrap();
+    cross_entropy(&logits, tgt).unwrap()
+}
+
+fn gradcheck(activation: Activation, layers: usize) {
+    let dev = Device::Cpu;
+    let cfg = ModelConfig {
+        vocab_size: 5,
+        hidden: 4,
+        layers,
+        activation,
+    };
+    let varmap = init_params(&cfg, 7, DType::F64, &dev).unwrap();
+    // Larger weights than the default init, so every term matters in the check.
+    for (_, v) in varmap.data().lock().unwrap().iter() {
+        v.set(&v.as_tensor().affine(2.5, 0.0).unwrap()).unwrap();
+    }
+    let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
+    let (t, b) = (6usize, 3usize);
+    let ids: Vec<u32> = (0..t * b).map(|i| ((i * 7 + 3) % 5) as u32).collect();
+    let tgt: Vec<u32> = (0..t * b).map(|i| ((i * 3 + 1) % 5) as u32).collect();
+    let ids = Tensor::from_vec(ids, (t, b), &dev).unwrap();
+    let tgt = Tensor::from_vec(tgt, t * b, &dev).unwrap();
+    // A non-zero carried-in state: its path is part of BPTT too.
+    let h0: Vec<Tensor> = (0..layers)
+        .map(|k| {
+            Tensor::from_vec(
+                (0..b * 4)
+                    .map(|i| 0.3 * ((i + k) as f64).sin())
+                    .collect::<Vec<f64>>(),
+                (b, 4),
+                &dev,
+            )
+            .unwrap()
+        })
+        .collect();
+    let grads = loss_of(&m, &ids, &tgt, &h0).backward().unwrap();
+    let vars: Vec<(String, Var)> = {
+        let d = varmap.data().lock().unwrap();
+        cfg.param_shapes()
+            .into_iter()
+            .map(|(n, _)| (n.clone(), d[&n].clone()))
+            .collect()
+    };
+    let eps = 1e-6;
+    let mut checked = 0;
+    for (name, var) in &vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let orig = var.as_tensor().copy().unwrap();
+        let flat: Vec<f64> = orig.flatten_all().unwrap().to_vec1().unwrap();
+        for i in 0..flat.len() {
+            let eval_at = |delta: f64| -> f64 {
+                let mut p = flat.clone();
+                p[i] += delta;
+                var.set(&Tensor::from_vec(p, orig.shape(), &dev).unwrap())
+                    .unwrap();
+                loss_of(&m, &ids, &tgt, &h0).to_scalar::<f64>().unwrap()
+            };
+            let fd = (eval_at(eps) - eval_at(-eps)) / (2.0 * eps);
+            var.set(&orig).unwrap();
+            let err = (fd - g[i]).abs() / (fd.abs() + g[i].abs()).max(1e-7);
+            assert!(
+                err < 1e-5 || (fd - g[i]).abs() < 1e-9,
+                "{activation} L={layers} {name}[{i}]: autograd {} vs finite difference {fd}",
+                g[i]
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, cfg.num_params());
+}
+
+#[test]
+fn gradients_match_finite_differences_tanh() {
+    gradcheck(Activation::Tanh, 1);
+}
+
+#[test]
+fn gradients_match_finite_differences_sigmoid() {
+    gradcheck(Activation::Sigmoid, 1);
+}
+
+#[test]
+fn gradients_match_finite_differences_relu() {
+    gradcheck(Activation::Relu, 1);
+}
+
+#[test]
+fn gradients_match_finite_differences_two_layers() {
+    for a in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+        gradcheck(a, 2);
+    }
+}
+
+/// The layer works through candle-nn's generic `RNN` API, and its `step` equals `forward`.
+#[test]
+fn elman_layer_fits_candle_rnn_trait() {
+    let dev = Device::Cpu;
+    let cfg = ModelConfig {
+        vocab_size: 6,
+        hidden: 3,
+        layers: 2,
+        activation: Activation::Tanh,
+    };
+    let varmap = init_params(&cfg, 3, DType::F64, &dev).unwrap();
+    let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
+    fn generic_seq<R: RNN>(r: &R, input: &Tensor) -> Tensor {
+        let states = r.seq(input).unwrap();
+        r.states_to_tensor(&states).unwrap()
+    }
+    let ids_bt = Tensor::new(&[[1u32, 4, 2, 0], [3, 3, 5, 1]], &dev).unwrap(); // (B=2, T=4)
+    let l0 = generic_seq(&m.layers[0], &ids_bt); // (B, T, H)
+    let l1 = generic_seq(&m.layers[1], &l0); // dense input
+    let (_, last) = m
+        .forward(
+            &ids_bt.t().unwrap().contiguous().unwrap(),
+            &m.zero_state(2).unwrap(),
+        )
+        .unwrap();
+    let a: Vec<Vec<f64>> = l1
+        .narrow(1, 3, 1)
+        .unwrap()
+        .squeeze(1)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let b: Vec<Vec<f64>> = last[1].to_vec2().unwrap();
+    assert_eq!(a, b);
+    // A single `step` from the zero state is the first element of `seq`.
+    let s = m.layers[0]
+        .step(
+            &Tensor::new(&[1u32, 3], &dev).unwrap(),
+            &m.layers[0].zero_state(2).unwrap(),
+        )
+        .unwrap();
+    let first: Vec<Vec<f64>> = l0
+        .narrow(1, 0, 1)
+        .unwrap()
+        .squeeze(1)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    assert_eq!(s.h.to_vec2::<f64>().unwrap(), first);
+}
+
+#[test]
+fn absurd_sizes_are_rejected_before_allocating() {
+    let cfg = ModelConfig {
+        vocab_size: 100,
+        hidden: 1_000_000_000,
+        layers: 1,
+        activation: Activation::Tanh,
+    };
+    let err = match init_params(&cfg, 1, DType::F32, &Device::Cpu) {
+        Ok(_) => panic!("a 10^9-wide model was accepted"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("hidden size"), "{err}");
+}

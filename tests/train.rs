@@ -1,0 +1,213 @@
+//! Training end to end through the library, on tiny corpora written by the tests.
+
+use candle_core::{Device, Tensor};
+use elman::checkpoint::{self, STATE_FILE};
+use elman::train::{train, Hyper, TrainArgs};
+use std::path::{Path, PathBuf};
+
+fn write_corpus(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn tiny_args(file: &Path, out: &Path, steps: u64) -> TrainArgs {
+    TrainArgs {
+        files: vec![file.to_path_buf()],
+        out: Some(out.to_path_buf()),
+        hyper: Hyper {
+            hidden: Some(24),
+            batch: Some(4),
+            bptt: Some(16),
+            lr: Some(0.01),
+            eval_every: Some(25),
+            ..Default::default()
+        },
+        steps: Some(steps),
+        threads: 1,
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+/// All tensors of a safetensors file, as f32 vectors by name.
+fn tensors_of(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let t =
+                Tensor::from_raw_buffer(v.data(), candle_core::DType::F32, v.shape(), &Device::Cpu)
+                    .unwrap();
+            (n, t.flatten_all().unwrap().to_vec1().unwrap())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn a_repetitive_corpus_is_learned_to_near_zero_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A deterministic sequence: every character fixes the next one.
+    let text = "天空飞过一只小鸟。the bird flies! ".repeat(150);
+    let f = write_corpus(tmp.path(), "loop.txt", &text);
+    let out = tmp.path().join("ckpt");
+    let o = train(&tiny_args(&f, &out, 300)).unwrap();
+    let best = o.best_val_loss.unwrap();
+    assert!(best < 0.05, "validation loss {best} nats/token");
+    // The numbers in config.json are the ones the run reported.
+    let cfg = checkpoint::read_config(&out).unwrap();
+    assert_eq!(cfg.progress.step, 300);
+    assert_eq!(cfg.progress.best_val_loss, Some(best));
+    let metrics = checkpoint::read_metrics(&out).unwrap();
+    assert_eq!(metrics.len(), 12); // every 25 steps
+    assert!(metrics.last().unwrap().train_loss < 0.1);
+}
+
+fn noisy_text() -> String {
+    // Pseudo-random but learnable text, so runs have a non-trivial loss curve.
+    let words = [
+        "小鸟", "蜻蜓", "flies", "over", "the", "sky", "一只", "天空", "🙂", "e\u{301}",
+    ];
+    let mut x: u64 = 42;
+    let mut s = String::new();
+    for _ in 0..1500 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s.push_str(words[(x >> 33) as usize % words.len()]);
+        s.push(if (x >> 20) % 7 == 0 { '\n' } else { ' ' });
+    }
+    s
+}
+
+#[test]
+fn same_seed_gives_identical_runs_and_a_different_seed_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let c = tmp.path().join("c");
+    train(&tiny_args(&f, &a, 60)).unwrap();
+    train(&tiny_args(&f, &b, 60)).unwrap();
+    let mut other = tiny_args(&f, &c, 60);
+    other.hyper.seed = Some(99);
+    train(&other).unwrap();
+    let ma = checkpoint::read_metrics(&a).unwrap();
+    let mb = checkpoint::read_metrics(&b).unwrap();
+    let mc = checkpoint::read_metrics(&c).unwrap();
+    let curve = |m: &[checkpoint::Metric]| -> Vec<(u64, f64, f64)> {
+        m.iter()
+            .map(|x| (x.step, x.train_loss, x.val_loss))
+            .collect()
+    };
+    assert_eq!(
+        curve(&ma),
+        curve(&mb),
+        "same seed, same loss curve bit for bit"
+    );
+    assert_ne!(curve(&ma), curve(&mc), "another seed, another curve");
+    assert_eq!(
+        tensors_of(&a.join(STATE_FILE)),
+        tensors_of(&b.join(STATE_FILE))
+    );
+}
+
+#[test]
+fn resuming_an_interrupted_run_ends_with_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let whole = tmp.path().join("whole");
+    let parts = tmp.path().join("parts");
+    let mut args = tiny_args(&f, &whole, 130);
+    args.hyper.patience = Some(1);
+    args.hyper.lr = Some(0.05); // high enough that the plateau schedule kicks in
+    train(&args).unwrap();
+    // Stop at 37 (mid-window of evaluations, mid-epoch), resume to 80, then to 130.
+    let mut first = args.clone();
+    first.out = Some(parts.clone());
+    first.steps = Some(37);
+    train(&first).unwrap();
+    for steps in [80, 130] {
+        let resume = TrainArgs {
+            resume: Some(parts.clone()),
+            steps: Some(steps),
+            threads: 1,
+            quiet: true,
+            ..Default::default()
+        };
+        let o = train(&resume).unwrap();
+        assert_eq!(o.step, steps);
+    }
+    // Weights, optimizer moments and hidden state are identical.
+    assert_eq!(
+        tensors_of(&whole.join(STATE_FILE)),
+        tensors_of(&parts.join(STATE_FILE))
+    );
+    let cw = checkpoint::read_config(&whole).unwrap();
+    let cp = checkpoint::read_config(&parts).unwrap();
+    assert_eq!(cw.progress.step, cp.progress.step);
+    assert_eq!(cw.progress.lr, cp.progress.lr);
+    assert_eq!(cw.progress.tokens_seen, cp.progress.tokens_seen);
+    // The scheduled evaluations agree; the split run has extra ones where its sessions ended.
+    let scheduled = |dir: &Path| -> Vec<(u64, f64)> {
+        checkpoint::read_metrics(dir)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.step % 25 == 0)
+            .map(|m| (m.step, m.val_loss))
+            .collect()
+    };
+    assert_eq!(scheduled(&whole), scheduled(&parts));
+}
+
+#[test]
+fn a_saved_model_loads_with_identical_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let out = tmp.path().join("m");
+    let mut args = tiny_args(&f, &out, 50);
+    args.hyper.layers = Some(2);
+    args.hyper.eval_every = Some(50);
+    train(&args).unwrap();
+    let loaded = checkpoint::load(&out, &Device::Cpu).unwrap();
+    // The live weights of the last step are the best ones here (one evaluation at step 50), and the
+    // state file keeps them under `param.`: build a model from those and compare logits.
+    let (ts, _) = checkpoint::read_weights(
+        &out.join(STATE_FILE),
+        &loaded.config.model,
+        "param.",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ts = ts
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("param.").map(|k| (k.to_string(), v)))
+        .collect();
+    let live = checkpoint::model_from_tensors(
+        &loaded.config.model,
+        ts,
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = loaded
+        .vocab
+        .encode("天空一只小鸟 flies over the sky 🙂")
+        .unwrap();
+    let n = ids.len();
+    let ids = Tensor::from_vec(ids, (n, 1), &Device::Cpu).unwrap();
+    let (a, _) = loaded
+        .model
+        .forward(&ids, &loaded.model.zero_state(1).unwrap())
+        .unwrap();
+    let (b, _) = live.forward(&ids, &live.zero_state(1).unwrap()).unwrap();
+    assert_eq!(
+        a.to_vec2::<f32>().unwrap(),
+        b.to_vec2::<f32>().unwrap(),
+        "identical logits after save/load"
+    );
+}
