@@ -376,9 +376,15 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     // ---- data ----
     let data = tokenize(&corpus, &vocab, tc.val_fraction)?;
     let stream_len = data.train.len() / tc.batch;
+    let files = corpus
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     if stream_len < tc.bptt + 1 {
         bail!(
-            "the corpus is too short for one training window: {} training tokens in {} streams give {} tokens each, but --bptt {} needs {}; lower --batch or --bptt, or give more text",
+            "{files}: the corpus is too short for one training window: {} training tokens in {} streams give {} tokens each, but --bptt {} needs {}; lower --batch or --bptt, or give more text",
             data.train.len(),
             tc.batch,
             stream_len,
@@ -388,7 +394,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     }
     if data.val.len() < 2 {
         bail!(
-            "the validation split holds {} token(s): raise --val-fraction or give more text",
+            "{files}: the validation split holds {} token(s): raise --val-fraction or give more text",
             data.val.len()
         );
     }
@@ -585,7 +591,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             tok_s
         ));
 
-        if ls.step % tc.eval_every == 0 {
+        if ls.step.is_multiple_of(tc.eval_every) {
             // A scheduled evaluation: it may lower the learning rate.
             let (val_loss, val_bpc) = val_score(&model)?;
             let m = Metric {

@@ -375,3 +375,60 @@ fn ctrl_c_saves_and_exits_zero() {
         .assert()
         .success();
 }
+
+/// The checkpoint loads into PyTorch's nn.RNN + nn.Linear (`load_state_dict(strict=True)`) and gives
+/// the same nats/token as `elman eval`. Needs python3 with torch, safetensors and tokenizers; skipped
+/// (with a note) where torch is not installed, since its wheel is several GB.
+#[test]
+fn pytorch_loads_the_checkpoint_with_the_same_numbers() {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import torch, safetensors, tokenizers"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !have {
+        eprintln!("skipped: python3 -m pip install torch safetensors tokenizers to run this test");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("c.txt"),
+        "天空中飞过一只蜻蜓。A dragonfly flew by.\n".repeat(30),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pytorch_load.py");
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    for (act, level) in [("tanh", "char"), ("relu", "word"), ("sigmoid", "char")] {
+        let out = format!("m_{act}");
+        elman(d)
+            .args([
+                "train",
+                "c.txt",
+                "--out",
+                &out,
+                "--activation",
+                act,
+                "--level",
+                level,
+            ])
+            .args(["--layers", "2"])
+            .args(TINY_FLAGS)
+            .assert()
+            .success();
+        let run = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(d.join(&out))
+            .arg(d.join("c.txt"))
+            .arg("--elman")
+            .arg(&bin)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success() && stdout.contains("match"),
+            "{act}/{level}: {stdout}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+}

@@ -79,7 +79,11 @@ fn noisy_text() -> String {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         s.push_str(words[(x >> 33) as usize % words.len()]);
-        s.push(if (x >> 20) % 7 == 0 { '\n' } else { ' ' });
+        s.push(if (x >> 20).is_multiple_of(7) {
+            '\n'
+        } else {
+            ' '
+        });
     }
     s
 }
@@ -157,7 +161,7 @@ fn resuming_an_interrupted_run_ends_with_the_same_weights() {
         checkpoint::read_metrics(dir)
             .unwrap()
             .into_iter()
-            .filter(|m| m.step % 25 == 0)
+            .filter(|m| m.step.is_multiple_of(25))
             .map(|m| (m.step, m.val_loss))
             .collect()
     };
