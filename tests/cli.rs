@@ -432,3 +432,137 @@ fn pytorch_loads_the_checkpoint_with_the_same_numbers() {
         );
     }
 }
+
+#[test]
+fn divergence_stops_with_advice_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("c.txt"),
+        "the sky, the bird, the dragonfly.\n".repeat(100),
+    )
+    .unwrap();
+    // A sane first session leaves a checkpoint...
+    elman(d)
+        .args([
+            "train",
+            "c.txt",
+            "--out",
+            "run",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.1",
+        ])
+        .args(["--clip", "0", "--activation", "relu"])
+        .args(TINY_FLAGS)
+        .assert()
+        .success();
+    let before = std::fs::read(d.join("run/model.safetensors")).unwrap();
+    // ...then an absurd learning rate cannot be set on resume, so start a fresh one that diverges
+    // into a copy of it.
+    std::fs::create_dir(d.join("run2")).unwrap();
+    for f in std::fs::read_dir(d.join("run")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), d.join("run2").join(f.file_name())).unwrap();
+    }
+    fails_with(
+        elman(d)
+            .args([
+                "train",
+                "c.txt",
+                "--out",
+                "run2",
+                "--force",
+                "--optimizer",
+                "sgd",
+            ])
+            .args([
+                "--lr",
+                "1e30",
+                "--clip",
+                "0",
+                "--activation",
+                "relu",
+                "--hidden",
+                "16",
+            ])
+            .args([
+                "--batch",
+                "2",
+                "--bptt",
+                "8",
+                "--eval-every",
+                "1000",
+                "--steps",
+                "50",
+                "-q",
+            ]),
+        &["diverged", "--lr", "run2"],
+    );
+    // The folder it was about to replace is untouched and loads.
+    assert_eq!(
+        std::fs::read(d.join("run2/model.safetensors")).unwrap(),
+        before
+    );
+    elman(d)
+        .args(["info", "--model", "run2"])
+        .assert()
+        .success();
+}
+
+/// kill -9 at random moments while training saves every step: the folder always loads.
+#[cfg(unix)]
+#[test]
+fn kill_9_at_any_moment_leaves_a_loadable_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("c.txt"),
+        "天空中飞过一只蜻蜓。the bird flies.\n".repeat(300),
+    )
+    .unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    elman(d)
+        .args([
+            "train",
+            "c.txt",
+            "--out",
+            "k",
+            "--eval-every",
+            "1",
+            "--val-fraction",
+            "0.02",
+        ])
+        .args([
+            "--hidden", "16", "--batch", "2", "--bptt", "8", "--steps", "2", "-q",
+        ])
+        .assert()
+        .success();
+    let mut steps = 2u64;
+    for i in 0..8u64 {
+        steps += 1000;
+        let mut child = std::process::Command::new(&bin)
+            .current_dir(d)
+            .args(["--threads", "1", "train", "--resume", "k", "--steps"])
+            .arg(steps.to_string())
+            .arg("-q")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150 + 97 * i));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let out = elman(d)
+            .args(["info", "--model", "k", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "after kill {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        steps = v["config"]["progress"]["step"].as_u64().unwrap();
+    }
+    assert!(steps > 2, "the runs made progress between kills");
+}
