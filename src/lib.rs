@@ -8,8 +8,13 @@
 pub mod checkpoint;
 pub mod corpus;
 pub mod eval;
+pub mod infer;
+pub mod generate;
 pub mod info;
 pub mod model;
 pub mod optim;
+pub mod repl;
+pub mod report;
+pub mod demo;
 pub mod train;
 pub mod vocab;

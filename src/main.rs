@@ -2,7 +2,14 @@
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use elman::{checkpoint, eval, info, model::Activation, optim::OptimizerKind, train, vocab::Level};
+use elman::generate::{self, RankBy, SampleOptions};
+use elman::infer::Engine;
+use elman::{
+    checkpoint, demo, eval, info, model::Activation, optim::OptimizerKind, repl, report, train,
+    vocab::Detokenizer, vocab::Level,
+};
+use rand::SeedableRng;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,6 +53,154 @@ elman train --resume checkpoints/tinyshakespeare --time 10m"
     Eval(EvalCmd),
     /// Show what a checkpoint holds: vocabulary, sizes, hyperparameters, training history.
     Info(InfoCmd),
+    /// Generate text, streamed as it is produced.
+    Sample(SampleCmd),
+    /// The most likely next tokens after a prompt, or (--beam) the most probable continuations.
+    Complete(CompleteCmd),
+    /// Rank candidate completions of a prompt by probability (天空飞过一只 → 小鸟, 蜻蜓, 人, 坦克, 猪).
+    Rank(RankCmd),
+    /// An interactive session: type text, watch it continue; :help for commands.
+    Repl(ReplCmd),
+    /// The showcase: train on the bundled corpus (~1 minute), sample in both languages, rank 天空飞过一只__.
+    Demo(DemoCmd),
+}
+
+/// How to pick tokens (shared by sample and repl).
+#[derive(Args, Clone)]
+struct SamplingFlags {
+    /// Softmax temperature: below 1 is safer, above 1 wilder, 0 always takes the most likely token.
+    #[arg(long, short, default_value_t = 0.8, value_name = "T", allow_negative_numbers = true)]
+    temperature: f64,
+    /// Sample only from the K most likely tokens.
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Sample only from the smallest set of tokens whose probability reaches P (nucleus sampling).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    top_p: Option<f64>,
+    /// Random seed: the same seed gives the same text [default: random, printed with --json].
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl SamplingFlags {
+    fn options(&self) -> Result<SampleOptions> {
+        let o = SampleOptions {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+        };
+        o.validate()?;
+        Ok(o)
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(rand::random)
+    }
+}
+
+#[derive(Args)]
+#[command(long_about = "Generate text with a trained model. The hidden state is first warmed up on the whole \
+prompt; tokens are then drawn one by one and printed as they come. Ctrl-C stops.\n\n\
+Examples:\n  elman sample --model checkpoints/elman-demo --prompt 天空中 --length 200\n  \
+elman sample --model elman-demo --prompt \"The bird\" --temperature 0.5 --count 3 --seed 1\n  \
+elman sample --model elman-demo --top-p 0.9 --json")]
+struct SampleCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    model: PathBuf,
+    /// Text to start from (any Unicode) [default: the start of a line].
+    #[arg(long, short, default_value = "")]
+    prompt: String,
+    /// Tokens to generate per sample.
+    #[arg(long, short, default_value_t = 200, value_name = "N")]
+    length: usize,
+    /// Number of samples.
+    #[arg(long, short = 'n', default_value_t = 1, value_name = "N")]
+    count: usize,
+    #[command(flatten)]
+    sampling: SamplingFlags,
+    /// Print one JSON object (seed, settings, samples) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(long_about = "Show what a model expects after a prompt: the K most likely next tokens with their \
+probabilities, or with --beam W the W most probable continuations found by beam search (each stops at a \
+line break, sentence-final punctuation, or --max-tokens).\n\n\
+Examples:\n  elman complete --model elman-demo --prompt 天空中飞过一只\n  \
+elman complete --model elman-demo --prompt \"A bird flew\" --beam 5 --max-tokens 30 --json")]
+struct CompleteCmd {
+    #[arg(long, short, value_name = "DIR")]
+    model: PathBuf,
+    /// Text to complete.
+    #[arg(long, short)]
+    prompt: String,
+    /// How many next tokens to show.
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    top: usize,
+    /// Beam width: search for the W most probable continuations.
+    #[arg(long, value_name = "W")]
+    beam: Option<usize>,
+    /// Longest continuation for --beam, in tokens.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    max_tokens: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(long_about = "Score candidate completions of a prompt. Each candidate is scored token by token \
+from the same prompt state: its total log-probability (the probability of the whole candidate), the mean \
+per token, and its probability normalised over the candidate set. Candidates may have different lengths.\n\n\
+Example (the chapter's):\n  elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪")]
+struct RankCmd {
+    #[arg(long, short, value_name = "DIR")]
+    model: PathBuf,
+    /// The text before the blank.
+    #[arg(long, short)]
+    prompt: String,
+    /// Comma-separated candidates (also ， or 、); spaces around them are trimmed.
+    #[arg(long, short, value_name = "A,B,C", required_unless_present = "candidates_file")]
+    candidates: Option<String>,
+    /// A file with one candidate per line.
+    #[arg(long, value_name = "FILE", conflicts_with = "candidates")]
+    candidates_file: Option<PathBuf>,
+    /// Sort by total or mean per-token log-probability.
+    #[arg(long, value_enum, default_value_t = RankBy::Total)]
+    by: RankBy,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ReplCmd {
+    #[arg(long, short, value_name = "DIR")]
+    model: PathBuf,
+    /// Tokens to generate after each line.
+    #[arg(long, short, default_value_t = 100, value_name = "N")]
+    length: usize,
+    #[command(flatten)]
+    sampling: SamplingFlags,
+}
+
+#[derive(Args)]
+struct DemoCmd {
+    /// The corpus to train on.
+    #[arg(long, default_value = demo::DEMO_CORPUS, value_name = "FILE")]
+    corpus: PathBuf,
+    /// Where the demo model goes.
+    #[arg(long, short, default_value = "checkpoints/elman-demo", value_name = "DIR")]
+    out: PathBuf,
+    /// Training steps.
+    #[arg(long, default_value_t = demo::DEMO_STEPS, value_name = "N")]
+    steps: u64,
+    /// Skip training when the demo model is already there.
+    #[arg(long)]
+    reuse: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -280,6 +435,164 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 println!("bits/char      {:.4}", r.bits_per_char);
                 println!("perplexity     {:.3}", r.perplexity);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sample(c) => {
+            let opts = c.sampling.options()?;
+            let seed = c.sampling.seed();
+            let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
+            let engine = Engine::new(&loaded.model)?;
+            let vocab = &loaded.vocab;
+            let prompt = generate::encode_prompt(vocab, &c.prompt, "--prompt")?;
+            for w in &prompt.warnings {
+                eprintln!("warning: {w}");
+            }
+            let start = generate::warm_up(&engine, vocab, &prompt.ids)?;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            repl::CANCEL.store(false, std::sync::atomic::Ordering::SeqCst);
+            let _ = ctrlc::set_handler(|| {
+                repl::CANCEL.store(true, std::sync::atomic::Ordering::SeqCst)
+            });
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let mut samples = Vec::new();
+            for i in 0..c.count {
+                if !c.json {
+                    if i > 0 {
+                        writeln!(out, "\n---")?;
+                    }
+                    write!(out, "{}", c.prompt)?;
+                }
+                let mut st = start.clone();
+                let mut detok = Detokenizer::new(&c.prompt);
+                let mut text = String::new();
+                generate::generate(&engine, &mut st, c.length, &opts, &mut rng, |x| {
+                    let piece = detok.piece(vocab, x);
+                    if !c.json {
+                        let _ = write!(out, "{piece}");
+                        let _ = out.flush();
+                    }
+                    text.push_str(&piece);
+                    !repl::CANCEL.load(std::sync::atomic::Ordering::SeqCst)
+                });
+                samples.push(text);
+                if repl::CANCEL.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+            }
+            if c.json {
+                let v = serde_json::json!({
+                    "model": loaded.dir.display().to_string(),
+                    "prompt": c.prompt,
+                    "seed": seed,
+                    "length": c.length,
+                    "temperature": opts.temperature,
+                    "top_k": opts.top_k,
+                    "top_p": opts.top_p,
+                    "samples": samples,
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                writeln!(out)?;
+            }
+            if repl::CANCEL.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(ExitCode::from(130));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Complete(c) => {
+            let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
+            let engine = Engine::new(&loaded.model)?;
+            let vocab = &loaded.vocab;
+            let prompt = generate::encode_prompt(vocab, &c.prompt, "--prompt")?;
+            for w in &prompt.warnings {
+                eprintln!("warning: {w}");
+            }
+            let st = generate::warm_up(&engine, vocab, &prompt.ids)?;
+            if let Some(w) = c.beam {
+                if w == 0 || c.max_tokens == 0 {
+                    anyhow::bail!("--beam and --max-tokens must be at least 1");
+                }
+                let beams = generate::beam_search(&engine, vocab, &st, w, c.max_tokens);
+                if c.json {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"prompt": c.prompt, "beam": w, "continuations": beams}))?);
+                } else {
+                    print!("{}", report::beam_table(&c.prompt, &beams));
+                }
+            } else {
+                let next = generate::top_next(&engine, vocab, &st, c.top.max(1));
+                if c.json {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"prompt": c.prompt, "next": next}))?);
+                } else {
+                    print!("{}", report::next_table(&c.prompt, &next));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rank(c) => {
+            let cands: Vec<String> = match (&c.candidates, &c.candidates_file) {
+                (Some(s), _) => generate::split_candidates(s),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| elman::corpus::file_error(f, &e))?
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
+            let engine = Engine::new(&loaded.model)?;
+            let vocab = &loaded.vocab;
+            let prompt = generate::encode_prompt(vocab, &c.prompt, "--prompt")?;
+            for w in &prompt.warnings {
+                eprintln!("warning: {w}");
+            }
+            let st = generate::warm_up(&engine, vocab, &prompt.ids)?;
+            let ranked = generate::rank(&engine, vocab, &st, &cands, c.by)?;
+            for r in &ranked {
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            if c.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "prompt": c.prompt, "sorted_by": c.by, "candidates": ranked
+                    }))?
+                );
+            } else {
+                print!("{}", report::rank_table(&c.prompt, &ranked, c.by));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Repl(c) => {
+            let opts = c.sampling.options()?;
+            let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
+            let engine = Engine::new(&loaded.model)?;
+            repl::run(
+                &engine,
+                &loaded.vocab,
+                repl::Settings {
+                    sample: opts,
+                    length: c.length,
+                    seed: c.sampling.seed(),
+                    next: 5,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(c) => {
+            train::install_ctrlc_handler();
+            let args = demo::DemoArgs {
+                corpus: c.corpus,
+                out: c.out,
+                steps: c.steps,
+                reuse: c.reuse,
+                threads,
+                quiet: c.quiet,
+            };
+            demo::run(&args, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Info(c) => {

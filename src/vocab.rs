@@ -251,31 +251,36 @@ impl Vocab {
     /// Encodes `text`, mapping unknown tokens to `<unk>`. Fails (naming the token and its character
     /// position) only when the vocabulary has no `<unk>`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.encode_with(text, |tok, pos| {
-            Err(anyhow!(
-                "{} at character {pos} is not in the model's vocabulary (and the model has no {UNK} token)",
-                describe_token(tok)
-            ))
-        })
+        self.encode_reporting(text, |_, _| {})
     }
 
-    /// Encodes `text`; `on_unknown(token, char_position)` decides what an unknown token becomes when
-    /// there is no `<unk>` (or is told about it first when there is one and it returns an error).
-    pub fn encode_with(
+    /// Encodes `text`; every unknown token that becomes `<unk>` is reported to
+    /// `on_unknown(token, char_position)` (1-based, as people count). Without an `<unk>` in the vocabulary the first unknown
+    /// token is an error.
+    pub fn encode_reporting(
         &self,
         text: &str,
-        mut on_unknown: impl FnMut(&str, usize) -> Result<u32>,
+        mut on_unknown: impl FnMut(&str, usize),
     ) -> Result<Vec<u32>> {
+        let missing = |tok: &str, pos: usize| {
+            anyhow!(
+                "{} at character {pos} is not in the model's vocabulary (and the model has no {UNK} token)",
+                describe_token(tok)
+            )
+        };
         match self.level {
             Level::Char => {
                 let mut ids = Vec::with_capacity(text.len());
-                let mut push = |(pos, c): (usize, char)| -> Result<()> {
+                let mut push = |(i, c): (usize, char)| -> Result<()> {
+                    let pos = i + 1;
                     match self.char_index.get(&c) {
                         Some(&id) => ids.push(id),
-                        None => match self.unk {
-                            Some(u) => ids.push(u),
-                            None => ids.push(on_unknown(c.encode_utf8(&mut [0; 4]), pos)?),
-                        },
+                        None => {
+                            let tok = c.encode_utf8(&mut [0; 4]).to_string();
+                            let u = self.unk.ok_or_else(|| missing(&tok, pos))?;
+                            on_unknown(&tok, pos);
+                            ids.push(u);
+                        }
                     }
                     Ok(())
                 };
@@ -289,10 +294,23 @@ impl Vocab {
             Level::Word => {
                 let hf = self.hf.as_ref().expect("word vocabulary has a tokenizer");
                 let mut ids = Vec::new();
+                let mut line_start = 0usize; // in characters
                 for line in lines_with_newlines(text) {
                     let enc = hf
-                        .encode(line, false)
+                        .encode_char_offsets(line, false)
                         .map_err(|e| anyhow!("tokenizing: {e}"))?;
+                    if let Some(u) = self.unk {
+                        let chars: Vec<char> = line.chars().collect();
+                        for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+                            let word: String = chars[a.min(chars.len())..b.min(chars.len())]
+                                .iter()
+                                .collect();
+                            if id == u && word != UNK {
+                                on_unknown(&word, line_start + a + 1);
+                            }
+                        }
+                        line_start += chars.len();
+                    }
                     ids.extend_from_slice(enc.get_ids());
                 }
                 Ok(ids)
@@ -472,5 +490,31 @@ mod tests {
         let toks: Vec<&str> = ids.iter().map(|&i| v.token(i)).collect();
         assert_eq!(toks, ["the", "cat", "sat", ".", EOS]);
         assert_eq!(v.decode(&ids), "the cat sat .\n");
+    }
+}
+
+/// Turns ids into text one token at a time, for streaming output; agrees with [`Vocab::decode`]
+/// (word level: a space between words, `<eos>` as a line break).
+pub struct Detokenizer {
+    at_line_start: bool,
+}
+
+impl Detokenizer {
+    /// `after` is the text already shown (the prompt).
+    pub fn new(after: &str) -> Self {
+        Detokenizer {
+            at_line_start: after.is_empty() || after.ends_with('\n'),
+        }
+    }
+
+    pub fn piece(&mut self, vocab: &Vocab, id: u32) -> String {
+        let s = match vocab.level {
+            Level::Char => vocab.token(id).to_string(),
+            Level::Word if Some(id) == vocab.eos => "\n".to_string(),
+            Level::Word if self.at_line_start => vocab.token(id).to_string(),
+            Level::Word => format!(" {}", vocab.token(id)),
+        };
+        self.at_line_start = s.ends_with('\n');
+        s
     }
 }

@@ -306,7 +306,7 @@ fn broken_checkpoints_get_one_clear_line() {
     std::fs::write(d.join("new.txt"), "abc 天").unwrap();
     fails_with(
         elman(d).args(["eval", "--model", "good", "new.txt"]),
-        &["\"天\"", "U+5929", "character 4"],
+        &["\"天\"", "U+5929", "character 5"],
     );
 }
 

@@ -56,7 +56,7 @@ fn unknown_characters_are_named_or_mapped_to_unk() {
     let v = char_vocab("天空飞过");
     let err = v.encode("天空飞过一只").unwrap_err().to_string();
     assert!(
-        err.contains("\"一\"") && err.contains("U+4E00") && err.contains("character 4"),
+        err.contains("\"一\"") && err.contains("U+4E00") && err.contains("character 5"),
         "{err}"
     );
     let capped = Vocab::build(

@@ -1,0 +1,370 @@
+//! Stage 6b — using a model: sampling text, the next-token distribution, beam search for the most
+//! probable continuations, and ranking candidate completions (the chapter's "天空飞过一只__").
+//!
+//! Everything runs on the graph-free [`Engine`] at batch 1. A prompt is read once; its state is
+//! then cloned for every candidate or beam, so each is scored from exactly the same history.
+
+use crate::infer::{Engine, State};
+use crate::vocab::{describe_token, Level, Vocab, EOS};
+use anyhow::{bail, Result};
+use rand::Rng;
+use serde::Serialize;
+
+/// A prompt as token ids, with a warning for every character mapped to `<unk>`.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub ids: Vec<u32>,
+    pub warnings: Vec<String>,
+}
+
+/// Encodes a prompt. Unknown characters become `<unk>` (with a warning) when the model has one;
+/// otherwise the error names the character and its position.
+pub fn encode_prompt(vocab: &Vocab, text: &str, what: &str) -> Result<Prompt> {
+    let mut warnings = Vec::new();
+    let ids = vocab.encode_reporting(text, |tok, pos| {
+        warnings.push(format!(
+            "{what}: {} at character {pos} is not in the vocabulary; using <unk>",
+            describe_token(tok)
+        ))
+    });
+    let ids = ids.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    Ok(Prompt { ids, warnings })
+}
+
+/// The state after reading `prompt` from s = 0. An empty prompt starts after a line break
+/// (`"\n"`, or `<eos>` at word level), the natural start of a text.
+pub fn warm_up(engine: &Engine, vocab: &Vocab, prompt: &[u32]) -> Result<State> {
+    let mut state = engine.zero_state();
+    if prompt.is_empty() {
+        let start = match vocab.level {
+            Level::Char => vocab.id("\n"),
+            Level::Word => vocab.id(EOS),
+        };
+        match start {
+            Some(s) => engine.step(&mut state, s),
+            None => bail!(
+                "the prompt is empty and the model has no line break to start from: give a prompt"
+            ),
+        }
+    } else {
+        engine.feed(&mut state, prompt);
+    }
+    Ok(state)
+}
+
+/// How to pick the next token.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SampleOptions {
+    /// Softmax temperature; ≤ 0 (or below 1e-6) means argmax.
+    pub temperature: f64,
+    /// Keep only the k most probable tokens.
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most probable tokens whose probability reaches p.
+    pub top_p: Option<f64>,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        }
+    }
+}
+
+impl SampleOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            bail!("--temperature {} must be a number ≥ 0", self.temperature);
+        }
+        if self.top_k == Some(0) {
+            bail!("--top-k must be at least 1");
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                bail!("--top-p {p} must be in (0, 1]");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature < 1e-6
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(xs: &[f64]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The distribution sampling draws from: temperature, then top-k, then top-p, renormalised.
+/// Returns (token, probability) sorted by decreasing probability.
+pub fn sampling_distribution(log_probs: &[f64], opts: &SampleOptions) -> Vec<(u32, f64)> {
+    if opts.is_greedy() {
+        return vec![(argmax(log_probs), 1.0)];
+    }
+    let t = opts.temperature;
+    let m = log_probs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let mut p: Vec<(u32, f64)> = log_probs
+        .iter()
+        .enumerate()
+        .map(|(i, &lp)| (i as u32, ((lp - m) / t).exp()))
+        .collect();
+    p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if let Some(k) = opts.top_k {
+        p.truncate(k.max(1));
+    }
+    let z: f64 = p.iter().map(|x| x.1).sum();
+    p.iter_mut().for_each(|x| x.1 /= z);
+    if let Some(top_p) = opts.top_p {
+        let mut cum = 0.0;
+        let mut keep = 0;
+        for x in &p {
+            keep += 1;
+            cum += x.1;
+            if cum >= top_p - 1e-12 {
+                break;
+            }
+        }
+        p.truncate(keep.max(1));
+        let z: f64 = p.iter().map(|x| x.1).sum();
+        p.iter_mut().for_each(|x| x.1 /= z);
+    }
+    p
+}
+
+/// Draws the next token.
+pub fn sample_next(log_probs: &[f64], opts: &SampleOptions, rng: &mut impl Rng) -> u32 {
+    let dist = sampling_distribution(log_probs, opts);
+    let mut u: f64 = rng.random::<f64>();
+    for &(tok, p) in &dist {
+        if u < p {
+            return tok;
+        }
+        u -= p;
+    }
+    dist.last().map(|x| x.0).unwrap_or(0)
+}
+
+/// Generates up to `length` tokens from `state`, calling `emit` with each; `emit` returning false
+/// stops early (Ctrl-C). Returns the tokens.
+pub fn generate(
+    engine: &Engine,
+    state: &mut State,
+    length: usize,
+    opts: &SampleOptions,
+    rng: &mut impl Rng,
+    mut emit: impl FnMut(u32) -> bool,
+) -> Vec<u32> {
+    let mut out = Vec::with_capacity(length);
+    for _ in 0..length {
+        let lp = engine.log_probs(state);
+        let x = sample_next(&lp, opts, rng);
+        out.push(x);
+        engine.step(state, x);
+        if !emit(x) {
+            break;
+        }
+    }
+    out
+}
+
+/// One entry of the next-token distribution.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NextToken {
+    pub token: String,
+    pub id: u32,
+    pub prob: f64,
+}
+
+/// The `k` most probable next tokens after `state`.
+pub fn top_next(engine: &Engine, vocab: &Vocab, state: &State, k: usize) -> Vec<NextToken> {
+    let lp = engine.log_probs(state);
+    let mut idx: Vec<usize> = (0..lp.len()).collect();
+    idx.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
+    idx.into_iter()
+        .take(k)
+        .map(|i| NextToken {
+            token: vocab.token(i as u32).to_string(),
+            id: i as u32,
+            prob: lp[i].exp(),
+        })
+        .collect()
+}
+
+/// Tokens that end a beam-search continuation: line breaks and sentence-final punctuation.
+pub fn is_stop_token(vocab: &Vocab, id: u32) -> bool {
+    matches!(
+        vocab.token(id),
+        "\n" | "<eos>" | "。" | "！" | "？" | "." | "!" | "?" | "…"
+    )
+}
+
+/// A continuation found by beam search.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Continuation {
+    pub ids: Vec<u32>,
+    pub text: String,
+    /// Σ log p of its tokens (natural log).
+    pub logprob: f64,
+    /// Ended on a stop token (rather than at the length limit).
+    pub complete: bool,
+}
+
+/// Beam search for the `width` most probable continuations of at most `max_tokens` tokens, each
+/// ending at a stop token or at the limit. Exact when `width` ≥ the number of possible
+/// continuations (every candidate survives every round).
+pub fn beam_search(
+    engine: &Engine,
+    vocab: &Vocab,
+    state: &State,
+    width: usize,
+    max_tokens: usize,
+) -> Vec<Continuation> {
+    let width = width.max(1);
+    let mut live: Vec<(State, Vec<u32>, f64)> = vec![(state.clone(), Vec::new(), 0.0)];
+    let mut done: Vec<Continuation> = Vec::new();
+    for depth in 0..max_tokens {
+        let mut cands: Vec<(usize, u32, f64)> = Vec::with_capacity(live.len() * vocab.len());
+        for (b, (st, _, score)) in live.iter().enumerate() {
+            let lp = engine.log_probs(st);
+            cands.extend(lp.iter().enumerate().map(|(v, l)| (b, v as u32, score + l)));
+        }
+        cands.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+        cands.truncate(width);
+        let mut next = Vec::with_capacity(width);
+        for (b, v, score) in cands {
+            let mut ids = live[b].1.clone();
+            ids.push(v);
+            let stop = is_stop_token(vocab, v);
+            if stop || depth + 1 == max_tokens {
+                done.push(Continuation {
+                    text: vocab.decode(&ids),
+                    ids,
+                    logprob: score,
+                    complete: stop,
+                });
+            } else {
+                let mut st = live[b].0.clone();
+                engine.step(&mut st, v);
+                next.push((st, ids, score));
+            }
+        }
+        live = next;
+        done.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+        // Scores only fall as a sequence grows: once `width` finished ones beat every live beam,
+        // no live beam can enter the top `width`.
+        let best_live = live.iter().map(|x| x.2).fold(f64::NEG_INFINITY, f64::max);
+        if live.is_empty() || (done.len() >= width && done[width - 1].logprob >= best_live) {
+            break;
+        }
+    }
+    done.truncate(width);
+    done
+}
+
+/// Which score orders the ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RankBy {
+    /// Total log-probability of the candidate's tokens: the probability of the whole candidate.
+    Total,
+    /// Mean log-probability per token: does not favour short candidates.
+    Mean,
+}
+
+impl std::fmt::Display for RankBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RankBy::Total => "total",
+            RankBy::Mean => "mean",
+        })
+    }
+}
+
+/// A scored candidate.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Ranked {
+    pub candidate: String,
+    pub tokens: Vec<String>,
+    /// Σ log p (natural log) of the candidate's tokens after the prompt.
+    pub total_logprob: f64,
+    /// total_logprob / number of tokens.
+    pub mean_logprob: f64,
+    /// exp(total) normalised over the candidate set.
+    pub prob_in_set: f64,
+    /// log p of each token.
+    pub token_logprobs: Vec<f64>,
+    pub warnings: Vec<String>,
+}
+
+/// Scores every candidate token by token from the same prompt state, sorted by `by` (best first).
+pub fn rank(
+    engine: &Engine,
+    vocab: &Vocab,
+    prompt_state: &State,
+    candidates: &[String],
+    by: RankBy,
+) -> Result<Vec<Ranked>> {
+    if candidates.is_empty() {
+        bail!("no candidates to rank: give --candidates a,b,c or --candidates-file");
+    }
+    let mut out = Vec::with_capacity(candidates.len());
+    for (i, c) in candidates.iter().enumerate() {
+        if c.is_empty() {
+            bail!("candidate {} is empty", i + 1);
+        }
+        let p = encode_prompt(vocab, c, &format!("candidate {c:?}"))?;
+        if p.ids.is_empty() {
+            bail!("candidate {c:?} has no tokens");
+        }
+        let mut st = prompt_state.clone();
+        let mut lps = Vec::with_capacity(p.ids.len());
+        for (j, &x) in p.ids.iter().enumerate() {
+            lps.push(engine.log_probs(&st)[x as usize]);
+            if j + 1 < p.ids.len() {
+                engine.step(&mut st, x);
+            }
+        }
+        let total: f64 = lps.iter().sum();
+        out.push(Ranked {
+            candidate: c.clone(),
+            tokens: p.ids.iter().map(|&x| vocab.token(x).to_string()).collect(),
+            total_logprob: total,
+            mean_logprob: total / lps.len() as f64,
+            prob_in_set: 0.0,
+            token_logprobs: lps,
+            warnings: p.warnings,
+        });
+    }
+    let m = out
+        .iter()
+        .map(|r| r.total_logprob)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let z: f64 = out.iter().map(|r| (r.total_logprob - m).exp()).sum();
+    for r in &mut out {
+        r.prob_in_set = (r.total_logprob - m).exp() / z;
+    }
+    let key = |r: &Ranked| match by {
+        RankBy::Total => r.total_logprob,
+        RankBy::Mean => r.mean_logprob,
+    };
+    out.sort_by(|a, b| key(b).total_cmp(&key(a)));
+    Ok(out)
+}
+
+/// Splits `--candidates a,b,c` (also accepting the Chinese comma and 、), trimming spaces.
+pub fn split_candidates(s: &str) -> Vec<String> {
+    s.split([',', '，', '、'])
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
