@@ -125,7 +125,11 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
     let st = warm_up(&engine, vocab, &ids)?;
     let ranked = rank(&engine, vocab, &st, &cands, RankBy::Total)?;
     writeln!(out, "\nthe chapter's question: {SHOWCASE_PROMPT}__ ?")?;
-    write!(out, "{}", report::rank_table(SHOWCASE_PROMPT, &ranked, RankBy::Total))?;
+    write!(
+        out,
+        "{}",
+        report::rank_table(SHOWCASE_PROMPT, &ranked, RankBy::Total)
+    )?;
     writeln!(
         out,
         "\n(the corpus never contains \"{SHOWCASE_PROMPT}\": the model generalised from other things flying over other places, and from measure words)"

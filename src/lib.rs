@@ -7,14 +7,14 @@
 
 pub mod checkpoint;
 pub mod corpus;
+pub mod demo;
 pub mod eval;
-pub mod infer;
 pub mod generate;
+pub mod infer;
 pub mod info;
 pub mod model;
 pub mod optim;
 pub mod repl;
 pub mod report;
-pub mod demo;
 pub mod train;
 pub mod vocab;

@@ -69,7 +69,13 @@ elman train --resume checkpoints/tinyshakespeare --time 10m"
 #[derive(Args, Clone)]
 struct SamplingFlags {
     /// Softmax temperature: below 1 is safer, above 1 wilder, 0 always takes the most likely token.
-    #[arg(long, short, default_value_t = 0.8, value_name = "T", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        short,
+        default_value_t = 0.8,
+        value_name = "T",
+        allow_negative_numbers = true
+    )]
     temperature: f64,
     /// Sample only from the K most likely tokens.
     #[arg(long, value_name = "K")]
@@ -99,11 +105,13 @@ impl SamplingFlags {
 }
 
 #[derive(Args)]
-#[command(long_about = "Generate text with a trained model. The hidden state is first warmed up on the whole \
+#[command(
+    long_about = "Generate text with a trained model. The hidden state is first warmed up on the whole \
 prompt; tokens are then drawn one by one and printed as they come. Ctrl-C stops.\n\n\
 Examples:\n  elman sample --model checkpoints/elman-demo --prompt 天空中 --length 200\n  \
 elman sample --model elman-demo --prompt \"The bird\" --temperature 0.5 --count 3 --seed 1\n  \
-elman sample --model elman-demo --top-p 0.9 --json")]
+elman sample --model elman-demo --top-p 0.9 --json"
+)]
 struct SampleCmd {
     /// Checkpoint folder (or a name under checkpoints/).
     #[arg(long, short, value_name = "DIR")]
@@ -125,11 +133,13 @@ struct SampleCmd {
 }
 
 #[derive(Args)]
-#[command(long_about = "Show what a model expects after a prompt: the K most likely next tokens with their \
+#[command(
+    long_about = "Show what a model expects after a prompt: the K most likely next tokens with their \
 probabilities, or with --beam W the W most probable continuations found by beam search (each stops at a \
 line break, sentence-final punctuation, or --max-tokens).\n\n\
 Examples:\n  elman complete --model elman-demo --prompt 天空中飞过一只\n  \
-elman complete --model elman-demo --prompt \"A bird flew\" --beam 5 --max-tokens 30 --json")]
+elman complete --model elman-demo --prompt \"A bird flew\" --beam 5 --max-tokens 30 --json"
+)]
 struct CompleteCmd {
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
@@ -150,10 +160,12 @@ struct CompleteCmd {
 }
 
 #[derive(Args)]
-#[command(long_about = "Score candidate completions of a prompt. Each candidate is scored token by token \
+#[command(
+    long_about = "Score candidate completions of a prompt. Each candidate is scored token by token \
 from the same prompt state: its total log-probability (the probability of the whole candidate), the mean \
 per token, and its probability normalised over the candidate set. Candidates may have different lengths.\n\n\
-Example (the chapter's):\n  elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪")]
+Example (the chapter's):\n  elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪"
+)]
 struct RankCmd {
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
@@ -161,7 +173,12 @@ struct RankCmd {
     #[arg(long, short)]
     prompt: String,
     /// Comma-separated candidates (also ， or 、); spaces around them are trimmed.
-    #[arg(long, short, value_name = "A,B,C", required_unless_present = "candidates_file")]
+    #[arg(
+        long,
+        short,
+        value_name = "A,B,C",
+        required_unless_present = "candidates_file"
+    )]
     candidates: Option<String>,
     /// A file with one candidate per line.
     #[arg(long, value_name = "FILE", conflicts_with = "candidates")]
@@ -190,7 +207,12 @@ struct DemoCmd {
     #[arg(long, default_value = demo::DEMO_CORPUS, value_name = "FILE")]
     corpus: PathBuf,
     /// Where the demo model goes.
-    #[arg(long, short, default_value = "checkpoints/elman-demo", value_name = "DIR")]
+    #[arg(
+        long,
+        short,
+        default_value = "checkpoints/elman-demo",
+        value_name = "DIR"
+    )]
     out: PathBuf,
     /// Training steps.
     #[arg(long, default_value_t = demo::DEMO_STEPS, value_name = "N")]
@@ -515,14 +537,24 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 }
                 let beams = generate::beam_search(&engine, vocab, &st, w, c.max_tokens);
                 if c.json {
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"prompt": c.prompt, "beam": w, "continuations": beams}))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({"prompt": c.prompt, "beam": w, "continuations": beams})
+                        )?
+                    );
                 } else {
                     print!("{}", report::beam_table(&c.prompt, &beams));
                 }
             } else {
                 let next = generate::top_next(&engine, vocab, &st, c.top.max(1));
                 if c.json {
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"prompt": c.prompt, "next": next}))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({"prompt": c.prompt, "next": next})
+                        )?
+                    );
                 } else {
                     print!("{}", report::next_table(&c.prompt, &next));
                 }
