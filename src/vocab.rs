@@ -452,6 +452,32 @@ pub fn describe_token(tok: &str) -> String {
     }
 }
 
+/// Turns ids into text one token at a time, for streaming output; agrees with [`Vocab::decode`]
+/// (word level: a space between words, `<eos>` as a line break).
+pub struct Detokenizer {
+    at_line_start: bool,
+}
+
+impl Detokenizer {
+    /// `after` is the text already shown (the prompt).
+    pub fn new(after: &str) -> Self {
+        Detokenizer {
+            at_line_start: after.is_empty() || after.ends_with('\n'),
+        }
+    }
+
+    pub fn piece(&mut self, vocab: &Vocab, id: u32) -> String {
+        let s = match vocab.level {
+            Level::Char => vocab.token(id).to_string(),
+            Level::Word if Some(id) == vocab.eos => "\n".to_string(),
+            Level::Word if self.at_line_start => vocab.token(id).to_string(),
+            Level::Word => format!(" {}", vocab.token(id)),
+        };
+        self.at_line_start = s.ends_with('\n');
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,31 +516,5 @@ mod tests {
         let toks: Vec<&str> = ids.iter().map(|&i| v.token(i)).collect();
         assert_eq!(toks, ["the", "cat", "sat", ".", EOS]);
         assert_eq!(v.decode(&ids), "the cat sat .\n");
-    }
-}
-
-/// Turns ids into text one token at a time, for streaming output; agrees with [`Vocab::decode`]
-/// (word level: a space between words, `<eos>` as a line break).
-pub struct Detokenizer {
-    at_line_start: bool,
-}
-
-impl Detokenizer {
-    /// `after` is the text already shown (the prompt).
-    pub fn new(after: &str) -> Self {
-        Detokenizer {
-            at_line_start: after.is_empty() || after.ends_with('\n'),
-        }
-    }
-
-    pub fn piece(&mut self, vocab: &Vocab, id: u32) -> String {
-        let s = match vocab.level {
-            Level::Char => vocab.token(id).to_string(),
-            Level::Word if Some(id) == vocab.eos => "\n".to_string(),
-            Level::Word if self.at_line_start => vocab.token(id).to_string(),
-            Level::Word => format!(" {}", vocab.token(id)),
-        };
-        self.at_line_start = s.ends_with('\n');
-        s
     }
 }
