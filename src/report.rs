@@ -40,7 +40,7 @@ pub fn pad_left(s: &str, width: usize) -> String {
 pub fn rank_table(prompt: &str, ranked: &[Ranked], by: RankBy) -> String {
     let cw = ranked
         .iter()
-        .map(|r| UnicodeWidthStr::width(show_token(&r.candidate).as_str()))
+        .map(|r| UnicodeWidthStr::width(show_text(&r.candidate).as_str()))
         .max()
         .unwrap_or(0)
         .max("candidate".len());
@@ -60,7 +60,7 @@ pub fn rank_table(prompt: &str, ranked: &[Ranked], by: RankBy) -> String {
         s += &format!(
             "{:>3}  {}  {:>6}  {:>10.3}  {:>9.3}  {:>8.2}%\n",
             i + 1,
-            pad(&show_token(&r.candidate), cw),
+            pad(&show_text(&r.candidate), cw),
             r.tokens.len(),
             r.total_logprob,
             r.mean_logprob,

@@ -445,7 +445,9 @@ pub fn describe_token(tok: &str) -> String {
         .chars()
         .all(|c| !c.is_control() && !c.is_whitespace() && c != '\u{feff}');
     let cps: Vec<String> = tok.chars().map(|c| format!("U+{:04X}", c as u32)).collect();
-    if visible {
+    if visible && cps.len() > 1 {
+        format!("{tok:?}")
+    } else if visible {
         format!("{tok:?} ({})", cps.join(" "))
     } else {
         format!("character {}", cps.join(" "))

@@ -317,3 +317,31 @@ fn demo_trains_and_ranks_the_chapter_example_honestly() {
         }
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_sampling_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    tiny_model(d, "m", &[]);
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    let mut child = std::process::Command::new(bin)
+        .current_dir(d)
+        .args(["sample", "-m", "m", "-l", "100000000", "--seed", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until text is flowing, then interrupt.
+    use std::io::Read;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 64];
+    stdout.read_exact(&mut buf).unwrap();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted sampling exits 130");
+    assert!(buf.len() + rest.len() < 100_000_000, "it stopped early");
+}
