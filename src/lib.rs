@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod corpus;
 pub mod demo;
 pub mod eval;
+pub mod fast;
 pub mod generate;
 pub mod infer;
 pub mod info;

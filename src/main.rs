@@ -26,9 +26,8 @@ Quick start:\n  elman train corpora/elman-demo.txt --time 1m     # writes checkp
 elman eval --model checkpoints/elman-demo some.txt\n  elman info --model checkpoints/elman-demo"
 )]
 struct Cli {
-    /// Worker threads for the maths [default: 1]. Runs are bit-for-bit reproducible for a given
-    /// seed, data and thread count. (At the sizes elman trains, candle's multi-threaded matrix
-    /// products were measured slower than one thread on a 2-core machine.)
+    /// Training threads [default: all cores]: the batch's streams are split among them. Runs are
+    /// bit-for-bit reproducible for a given seed, data and thread count.
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -325,6 +324,10 @@ struct TrainCmd {
     /// No progress bar or evaluation lines.
     #[arg(long, short)]
     quiet: bool,
+    /// Train through candle's autograd graph, step by step, instead of the fused BPTT path: much
+    /// slower; the reference the fused path is tested against.
+    #[arg(long)]
+    reference: bool,
 }
 
 fn parse_time(s: &str) -> Result<std::time::Duration, String> {
@@ -370,10 +373,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Some(n) => n,
-        None => 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    // candle sizes its thread pools from this variable; set it before any maths runs.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    // candle (validation scoring, the reference path) sizes its thread pool from this variable; at
+    // elman's matrix sizes one thread was measured faster than two. Set before any maths runs.
+    std::env::set_var("RAYON_NUM_THREADS", "1");
     match run(cli.cmd, threads) {
         Ok(code) => code,
         Err(e) => {
@@ -419,6 +423,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 time: c.time,
                 threads,
                 quiet: c.quiet,
+                reference: c.reference,
             };
             let o = train::train(&args)?;
             if !c.quiet {

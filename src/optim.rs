@@ -6,7 +6,6 @@
 //! `clip_scale` is PyTorch's `clip_grad_norm_`, which candle-nn does not have.
 
 use anyhow::{bail, Result};
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -81,14 +80,13 @@ impl Optimizer {
         &self.params
     }
 
-    /// One update with every gradient multiplied by `scale` (the clipping factor).
-    pub fn step(&mut self, grads: &GradStore, scale: f64) -> Result<()> {
+    /// One update with every gradient (in parameter order) multiplied by `scale` (the clipping
+    /// factor).
+    pub fn step(&mut self, grads: &[Tensor], scale: f64) -> Result<()> {
         self.t += 1;
         let lr = self.lr;
-        for ((_, var), st) in self.params.iter().zip(self.state.iter_mut()) {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue; // a parameter the loss does not depend on
-            };
+        assert_eq!(grads.len(), self.params.len());
+        for (((_, var), st), g) in self.params.iter().zip(self.state.iter_mut()).zip(grads) {
             let g = if scale == 1.0 {
                 g.clone()
             } else {
@@ -145,22 +143,31 @@ impl Optimizer {
     }
 }
 
+/// The gradients of `params`, in order, from an autograd result (zeros where the loss does not
+/// depend on a parameter).
+pub fn grads_in_order(
+    grads: &candle_core::backprop::GradStore,
+    params: &[(String, Var)],
+) -> Result<Vec<Tensor>> {
+    params
+        .iter()
+        .map(|(_, v)| match grads.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => Ok(v.as_tensor().zeros_like()?),
+        })
+        .collect()
+}
+
 /// Global L2 norm of all gradients and the factor that brings it down to `max_norm`
 /// (`min(1, max_norm / (norm + 1e-6))`, as PyTorch's `clip_grad_norm_`). `max_norm <= 0` disables.
-pub fn clip_scale(
-    grads: &GradStore,
-    params: &[(String, Var)],
-    max_norm: f64,
-) -> Result<(f64, f64)> {
+pub fn clip_scale(grads: &[Tensor], max_norm: f64) -> Result<(f64, f64)> {
     let mut sq = 0.0f64;
-    for (_, v) in params {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-        }
+    for g in grads {
+        sq += g
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
     }
     let norm = sq.sqrt();
     let scale = if max_norm > 0.0 && norm > max_norm {

@@ -16,8 +16,9 @@
 use crate::checkpoint::{self, Config, CorpusInfo, LoopState, Metric, Progress, Snapshot};
 use crate::corpus::Corpus;
 use crate::eval::{score, window};
+use crate::fast::{FastBptt, Params};
 use crate::model::{cross_entropy, init_params, ElmanLM, ModelConfig};
-use crate::optim::{clip_scale, Optimizer, OptimizerKind};
+use crate::optim::{clip_scale, grads_in_order, Optimizer, OptimizerKind};
 use crate::vocab::{Vocab, VocabOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -92,6 +93,9 @@ pub struct TrainArgs {
     pub time: Option<Duration>,
     pub threads: usize,
     pub quiet: bool,
+    /// Train through candle's autograd graph instead of the fused BPTT path (slower; the
+    /// reference the fused path is tested against).
+    pub reference: bool,
 }
 
 /// How a training session ended.
@@ -421,7 +425,9 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         lr: tc.lr,
         ..Default::default()
     };
-    let mut state = model.zero_state(tc.batch)?;
+    // The hidden state each stream carries into the next window, per layer (B × H, row-major).
+    let mut state: Vec<Vec<f32>> = vec![vec![0.0; tc.batch * mc.hidden]; mc.layers];
+    let mut fast = (!args.reference).then(|| FastBptt::new(mc, tc.batch, tc.bptt, args.threads));
     let mut metrics: Vec<Metric> = Vec::new();
     let mut plateau_best: Option<f64> = None;
     if resuming {
@@ -440,7 +446,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             if t.dims() != [tc.batch, mc.hidden] {
                 bail!("{key} has shape {:?}", t.dims());
             }
-            *h = t.clone();
+            *h = t.flatten_all()?.to_vec1::<f32>()?;
         }
         let loop_json = meta
             .get("loop")
@@ -524,7 +530,9 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         if ls.window >= n_windows {
             ls.epoch += 1;
             ls.window = 0;
-            state = model.zero_state(tc.batch)?;
+            state
+                .iter_mut()
+                .for_each(|h| h.iter_mut().for_each(|x| *x = 0.0));
             continue;
         }
         if tc.steps.is_some_and(|s| ls.step >= s) {
@@ -544,11 +552,40 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         let t0 = Instant::now();
         let pos = offset + (ls.window as usize) * tc.bptt;
         let (inp, tgt) = window(&data.train, tc.batch, stream_len, pos, tc.bptt);
-        let inp = Tensor::from_vec(inp, (tc.bptt, tc.batch), &dev)?;
-        let tgt = Tensor::from_vec(tgt, tc.bptt * tc.batch, &dev)?;
-        let (logits, last) = model.forward(&inp, &state)?;
-        let loss = cross_entropy(&logits, &tgt)?;
-        let loss_val = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let (loss_val, grads) = if let Some(fast) = fast.as_mut() {
+            let flat: Vec<Vec<f32>> = vars
+                .iter()
+                .map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+                .collect::<candle_core::Result<_>>()?;
+            let params = Params {
+                flat: flat.iter().map(|v| v.as_slice()).collect(),
+            };
+            let loss = fast.step(&params, &inp, &tgt, &mut state);
+            let grads: Vec<Tensor> = fast
+                .grads
+                .iter()
+                .zip(mc.param_shapes())
+                .map(|(g, (_, shape))| Tensor::from_slice(g, shape, &dev))
+                .collect::<candle_core::Result<_>>()?;
+            (loss, grads)
+        } else {
+            let inp_t = Tensor::from_vec(inp.clone(), (tc.bptt, tc.batch), &dev)?;
+            let tgt_t = Tensor::from_vec(tgt.clone(), tc.bptt * tc.batch, &dev)?;
+            let h0 = state_tensors(&state, tc.batch, mc.hidden, &dev)?;
+            let (logits, last) = model.forward(&inp_t, &h0)?;
+            let loss = cross_entropy(&logits, &tgt_t)?;
+            let loss_val = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let grads = if loss_val.is_finite() {
+                grads_in_order(&loss.backward()?, opt.params())?
+            } else {
+                Vec::new()
+            };
+            state = last
+                .iter()
+                .map(|h| h.flatten_all()?.to_vec1::<f32>())
+                .collect::<candle_core::Result<_>>()?;
+            (loss_val, grads)
+        };
         if !loss_val.is_finite() || loss_val > diverge_limit {
             pb.finish_and_clear();
             bail!(
@@ -562,8 +599,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 opt.lr
             );
         }
-        let grads = loss.backward()?;
-        let (norm, scale) = clip_scale(&grads, opt.params(), tc.clip)?;
+        let (norm, scale) = clip_scale(&grads, tc.clip)?;
         if !norm.is_finite() {
             pb.finish_and_clear();
             bail!(
@@ -573,7 +609,6 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             );
         }
         opt.step(&grads, scale)?;
-        state = last.iter().map(|h| h.detach()).collect();
         ls.step += 1;
         ls.window += 1;
         ls.optimizer_t = opt.t;
@@ -686,6 +721,19 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     })
 }
 
+/// The carried hidden state as candle tensors, one (batch × hidden) per layer.
+fn state_tensors(
+    state: &[Vec<f32>],
+    batch: usize,
+    hidden: usize,
+    dev: &Device,
+) -> Result<Vec<Tensor>> {
+    state
+        .iter()
+        .map(|h| Ok(Tensor::from_slice(h, (batch, hidden), dev)?))
+        .collect()
+}
+
 fn format_metric(m: &Metric) -> String {
     format!(
         "step {:>6}  epoch {:>3}  train loss {:.4}  val loss {:.4} nats/token  val {:.4} bpc  {:.0} tok/s  lr {:.2e}",
@@ -721,7 +769,7 @@ fn save(
     best: Option<Vec<u8>>,
     model: &ElmanLM,
     opt: &Optimizer,
-    hidden: &[Tensor],
+    hidden: &[Vec<f32>],
     ls: &LoopState,
     plateau_best: Option<f64>,
     metrics: &[Metric],
@@ -740,8 +788,13 @@ fn save(
         .map(|(n, t)| (format!("param.{n}"), t))
         .collect();
     tensors.extend(opt.state_tensors());
-    for (k, h) in hidden.iter().enumerate() {
-        tensors.push((format!("hidden.l{k}"), h.clone()));
+    let batch = config.training.batch;
+    let dev = Device::Cpu;
+    for (k, t) in state_tensors(hidden, batch, config.model.hidden, &dev)?
+        .into_iter()
+        .enumerate()
+    {
+        tensors.push((format!("hidden.l{k}"), t));
     }
     let mut meta = HashMap::new();
     meta.insert("loop".to_string(), serde_json::to_string(ls)?);

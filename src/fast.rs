@@ -1,0 +1,588 @@
+//! Stage 3b — the fast training path: one window of truncated BPTT written out by hand.
+//!
+//! The chapter's algorithm, with every product that is not sequential batched into one GEMM:
+//!
+//! ```text
+//! forward   S_t = σ(U[x_t] + S_{t−1}·Wᵀ + b)                 T sequential (B×H)·(H×H) GEMMs
+//!           O   = S·Vᵀ + c                                     one (T·B×H)·(H×V) GEMM
+//!           loss = mean CE(softmax(O), y);  dO = (softmax(O) − onehot(y)) / (T·B)
+//! backward  dV = dOᵀ·S,  dc = Σ dO,  dS = dO·V                 three big GEMMs
+//!           dP_t = (dS_t + dP_{t+1}·W) ⊙ σ′(S_t)              T sequential GEMMs, t = T−1 … 0
+//!           dW = dPᵀ·S_prev,  db = Σ dP,  dU[x_t] += dP_t      one big GEMM and a scatter
+//! ```
+//!
+//! Useful work is 6·(H² + H·V) FLOP per token (the one-hot input is a lookup). The B streams are
+//! independent, so they are split across threads: each thread runs the whole window for its share
+//! of streams with its own preallocated buffers, and the per-thread gradients are summed in thread
+//! order at the end (deterministic for a given thread count). No step allocates.
+//!
+//! `model.rs`'s candle graph stays the reference: tests hold this path's loss and gradients to it.
+
+use crate::model::{Activation, ModelConfig};
+use gemm::{gemm, Parallelism};
+
+/// Row-major C (m×n) = [C +] A (m×k) · B (k×n), every operand given by (row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    (c_rs, c_cs): (usize, usize),
+    accumulate: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Bounds: the largest index each operand is read or written at.
+    debug_assert!(c.len() > (m - 1) * c_rs + (n - 1) * c_cs);
+    debug_assert!(k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    debug_assert!(k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    assert!(c.len() > (m - 1) * c_rs + (n - 1) * c_cs);
+    assert!(k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // SAFETY: the asserts above keep every access inside the slices; `c` does not alias `a`/`b`
+    // (it is a distinct `&mut`).
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c_cs as isize,
+            c_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+// ---- vectorisable elementwise maths (no libm calls, so LLVM can use SIMD) ----
+
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+
+/// e^x to ~1 ulp for x in [−87, 88] (Cephes' expf polynomial), branch-free.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // n = round(x / ln 2) with the 1.5·2²³ trick (no floor call).
+    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    e * scale
+}
+
+#[inline(always)]
+fn act_fwd_scalar(act: Activation, p: f32) -> f32 {
+    match act {
+        Activation::Tanh => {
+            // tanh(p) = 1 − 2/(e^{2p} + 1): exact at ±∞, ~1e-7 absolute near 0.
+            1.0 - 2.0 / (exp_f32(2.0 * p) + 1.0)
+        }
+        Activation::Sigmoid => 1.0 / (1.0 + exp_f32(-p)),
+        Activation::Relu => p.max(0.0),
+    }
+}
+
+#[inline(always)]
+fn act_fwd_generic(act: Activation, xs: &mut [f32]) {
+    for x in xs {
+        *x = act_fwd_scalar(act, *x);
+    }
+}
+
+/// dP = dS ⊙ σ′ written from the output s = σ(p): tanh 1 − s², sigmoid s(1 − s), relu [s > 0].
+#[inline(always)]
+fn act_bwd_generic(act: Activation, ds: &mut [f32], s: &[f32]) {
+    match act {
+        Activation::Tanh => ds.iter_mut().zip(s).for_each(|(d, &s)| *d *= 1.0 - s * s),
+        Activation::Sigmoid => ds.iter_mut().zip(s).for_each(|(d, &s)| *d *= s * (1.0 - s)),
+        Activation::Relu => ds
+            .iter_mut()
+            .zip(s)
+            .for_each(|(d, &s)| *d = if s > 0.0 { *d } else { 0.0 }),
+    }
+}
+
+/// Softmax cross-entropy of one row: returns −log p(y) and writes (softmax − onehot(y))·scale.
+#[inline(always)]
+fn softmax_ce_generic(row: &mut [f32], y: usize, scale: f32) -> f64 {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = exp_f32(*v - m);
+        sum += *v;
+    }
+    let nll = (sum as f64).ln() - (row[y] as f64).ln();
+    let k = scale / sum;
+    for v in row.iter_mut() {
+        *v *= k;
+    }
+    row[y] -= scale;
+    nll
+}
+
+macro_rules! dispatch {
+    ($name:ident, $generic:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+        #[inline]
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    $generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features the function was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
+dispatch!(act_fwd, act_fwd_generic, (act: Activation, xs: &mut [f32]) -> ());
+dispatch!(act_bwd, act_bwd_generic, (act: Activation, ds: &mut [f32], s: &[f32]) -> ());
+dispatch!(softmax_ce, softmax_ce_generic, (row: &mut [f32], y: usize, scale: f32) -> f64);
+
+/// Adds `bias` to every row of `rows` (row length = bias length).
+#[inline]
+fn add_rows(rows: &mut [f32], bias: &[f32]) {
+    for r in rows.chunks_exact_mut(bias.len()) {
+        r.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+    }
+}
+
+/// `out[i] (+)= Σ_rows rows[r][i]`.
+#[inline]
+fn col_sums(rows: &[f32], width: usize, out: &mut [f32]) {
+    out.iter_mut().for_each(|x| *x = 0.0);
+    for r in rows.chunks_exact(width) {
+        out.iter_mut().zip(r).for_each(|(o, v)| *o += v);
+    }
+}
+
+/// The parameters as flat row-major slices, in `ModelConfig::param_shapes` order.
+pub struct Params<'a> {
+    pub flat: Vec<&'a [f32]>,
+}
+
+impl Params<'_> {
+    fn w_ih(&self, l: usize) -> &[f32] {
+        self.flat[4 * l]
+    }
+    fn w_hh(&self, l: usize) -> &[f32] {
+        self.flat[4 * l + 1]
+    }
+    fn dec_w(&self) -> &[f32] {
+        self.flat[self.flat.len() - 2]
+    }
+    fn dec_b(&self) -> &[f32] {
+        self.flat[self.flat.len() - 1]
+    }
+}
+
+/// One thread's buffers, sized once for its share of the streams.
+struct Work {
+    /// First stream and number of streams.
+    s0: usize,
+    b: usize,
+    /// Per layer: S_{−1}, S_0 … S_{T−1}, each b×H.
+    hs: Vec<Vec<f32>>,
+    /// T·b × V: logits, then dO.
+    logits: Vec<f32>,
+    /// T·b × H: dS of the current layer, turned into dP in place.
+    dh: Vec<f32>,
+    /// T·b × H: dS for the layer below.
+    dx: Vec<f32>,
+    /// V × H: dUᵀ of layer 0 (scattered by token), transposed into `grads` at the end.
+    du_t: Vec<f32>,
+    grads: Vec<Vec<f32>>,
+    loss: f64,
+}
+
+/// The fused trainer for a fixed model shape, batch and window.
+pub struct FastBptt {
+    pub config: ModelConfig,
+    pub batch: usize,
+    pub bptt: usize,
+    works: Vec<Work>,
+    /// Uᵀ of layer 0 (V × H), so a token's input row is contiguous.
+    u0_t: Vec<f32>,
+    /// b_ih + b_hh per layer.
+    bias: Vec<Vec<f32>>,
+    /// Summed gradients, `param_shapes` order.
+    pub grads: Vec<Vec<f32>>,
+}
+
+impl FastBptt {
+    pub fn new(config: ModelConfig, batch: usize, bptt: usize, threads: usize) -> FastBptt {
+        let (v, h, t) = (config.vocab_size, config.hidden, bptt);
+        let threads = threads.clamp(1, batch);
+        let shapes = config.param_shapes();
+        let zeros = || -> Vec<Vec<f32>> {
+            shapes
+                .iter()
+                .map(|(_, s)| vec![0.0; s.iter().product()])
+                .collect()
+        };
+        let works = (0..threads)
+            .map(|i| {
+                let s0 = batch * i / threads;
+                let b = batch * (i + 1) / threads - s0;
+                Work {
+                    s0,
+                    b,
+                    hs: (0..config.layers)
+                        .map(|_| vec![0.0; (t + 1) * b * h])
+                        .collect(),
+                    logits: vec![0.0; t * b * v],
+                    dh: vec![0.0; t * b * h],
+                    dx: vec![0.0; t * b * h],
+                    du_t: vec![0.0; v * h],
+                    grads: zeros(),
+                    loss: 0.0,
+                }
+            })
+            .collect();
+        FastBptt {
+            config,
+            batch,
+            bptt,
+            works,
+            u0_t: vec![0.0; v * h],
+            bias: vec![vec![0.0; h]; config.layers],
+            grads: zeros(),
+        }
+    }
+
+    /// One window: `inputs`/`targets` are time-major (T × B), `state` holds each layer's S_{−1}
+    /// (B × H) and receives S_{T−1}. Returns the mean cross-entropy; gradients land in `grads`.
+    pub fn step(
+        &mut self,
+        params: &Params,
+        inputs: &[u32],
+        targets: &[u32],
+        state: &mut [Vec<f32>],
+    ) -> f64 {
+        let (v, h) = (self.config.vocab_size, self.config.hidden);
+        assert_eq!(inputs.len(), self.bptt * self.batch);
+        assert_eq!(targets.len(), self.bptt * self.batch);
+        // Shared per-step constants.
+        let u0 = params.w_ih(0);
+        for (x, row) in self.u0_t.chunks_exact_mut(h).enumerate() {
+            for (i, r) in row.iter_mut().enumerate() {
+                *r = u0[i * v + x];
+            }
+        }
+        for l in 0..self.config.layers {
+            let (bi, bh) = (params.flat[4 * l + 2], params.flat[4 * l + 3]);
+            self.bias[l]
+                .iter_mut()
+                .zip(bi.iter().zip(bh))
+                .for_each(|(o, (a, b))| *o = a + b);
+        }
+        let shared = Shared {
+            cfg: self.config,
+            batch: self.batch,
+            bptt: self.bptt,
+            params,
+            u0_t: &self.u0_t,
+            bias: &self.bias,
+            inputs,
+            targets,
+        };
+        let state_ref: &[Vec<f32>] = state;
+        if self.works.len() == 1 {
+            self.works[0].run(&shared, state_ref);
+        } else {
+            std::thread::scope(|sc| {
+                let mut it = self.works.iter_mut();
+                let first = it.next().expect("one work");
+                let handles: Vec<_> = it
+                    .map(|w| {
+                        let sh = &shared;
+                        sc.spawn(move || w.run(sh, state_ref))
+                    })
+                    .collect();
+                first.run(&shared, state_ref);
+                for hd in handles {
+                    hd.join().expect("a training thread panicked");
+                }
+            });
+        }
+        // Reduce in thread order; hand back the last state.
+        let mut loss = 0.0;
+        for (gi, g) in self.grads.iter_mut().enumerate() {
+            g.copy_from_slice(&self.works[0].grads[gi]);
+            for w in &self.works[1..] {
+                g.iter_mut().zip(&w.grads[gi]).for_each(|(a, b)| *a += b);
+            }
+        }
+        for w in &self.works {
+            loss += w.loss;
+            for (l, st) in state.iter_mut().enumerate() {
+                let last = &w.hs[l][self.bptt * w.b * h..];
+                st[w.s0 * h..(w.s0 + w.b) * h].copy_from_slice(last);
+            }
+        }
+        loss / (self.bptt * self.batch) as f64
+    }
+}
+
+struct Shared<'a> {
+    cfg: ModelConfig,
+    batch: usize,
+    bptt: usize,
+    params: &'a Params<'a>,
+    u0_t: &'a [f32],
+    bias: &'a [Vec<f32>],
+    inputs: &'a [u32],
+    targets: &'a [u32],
+}
+
+impl Work {
+    fn run(&mut self, sh: &Shared, state: &[Vec<f32>]) {
+        let (v, h, t_len, bsz) = (sh.cfg.vocab_size, sh.cfg.hidden, sh.bptt, sh.batch);
+        let (b, s0) = (self.b, self.s0);
+        let act = sh.cfg.activation;
+        let p = sh.params;
+        let rows = t_len * b;
+        let bh = b * h;
+
+        // ---- forward through the layers ----
+        for l in 0..sh.cfg.layers {
+            let (below, here) = self.hs.split_at_mut(l);
+            let hs = &mut here[0];
+            hs[..bh].copy_from_slice(&state[l][s0 * h..(s0 + b) * h]);
+            if l == 0 {
+                for t in 0..t_len {
+                    for j in 0..b {
+                        let x = sh.inputs[t * bsz + s0 + j] as usize;
+                        let dst = &mut hs[(t + 1) * bh + j * h..(t + 1) * bh + (j + 1) * h];
+                        dst.copy_from_slice(&sh.u0_t[x * h..(x + 1) * h]);
+                    }
+                }
+            } else {
+                // P = X · U_lᵀ for all steps at once; U_l is (H × H) row-major.
+                let x = &below[l - 1][bh..];
+                mm(
+                    rows,
+                    h,
+                    h,
+                    &mut hs[bh..],
+                    (h, 1),
+                    false,
+                    x,
+                    (h, 1),
+                    p.w_ih(l),
+                    (1, h),
+                );
+            }
+            add_rows(&mut hs[bh..], &sh.bias[l]);
+            let w = p.w_hh(l);
+            for t in 0..t_len {
+                let (prev, cur) = hs.split_at_mut((t + 1) * bh);
+                let cur = &mut cur[..bh];
+                mm(
+                    b,
+                    h,
+                    h,
+                    cur,
+                    (h, 1),
+                    true,
+                    &prev[t * bh..],
+                    (h, 1),
+                    w,
+                    (1, h),
+                );
+                act_fwd(act, cur);
+            }
+        }
+
+        // ---- decoder and loss ----
+        let top = &self.hs[sh.cfg.layers - 1][bh..];
+        let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
+        mm(
+            rows,
+            v,
+            h,
+            &mut self.logits,
+            (v, 1),
+            false,
+            top,
+            (h, 1),
+            dec_w,
+            (1, h),
+        );
+        add_rows(&mut self.logits, dec_b);
+        let scale = 1.0 / (t_len * bsz) as f32;
+        let mut loss = 0.0;
+        for (r, row) in self.logits.chunks_exact_mut(v).enumerate() {
+            let (t, j) = (r / b, r % b);
+            let y = sh.targets[t * bsz + s0 + j] as usize;
+            loss += softmax_ce(row, y, scale);
+        }
+        self.loss = loss;
+
+        // ---- backward: decoder ----
+        let ng = self.grads.len();
+        let (g_dec, g_rest) = self.grads.split_at_mut(ng - 2);
+        let _ = g_dec;
+        let (gw, gb) = g_rest.split_at_mut(1);
+        mm(
+            v,
+            h,
+            rows,
+            &mut gw[0],
+            (h, 1),
+            false,
+            &self.logits,
+            (1, v),
+            top,
+            (h, 1),
+        );
+        col_sums(&self.logits, v, &mut gb[0]);
+        mm(
+            rows,
+            h,
+            v,
+            &mut self.dh,
+            (h, 1),
+            false,
+            &self.logits,
+            (v, 1),
+            dec_w,
+            (h, 1),
+        );
+
+        // ---- backward through time, top layer down ----
+        for l in (0..sh.cfg.layers).rev() {
+            let hs = &self.hs[l];
+            let w = p.w_hh(l);
+            for t in (0..t_len).rev() {
+                let (cur, next) = self.dh.split_at_mut((t + 1) * bh);
+                let cur = &mut cur[t * bh..];
+                if t + 1 < t_len {
+                    mm(b, h, h, cur, (h, 1), true, &next[..bh], (h, 1), w, (h, 1));
+                }
+                act_bwd(act, cur, &hs[(t + 1) * bh..(t + 2) * bh]);
+            }
+            // dW = dPᵀ · S_prev; db = Σ dP (for both biases).
+            let base = 4 * l;
+            mm(
+                h,
+                h,
+                rows,
+                &mut self.grads[base + 1],
+                (h, 1),
+                false,
+                &self.dh,
+                (1, h),
+                &hs[..rows * h],
+                (h, 1),
+            );
+            col_sums(&self.dh, h, &mut self.grads[base + 2]);
+            let (a, bb) = self.grads.split_at_mut(base + 3);
+            bb[0].copy_from_slice(&a[base + 2]);
+            if l == 0 {
+                // dU[:, x] += dP row for every position that read token x.
+                self.du_t.iter_mut().for_each(|x| *x = 0.0);
+                for t in 0..t_len {
+                    for j in 0..b {
+                        let x = sh.inputs[t * bsz + s0 + j] as usize;
+                        let src = &self.dh[t * bh + j * h..t * bh + (j + 1) * h];
+                        self.du_t[x * h..(x + 1) * h]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(a, b)| *a += b);
+                    }
+                }
+                let g = &mut self.grads[base];
+                for (x, row) in self.du_t.chunks_exact(h).enumerate() {
+                    for (i, &val) in row.iter().enumerate() {
+                        g[i * v + x] = val;
+                    }
+                }
+            } else {
+                let x = &self.hs[l - 1][bh..];
+                mm(
+                    h,
+                    h,
+                    rows,
+                    &mut self.grads[base],
+                    (h, 1),
+                    false,
+                    &self.dh,
+                    (1, h),
+                    x,
+                    (h, 1),
+                );
+                mm(
+                    rows,
+                    h,
+                    h,
+                    &mut self.dx,
+                    (h, 1),
+                    false,
+                    &self.dh,
+                    (h, 1),
+                    p.w_ih(l),
+                    (h, 1),
+                );
+                std::mem::swap(&mut self.dh, &mut self.dx);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_tanh_are_accurate() {
+        let mut worst_exp = 0f64;
+        let mut worst_tanh = 0f64;
+        let mut x = -20.0f32;
+        while x < 20.0 {
+            let e = exp_f32(x) as f64;
+            worst_exp = worst_exp.max(((e - (x as f64).exp()) / (x as f64).exp()).abs());
+            let t = act_fwd_scalar(Activation::Tanh, x) as f64;
+            worst_tanh = worst_tanh.max((t - (x as f64).tanh()).abs());
+            x += 0.001;
+        }
+        assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
+        assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh}");
+        assert_eq!(act_fwd_scalar(Activation::Tanh, 100.0), 1.0);
+        assert_eq!(act_fwd_scalar(Activation::Tanh, -100.0), -1.0);
+    }
+}
