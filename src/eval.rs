@@ -1,6 +1,7 @@
 //! Stage 5 — scoring text with a model: total negative log-likelihood, nats per token, bits per
 //! character, perplexity. Used for validation during training and by `elman eval`.
 
+use crate::fast::{FastBptt, Params};
 use crate::model::{nll_sum, ElmanLM};
 use anyhow::Result;
 use candle_core::Tensor;
@@ -37,9 +38,15 @@ impl Score {
 
 /// Scores `ids` cut into `streams` parallel streams of equal length (the remainder at the end is
 /// dropped, as training does), `chunk` steps at a time with the hidden state carried across
-/// chunks. `streams = 1` scores every token but the first: the exact likelihood of the text.
-pub fn score(model: &ElmanLM, ids: &[u32], streams: usize, chunk: usize) -> Result<Score> {
-    let model = model.detached();
+/// chunks, on the fused forward path split over `threads`. `streams = 1` scores every token but
+/// the first: the exact likelihood of the text.
+pub fn score(
+    model: &ElmanLM,
+    ids: &[u32],
+    streams: usize,
+    chunk: usize,
+    threads: usize,
+) -> Result<Score> {
     let streams = streams.max(1).min(ids.len().max(1));
     let len = ids.len() / streams;
     if len < 2 {
@@ -48,12 +55,56 @@ pub fn score(model: &ElmanLM, ids: &[u32], streams: usize, chunk: usize) -> Resu
             nats: 0.0,
         });
     }
-    let dev = model.device().clone();
-    let mut state = model.zero_state(streams)?;
+    let cfg = model.config;
+    let flat: Vec<Vec<f32>> = model
+        .named_tensors()
+        .iter()
+        .map(|(_, t)| {
+            t.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let params = Params {
+        flat: flat.iter().map(|v| v.as_slice()).collect(),
+    };
+    let chunk = chunk.clamp(1, len - 1);
+    let mut fast = FastBptt::new(cfg, streams, chunk, threads);
+    let mut state = vec![vec![0.0f32; streams * cfg.hidden]; cfg.layers];
     let mut total = Score {
         predicted: 0,
         nats: 0.0,
     };
+    let mut pos = 0;
+    while pos + 1 < len {
+        let t = chunk.min(len - 1 - pos);
+        let (inp, tgt) = window(ids, streams, len, pos, t);
+        total.nats += fast.score(&params, &inp, &tgt, &mut state, t);
+        total.predicted += t * streams;
+        pos += t;
+    }
+    Ok(total)
+}
+
+/// The same score through candle's graph (the reference the fused path is tested against).
+pub fn score_reference(
+    model: &ElmanLM,
+    ids: &[u32],
+    streams: usize,
+    chunk: usize,
+) -> Result<Score> {
+    let model = model.detached();
+    let streams = streams.max(1).min(ids.len().max(1));
+    let len = ids.len() / streams;
+    let mut total = Score {
+        predicted: 0,
+        nats: 0.0,
+    };
+    if len < 2 {
+        return Ok(total);
+    }
+    let dev = model.device().clone();
+    let mut state = model.zero_state(streams)?;
     let mut pos = 0;
     while pos + 1 < len {
         let t = chunk.min(len - 1 - pos);
@@ -110,6 +161,7 @@ pub fn eval_files(
     loaded: &crate::checkpoint::Loaded,
     files: &[std::path::PathBuf],
     streams: usize,
+    threads: usize,
 ) -> Result<EvalReport> {
     let corpus = crate::corpus::Corpus::read(files)?;
     let vocab = &loaded.vocab;
@@ -122,7 +174,7 @@ pub fn eval_files(
         anyhow::bail!("the text has fewer than 2 tokens: nothing to score");
     }
     let chunk = loaded.config.training.bptt.max(1);
-    let s = score(&loaded.model, &ids, streams, chunk)?;
+    let s = score(&loaded.model, &ids, streams, chunk, threads)?;
     let chars = corpus.text.chars().count();
     Ok(EvalReport {
         model: loaded.dir.display().to_string(),

@@ -293,9 +293,35 @@ impl FastBptt {
         targets: &[u32],
         state: &mut [Vec<f32>],
     ) -> f64 {
+        let t = self.bptt;
+        self.run(params, inputs, targets, state, t, true) / (t * self.batch) as f64
+    }
+
+    /// Forward only over `t ≤ bptt` steps: the summed −ln p of the targets (nats). No gradients.
+    pub fn score(
+        &mut self,
+        params: &Params,
+        inputs: &[u32],
+        targets: &[u32],
+        state: &mut [Vec<f32>],
+        t: usize,
+    ) -> f64 {
+        self.run(params, inputs, targets, state, t, false)
+    }
+
+    fn run(
+        &mut self,
+        params: &Params,
+        inputs: &[u32],
+        targets: &[u32],
+        state: &mut [Vec<f32>],
+        t_len: usize,
+        backward: bool,
+    ) -> f64 {
         let (v, h) = (self.config.vocab_size, self.config.hidden);
-        assert_eq!(inputs.len(), self.bptt * self.batch);
-        assert_eq!(targets.len(), self.bptt * self.batch);
+        assert!(t_len <= self.bptt);
+        assert_eq!(inputs.len(), t_len * self.batch);
+        assert_eq!(targets.len(), t_len * self.batch);
         // Shared per-step constants.
         let u0 = params.w_ih(0);
         for (x, row) in self.u0_t.chunks_exact_mut(h).enumerate() {
@@ -313,7 +339,8 @@ impl FastBptt {
         let shared = Shared {
             cfg: self.config,
             batch: self.batch,
-            bptt: self.bptt,
+            bptt: t_len,
+            backward,
             params,
             u0_t: &self.u0_t,
             bias: &self.bias,
@@ -341,7 +368,7 @@ impl FastBptt {
         }
         // Reduce in thread order; hand back the last state.
         let mut loss = 0.0;
-        for (gi, g) in self.grads.iter_mut().enumerate() {
+        for (gi, g) in self.grads.iter_mut().enumerate().filter(|_| backward) {
             g.copy_from_slice(&self.works[0].grads[gi]);
             for w in &self.works[1..] {
                 g.iter_mut().zip(&w.grads[gi]).for_each(|(a, b)| *a += b);
@@ -350,18 +377,20 @@ impl FastBptt {
         for w in &self.works {
             loss += w.loss;
             for (l, st) in state.iter_mut().enumerate() {
-                let last = &w.hs[l][self.bptt * w.b * h..];
+                let last = &w.hs[l][t_len * w.b * h..(t_len + 1) * w.b * h];
                 st[w.s0 * h..(w.s0 + w.b) * h].copy_from_slice(last);
             }
         }
-        loss / (self.bptt * self.batch) as f64
+        loss
     }
 }
 
 struct Shared<'a> {
     cfg: ModelConfig,
     batch: usize,
+    /// Steps in this window (≤ the buffers' size).
     bptt: usize,
+    backward: bool,
     params: &'a Params<'a>,
     u0_t: &'a [f32],
     bias: &'a [Vec<f32>],
@@ -429,7 +458,7 @@ impl Work {
         }
 
         // ---- decoder and loss ----
-        let top = &self.hs[sh.cfg.layers - 1][bh..];
+        let top = &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh];
         let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
         mm(
             rows,
@@ -443,15 +472,18 @@ impl Work {
             dec_w,
             (1, h),
         );
-        add_rows(&mut self.logits, dec_b);
+        add_rows(&mut self.logits[..rows * v], dec_b);
         let scale = 1.0 / (t_len * bsz) as f32;
         let mut loss = 0.0;
-        for (r, row) in self.logits.chunks_exact_mut(v).enumerate() {
+        for (r, row) in self.logits[..rows * v].chunks_exact_mut(v).enumerate() {
             let (t, j) = (r / b, r % b);
             let y = sh.targets[t * bsz + s0 + j] as usize;
             loss += softmax_ce(row, y, scale);
         }
         self.loss = loss;
+        if !sh.backward {
+            return;
+        }
 
         // ---- backward: decoder ----
         let ng = self.grads.len();

@@ -448,7 +448,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 anyhow::bail!("--streams must be at least 1");
             }
             let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
-            let r = eval::eval_files(&loaded, &c.files, c.streams)?;
+            let r = eval::eval_files(&loaded, &c.files, c.streams, threads)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -518,7 +518,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     let mut best_bytes: Option<Vec<u8>> = None;
 
     let val_score = |model: &ElmanLM| -> Result<(f64, f64)> {
-        let s = score(model, &data.val, val_streams, tc.bptt)?;
+        let s = score(model, &data.val, val_streams, tc.bptt, args.threads)?;
         Ok((
             s.nats_per_token(),
             s.bits_per_char(data.val.len(), data.val_chars.max(1)),
