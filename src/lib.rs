@@ -5,6 +5,7 @@
 //! [`corpus`] (text files) → [`vocab`] (token ids) → [`model`] (the network) → [`train`]
 //! (truncated BPTT with [`optim`]) → [`checkpoint`] (the folder on disk) → [`eval`] (scoring).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod corpus;
 pub mod demo;

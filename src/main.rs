@@ -62,6 +62,30 @@ elman train --resume checkpoints/tinyshakespeare --time 10m"
     Repl(ReplCmd),
     /// The showcase: train on the bundled corpus (~1 minute), sample in both languages, rank 天空飞过一只__.
     Demo(DemoCmd),
+    /// Measure training tokens/s, sampling chars/s, scoring tokens/s and GEMM speed on this machine.
+    Bench(BenchCmd),
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Measure elman's throughput on this machine: training tokens/s at the four reference \
+shapes of the PyTorch peer (vocabulary 65, random tokens, Adam, clipping 5), batch-1 sampling chars/s, \
+scoring tokens/s, and the fp32 GEMM rate with the share of it that training turns into useful work \
+(6·(H² + H·V) FLOP per token). scripts/bench-vs-pytorch.sh runs this and the PyTorch peer interleaved \
+and prints the ratios.\n\nExamples:\n  elman bench\n  elman bench --only train --shape 256,64,64 --seconds 5 --json"
+)]
+struct BenchCmd {
+    /// Seconds to measure each item (after a warm-up).
+    #[arg(long, default_value_t = 3.0, value_name = "S")]
+    seconds: f64,
+    /// Only these parts (train, sample, eval, gemm), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "PARTS")]
+    only: Vec<String>,
+    /// Training shapes HIDDEN,BATCH,BPTT (repeatable) [default: the four reference shapes].
+    #[arg(long, value_name = "H,B,T")]
+    shape: Vec<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 /// How to pick tokens (shared by sample and repl).
@@ -630,6 +654,56 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 quiet: c.quiet,
             };
             demo::run(&args, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(c) => {
+            if !(c.seconds.is_finite() && c.seconds > 0.0) {
+                anyhow::bail!("--seconds must be a positive number");
+            }
+            let want = |p: &str| c.only.is_empty() || c.only.iter().any(|x| x == p);
+            for p in &c.only {
+                if !["train", "sample", "eval", "gemm"].contains(&p.as_str()) {
+                    anyhow::bail!("--only {p}: expected train, sample, eval or gemm");
+                }
+            }
+            let shapes = if c.shape.is_empty() {
+                elman::bench::TRAIN_SHAPES.to_vec()
+            } else {
+                c.shape
+                    .iter()
+                    .map(|s| {
+                        let v: Vec<usize> =
+                            s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+                        match v.as_slice() {
+                            [h, b, t] if *h > 0 && *b > 0 && *t > 0 && *h <= 4096 => {
+                                Ok((*h, *b, *t))
+                            }
+                            _ => Err(anyhow::anyhow!(
+                                "--shape {s:?}: expected HIDDEN,BATCH,BPTT, e.g. 256,64,64"
+                            )),
+                        }
+                    })
+                    .collect::<Result<_>>()?
+            };
+            let args = elman::bench::BenchArgs {
+                threads,
+                seconds: c.seconds,
+                shapes: if want("train") { shapes } else { Vec::new() },
+                sample: want("sample"),
+                eval: want("eval"),
+                gemm: want("gemm"),
+            };
+            let quiet = c.json;
+            let r = elman::bench::run(&args, |what| {
+                if !quiet {
+                    eprintln!("measuring {what} …");
+                }
+            })?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", elman::bench::render(&r));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Info(c) => {

@@ -52,8 +52,8 @@ pub struct Optimizer {
     /// Number of updates made (Adam's bias correction needs it).
     pub t: u64,
     params: Vec<(String, Var)>,
-    /// `state[i][j]`: slot j of parameter i.
-    state: Vec<Vec<Tensor>>,
+    /// `state[i][j]`: slot j of parameter i, flat.
+    state: Vec<Vec<Vec<f32>>>,
 }
 
 impl Optimizer {
@@ -63,10 +63,10 @@ impl Optimizer {
             .map(|(_, v)| {
                 kind.slots()
                     .iter()
-                    .map(|_| v.as_tensor().zeros_like())
-                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map(|_| vec![0.0f32; v.elem_count()])
+                    .collect()
             })
-            .collect::<candle_core::Result<_>>()?;
+            .collect();
         Ok(Optimizer {
             kind,
             lr,
@@ -80,49 +80,62 @@ impl Optimizer {
         &self.params
     }
 
-    /// One update with every gradient (in parameter order) multiplied by `scale` (the clipping
-    /// factor).
-    pub fn step(&mut self, grads: &[Tensor], scale: f64) -> Result<()> {
+    /// One update with every gradient (flat, in parameter order) multiplied by `scale` (the
+    /// clipping factor). Plain loops over the flat values: no tensor is built per operation.
+    pub fn step(&mut self, grads: &[Vec<f32>], scale: f64) -> Result<()> {
         self.t += 1;
-        let lr = self.lr;
         assert_eq!(grads.len(), self.params.len());
+        let lr = self.lr as f32;
+        let sc = scale as f32;
+        let bc1 = (1.0 - BETA1.powi(self.t as i32)) as f32;
+        let bc2 = (1.0 - BETA2.powi(self.t as i32)) as f32;
+        let (b1, b2) = (BETA1 as f32, BETA2 as f32);
         for (((_, var), st), g) in self.params.iter().zip(self.state.iter_mut()).zip(grads) {
-            let g = if scale == 1.0 {
-                g.clone()
-            } else {
-                g.affine(scale, 0.0)?
-            };
-            let p = var.as_tensor();
-            let new_p = match self.kind {
-                OptimizerKind::Sgd => (p - g.affine(lr, 0.0)?)?,
+            let mut p: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+            assert_eq!(p.len(), g.len());
+            match self.kind {
+                OptimizerKind::Sgd => {
+                    for (p, &g) in p.iter_mut().zip(g) {
+                        *p -= lr * (g * sc);
+                    }
+                }
                 OptimizerKind::Adagrad => {
-                    st[0] = (&st[0] + g.sqr()?)?;
-                    let denom = (st[0].sqrt()? + ADAGRAD_EPS)?;
-                    (p - (g / denom)?.affine(lr, 0.0)?)?
+                    let sum = &mut st[0];
+                    for ((p, &g), s) in p.iter_mut().zip(g).zip(sum.iter_mut()) {
+                        let g = g * sc;
+                        *s += g * g;
+                        *p -= lr * g / (s.sqrt() + ADAGRAD_EPS as f32);
+                    }
                 }
                 OptimizerKind::Adam => {
-                    st[0] = (st[0].affine(BETA1, 0.0)? + g.affine(1.0 - BETA1, 0.0)?)?;
-                    st[1] = (st[1].affine(BETA2, 0.0)? + g.sqr()?.affine(1.0 - BETA2, 0.0)?)?;
-                    let bc1 = 1.0 - BETA1.powi(self.t as i32);
-                    let bc2 = 1.0 - BETA2.powi(self.t as i32);
-                    let denom = ((st[1].affine(1.0 / bc2, 0.0)?).sqrt()? + ADAM_EPS)?;
-                    (p - (st[0].affine(lr / bc1, 0.0)? / denom)?)?
+                    let (m, v) = st.split_at_mut(1);
+                    let (m, v) = (&mut m[0], &mut v[0]);
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
+                        let g = g * sc;
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        *p -= lr * (*m / bc1) / ((*v / bc2).sqrt() + ADAM_EPS as f32);
+                    }
                 }
-            };
-            var.set(&new_p)?;
+            }
+            var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
         }
         Ok(())
     }
 
     /// State tensors for a checkpoint: `optim.{slot}.{param}`.
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
-        for ((name, _), st) in self.params.iter().zip(&self.state) {
+        for ((name, var), st) in self.params.iter().zip(&self.state) {
             for (slot, t) in self.kind.slots().iter().zip(st) {
-                out.push((format!("optim.{slot}.{name}"), t.clone()));
+                out.push((
+                    format!("optim.{slot}.{name}"),
+                    Tensor::from_slice(t, var.shape(), var.device())?,
+                ));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Restores what `state_tensors` saved.
@@ -136,39 +149,36 @@ impl Optimizer {
                 if v.dims() != var.dims() {
                     bail!("{key} has shape {:?}, expected {:?}", v.dims(), var.dims());
                 }
-                *t = v.to_dtype(var.dtype())?;
+                *t = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
             }
         }
         Ok(())
     }
 }
 
-/// The gradients of `params`, in order, from an autograd result (zeros where the loss does not
-/// depend on a parameter).
+/// The gradients of `params`, in order and flat, from an autograd result (zeros where the loss
+/// does not depend on a parameter).
 pub fn grads_in_order(
     grads: &candle_core::backprop::GradStore,
     params: &[(String, Var)],
-) -> Result<Vec<Tensor>> {
+) -> Result<Vec<Vec<f32>>> {
     params
         .iter()
         .map(|(_, v)| match grads.get(v.as_tensor()) {
-            Some(g) => Ok(g.clone()),
-            None => Ok(v.as_tensor().zeros_like()?),
+            Some(g) => Ok(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
+            None => Ok(vec![0.0; v.elem_count()]),
         })
         .collect()
 }
 
 /// Global L2 norm of all gradients and the factor that brings it down to `max_norm`
 /// (`min(1, max_norm / (norm + 1e-6))`, as PyTorch's `clip_grad_norm_`). `max_norm <= 0` disables.
-pub fn clip_scale(grads: &[Tensor], max_norm: f64) -> Result<(f64, f64)> {
-    let mut sq = 0.0f64;
-    for g in grads {
-        sq += g
-            .to_dtype(DType::F64)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?;
-    }
+pub fn clip_scale(grads: &[Vec<f32>], max_norm: f64) -> Result<(f64, f64)> {
+    // Sum of squares in f64, in parameter order: deterministic and accurate.
+    let sq: f64 = grads
+        .iter()
+        .map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+        .sum();
     let norm = sq.sqrt();
     let scale = if max_norm > 0.0 && norm > max_norm {
         max_norm / (norm + 1e-6)
@@ -176,4 +186,46 @@ pub fn clip_scale(grads: &[Tensor], max_norm: f64) -> Result<(f64, f64)> {
         1.0
     };
     Ok((norm, scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn one(kind: OptimizerKind, lr: f64) -> Optimizer {
+        let v = Var::from_tensor(&Tensor::new(&[1.0f32], &Device::Cpu).unwrap()).unwrap();
+        Optimizer::new(kind, lr, vec![("p".into(), v)]).unwrap()
+    }
+
+    fn value(o: &Optimizer) -> f32 {
+        o.params()[0].1.as_tensor().to_vec1::<f32>().unwrap()[0]
+    }
+
+    /// Worked by hand: with a constant gradient Adam's bias-corrected step is lr·g/|g| = lr.
+    #[test]
+    fn hand_worked_updates() {
+        let g = vec![vec![0.5f32]];
+        let mut adam = one(OptimizerKind::Adam, 0.1);
+        adam.step(&g, 1.0).unwrap();
+        assert!((value(&adam) - 0.9).abs() < 1e-6);
+        adam.step(&g, 1.0).unwrap();
+        assert!((value(&adam) - 0.8).abs() < 1e-6);
+        let mut ada = one(OptimizerKind::Adagrad, 0.1);
+        ada.step(&g, 1.0).unwrap(); // G = 0.25, step 0.1·0.5/0.5
+        assert!((value(&ada) - 0.9).abs() < 1e-6);
+        let mut sgd = one(OptimizerKind::Sgd, 0.1);
+        sgd.step(&g, 0.5).unwrap(); // clipped gradient 0.25
+        assert!((value(&sgd) - 0.975).abs() < 1e-7);
+    }
+
+    #[test]
+    fn clipping_is_global_norm() {
+        let g = vec![vec![3.0f32], vec![4.0f32]];
+        let (norm, scale) = clip_scale(&g, 1.0).unwrap();
+        assert_eq!(norm, 5.0);
+        assert!((scale - 1.0 / (5.0 + 1e-6)).abs() < 1e-12);
+        assert_eq!(clip_scale(&g, 10.0).unwrap().1, 1.0);
+        assert_eq!(clip_scale(&g, 0.0).unwrap().1, 1.0);
+    }
 }

@@ -427,7 +427,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     };
     // The hidden state each stream carries into the next window, per layer (B × H, row-major).
     let mut state: Vec<Vec<f32>> = vec![vec![0.0; tc.batch * mc.hidden]; mc.layers];
-    let mut fast = (!args.reference).then(|| FastBptt::new(mc, tc.batch, tc.bptt, args.threads));
+    let mut stepper = Stepper::new(&model, tc.batch, tc.bptt, args.threads, args.reference);
     let mut metrics: Vec<Metric> = Vec::new();
     let mut plateau_best: Option<f64> = None;
     if resuming {
@@ -513,7 +513,6 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     let mut since_eval_tokens = 0u64;
     let mut since_eval_time = Duration::ZERO;
     let mut last_val_bpc: Option<f64> = metrics.last().map(|m| m.val_bpc);
-    let diverge_limit = 3.0 * (mc.vocab_size as f64).ln() + 10.0;
     let mut last_eval_step = metrics.last().map(|m| m.step);
     let mut best_bytes: Option<Vec<u8>> = None;
 
@@ -552,63 +551,22 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         let t0 = Instant::now();
         let pos = offset + (ls.window as usize) * tc.bptt;
         let (inp, tgt) = window(&data.train, tc.batch, stream_len, pos, tc.bptt);
-        let (loss_val, grads) = if let Some(fast) = fast.as_mut() {
-            let flat: Vec<Vec<f32>> = vars
-                .iter()
-                .map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>())
-                .collect::<candle_core::Result<_>>()?;
-            let params = Params {
-                flat: flat.iter().map(|v| v.as_slice()).collect(),
-            };
-            let loss = fast.step(&params, &inp, &tgt, &mut state);
-            let grads: Vec<Tensor> = fast
-                .grads
-                .iter()
-                .zip(mc.param_shapes())
-                .map(|(g, (_, shape))| Tensor::from_slice(g, shape, &dev))
-                .collect::<candle_core::Result<_>>()?;
-            (loss, grads)
-        } else {
-            let inp_t = Tensor::from_vec(inp.clone(), (tc.bptt, tc.batch), &dev)?;
-            let tgt_t = Tensor::from_vec(tgt.clone(), tc.bptt * tc.batch, &dev)?;
-            let h0 = state_tensors(&state, tc.batch, mc.hidden, &dev)?;
-            let (logits, last) = model.forward(&inp_t, &h0)?;
-            let loss = cross_entropy(&logits, &tgt_t)?;
-            let loss_val = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let grads = if loss_val.is_finite() {
-                grads_in_order(&loss.backward()?, opt.params())?
-            } else {
-                Vec::new()
-            };
-            state = last
-                .iter()
-                .map(|h| h.flatten_all()?.to_vec1::<f32>())
-                .collect::<candle_core::Result<_>>()?;
-            (loss_val, grads)
+        let loss_val = match stepper.step(&mut opt, &inp, &tgt, &mut state, tc.clip)? {
+            StepResult::Ok(l) => l,
+            StepResult::Diverged(what) => {
+                pb.finish_and_clear();
+                bail!(
+                    "training diverged at step {} ({what}); {} — try a lower --lr (it was {}) or a smaller --clip",
+                    ls.step + 1,
+                    if dir.join(checkpoint::CONFIG_FILE).exists() {
+                        format!("the last good checkpoint is kept in {}", dir.display())
+                    } else {
+                        "no checkpoint had been saved yet".to_string()
+                    },
+                    opt.lr
+                );
+            }
         };
-        if !loss_val.is_finite() || loss_val > diverge_limit {
-            pb.finish_and_clear();
-            bail!(
-                "training diverged at step {} (loss {loss_val}); {} — try a lower --lr (it was {}) or a smaller --clip",
-                ls.step + 1,
-                if dir.join(checkpoint::CONFIG_FILE).exists() {
-                    format!("the last good checkpoint is kept in {}", dir.display())
-                } else {
-                    "no checkpoint had been saved yet".to_string()
-                },
-                opt.lr
-            );
-        }
-        let (norm, scale) = clip_scale(&grads, tc.clip)?;
-        if !norm.is_finite() {
-            pb.finish_and_clear();
-            bail!(
-                "training diverged at step {} (gradient norm {norm}); try a lower --lr (it was {}) or --clip",
-                ls.step + 1,
-                opt.lr
-            );
-        }
-        opt.step(&grads, scale)?;
         ls.step += 1;
         ls.window += 1;
         ls.optimizer_t = opt.t;
@@ -721,6 +679,100 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     })
 }
 
+/// What one training step came to.
+pub enum StepResult {
+    /// The window's mean cross-entropy; the update was applied.
+    Ok(f64),
+    /// The loss or the gradient was not finite or exploded; nothing was updated.
+    Diverged(String),
+}
+
+/// One step of truncated BPTT plus the optimizer update, on the fused path or (for reference) the
+/// candle graph. Training and `elman bench` both run exactly this.
+pub struct Stepper {
+    model: ElmanLM,
+    fast: Option<FastBptt>,
+    batch: usize,
+    bptt: usize,
+    diverge_limit: f64,
+}
+
+impl Stepper {
+    pub fn new(
+        model: &ElmanLM,
+        batch: usize,
+        bptt: usize,
+        threads: usize,
+        reference: bool,
+    ) -> Self {
+        let mc = model.config;
+        Stepper {
+            model: model.clone(),
+            fast: (!reference).then(|| FastBptt::new(mc, batch, bptt, threads)),
+            batch,
+            bptt,
+            // Far above any loss a learning model has (ln V at the start).
+            diverge_limit: 3.0 * (mc.vocab_size as f64).ln() + 10.0,
+        }
+    }
+
+    /// `inp`/`tgt` are time-major (bptt × batch); `state` is each layer's carried state, updated.
+    pub fn step(
+        &mut self,
+        opt: &mut Optimizer,
+        inp: &[u32],
+        tgt: &[u32],
+        state: &mut [Vec<f32>],
+        clip: f64,
+    ) -> Result<StepResult> {
+        let dev = Device::Cpu;
+        let (loss, grads) = if let Some(fast) = self.fast.as_mut() {
+            let flat: Vec<Vec<f32>> = opt
+                .params()
+                .iter()
+                .map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+                .collect::<candle_core::Result<_>>()?;
+            let params = Params {
+                flat: flat.iter().map(|v| v.as_slice()).collect(),
+            };
+            let mut next = state.to_vec();
+            let loss = fast.step(&params, inp, tgt, &mut next);
+            if !loss.is_finite() || loss > self.diverge_limit {
+                return Ok(StepResult::Diverged(format!("loss {loss}")));
+            }
+            state.clone_from_slice(&next);
+            let (norm, scale) = clip_scale(&fast.grads, clip)?;
+            if !norm.is_finite() {
+                return Ok(StepResult::Diverged(format!("gradient norm {norm}")));
+            }
+            opt.step(&fast.grads, scale)?;
+            return Ok(StepResult::Ok(loss));
+        } else {
+            let hidden = self.model.config.hidden;
+            let inp_t = Tensor::from_slice(inp, (self.bptt, self.batch), &dev)?;
+            let tgt_t = Tensor::from_slice(tgt, self.bptt * self.batch, &dev)?;
+            let h0 = state_tensors(state, self.batch, hidden, &dev)?;
+            let (logits, last) = self.model.forward(&inp_t, &h0)?;
+            let loss_t = cross_entropy(&logits, &tgt_t)?;
+            let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !loss.is_finite() || loss > self.diverge_limit {
+                return Ok(StepResult::Diverged(format!("loss {loss}")));
+            }
+            let grads = grads_in_order(&loss_t.backward()?, opt.params())?;
+            for (s, h) in state.iter_mut().zip(&last) {
+                *s = h.flatten_all()?.to_vec1::<f32>()?;
+            }
+            (loss, grads)
+        };
+        let (norm, scale) = clip_scale(&grads, clip)?;
+        if !norm.is_finite() {
+            return Ok(StepResult::Diverged(format!("gradient norm {norm}")));
+        }
+        opt.step(&grads, scale)?;
+        Ok(StepResult::Ok(loss))
+    }
+}
+
 /// The carried hidden state as candle tensors, one (batch × hidden) per layer.
 fn state_tensors(
     state: &[Vec<f32>],
@@ -787,7 +839,7 @@ fn save(
         .into_iter()
         .map(|(n, t)| (format!("param.{n}"), t))
         .collect();
-    tensors.extend(opt.state_tensors());
+    tensors.extend(opt.state_tensors()?);
     let batch = config.training.batch;
     let dev = Device::Cpu;
     for (k, t) in state_tensors(hidden, batch, config.model.hidden, &dev)?

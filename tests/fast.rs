@@ -66,10 +66,9 @@ fn check(act: Activation, layers: usize, threads: usize, batch: usize, bptt: usi
         "{act} L={layers}: loss {got_loss} vs {want_loss}"
     );
     for ((name, _), (g, w)) in vars.iter().zip(fast.grads.iter().zip(&want)) {
-        let w: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
         let diff: f64 = g
             .iter()
-            .zip(&w)
+            .zip(w)
             .map(|(a, b)| ((a - b) as f64).powi(2))
             .sum::<f64>()
             .sqrt();
