@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# elman against the PyTorch peer on this machine, interleaved (A B A B …), medians and ratios.
+#
+#   scripts/bench-vs-pytorch.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds, 4 s per measurement)
+#
+# Needs python3 with torch (python3 -m pip install torch): this script installs nothing. It builds
+# elman in release mode, then for every item runs `elman bench` and the peer
+# (../shared/bench/torch_charrnn.py, plus scripts/torch_eval_peer.py for scoring and GEMM) in turn.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+secs=${2:-4}
+peer=../shared/bench/torch_charrnn.py
+[ -f "$peer" ] || { echo "error: $peer not found (../shared must sit beside this repository)" >&2; exit 1; }
+python3 -c "import torch" 2>/dev/null || {
+  echo "error: PyTorch is not installed; install it yourself with: python3 -m pip install torch" >&2; exit 1; }
+cargo build --release --quiet
+elman=target/release/elman
+threads=${THREADS:-2}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+for r in $(seq "$rounds"); do
+  echo "round $r/$rounds" >&2
+  for shape in "128 32 64" "256 64 64" "512 64 100" "1024 128 64"; do
+    set -- $shape
+    $elman --threads "$threads" bench --only train --shape "$1,$2,$3" --seconds "$secs" --json |
+      python3 -c "import json,sys; r=json.load(sys.stdin)['train'][0]; print(json.dumps({'who':'elman','item':'train $1/$2/$3','v':r['tokens_per_s']}))" >> "$out"
+    python3 "$peer" speed --hidden "$1" --batch "$2" --bptt "$3" --seconds "$secs" --threads "$threads" |
+      python3 -c "import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(json.dumps({'who':'torch','item':'train $1/$2/$3','v':r['tokens_per_s']}))" >> "$out"
+  done
+  for h in 256 512; do
+    $elman --threads "$threads" bench --only sample --seconds "$secs" --json |
+      python3 -c "import json,sys; [print(json.dumps({'who':'elman','item':'sample %d' % x['hidden'],'v':x['per_s']})) for x in json.load(sys.stdin)['sample_chars_per_s'] if x['hidden']==$h]" >> "$out"
+    python3 "$peer" sample --hidden "$h" --chars 3000 --threads "$threads" |
+      python3 -c "import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(json.dumps({'who':'torch','item':'sample $h','v':r['chars_per_s']}))" >> "$out"
+    $elman --threads "$threads" bench --only eval --seconds "$secs" --json |
+      python3 -c "import json,sys; [print(json.dumps({'who':'elman','item':'eval %d' % x['hidden'],'v':x['per_s']})) for x in json.load(sys.stdin)['eval_tokens_per_s'] if x['hidden']==$h]" >> "$out"
+    python3 scripts/torch_eval_peer.py eval --hidden "$h" --seconds "$secs" --threads "$threads" |
+      python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(json.dumps({'who':'torch','item':'eval $h','v':r['tokens_per_s']}))" >> "$out"
+  done
+  $elman --threads "$threads" bench --only gemm --seconds "$secs" --json |
+    python3 -c "import json,sys; print(json.dumps({'who':'elman','item':'gemm','v':json.load(sys.stdin)['gemm_gflops']}))" >> "$out"
+  python3 scripts/torch_eval_peer.py gemm --seconds "$secs" --threads "$threads" |
+    python3 -c "import json,sys; print(json.dumps({'who':'torch','item':'gemm','v':json.loads(sys.stdin.read())['gflops']}))" >> "$out"
+done
+
+python3 - "$out" "$threads" <<'PY'
+import json, statistics, sys, platform
+rows = [json.loads(l) for l in open(sys.argv[1])]
+items = list(dict.fromkeys(r["item"] for r in rows))
+med = {(w, i): statistics.median([r["v"] for r in rows if r["who"] == w and r["item"] == i])
+       for w in ("elman", "torch") for i in items}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+print(f"\nmachine: {cpu}, {sys.argv[2]} threads, fp32; medians of {len(rows) // (2 * len(items))} interleaved runs\n")
+unit = {"train": "tokens/s", "sample": "chars/s", "eval": "tokens/s", "gemm": "GFLOP/s"}
+print(f"| {'measurement':<28} | {'elman':>10} | {'PyTorch':>10} | {'ratio':>6} |")
+print(f"|{'-'*30}|{'-'*12}|{'-'*12}|{'-'*8}|")
+for i in items:
+    kind = i.split()[0]
+    label = {"train": "training H/B/T " + i.split()[1], "sample": "sampling H=" + i.split()[-1] + " (batch 1)",
+             "eval": "scoring H=" + i.split()[-1] + " (64 streams)", "gemm": "GEMM 2048³"}[kind]
+    e, t = med[("elman", i)], med[("torch", i)]
+    print(f"| {label + ' (' + unit[kind] + ')':<28} | {e:>10.0f} | {t:>10.0f} | {e / t:>5.2f}× |")
+peak = max(med[("elman", "gemm")], med[("torch", "gemm")])
+h = 1024
+tok = med[("elman", "train 1024/128/64")]
+useful = 6 * (h * h + h * 65) * tok / 1e9
+print(f"\nH=1024 useful work: 6·(H²+H·V)·tokens/s = {useful:.1f} GFLOP/s = {100 * useful / peak:.0f}% of the machine's "
+      f"best 2048³ GEMM rate ({peak:.0f} GFLOP/s)")
+PY
