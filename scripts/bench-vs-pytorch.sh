@@ -54,14 +54,20 @@ med = {(w, i): statistics.median([r["v"] for r in rows if r["who"] == w and r["i
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 print(f"\nmachine: {cpu}, {sys.argv[2]} threads, fp32; medians of {len(rows) // (2 * len(items))} interleaved runs\n")
 unit = {"train": "tokens/s", "sample": "chars/s", "eval": "tokens/s", "gemm": "GFLOP/s"}
-print(f"| {'measurement':<28} | {'elman':>10} | {'PyTorch':>10} | {'ratio':>6} |")
-print(f"|{'-'*30}|{'-'*12}|{'-'*12}|{'-'*8}|")
+print(f"| {'measurement':<42} | {'elman':>10} | {'PyTorch':>10} | {'ratio':>6} |")
+print(f"|{'-'*44}|{'-'*12}|{'-'*12}|{'-'*8}|")
 for i in items:
-    kind = i.split()[0]
-    label = {"train": "training H/B/T " + i.split()[1], "sample": "sampling H=" + i.split()[-1] + " (batch 1)",
-             "eval": "scoring H=" + i.split()[-1] + " (64 streams)", "gemm": "GEMM 2048³"}[kind]
+    kind, arg = (i.split() + [""])[:2]
+    if kind == "train":
+        label = "training H/B/T " + arg
+    elif kind == "sample":
+        label = "sampling H=" + arg + " (batch 1)"
+    elif kind == "eval":
+        label = "scoring H=" + arg + " (64 streams)"
+    else:
+        label = "GEMM 2048³"
     e, t = med[("elman", i)], med[("torch", i)]
-    print(f"| {label + ' (' + unit[kind] + ')':<28} | {e:>10.0f} | {t:>10.0f} | {e / t:>5.2f}× |")
+    print(f"| {label + ' (' + unit[kind] + ')':<42} | {e:>10.0f} | {t:>10.0f} | {e / t:>5.2f}× |")
 peak = max(med[("elman", "gemm")], med[("torch", "gemm")])
 h = 1024
 tok = med[("elman", "train 1024/128/64")]
