@@ -60,7 +60,7 @@ elman train --resume checkpoints/tinyshakespeare --time 10m"
     Rank(RankCmd),
     /// An interactive session: type text, watch it continue; :help for commands.
     Repl(ReplCmd),
-    /// The showcase: train on the bundled corpus (~1 minute), sample in both languages, rank 天空飞过一只__.
+    /// The showcase: train on the bundled corpus (~30 s), sample in both languages, rank 天空飞过一只__.
     Demo(DemoCmd),
     /// Measure training tokens/s, sampling chars/s, scoring tokens/s and GEMM speed on this machine.
     Bench(BenchCmd),
