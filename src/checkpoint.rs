@@ -27,6 +27,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT_VERSION: u32 = 1;
+/// Size limits checked before a checkpoint file is read, so a damaged or hostile file cannot make
+/// elman allocate without bound.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const STATE_FILE: &str = "state.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
@@ -149,6 +153,22 @@ pub fn resolve_dir(p: &Path) -> PathBuf {
     p.to_path_buf()
 }
 
+/// Refuses a file larger than `max` bytes (or not a regular file) before reading it.
+fn check_size(path: &Path, max: u64) -> Result<()> {
+    let m = fs::metadata(path).map_err(|e| file_error(path, &e))?;
+    if !m.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    if m.len() > max {
+        bail!(
+            "{}: {} bytes is far larger than this checkpoint's config allows ({max}); the file is damaged or not elman's",
+            path.display(),
+            m.len()
+        );
+    }
+    Ok(())
+}
+
 /// Reads and checks `config.json`.
 pub fn read_config(dir: &Path) -> Result<Config> {
     if !dir.exists() {
@@ -162,6 +182,7 @@ pub fn read_config(dir: &Path) -> Result<Config> {
         bail!("{}: not a checkpoint folder", dir.display());
     }
     let path = dir.join(CONFIG_FILE);
+    check_size(&path, MAX_CONFIG_BYTES)?;
     let text = fs::read_to_string(&path).map_err(|e| file_error(&path, &e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow!("{}: not valid JSON ({e})", path.display()))?;
@@ -199,6 +220,9 @@ pub fn read_weights(
     prefix: &str,
     dev: &Device,
 ) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    // Weights, optimizer slots and hidden state are all a few times the parameter count: anything
+    // far larger is not a file this config could have written.
+    check_size(path, cfg.num_params() as u64 * 4 * 4 + (64 << 20))?;
     let bytes = fs::read(path).map_err(|e| file_error(path, &e))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
@@ -251,6 +275,7 @@ pub fn load(dir: &Path, dev: &Device) -> Result<Loaded> {
             tok_path.display()
         );
     }
+    check_size(&tok_path, MAX_TOKENIZER_BYTES)?;
     let vocab = Vocab::from_tokenizer_json(&tok_path, config.vocab.level, config.vocab.nfc)?;
     if vocab.len() != config.model.vocab_size {
         bail!(
@@ -320,7 +345,26 @@ pub fn commit(dir: &Path, snap: &Snapshot) -> Result<()> {
         fs::remove_dir_all(&staging).map_err(|e| file_error(&staging, &e))?;
     }
     fs::create_dir(&staging).map_err(|e| file_error(&staging, &e))?;
+    // On failure (a full disk, say) remove the half-written staging folder; the live one is
+    // untouched either way.
+    let written = write_staging(dir, &staging, snap);
+    if written.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    written?;
 
+    if dir.exists() {
+        exchange(&staging, dir)?;
+        // `staging` now holds the previous version.
+        let _ = fs::remove_dir_all(&staging);
+    } else {
+        fs::rename(&staging, dir).map_err(|e| file_error(dir, &e))?;
+    }
+    sync_dir(&parent);
+    Ok(())
+}
+
+fn write_staging(dir: &Path, staging: &Path, snap: &Snapshot) -> Result<()> {
     let model_bytes: Vec<u8> = match &snap.best {
         Some(b) => b.clone(),
         None => match fs::read(dir.join(MODEL_FILE)) {
@@ -345,16 +389,7 @@ pub fn commit(dir: &Path, snap: &Snapshot) -> Result<()> {
         &staging.join(CONFIG_FILE),
         serde_json::to_string_pretty(snap.config)?.as_bytes(),
     )?;
-    sync_dir(&staging);
-
-    if dir.exists() {
-        exchange(&staging, dir)?;
-        // `staging` now holds the previous version.
-        let _ = fs::remove_dir_all(&staging);
-    } else {
-        fs::rename(&staging, dir).map_err(|e| file_error(dir, &e))?;
-    }
-    sync_dir(&parent);
+    sync_dir(staging);
     Ok(())
 }
 

@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// Largest corpus elman reads (token ids are 32-bit, and the text must fit in memory).
+pub const MAX_CORPUS_BYTES: u64 = 4 << 30;
+
 /// Files with these extensions are picked up when a folder is given.
 const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "text", "tokens", "raw"];
 
@@ -49,10 +52,28 @@ impl Corpus {
                 files.push(p.clone());
             }
         }
-        let mut text = String::new();
+        let mut total = 0u64;
+        for f in &files {
+            let meta = fs::metadata(f).map_err(|e| file_error(f, &e))?;
+            if !meta.is_file() {
+                bail!(
+                    "{}: not a regular file (a device, pipe or socket); give a text file",
+                    f.display()
+                );
+            }
+            total += meta.len();
+            if total > MAX_CORPUS_BYTES {
+                bail!(
+                    "{}: the corpus is larger than {} GiB, more than elman can hold; split it or train on a part",
+                    f.display(),
+                    MAX_CORPUS_BYTES >> 30
+                );
+            }
+        }
+        let mut text = String::with_capacity(total as usize);
         let mut hasher = Sha256::new();
         for f in &files {
-            let bytes = fs::read(f).map_err(|e| file_error(f, &e))?;
+            let bytes = read_stable(f)?;
             let s = decode_utf8(f, &bytes)?;
             hasher.update(&bytes);
             text.push_str(s);
@@ -102,6 +123,27 @@ pub fn split_text(text: &str, val_fraction: f64) -> (&str, &str) {
         .map(|(i, _)| i)
         .unwrap_or(text.len());
     text.split_at(cut)
+}
+
+/// Reads a whole file, and refuses it if it changed (size or modification time) while it was
+/// read: a corpus that is still being written would otherwise train on a torn copy.
+fn read_stable(path: &Path) -> Result<Vec<u8>> {
+    let stamp = |m: &fs::Metadata| (m.len(), m.modified().ok());
+    let before = fs::metadata(path).map_err(|e| file_error(path, &e))?;
+    let bytes = fs::read(path).map_err(|e| file_error(path, &e))?;
+    let after = fs::metadata(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the file disappeared while it was being read ({e})",
+            path.display()
+        )
+    })?;
+    if stamp(&before) != stamp(&after) || bytes.len() as u64 != after.len() {
+        bail!(
+            "{}: the file changed while it was being read; try again once it is complete",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

@@ -142,6 +142,9 @@ struct SampleCmd {
     /// Text to start from (any Unicode) [default: the start of a line].
     #[arg(long, short, default_value = "")]
     prompt: String,
+    /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    prompt_file: Option<PathBuf>,
     /// Tokens to generate per sample.
     #[arg(long, short, default_value_t = 200, value_name = "N")]
     length: usize,
@@ -167,8 +170,11 @@ struct CompleteCmd {
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
     /// Text to complete.
-    #[arg(long, short)]
-    prompt: String,
+    #[arg(long, short, required_unless_present = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    prompt_file: Option<PathBuf>,
     /// How many next tokens to show.
     #[arg(long, default_value_t = 10, value_name = "K")]
     top: usize,
@@ -193,8 +199,11 @@ struct RankCmd {
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
     /// The text before the blank.
-    #[arg(long, short)]
-    prompt: String,
+    #[arg(long, short, required_unless_present = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    prompt_file: Option<PathBuf>,
     /// Comma-separated candidates (also ， or 、); spaces around them are trimmed.
     #[arg(
         long,
@@ -389,6 +398,23 @@ struct InfoCmd {
     json: bool,
 }
 
+/// The prompt from `--prompt` or `--prompt-file`.
+fn prompt_text(prompt: Option<String>, file: &Option<PathBuf>) -> Result<String> {
+    match file {
+        Some(f) => {
+            let bytes = std::fs::read(f).map_err(|e| elman::corpus::file_error(f, &e))?;
+            String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: invalid UTF-8 at byte offset {}",
+                    f.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })
+        }
+        None => Ok(prompt.unwrap_or_default()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let threads = match cli.threads {
@@ -488,7 +514,8 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sample(c) => {
+        Command::Sample(mut c) => {
+            c.prompt = prompt_text(Some(c.prompt), &c.prompt_file)?;
             let opts = c.sampling.options()?;
             let seed = c.sampling.seed();
             let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
@@ -552,10 +579,11 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Complete(c) => {
+            let prompt_str = prompt_text(c.prompt, &c.prompt_file)?;
             let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
             let engine = Engine::new(&loaded.model)?;
             let vocab = &loaded.vocab;
-            let prompt = generate::encode_prompt(vocab, &c.prompt, "--prompt")?;
+            let prompt = generate::encode_prompt(vocab, &prompt_str, "--prompt")?;
             for w in &prompt.warnings {
                 eprintln!("warning: {w}");
             }
@@ -569,11 +597,11 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                     println!(
                         "{}",
                         serde_json::to_string_pretty(
-                            &serde_json::json!({"prompt": c.prompt, "beam": w, "continuations": beams})
+                            &serde_json::json!({"prompt": prompt_str, "beam": w, "continuations": beams})
                         )?
                     );
                 } else {
-                    print!("{}", report::beam_table(&c.prompt, &beams));
+                    print!("{}", report::beam_table(&prompt_str, &beams));
                 }
             } else {
                 let next = generate::top_next(&engine, vocab, &st, c.top.max(1));
@@ -581,16 +609,17 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                     println!(
                         "{}",
                         serde_json::to_string_pretty(
-                            &serde_json::json!({"prompt": c.prompt, "next": next})
+                            &serde_json::json!({"prompt": prompt_str, "next": next})
                         )?
                     );
                 } else {
-                    print!("{}", report::next_table(&c.prompt, &next));
+                    print!("{}", report::next_table(&prompt_str, &next));
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Rank(c) => {
+            let prompt_str = prompt_text(c.prompt.clone(), &c.prompt_file)?;
             let cands: Vec<String> = match (&c.candidates, &c.candidates_file) {
                 (Some(s), _) => generate::split_candidates(s),
                 (None, Some(f)) => std::fs::read_to_string(f)
@@ -604,7 +633,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
             let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
             let engine = Engine::new(&loaded.model)?;
             let vocab = &loaded.vocab;
-            let prompt = generate::encode_prompt(vocab, &c.prompt, "--prompt")?;
+            let prompt = generate::encode_prompt(vocab, &prompt_str, "--prompt")?;
             for w in &prompt.warnings {
                 eprintln!("warning: {w}");
             }
@@ -619,11 +648,11 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
-                        "prompt": c.prompt, "sorted_by": c.by, "candidates": ranked
+                        "prompt": prompt_str, "sorted_by": c.by, "candidates": ranked
                     }))?
                 );
             } else {
-                print!("{}", report::rank_table(&c.prompt, &ranked, c.by));
+                print!("{}", report::rank_table(&prompt_str, &ranked, c.by));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -24,6 +24,16 @@ pub fn show_text(t: &str) -> String {
     t.split(' ').map(show_token).collect::<Vec<_>>().join(" ")
 }
 
+/// A prompt for a table heading: its last 40 characters at most.
+pub fn short(prompt: &str) -> String {
+    let n = prompt.chars().count();
+    if n <= 40 {
+        prompt.to_string()
+    } else {
+        format!("…{}", prompt.chars().skip(n - 40).collect::<String>())
+    }
+}
+
 /// Pads `s` on the right to `width` terminal columns.
 pub fn pad(s: &str, width: usize) -> String {
     let w = UnicodeWidthStr::width(s);
@@ -46,7 +56,7 @@ pub fn rank_table(prompt: &str, ranked: &[Ranked], by: RankBy) -> String {
         .max("candidate".len());
     let mut s = format!(
         "candidates after {:?}, sorted by {} log-probability (natural log):\n",
-        prompt,
+        short(prompt),
         match by {
             RankBy::Total => "total",
             RankBy::Mean => "mean per-token",
@@ -72,7 +82,7 @@ pub fn rank_table(prompt: &str, ranked: &[Ranked], by: RankBy) -> String {
 
 /// The next-token table.
 pub fn next_table(prompt: &str, next: &[NextToken]) -> String {
-    let mut s = format!("most likely next tokens after {prompt:?}:\n");
+    let mut s = format!("most likely next tokens after {:?}:\n", short(prompt));
     for (i, n) in next.iter().enumerate() {
         s += &format!(
             "{:>3}  {}  {:>7.3}%\n",
@@ -94,7 +104,10 @@ pub fn next_line(next: &[NextToken]) -> String {
 
 /// The beam-search results.
 pub fn beam_table(prompt: &str, beams: &[Continuation]) -> String {
-    let mut s = format!("most probable continuations of {prompt:?} (beam search):\n");
+    let mut s = format!(
+        "most probable continuations of {:?} (beam search):\n",
+        short(prompt)
+    );
     for (i, b) in beams.iter().enumerate() {
         s += &format!(
             "{:>3}  logp {:>8.3}  p {:>7.3}%  {}{}\n",

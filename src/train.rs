@@ -142,6 +142,7 @@ fn check_hyper(tc: &checkpoint::TrainConfig, mc: &ModelConfig) -> Result<()> {
         bail!("--lr-decay {} must be in (0, 1]", tc.lr_decay);
     }
     if !(tc.val_fraction > 0.0 && tc.val_fraction < 1.0) {
+        // (NaN fails this too.)
         bail!(
             "--val-fraction {} must be strictly between 0 and 1",
             tc.val_fraction
@@ -304,6 +305,13 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             activation: h.activation.unwrap_or(crate::model::Activation::Tanh),
         };
         check_hyper(&tc, &mc)?;
+        if mc.vocab_size > crate::model::MAX_VOCAB {
+            bail!(
+                "the corpus has {} distinct tokens, more than elman's limit of {}; pass --max-vocab (e.g. --max-vocab 50000) to map rare ones to <unk>",
+                mc.vocab_size,
+                crate::model::MAX_VOCAB
+            );
+        }
         mc.validate()?;
         let dir = args
             .out

@@ -100,6 +100,12 @@ impl Vocab {
             if m < 2 {
                 bail!("--max-vocab {m} is too small: a language model needs at least 2 tokens");
             }
+            if m > crate::model::MAX_VOCAB {
+                bail!(
+                    "--max-vocab {m} is larger than elman's limit of {} tokens",
+                    crate::model::MAX_VOCAB
+                );
+            }
         }
         match opts.level {
             Level::Char => Self::build_char(text, opts),
@@ -372,12 +378,17 @@ impl Vocab {
 
     /// Reads a `tokenizer.json` written by [`Vocab::to_tokenizer_json`].
     pub fn from_tokenizer_json(path: &Path, level: Level, nfc: bool) -> Result<Vocab> {
-        let tok = Tokenizer::from_file(path).map_err(|e| {
-            anyhow!(
-                "{}: not a readable tokenizer.json ({e}); the checkpoint is damaged",
-                path.display()
-            )
-        })?;
+        // tokenizers 0.23 panics (rather than erring) on some malformed sections, e.g. a
+        // `decoder` without a valid type: contain that here so a damaged file is an error.
+        let tok = without_panics(|| Tokenizer::from_file(path))
+            .ok_or_else(|| anyhow!("malformed"))
+            .and_then(|r| r.map_err(|e| anyhow!("{e}")))
+            .map_err(|e| {
+                anyhow!(
+                    "{}: not a readable tokenizer.json ({e}); the checkpoint is damaged",
+                    path.display()
+                )
+            })?;
         let v = tok.get_vocab(false);
         let n = v.len();
         let mut tokens = vec![None; n];
@@ -395,6 +406,15 @@ impl Vocab {
         let hf = (level == Level::Word).then_some(tok);
         Self::from_tokens(level, nfc, tokens, hf).with_context(|| path.display().to_string())
     }
+}
+
+/// Runs `f`, turning a panic into `None` without printing the panic message.
+fn without_panics<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    r.ok()
 }
 
 /// `<unk>`/`<eos>` are special and matched after normalisation, so a newline that the normaliser

@@ -1,0 +1,399 @@
+//! Hostile input and faults: files that are not text, prompts of every kind, damaged checkpoints
+//! (property-tested), a full disk and a read-only folder. Nothing may panic or lose a checkpoint.
+
+use assert_cmd::Command;
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn elman(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("elman").unwrap();
+    c.current_dir(dir).arg("--threads").arg("1");
+    c
+}
+
+/// Exit code 1, one `error:` line containing every needle, no panic.
+fn fails_with(cmd: &mut Command, needles: &[&str]) {
+    let out = cmd
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("warning:")).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+}
+
+const TINY: &[&str] = &[
+    "--hidden",
+    "12",
+    "--batch",
+    "2",
+    "--bptt",
+    "8",
+    "--eval-every",
+    "5",
+    "--steps",
+    "10",
+    "-q",
+];
+
+fn tiny_checkpoint(d: &Path, name: &str) -> PathBuf {
+    std::fs::write(
+        d.join("c.txt"),
+        "天空中飞过一只小鸟。A bird flew by.\n".repeat(30),
+    )
+    .unwrap();
+    elman(d)
+        .args(["train", "c.txt", "--out", name])
+        .args(TINY)
+        .assert()
+        .success();
+    d.join(name)
+}
+
+#[cfg(unix)]
+#[test]
+fn devices_pipes_and_huge_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // A FIFO with no writer would block a naive reader for ever; /dev/zero would fill memory.
+    let fifo = d.join("pipe.txt");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    fails_with(
+        elman(d).args(["train", "pipe.txt"]),
+        &["pipe.txt", "not a regular file"],
+    );
+    fails_with(
+        elman(d).args(["train", "/dev/zero"]),
+        &["/dev/zero", "not a regular file"],
+    );
+    // One 600 KB line with no line break at all, at both levels.
+    let line: String = "天空中飞过一只小鸟 and a bird flew over the lake, ".repeat(12_000);
+    std::fs::write(d.join("line.txt"), &line).unwrap();
+    for level in ["char", "word"] {
+        elman(d)
+            .args(["train", "line.txt", "--level", level, "--out", level])
+            .args(TINY)
+            .assert()
+            .success();
+    }
+}
+
+#[test]
+fn prompts_long_empty_and_strange() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    tiny_checkpoint(d, "m");
+    // 100,000 characters: too long for one command-line argument (the OS caps one at 128 KiB),
+    // so it comes from a file.
+    std::fs::write(d.join("long.txt"), "天空中飞过一只小鸟。".repeat(10_000)).unwrap();
+    for args in [
+        vec!["sample", "-m", "m", "-l", "5", "--seed", "1"],
+        vec!["rank", "-m", "m", "-c", "小鸟,鸟"],
+        vec!["complete", "-m", "m"],
+    ] {
+        let out = elman(d)
+            .args(&args)
+            .args(["--prompt-file", "long.txt"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args[0] != "sample" {
+            // (sample echoes its prompt; the tables show only its end)
+            assert!(
+                out.stdout.len() < 10_000,
+                "headings show the prompt's end only"
+            );
+        }
+    }
+    // Empty prompt: starts at a line start.
+    elman(d)
+        .args(["sample", "-m", "m", "-l", "10", "--seed", "1", "-p", ""])
+        .assert()
+        .success();
+    elman(d)
+        .args(["complete", "-m", "m", "-p", ""])
+        .assert()
+        .success();
+    // Control characters are named by code point.
+    fails_with(
+        elman(d).args(["sample", "-m", "m", "-p", "天空\u{7}"]),
+        &["U+0007", "character 3"],
+    );
+    fails_with(
+        elman(d).args(["complete", "-m", "m", "-p", "\u{202e}abc"]),
+        &["U+202E"],
+    );
+    // No candidates at all, or only separators.
+    fails_with(
+        elman(d).args(["rank", "-m", "m", "-p", "天空", "-c", ",，"]),
+        &["no candidates"],
+    );
+    // Nonsense sampling settings.
+    fails_with(
+        elman(d).args(["sample", "-m", "m", "-t", "-1"]),
+        &["--temperature"],
+    );
+    fails_with(
+        elman(d).args(["sample", "-m", "m", "--top-k", "0"]),
+        &["--top-k"],
+    );
+}
+
+#[test]
+fn wrong_dtype_and_mismatched_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let ck = tiny_checkpoint(d, "m");
+    // decoder.bias stored as I64: rejected by name.
+    let bytes = std::fs::read(ck.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec(), v.shape().to_vec(), v.dtype()))
+        .collect();
+    for t in tensors.iter_mut().filter(|t| t.0 == "decoder.bias") {
+        let n = t.2.iter().product::<usize>();
+        t.1 = vec![0u8; n * 8];
+        t.3 = safetensors::Dtype::I64;
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, b, s, dt)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let bad = safetensors::tensor::serialize(views, None).unwrap();
+    let wrong = d.join("dtype");
+    std::fs::create_dir(&wrong).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "state.safetensors",
+    ] {
+        std::fs::copy(ck.join(f), wrong.join(f)).unwrap();
+    }
+    std::fs::write(wrong.join("model.safetensors"), bad).unwrap();
+    fails_with(
+        elman(d).args(["info", "-m", "dtype"]),
+        &["decoder.bias", "I64"],
+    );
+
+    // A tokenizer from another model (another vocabulary size).
+    std::fs::write(
+        d.join("other.txt"),
+        "abcdefghijklmnopqrstuvwxyz\n".repeat(40),
+    )
+    .unwrap();
+    elman(d)
+        .args(["train", "other.txt", "--out", "other"])
+        .args(TINY)
+        .assert()
+        .success();
+    let mixed = d.join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "metrics.jsonl",
+        "state.safetensors",
+    ] {
+        std::fs::copy(ck.join(f), mixed.join(f)).unwrap();
+    }
+    std::fs::copy(d.join("other/tokenizer.json"), mixed.join("tokenizer.json")).unwrap();
+    fails_with(
+        elman(d).args(["info", "-m", "mixed"]),
+        &["tokenizer.json", "config.json says"],
+    );
+    // A config.json of absurd length is refused before it is read.
+    let huge = d.join("hugeconfig");
+    std::fs::create_dir(&huge).unwrap();
+    std::fs::write(huge.join("config.json"), vec![b' '; 2 << 20]).unwrap();
+    fails_with(
+        elman(d).args(["info", "-m", "hugeconfig"]),
+        &["config.json", "bytes"],
+    );
+}
+
+/// Runs `f` with a small tmpfs mounted at a fresh folder; skips (saying so) where mounting is not
+/// allowed. The mount is always removed.
+#[cfg(target_os = "linux")]
+fn with_tmpfs(size: &str, f: impl FnOnce(&Path)) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    f(&mnt);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_or_read_only_folder_keeps_the_previous_checkpoint() {
+    // Full disk: the first run fits, then a filler leaves too little room for the next save.
+    with_tmpfs("2m", |mnt| {
+        let ck = tiny_checkpoint(mnt, "k");
+        let before = std::fs::read(ck.join("state.safetensors")).unwrap();
+        let free = {
+            let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
+            let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+            s.f_bavail as usize * s.f_frsize as usize
+        };
+        std::fs::write(mnt.join("filler"), vec![0u8; free.saturating_sub(8 * 1024)]).unwrap_or(());
+        fails_with(
+            elman(mnt).args(["train", "--resume", "k", "--steps", "20", "-q"]),
+            &["No space left"],
+        );
+        assert_eq!(std::fs::read(ck.join("state.safetensors")).unwrap(), before);
+        elman(mnt).args(["info", "-m", "k"]).assert().success();
+        let names: Vec<String> = std::fs::read_dir(mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("staging")), "{names:?}");
+    });
+    // Read-only: remount and resume.
+    with_tmpfs("4m", |mnt| {
+        let ck = tiny_checkpoint(mnt, "k");
+        let before = std::fs::read(ck.join("model.safetensors")).unwrap();
+        assert!(std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(mnt)
+            .status()
+            .unwrap()
+            .success());
+        fails_with(
+            elman(mnt).args(["train", "--resume", "k", "--steps", "20", "-q"]),
+            &["Read-only file system"],
+        );
+        assert_eq!(std::fs::read(ck.join("model.safetensors")).unwrap(), before);
+        elman(mnt).args(["info", "-m", "k"]).assert().success();
+    });
+}
+
+fn load_never_panics(dir: &Path) {
+    let r = std::panic::catch_unwind(|| {
+        let _ = elman::checkpoint::load(dir, &candle_core::Device::Cpu);
+    });
+    assert!(r.is_ok(), "loading {} panicked", dir.display());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any string over its own characters round-trips exactly at the char level.
+    #[test]
+    fn char_vocab_round_trips_any_string(s in any::<String>()) {
+        use elman::vocab::{Vocab, VocabOptions};
+        match Vocab::build(&s, &VocabOptions::default()) {
+            Ok(v) => prop_assert_eq!(v.decode(&v.encode(&s).unwrap()), s),
+            // Fewer than 2 distinct characters: refused with a message, not a panic.
+            Err(e) => prop_assert!(s.chars().collect::<std::collections::HashSet<_>>().len() < 2, "{}", e),
+        }
+    }
+
+    /// Word-level encoding of any text never panics, and unknown words become <unk>.
+    #[test]
+    fn word_vocab_encodes_any_string(s in any::<String>()) {
+        use elman::vocab::{Level, Vocab, VocabOptions};
+        let v = Vocab::build("the bird flies over the sky.\n小鸟会飞。\n", &VocabOptions { level: Level::Word, ..Default::default() }).unwrap();
+        let ids = v.encode(&s).unwrap();
+        prop_assert!(ids.iter().all(|&i| (i as usize) < v.len()));
+    }
+}
+
+/// Regression (found by the property test below): tokenizers 0.23 panics on a `decoder` section
+/// with no valid type. elman reports it as a damaged file instead.
+#[test]
+fn a_malformed_tokenizer_decoder_is_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let ck = tiny_checkpoint(d, "m");
+    let p = ck.join("tokenizer.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v["decoder"] = serde_json::json!({"typo": "Fuse"});
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    fails_with(
+        elman(d).args(["info", "-m", "m"]),
+        &["tokenizer.json", "damaged"],
+    );
+}
+
+/// Mutated checkpoint files (bytes flipped, cut short, garbage appended) never make the loader panic.
+#[test]
+fn mutated_checkpoints_never_panic_the_loader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let ck = tiny_checkpoint(d, "m");
+    let files = ["model.safetensors", "config.json", "tokenizer.json"];
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(ck.join(f)).unwrap())
+        .collect();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 300,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        0..files.len(),
+        0usize..3,
+        any::<u64>(),
+        proptest::collection::vec(any::<u8>(), 1..16),
+    );
+    runner
+        .run(&strategy, |(fi, how, at, junk)| {
+            let work = d.join("mut");
+            let _ = std::fs::remove_dir_all(&work);
+            std::fs::create_dir(&work).unwrap();
+            for (f, bytes) in files.iter().zip(&originals) {
+                std::fs::write(work.join(f), bytes).unwrap();
+            }
+            let mut bytes = originals[fi].clone();
+            let pos = (at as usize) % bytes.len().max(1);
+            match how {
+                0 => {
+                    for (k, b) in junk.iter().enumerate() {
+                        if let Some(x) = bytes.get_mut(pos + k) {
+                            *x ^= b | 1;
+                        }
+                    }
+                }
+                1 => bytes.truncate(pos),
+                _ => bytes.splice(pos..pos, junk.iter().cloned()).for_each(drop),
+            }
+            std::fs::write(work.join(files[fi]), &bytes).unwrap();
+            load_never_panics(&work);
+            Ok(())
+        })
+        .unwrap();
+}
