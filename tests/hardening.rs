@@ -397,3 +397,141 @@ fn mutated_checkpoints_never_panic_the_loader() {
         })
         .unwrap();
 }
+
+/// Ctrl-C in the repl cancels the generation in progress; the session goes on.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_in_the_repl_cancels_the_generation_only() {
+    use std::io::Read;
+    use std::io::{BufRead, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // Wide enough that 100,000 tokens take a while to generate.
+    std::fs::write(
+        d.join("c.txt"),
+        "天空中飞过一只小鸟。A bird flew by.\n".repeat(30),
+    )
+    .unwrap();
+    elman(d)
+        .args([
+            "train", "c.txt", "--out", "m", "--hidden", "512", "--batch", "2", "--bptt", "8",
+        ])
+        .args(["--steps", "2", "--eval-every", "2", "-q"])
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    let mut child = std::process::Command::new(bin)
+        .current_dir(d)
+        .args(["repl", "-m", "m", "--seed", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    writeln!(stdin, ":len 100000").unwrap();
+    writeln!(stdin, "天空").unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "length = 100000");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("next: "), "{line}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    writeln!(stdin, ":show").unwrap();
+    writeln!(stdin, ":quit").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "the session goes on and ends normally"
+    );
+    let cut = rest
+        .find(" [cancelled]")
+        .expect("the generation was cancelled");
+    assert!(rest[..cut].chars().count() < 100_000, "it stopped early");
+    assert!(
+        rest[cut..].contains("temperature = "),
+        "commands still work after the cancel"
+    );
+}
+
+/// A run killed with SIGKILL at random moments and resumed each time ends bit for bit where an
+/// uninterrupted run ends.
+#[cfg(unix)]
+#[test]
+fn resume_after_kill_9_is_bit_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("c.txt"),
+        "天空中飞过一只蜻蜓，路上走过一个人。the bird flies.\n".repeat(200),
+    )
+    .unwrap();
+    let flags = [
+        "--hidden",
+        "24",
+        "--batch",
+        "4",
+        "--bptt",
+        "16",
+        "--eval-every",
+        "5",
+        "-q",
+    ];
+    elman(d)
+        .args(["train", "c.txt", "--out", "whole", "--steps", "150"])
+        .args(flags)
+        .assert()
+        .success();
+    // The same run, killed again and again.
+    elman(d)
+        .args(["train", "c.txt", "--out", "crashy", "--steps", "5"])
+        .args(flags)
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    for i in 0..6u64 {
+        let mut child = std::process::Command::new(&bin)
+            .current_dir(d)
+            .args([
+                "--threads",
+                "1",
+                "train",
+                "--resume",
+                "crashy",
+                "--steps",
+                "150",
+                "-q",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40 + 37 * i));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    elman(d)
+        .args(["train", "--resume", "crashy", "--steps", "150", "-q"])
+        .assert()
+        .success();
+    let tensors = |dir: &str| -> Vec<(String, Vec<u8>)> {
+        let bytes = std::fs::read(d.join(dir).join("state.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.data().to_vec()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        tensors("whole") == tensors("crashy"),
+        "weights, moments and state differ"
+    );
+}
