@@ -563,6 +563,16 @@ fn kill_9_at_any_moment_leaves_a_loadable_checkpoint() {
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         steps = v["config"]["progress"]["step"].as_u64().unwrap();
+        // Never a mix: config.json and state.safetensors come from the same save.
+        let bytes = std::fs::read(d.join("k/state.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let lp: serde_json::Value =
+            serde_json::from_str(&meta.metadata().as_ref().unwrap()["loop"]).unwrap();
+        assert_eq!(lp["step"].as_u64().unwrap(), steps, "after kill {i}");
+        let metrics = std::fs::read_to_string(d.join("k/metrics.jsonl")).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+        assert_eq!(last["step"].as_u64().unwrap(), steps, "after kill {i}");
     }
     assert!(steps > 2, "the runs made progress between kills");
 }

@@ -535,3 +535,39 @@ fn resume_after_kill_9_is_bit_exact() {
         "weights, moments and state differ"
     );
 }
+
+/// A corpus still being written (appended to while elman reads it) is refused, not half-read.
+#[test]
+fn a_corpus_that_changes_while_read_is_refused() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_path_buf();
+    let path = d.join("growing.txt");
+    // Large enough that reading it takes a while.
+    std::fs::write(
+        &path,
+        "天空中飞过一只小鸟。A bird flew by.\n".repeat(1_500_000),
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                f.write_all(b"more text\n").unwrap();
+                f.flush().unwrap();
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    fails_with(
+        elman(&d).args(["train", "growing.txt", "--steps", "1", "--hidden", "8"]),
+        &["growing.txt", "changed while it was being read"],
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+}
