@@ -19,11 +19,14 @@ use std::process::ExitCode;
     version,
     about = "Train Elman recurrent neural-network language models on text, then use them.",
     long_about = "Train Elman recurrent neural-network language models on any UTF-8 text (Chinese, English, \
-anything), then evaluate and inspect them.\n\n\
+anything), then use them: sample text, complete a prompt, rank candidate completions, talk to them.\n\n\
 The model is the one of the textbook chapter: s(t) = σ(U x(t) + W s(t−1) + b), y(t) = softmax(V s(t) + c), \
 trained by truncated back-propagation through time.\n\n\
-Quick start:\n  elman train corpora/elman-demo.txt --time 1m     # writes checkpoints/elman-demo/\n  \
-elman eval --model checkpoints/elman-demo some.txt\n  elman info --model checkpoints/elman-demo"
+Quick start:\n  elman demo                                        # train on the bundled corpus, sample, rank\n  \
+elman train mybook.txt --time 10m                 # writes checkpoints/mybook/\n  \
+elman sample --model mybook --prompt \"Once\"\n  \
+elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪\n  \
+elman repl --model mybook"
 )]
 struct Cli {
     /// Training threads [default: all cores]: the batch's streams are split among them. Runs are
@@ -84,6 +87,7 @@ struct BenchCmd {
     /// Training shapes HIDDEN,BATCH,BPTT (repeatable) [default: the four reference shapes].
     #[arg(long, value_name = "H,B,T")]
     shape: Vec<String>,
+    /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -167,6 +171,7 @@ Examples:\n  elman complete --model elman-demo --prompt 天空中飞过一只\n 
 elman complete --model elman-demo --prompt \"A bird flew\" --beam 5 --max-tokens 30 --json"
 )]
 struct CompleteCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
     /// Text to complete.
@@ -184,6 +189,7 @@ struct CompleteCmd {
     /// Longest continuation for --beam, in tokens.
     #[arg(long, default_value_t = 20, value_name = "N")]
     max_tokens: usize,
+    /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -196,6 +202,7 @@ per token, and its probability normalised over the candidate set. Candidates may
 Example (the chapter's):\n  elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪"
 )]
 struct RankCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
     /// The text before the blank.
@@ -218,12 +225,21 @@ struct RankCmd {
     /// Sort by total or mean per-token log-probability.
     #[arg(long, value_enum, default_value_t = RankBy::Total)]
     by: RankBy,
+    /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Args)]
+#[command(
+    long_about = "An interactive session with a model. Each line you type continues the running \
+context (it carries over from line to line), shows the most likely next tokens and streams a completion. \
+Commands: :temp T, :topk K, :topp P, :len N, :seed S, :rank a,b,c, :beam W, :next K, :reset, :show, \
+:help, :quit. Ctrl-C cancels a generation, Ctrl-D leaves. With stdin piped, lines are read plainly.\n\n\
+Example:\n  elman repl --model elman-demo"
+)]
 struct ReplCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
     /// Tokens to generate after each line.
