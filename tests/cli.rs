@@ -1,33 +1,12 @@
 //! The `elman` binary: the happy path, and every bad input the foundation promises a clear
 //! one-line error for (exit code 1, no panic, no backtrace).
 
+mod common;
+use common::*;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::Path;
-
-fn elman(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("elman").unwrap();
-    c.current_dir(dir)
-        .env("RUST_BACKTRACE", "1")
-        .arg("--threads")
-        .arg("1");
-    c
-}
-
-/// Runs and checks: exit code 1, exactly one line on stderr, starting `error:` and containing every
-/// `needle`, and no panic.
-fn fails_with(cmd: &mut Command, needles: &[&str]) {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in: {err}");
-    }
-}
 
 const TINY_FLAGS: &[&str] = &[
     "--hidden",

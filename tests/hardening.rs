@@ -1,31 +1,11 @@
 //! Hostile input and faults: files that are not text, prompts of every kind, damaged checkpoints
 //! (property-tested), a full disk and a read-only folder. Nothing may panic or lose a checkpoint.
 
-use assert_cmd::Command;
+mod common;
+use common::*;
+
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
-
-fn elman(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("elman").unwrap();
-    c.current_dir(dir).arg("--threads").arg("1");
-    c
-}
-
-/// Exit code 1, one `error:` line containing every needle, no panic.
-fn fails_with(cmd: &mut Command, needles: &[&str]) {
-    let out = cmd
-        .timeout(std::time::Duration::from_secs(60))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("warning:")).collect();
-    assert_eq!(lines.len(), 1, "one line expected: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in: {err}");
-    }
-}
 
 const TINY: &[&str] = &[
     "--hidden",

@@ -1,24 +1,10 @@
 //! The commands that use a trained model, through the binary: sample, complete, rank, repl, demo.
 
-use assert_cmd::Command;
+mod common;
+use common::*;
+
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
-
-fn elman(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("elman").unwrap();
-    c.current_dir(dir).arg("--threads").arg("1");
-    c
-}
-
-fn json(cmd: &mut Command) -> serde_json::Value {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// A small model on mixed text; `extra` adds training options.
 fn tiny_model(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
