@@ -27,81 +27,25 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// Reads every path (a file, or a folder whose text files are read in name order).
+    /// Reads every path (a file, or a folder whose text files are read in name order) into memory.
     pub fn read(paths: &[PathBuf]) -> Result<Corpus> {
-        if paths.is_empty() {
-            bail!(
-                "no corpus given: name one or more text files, e.g. `elman train corpora/demo.txt`"
-            );
-        }
-        let mut files = Vec::new();
-        for p in paths {
-            let meta = fs::metadata(p).map_err(|e| file_error(p, &e))?;
-            if meta.is_dir() {
-                let mut found = Vec::new();
-                collect_text_files(p, &mut found)?;
-                if found.is_empty() {
-                    bail!(
-                        "{}: the folder holds no text files (looked for .{} files)",
-                        p.display(),
-                        TEXT_EXTENSIONS.join(", .")
-                    );
-                }
-                files.extend(found);
-            } else {
-                files.push(p.clone());
-            }
-        }
-        let mut total = 0u64;
-        for f in &files {
-            let meta = fs::metadata(f).map_err(|e| file_error(f, &e))?;
-            if !meta.is_file() {
-                bail!(
-                    "{}: not a regular file (a device, pipe or socket); give a text file",
-                    f.display()
-                );
-            }
-            total += meta.len();
-            if total > MAX_CORPUS_BYTES {
-                bail!(
-                    "{}: the corpus is larger than {} GiB, more than elman can hold; split it or train on a part",
-                    f.display(),
-                    MAX_CORPUS_BYTES >> 30
-                );
-            }
-        }
+        let (name, files, total) = resolve(paths)?;
         let mut text = String::with_capacity(total as usize);
-        let mut hasher = Sha256::new();
-        for f in &files {
-            let bytes = read_stable(f)?;
-            let s = decode_utf8(f, &bytes)?;
-            hasher.update(&bytes);
-            text.push_str(s);
-        }
+        let sha256 = stream(&files, |chunk| {
+            text.push_str(chunk);
+            Ok(())
+        })?;
         if text.trim().is_empty() {
             bail!(
                 "{}: the corpus is empty (no text to learn from)",
-                if files.len() == 1 {
-                    files[0].display().to_string()
-                } else {
-                    format!("{} files", files.len())
-                }
+                describe(&files)
             );
         }
-        let first = &paths[0];
-        let name = first
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .or_else(|| {
-                let abs = first.canonicalize().ok()?;
-                Some(abs.file_name()?.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "corpus".to_string());
         Ok(Corpus {
-            name: sanitize_name(&name),
+            name,
             files,
             text,
-            sha256: hex(&hasher.finalize()),
+            sha256,
         })
     }
 
@@ -125,27 +69,6 @@ pub fn split_text(text: &str, val_fraction: f64) -> (&str, &str) {
     text.split_at(cut)
 }
 
-/// Reads a whole file, and refuses it if it changed (size or modification time) while it was
-/// read: a corpus that is still being written would otherwise train on a torn copy.
-fn read_stable(path: &Path) -> Result<Vec<u8>> {
-    let stamp = |m: &fs::Metadata| (m.len(), m.modified().ok());
-    let before = fs::metadata(path).map_err(|e| file_error(path, &e))?;
-    let bytes = fs::read(path).map_err(|e| file_error(path, &e))?;
-    let after = fs::metadata(path).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: the file disappeared while it was being read ({e})",
-            path.display()
-        )
-    })?;
-    if stamp(&before) != stamp(&after) || bytes.len() as u64 != after.len() {
-        bail!(
-            "{}: the file changed while it was being read; try again once it is complete",
-            path.display()
-        );
-    }
-    Ok(bytes)
-}
-
 fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| file_error(dir, &e))?
@@ -166,30 +89,218 @@ fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// UTF-8 check with a message a user can act on.
-fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
-    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
-        bail!(
-            "{}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); convert it to UTF-8, e.g. `iconv -f UTF-16 -t UTF-8`",
-            path.display()
-        );
+/// The files behind `paths` (folders expanded), checked to be regular files within the size cap,
+/// with the corpus name and their total size.
+pub fn resolve(paths: &[PathBuf]) -> Result<(String, Vec<PathBuf>, u64)> {
+    if paths.is_empty() {
+        bail!("no corpus given: name one or more text files, e.g. `elman train corpora/elman-demo.txt`");
     }
-    let s = std::str::from_utf8(bytes).map_err(|e| {
-        let at = e.valid_up_to();
-        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        anyhow::anyhow!(
-            "{}: invalid UTF-8 at byte offset {at} (line {line}); elman reads UTF-8 text only",
-            path.display()
-        )
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = fs::metadata(p).map_err(|e| file_error(p, &e))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            collect_text_files(p, &mut found)?;
+            if found.is_empty() {
+                bail!(
+                    "{}: the folder holds no text files (looked for .{} files)",
+                    p.display(),
+                    TEXT_EXTENSIONS.join(", .")
+                );
+            }
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut total = 0u64;
+    for f in &files {
+        let meta = fs::metadata(f).map_err(|e| file_error(f, &e))?;
+        if !meta.is_file() {
+            bail!(
+                "{}: not a regular file (a device, pipe or socket); give a text file",
+                f.display()
+            );
+        }
+        total += meta.len();
+        if total > MAX_CORPUS_BYTES {
+            bail!(
+                "{}: the corpus is larger than {} GiB, more than elman can hold; split it or train on a part",
+                f.display(),
+                MAX_CORPUS_BYTES >> 30
+            );
+        }
+    }
+    let first = &paths[0];
+    let name = first
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .or_else(|| {
+            let abs = first.canonicalize().ok()?;
+            Some(abs.file_name()?.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "corpus".to_string());
+    Ok((sanitize_name(&name), files, total))
+}
+
+fn describe(files: &[PathBuf]) -> String {
+    if files.len() == 1 {
+        files[0].display().to_string()
+    } else {
+        format!("{} files", files.len())
+    }
+}
+
+/// Reads `files` in order, 1 MiB at a time, and hands `f` the text in pieces that never split a
+/// character. Checks on the way, with one message a user can act on: UTF-16 byte-order marks,
+/// invalid UTF-8 (byte offset and line), NUL bytes (binary files), and a file that changes while
+/// it is read. A UTF-8 byte-order mark is dropped. Returns the SHA-256 of all the bytes, hex.
+///
+/// Memory stays bounded whatever the corpus size: callers decide what to keep.
+pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Result<String> {
+    use std::io::Read;
+    const CHUNK: usize = 1 << 20;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK + 4];
+    for path in files {
+        let stamp = |m: &fs::Metadata| (m.len(), m.modified().ok());
+        let before = fs::metadata(path).map_err(|e| file_error(path, &e))?;
+        let mut file = fs::File::open(path).map_err(|e| file_error(path, &e))?;
+        let (mut carry, mut offset, mut line, mut read_total) = (0usize, 0u64, 1usize, 0u64);
+        let mut first = true;
+        loop {
+            let n = file
+                .read(&mut buf[carry..carry + CHUNK])
+                .map_err(|e| file_error(path, &e))?;
+            if n == 0 {
+                if carry > 0 {
+                    bail!(
+                        "{}: invalid UTF-8 at byte offset {offset} (line {line}): the file ends inside a character",
+                        path.display()
+                    );
+                }
+                break;
+            }
+            hasher.update(&buf[carry..carry + n]);
+            read_total += n as u64;
+            let data = &buf[..carry + n];
+            if first && (data.starts_with(&[0xFF, 0xFE]) || data.starts_with(&[0xFE, 0xFF])) {
+                bail!(
+                    "{}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); convert it to UTF-8, e.g. `iconv -f UTF-16 -t UTF-8`",
+                    path.display()
+                );
+            }
+            let valid = match std::str::from_utf8(data) {
+                Ok(_) => data.len(),
+                // An incomplete character at the end continues in the next read.
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(e) => {
+                    let at = e.valid_up_to();
+                    let l = line + data[..at].iter().filter(|&&b| b == b'\n').count();
+                    bail!(
+                        "{}: invalid UTF-8 at byte offset {} (line {l}); elman reads UTF-8 text only",
+                        path.display(),
+                        offset + at as u64
+                    );
+                }
+            };
+            // Validated just above.
+            let text = std::str::from_utf8(&data[..valid]).expect("validated UTF-8");
+            if let Some(at) = text.find('\0') {
+                bail!(
+                    "{}: looks like a binary file (NUL byte at byte offset {}); give a text file",
+                    path.display(),
+                    offset + at as u64
+                );
+            }
+            let body = if first {
+                text.strip_prefix('\u{feff}').unwrap_or(text)
+            } else {
+                text
+            };
+            first = false;
+            f(body)?;
+            line += text.bytes().filter(|&b| b == b'\n').count();
+            offset += valid as u64;
+            let rest = data.len() - valid;
+            buf.copy_within(valid..valid + rest, 0);
+            carry = rest;
+        }
+        let after = fs::metadata(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the file disappeared while it was being read ({e})",
+                path.display()
+            )
+        })?;
+        if stamp(&before) != stamp(&after) || read_total != after.len() {
+            bail!(
+                "{}: the file changed while it was being read; try again once it is complete",
+                path.display()
+            );
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// What a first pass over a char-level corpus learns without keeping the text.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub name: String,
+    pub files: Vec<PathBuf>,
+    pub sha256: String,
+    pub chars: usize,
+    pub counts: std::collections::HashMap<char, u64>,
+}
+
+/// Pass 1 of streamed reading: character counts, length and hash.
+pub fn scan(paths: &[PathBuf]) -> Result<Scan> {
+    let (name, files, _) = resolve(paths)?;
+    let mut counts = std::collections::HashMap::new();
+    let mut chars = 0usize;
+    let mut blank = true;
+    let sha256 = stream(&files, |chunk| {
+        for c in chunk.chars() {
+            *counts.entry(c).or_insert(0u64) += 1;
+            chars += 1;
+            blank &= c.is_whitespace();
+        }
+        Ok(())
     })?;
-    if let Some(at) = s.find('\0') {
+    if blank {
         bail!(
-            "{}: looks like a binary file (NUL byte at byte offset {at}); give a text file",
-            path.display()
+            "{}: the corpus is empty (no text to learn from)",
+            describe(&files)
         );
     }
-    // A UTF-8 byte-order mark is not text: drop it.
-    Ok(s.strip_prefix('\u{feff}').unwrap_or(s))
+    Ok(Scan {
+        name,
+        files,
+        sha256,
+        chars,
+        counts,
+    })
+}
+
+/// Pass 2: the token ids of the whole corpus (char level, no normalisation), checking that the
+/// files still hash to `sha256`. The only corpus-sized allocation: 4 bytes per character.
+pub fn encode_streamed(
+    files: &[PathBuf],
+    vocab: &crate::vocab::Vocab,
+    chars: usize,
+    sha256: &str,
+) -> Result<Vec<u32>> {
+    let mut ids = Vec::with_capacity(chars);
+    let sha = stream(files, |chunk| {
+        ids.extend(vocab.encode(chunk)?);
+        Ok(())
+    })?;
+    if sha != sha256 {
+        bail!(
+            "{}: the corpus changed between two reads; try again once it is complete",
+            describe(files)
+        );
+    }
+    Ok(ids)
 }
 
 /// One line for any I/O error on `path`.

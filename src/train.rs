@@ -168,22 +168,87 @@ fn check_hyper(tc: &checkpoint::TrainConfig, mc: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
-/// The token ids of a corpus, split and checked.
+/// The token ids of a corpus: training tokens, then validation tokens, in one allocation (the only
+/// corpus-sized memory training holds: 4 bytes per token).
 struct Data {
-    train: Vec<u32>,
-    val: Vec<u32>,
+    ids: Vec<u32>,
+    cut: usize,
     val_chars: usize,
 }
 
-fn tokenize(corpus: &Corpus, vocab: &Vocab, val_fraction: f64) -> Result<Data> {
+impl Data {
+    fn train(&self) -> &[u32] {
+        &self.ids[..self.cut]
+    }
+    fn val(&self) -> &[u32] {
+        &self.ids[self.cut..]
+    }
+}
+
+/// Where a corpus came from, once its text is gone.
+struct CorpusMeta {
+    name: String,
+    files: Vec<PathBuf>,
+    sha256: String,
+    chars: usize,
+}
+
+/// Reads and tokenises the corpus. At the char level without NFC (one token per character) the
+/// text is streamed twice and never held: pass 1 counts characters (for a new vocabulary) and
+/// hashes, pass 2 writes the ids. Otherwise the text is read into memory, tokenised, and dropped.
+fn load_data(
+    files: &[PathBuf],
+    vocab_opts: &VocabOptions,
+    existing: Option<&Vocab>,
+    val_fraction: f64,
+) -> Result<(CorpusMeta, Vocab, Data)> {
+    if vocab_opts.level == crate::vocab::Level::Char && !vocab_opts.nfc {
+        let scan = crate::corpus::scan(files)?;
+        let vocab = match existing {
+            Some(v) => v.clone(),
+            None => Vocab::from_char_counts(scan.counts.clone(), vocab_opts)?,
+        };
+        let ids = crate::corpus::encode_streamed(&scan.files, &vocab, scan.chars, &scan.sha256)?;
+        // The same split as `corpus::split_text`: the last `val_fraction` of the characters.
+        let val_chars = ((scan.chars as f64) * val_fraction).round() as usize;
+        let cut = ids.len() - val_chars.min(ids.len());
+        let meta = CorpusMeta {
+            name: scan.name,
+            files: scan.files,
+            sha256: scan.sha256,
+            chars: scan.chars,
+        };
+        return Ok((
+            meta,
+            vocab,
+            Data {
+                ids,
+                cut,
+                val_chars,
+            },
+        ));
+    }
+    let corpus = Corpus::read(files)?;
+    let vocab = match existing {
+        Some(v) => v.clone(),
+        None => Vocab::build(&corpus.text, vocab_opts)?,
+    };
     let (train_text, val_text) = corpus.split(val_fraction);
-    let train = vocab.encode(train_text)?;
-    let val = vocab.encode(val_text)?;
-    Ok(Data {
-        train,
-        val,
+    let mut ids = vocab.encode(train_text)?;
+    let cut = ids.len();
+    ids.extend(vocab.encode(val_text)?);
+    let data = Data {
+        ids,
+        cut,
         val_chars: val_text.chars().count(),
-    })
+    };
+    let meta = CorpusMeta {
+        chars: corpus.text.chars().count(),
+        name: corpus.name,
+        files: corpus.files,
+        sha256: corpus.sha256,
+    };
+    Ok((meta, vocab, data))
 }
 
 /// Number of windows in `epoch` and the offset it starts at.
@@ -237,7 +302,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     let resuming = args.resume.is_some();
 
     // ---- configuration: fresh, or read back from the checkpoint ----
-    let (dir, mut config, vocab, corpus) = if let Some(r) = &args.resume {
+    let (dir, mut config, vocab, corpus, data) = if let Some(r) = &args.resume {
         let dir = checkpoint::resolve_dir(r);
         let given = args.hyper.given();
         if !given.is_empty() {
@@ -253,7 +318,19 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         } else {
             args.files.clone()
         };
-        let corpus = Corpus::read(&files)?;
+        let vocab = Vocab::from_tokenizer_json(
+            &dir.join(checkpoint::TOKENIZER_FILE),
+            config.vocab.level,
+            config.vocab.nfc,
+        )?;
+        let vopts = VocabOptions {
+            level: config.vocab.level,
+            nfc: config.vocab.nfc,
+            max_vocab: config.vocab.max_vocab,
+            min_count: config.vocab.min_count,
+        };
+        let (corpus, vocab, data) =
+            load_data(&files, &vopts, Some(&vocab), config.training.val_fraction)?;
         if corpus.sha256 != config.corpus.sha256 {
             bail!(
                 "the corpus ({}) is not the one {} was trained on (its SHA-256 differs); give the original file(s)",
@@ -261,14 +338,8 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 dir.display()
             );
         }
-        let vocab = Vocab::from_tokenizer_json(
-            &dir.join(checkpoint::TOKENIZER_FILE),
-            config.vocab.level,
-            config.vocab.nfc,
-        )?;
-        (dir, config, vocab, corpus)
+        (dir, config, vocab, corpus, data)
     } else {
-        let corpus = Corpus::read(&args.files)?;
         let h = &args.hyper;
         let vopts = VocabOptions {
             level: h.level.unwrap_or(crate::vocab::Level::Char),
@@ -276,7 +347,8 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             max_vocab: h.max_vocab,
             min_count: h.min_count.unwrap_or(1),
         };
-        let vocab = Vocab::build(&corpus.text, &vopts)?;
+        let (corpus, vocab, data) =
+            load_data(&args.files, &vopts, None, h.val_fraction.unwrap_or(0.1))?;
         let optimizer = h.optimizer.unwrap_or(OptimizerKind::Adam);
         let tc = checkpoint::TrainConfig {
             batch: h.batch.unwrap_or(DEFAULT_BATCH),
@@ -363,14 +435,14 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                     .map(|f| f.display().to_string())
                     .collect(),
                 sha256: corpus.sha256.clone(),
-                chars: corpus.text.chars().count(),
+                chars: corpus.chars,
                 train_tokens: 0,
                 val_tokens: 0,
                 val_chars: 0,
             },
             progress: Progress::default(),
         };
-        (dir, config, vocab, corpus)
+        (dir, config, vocab, corpus, data)
     };
     config.training.epochs = args
         .epochs
@@ -386,8 +458,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     let mc = config.model;
 
     // ---- data ----
-    let data = tokenize(&corpus, &vocab, tc.val_fraction)?;
-    let stream_len = data.train.len() / tc.batch;
+    let stream_len = data.train().len() / tc.batch;
     let files = corpus
         .files
         .iter()
@@ -397,22 +468,22 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     if stream_len < tc.bptt + 1 {
         bail!(
             "{files}: the corpus is too short for one training window: {} training tokens in {} streams give {} tokens each, but --bptt {} needs {}; lower --batch or --bptt, or give more text",
-            data.train.len(),
+            data.train().len(),
             tc.batch,
             stream_len,
             tc.bptt,
             tc.bptt + 1
         );
     }
-    if data.val.len() < 2 {
+    if data.val().len() < 2 {
         bail!(
             "{files}: the validation split holds {} token(s): raise --val-fraction or give more text",
-            data.val.len()
+            data.val().len()
         );
     }
-    let val_streams = tc.batch.min(data.val.len() / (tc.bptt + 1)).max(1);
-    config.corpus.train_tokens = data.train.len();
-    config.corpus.val_tokens = data.val.len();
+    let val_streams = tc.batch.min(data.val().len() / (tc.bptt + 1)).max(1);
+    config.corpus.train_tokens = data.train().len();
+    config.corpus.val_tokens = data.val().len();
     config.corpus.val_chars = data.val_chars;
 
     // ---- model, optimizer, loop state ----
@@ -501,8 +572,8 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         if resuming { "resuming" } else { "training on" },
         corpus.name,
         config.corpus.chars,
-        data.train.len(),
-        data.val.len(),
+        data.train().len(),
+        data.val().len(),
         vocab.len(),
         config.vocab.level,
         mc.num_params(),
@@ -525,10 +596,10 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     let mut best_bytes: Option<Vec<u8>> = None;
 
     let val_score = |model: &ElmanLM| -> Result<(f64, f64)> {
-        let s = score(model, &data.val, val_streams, tc.bptt, args.threads)?;
+        let s = score(model, data.val(), val_streams, tc.bptt, args.threads)?;
         Ok((
             s.nats_per_token(),
-            s.bits_per_char(data.val.len(), data.val_chars.max(1)),
+            s.bits_per_char(data.val().len(), data.val_chars.max(1)),
         ))
     };
 
@@ -558,7 +629,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         // One step of truncated BPTT.
         let t0 = Instant::now();
         let pos = offset + (ls.window as usize) * tc.bptt;
-        let (inp, tgt) = window(&data.train, tc.batch, stream_len, pos, tc.bptt);
+        let (inp, tgt) = window(data.train(), tc.batch, stream_len, pos, tc.bptt);
         let loss_val = match stepper.step(&mut opt, &inp, &tgt, &mut state, tc.clip)? {
             StepResult::Ok(l) => l,
             StepResult::Diverged(what) => {

@@ -121,6 +121,19 @@ impl Vocab {
         } else {
             text.chars().for_each(&mut count);
         }
+        Self::from_char_counts(counts, opts)
+    }
+
+    /// The char-level vocabulary from character counts (what a streamed first pass collects).
+    pub fn from_char_counts(counts: HashMap<char, u64>, opts: &VocabOptions) -> Result<Vocab> {
+        if let Some(m) = opts.max_vocab {
+            if !(2..=crate::model::MAX_VOCAB).contains(&m) {
+                bail!(
+                    "--max-vocab {m} is out of range 2..={}",
+                    crate::model::MAX_VOCAB
+                );
+            }
+        }
         let mut ordered: Vec<(String, u64)> = counts
             .into_iter()
             .map(|(c, n)| (c.to_string(), n))

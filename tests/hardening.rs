@@ -551,3 +551,39 @@ fn a_corpus_that_changes_while_read_is_refused() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().unwrap();
 }
+
+/// The streamed reader (two passes, 1 MiB reads) sees exactly the text the in-memory reader sees,
+/// characters cut by read boundaries included, and reports bad bytes past the first MiB exactly.
+#[test]
+fn streamed_reading_equals_reading_into_memory() {
+    use elman::vocab::{Vocab, VocabOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    // 3- and 4-byte characters at every alignment across several 1 MiB boundaries.
+    let unit = "天空飞过一只小鸟🙂ab\n";
+    let text = format!("\u{feff}{}", unit.repeat(3 * (1 << 20) / unit.len() + 7));
+    let f = tmp.path().join("big.txt");
+    std::fs::write(&f, &text).unwrap();
+    let files = vec![f.clone()];
+    let scan = elman::corpus::scan(&files).unwrap();
+    let in_memory = elman::corpus::Corpus::read(&files).unwrap();
+    assert_eq!(scan.sha256, in_memory.sha256);
+    assert_eq!(scan.chars, in_memory.text.chars().count());
+    assert!(
+        !in_memory.text.starts_with('\u{feff}'),
+        "the byte-order mark is dropped"
+    );
+    let vocab = Vocab::from_char_counts(scan.counts.clone(), &VocabOptions::default()).unwrap();
+    let streamed =
+        elman::corpus::encode_streamed(&files, &vocab, scan.chars, &scan.sha256).unwrap();
+    assert_eq!(streamed, vocab.encode(&in_memory.text).unwrap());
+    // A bad byte 2.5 MiB in, at the start of a character: its exact offset.
+    let mut bytes = text.into_bytes();
+    let mut at = (5 << 19) + 1;
+    while bytes[at] & 0xC0 == 0x80 {
+        at += 1;
+    }
+    bytes[at] = 0xFF;
+    std::fs::write(&f, &bytes).unwrap();
+    let err = elman::corpus::scan(&files).unwrap_err().to_string();
+    assert!(err.contains(&format!("byte offset {at}")), "{err}");
+}
