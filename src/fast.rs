@@ -133,12 +133,15 @@ fn act_bwd_generic(act: Activation, ds: &mut [f32], s: &[f32]) {
 #[inline(always)]
 fn softmax_ce_generic(row: &mut [f32], y: usize, scale: f32) -> f64 {
     let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    // −log p(y) = log Σ e^(o−m) − (o_y − m), from the logit itself: e^(o_y−m) may be clamped
+    // (exp_f32 stops at e^−87) when the target is extremely unlikely.
+    let below = (row[y] - m) as f64;
     let mut sum = 0.0f32;
     for v in row.iter_mut() {
         *v = exp_f32(*v - m);
         sum += *v;
     }
-    let nll = (sum as f64).ln() - (row[y] as f64).ln();
+    let nll = (sum as f64).ln() - below;
     let k = scale / sum;
     for v in row.iter_mut() {
         *v *= k;

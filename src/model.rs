@@ -127,6 +127,9 @@ impl ModelConfig {
     }
 }
 
+/// Half-width of the uniform initialisation of layer 0's one-hot input columns.
+pub const INPUT_INIT_BOUND: f64 = 0.9;
+
 /// PyTorch's `nn.RNN`/`nn.Linear` initialisation: every parameter uniform in ±1/√hidden, drawn from
 /// a seeded generator (candle's own CPU RNG cannot be seeded), in `param_shapes` order.
 pub fn init_params(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> Result<VarMap> {
@@ -138,7 +141,15 @@ pub fn init_params(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> 
         let mut data = map.data().lock().expect("fresh VarMap lock");
         for (name, shape) in cfg.param_shapes() {
             let n: usize = shape.iter().product();
-            let vals: Vec<f64> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+            // Layer 0's input is one-hot, so each column of Uᵀ is a token's whole input vector:
+            // give it the scale of an embedding (std ≈ 0.5, as nn.Embedding · W_ih gives PyTorch
+            // users) rather than ±1/√H, which starts the input signal ~20× weaker at H = 512.
+            let b = if name == "rnn.weight_ih_l0" {
+                INPUT_INIT_BOUND.max(bound)
+            } else {
+                bound
+            };
+            let vals: Vec<f64> = (0..n).map(|_| rng.random_range(-b..b)).collect();
             let t = Tensor::from_vec(vals, shape, dev)?.to_dtype(dtype)?;
             data.insert(name, Var::from_tensor(&t)?);
         }
