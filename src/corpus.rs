@@ -4,7 +4,7 @@
 //! Every way a file can be unusable ends here with one line that names the file and says what to
 //! do, never later as a panic deep inside training.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -337,12 +337,6 @@ pub fn sanitize_name(name: &str) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = fs::read(path).with_context(|| path.display().to_string())?;
-    Ok(hex(&Sha256::digest(&bytes)))
 }
 
 #[cfg(test)]

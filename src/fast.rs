@@ -40,9 +40,6 @@ fn mm(
         return;
     }
     // Bounds: the largest index each operand is read or written at.
-    debug_assert!(c.len() > (m - 1) * c_rs + (n - 1) * c_cs);
-    debug_assert!(k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-    debug_assert!(k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
     assert!(c.len() > (m - 1) * c_rs + (n - 1) * c_cs);
     assert!(k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
     assert!(k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);

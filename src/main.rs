@@ -174,12 +174,8 @@ struct CompleteCmd {
     /// Checkpoint folder (or a name under checkpoints/).
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
-    /// Text to complete.
-    #[arg(long, short, required_unless_present = "prompt_file")]
-    prompt: Option<String>,
-    /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
-    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
-    prompt_file: Option<PathBuf>,
+    #[command(flatten)]
+    prompt: PromptArgs,
     /// How many next tokens to show.
     #[arg(long, default_value_t = 10, value_name = "K")]
     top: usize,
@@ -205,12 +201,8 @@ struct RankCmd {
     /// Checkpoint folder (or a name under checkpoints/).
     #[arg(long, short, value_name = "DIR")]
     model: PathBuf,
-    /// The text before the blank.
-    #[arg(long, short, required_unless_present = "prompt_file")]
-    prompt: Option<String>,
-    /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
-    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
-    prompt_file: Option<PathBuf>,
+    #[command(flatten)]
+    prompt: PromptArgs,
     /// Comma-separated candidates (also ， or 、); spaces around them are trimmed.
     #[arg(
         long,
@@ -414,6 +406,17 @@ struct InfoCmd {
     json: bool,
 }
 
+/// A prompt that must be given, on the command line or in a file (complete, rank).
+#[derive(Args)]
+struct PromptArgs {
+    /// The text to continue (any Unicode).
+    #[arg(long, short, required_unless_present = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    prompt_file: Option<PathBuf>,
+}
+
 /// The prompt from `--prompt` or `--prompt-file`.
 fn prompt_text(prompt: Option<String>, file: &Option<PathBuf>) -> Result<String> {
     match file {
@@ -595,7 +598,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Complete(c) => {
-            let prompt_str = prompt_text(c.prompt, &c.prompt_file)?;
+            let prompt_str = prompt_text(c.prompt.prompt, &c.prompt.prompt_file)?;
             let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
             let engine = Engine::new(&loaded.model)?;
             let vocab = &loaded.vocab;
@@ -635,7 +638,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rank(c) => {
-            let prompt_str = prompt_text(c.prompt.clone(), &c.prompt_file)?;
+            let prompt_str = prompt_text(c.prompt.prompt.clone(), &c.prompt.prompt_file)?;
             let cands: Vec<String> = match (&c.candidates, &c.candidates_file) {
                 (Some(s), _) => generate::split_candidates(s),
                 (None, Some(f)) => std::fs::read_to_string(f)

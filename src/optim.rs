@@ -83,7 +83,24 @@ impl Optimizer {
     /// One update with every gradient (flat, in parameter order) multiplied by `scale` (the
     /// clipping factor). Plain loops over the flat values: no tensor is built per operation.
     pub fn step(&mut self, grads: &[Vec<f32>], scale: f64) -> Result<()> {
+        let values = self
+            .params
+            .iter()
+            .map(|(_, v)| Ok(v.as_tensor().flatten_all()?.to_vec1()?))
+            .collect::<Result<Vec<Vec<f32>>>>()?;
+        self.step_values(values, grads, scale)
+    }
+
+    /// [`Optimizer::step`] for a caller that already holds the parameters' current values (flat,
+    /// in order), so they are not read out of the tensors a second time.
+    pub fn step_values(
+        &mut self,
+        values: Vec<Vec<f32>>,
+        grads: &[Vec<f32>],
+        scale: f64,
+    ) -> Result<()> {
         self.t += 1;
+        assert_eq!(values.len(), self.params.len());
         assert_eq!(grads.len(), self.params.len());
         let lr = self.lr as f32;
         let sc = scale as f32;
@@ -92,8 +109,8 @@ impl Optimizer {
         // 1 − β in f64 first (as PyTorch passes it): 1 − 0.999f32 would be off by 5e-5.
         let (b1, b2) = (BETA1 as f32, BETA2 as f32);
         let (c1, c2) = ((1.0 - BETA1) as f32, (1.0 - BETA2) as f32);
-        for (((_, var), st), g) in self.params.iter().zip(self.state.iter_mut()).zip(grads) {
-            let mut p: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+        let per_param = self.params.iter().zip(self.state.iter_mut()).zip(grads);
+        for ((((_, var), st), g), mut p) in per_param.zip(values) {
             assert_eq!(p.len(), g.len());
             match self.kind {
                 OptimizerKind::Sgd => {

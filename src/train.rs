@@ -824,7 +824,8 @@ impl Stepper {
             if !norm.is_finite() {
                 return Ok(StepResult::Diverged(format!("gradient norm {norm}")));
             }
-            opt.step(&fast.grads, scale)?;
+            drop(params);
+            opt.step_values(flat, &fast.grads, scale)?;
             return Ok(StepResult::Ok(loss));
         } else {
             let hidden = self.model.config.hidden;
