@@ -5,6 +5,7 @@
 //! - `config.json` — format version, vocabulary, every hyperparameter, corpus name and hash, progress;
 //! - `tokenizer.json` — the vocabulary as a standard HF tokenizer;
 //! - `metrics.jsonl` — one line per evaluation;
+//! - `loss.svg` — those lines as a chart (train and validation loss against tokens seen);
 //! - `state.safetensors` — the latest weights, optimizer moments, hidden state and loop position,
 //!   everything `--resume` needs to continue exactly.
 //!
@@ -36,6 +37,7 @@ pub const STATE_FILE: &str = "state.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const LOSS_CHART_FILE: &str = "loss.svg";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VocabConfig {
@@ -384,6 +386,17 @@ fn write_staging(dir: &Path, staging: &Path, snap: &Snapshot) -> Result<()> {
         metrics.push('\n');
     }
     write_atomic(&staging.join(METRICS_FILE), metrics.as_bytes())?;
+    // The training curves as a picture, refreshed with every save (none while all losses are
+    // non-finite: a diverged run has nothing to draw).
+    if !snap.metrics.is_empty() {
+        let name = dir
+            .file_name()
+            .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        let chart = crate::plot::loss_chart(&[(name, snap.metrics.to_vec())]);
+        if let Ok(svg) = crate::plot::svg(&chart) {
+            write_atomic(&staging.join(LOSS_CHART_FILE), svg.as_bytes())?;
+        }
+    }
     // config.json last: a staging folder without it is never mistaken for a checkpoint.
     write_atomic(
         &staging.join(CONFIG_FILE),

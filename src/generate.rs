@@ -188,16 +188,31 @@ pub struct NextToken {
 /// The `k` most probable next tokens after `state`.
 pub fn top_next(engine: &Engine, vocab: &Vocab, state: &State, k: usize) -> Vec<NextToken> {
     let lp = engine.log_probs(state);
-    let mut idx: Vec<usize> = (0..lp.len()).collect();
-    idx.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
-    idx.into_iter()
-        .take(k)
+    top_k_indices(&lp, k)
+        .into_iter()
         .map(|i| NextToken {
-            token: vocab.token(i as u32).to_string(),
-            id: i as u32,
-            prob: lp[i].exp(),
+            token: vocab.token(i).to_string(),
+            id: i,
+            prob: lp[i as usize].exp(),
         })
         .collect()
+}
+
+/// The ids of the `k` largest values, largest first (lower id first on ties). Selects before it
+/// sorts, so a 30k-word vocabulary costs one pass, not a full sort.
+pub fn top_k_indices(xs: &[f64], k: usize) -> Vec<u32> {
+    let k = k.min(xs.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let order = |&a: &u32, &b: &u32| xs[b as usize].total_cmp(&xs[a as usize]).then(a.cmp(&b));
+    let mut idx: Vec<u32> = (0..xs.len() as u32).collect();
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, order);
+        idx.truncate(k);
+    }
+    idx.sort_by(order);
+    idx
 }
 
 /// Tokens that end a beam-search continuation: line breaks and sentence-final punctuation.

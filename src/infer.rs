@@ -86,6 +86,21 @@ impl Engine {
         })
     }
 
+    /// Layer `k`'s recurrent weight as stored, (hidden, hidden): pre[i] += Σ_j w[i, j] s[j].
+    pub fn recurrent_weight(&self, k: usize) -> &[f32] {
+        &self.layers[k].w_hh
+    }
+
+    /// Multiplies layer `k`'s recurrent weight by `factor` (for experiments on gradient flow).
+    pub fn scale_recurrent_weight(&mut self, k: usize, factor: f32) {
+        self.layers[k].w_hh.iter_mut().for_each(|w| *w *= factor);
+    }
+
+    /// The decoder weight V, (vocab, hidden).
+    pub fn decoder_weight(&self) -> &[f32] {
+        &self.dec_w
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }

@@ -53,6 +53,12 @@ elman train --resume checkpoints/tinyshakespeare --time 10m"
     Train(Box<TrainCmd>),
     /// Score text with a model: nats per token, bits per character, perplexity.
     Eval(EvalCmd),
+    /// Measure how far back the gradient reaches (vanishing gradients): table and SVG chart.
+    Gradflow(GradflowCmd),
+    /// Overlay the training curves of one or more runs in one SVG chart.
+    Plot(PlotCmd),
+    /// Write an HTML page showing a text shaded by the model's surprisal, predictions on hover.
+    Heatmap(HeatmapCmd),
     /// Show what a checkpoint holds: vocabulary, sizes, hyperparameters, training history.
     Info(InfoCmd),
     /// Generate text, streamed as it is produced.
@@ -392,6 +398,109 @@ struct EvalCmd {
     #[arg(long, default_value_t = 1, value_name = "N")]
     streams: usize,
     /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Measure ‖∂loss(t)/∂s(t−k)‖, the gradient that back-propagation through time carries \
+from the loss at position t to the hidden state k steps earlier, for k = 0..K, averaged over many \
+positions of real text. The chapter's point: with the sigmoid σ′ ≤ 1/4, so the gradient shrinks about \
+(1/4)^k (exactly: at least as fast as (‖W‖₂/4)^k); tanh and ReLU keep more of it.\n\n\
+Measures a trained model (--model), fresh untrained ones (--compare, or --activation), or both; prints a \
+table and writes an SVG chart with one curve per model and the bound for sigmoid.\n\n\
+Examples:\n  elman gradflow --model checkpoints/elman-demo\n  \
+elman gradflow --compare sigmoid,tanh,relu --hidden 128 --out gradflow.svg\n  \
+elman gradflow --model elman-demo --compare sigmoid,tanh,relu --text corpora/elman-demo.txt\n  \
+elman gradflow --activation sigmoid --w-norm 0.9        # ‖W‖₂ ≤ 1: under (1/4)^k"
+)]
+struct GradflowCmd {
+    /// A trained checkpoint to measure (fresh models then share its vocabulary and size).
+    #[arg(long, short, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Text to take positions from [default: the model's training files, or the bundled corpus].
+    #[arg(long, value_name = "FILE")]
+    text: Vec<PathBuf>,
+    /// Also measure fresh, untrained models with these activations (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ACTS")]
+    compare: Vec<Activation>,
+    /// Measure a fresh model with this activation (the default without --model: sigmoid).
+    #[arg(long, value_enum)]
+    activation: Option<Activation>,
+    /// Hidden size of fresh models [default: the model's, or 256].
+    #[arg(long, value_name = "H")]
+    hidden: Option<usize>,
+    /// Seed of fresh models' weights.
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Rescale fresh models' recurrent weight W to this spectral norm ‖W‖₂.
+    #[arg(long, value_name = "X")]
+    w_norm: Option<f64>,
+    /// Largest number of steps back, K.
+    #[arg(long, default_value_t = 30, value_name = "K")]
+    max_k: usize,
+    /// Positions of the text averaged over.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    positions: usize,
+    /// Read at most this many tokens of the text.
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    max_tokens: usize,
+    /// Where the chart goes.
+    #[arg(long, short, default_value = "gradflow.svg", value_name = "FILE")]
+    out: PathBuf,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Draw the training and validation loss of one or more runs against tokens seen, in one \
+SVG chart (each training run also keeps its own loss.svg, refreshed at every evaluation).\n\n\
+Example:\n  elman plot checkpoints/small checkpoints/big --out compare.svg"
+)]
+struct PlotCmd {
+    /// Checkpoint folders (or names under checkpoints/).
+    #[arg(value_name = "DIR", required = true)]
+    runs: Vec<PathBuf>,
+    /// Where the chart goes.
+    #[arg(long, short, default_value = "loss.svg", value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Write a self-contained HTML page showing a text as the model reads it: every token \
+shaded by its surprisal −log₂ p (white: expected, red: surprising), the model's top predictions at that \
+point on hover, and with --unit N one hidden unit's activation as a second view (as in Karpathy's \
+char-rnn visualisations). Open the page in any browser; it needs no network.\n\n\
+Examples:\n  elman heatmap --model checkpoints/elman-demo corpora/elman-demo.txt --max-tokens 2000\n  \
+elman heatmap --model elman-demo story.txt --unit 17 --out story.html"
+)]
+struct HeatmapCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    model: PathBuf,
+    /// The text to show (UTF-8 files or folders).
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+    /// Where the page goes.
+    #[arg(long, short, default_value = "heatmap.html", value_name = "FILE")]
+    out: PathBuf,
+    /// Also show this hidden unit's activation.
+    #[arg(long, value_name = "N")]
+    unit: Option<usize>,
+    /// The layer of --unit, from 0 [default: the top layer].
+    #[arg(long, value_name = "L", requires = "unit")]
+    layer: Option<usize>,
+    /// Predictions shown on hover.
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    top: usize,
+    /// Show at most the first N tokens of the text.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_tokens: usize,
+    /// Print a JSON summary (tokens, nats/token, bits/char) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -751,6 +860,127 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", elman::bench::render(&r));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gradflow(c) => {
+            let mut fresh = c.compare.clone();
+            if let Some(a) = c.activation {
+                if !fresh.contains(&a) {
+                    fresh.push(a);
+                }
+            }
+            if fresh.is_empty() && c.model.is_none() {
+                fresh.push(Activation::Sigmoid);
+            }
+            if c.max_k == 0 {
+                anyhow::bail!("--max-k must be at least 1");
+            }
+            let req = elman::gradflow::Request {
+                model: c.model,
+                text: c.text,
+                fresh,
+                hidden: c.hidden,
+                seed: c.seed,
+                w_norm: c.w_norm,
+                options: elman::gradflow::Options {
+                    max_k: c.max_k,
+                    positions: c.positions,
+                },
+                max_tokens: c.max_tokens,
+            };
+            let r = elman::gradflow::run(&req)?;
+            let name = r.text.join(", ");
+            let svg = elman::plot::svg(&elman::gradflow::chart(&r.curves, &name))?;
+            checkpoint::write_atomic(&c.out, svg.as_bytes())?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "mean ‖∂loss(t)/∂s(t−k)‖ over {} positions of {name} ({} tokens)",
+                    r.curves.first().map_or(0, |c| c.positions),
+                    r.tokens
+                );
+                print!("{}", elman::gradflow::table(&r.curves));
+                println!("chart written to {}", c.out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plot(c) => {
+            let mut runs = Vec::new();
+            for r in &c.runs {
+                let dir = checkpoint::resolve_dir(r);
+                checkpoint::read_config(&dir)?;
+                let metrics = checkpoint::read_metrics(&dir)?;
+                if metrics.is_empty() {
+                    anyhow::bail!(
+                        "{}: no evaluations yet, nothing to plot (train longer than --eval-every steps)",
+                        dir.display()
+                    );
+                }
+                let name = dir
+                    .file_name()
+                    .map_or(dir.display().to_string(), |n| n.to_string_lossy().into());
+                runs.push((name, metrics));
+            }
+            let svg = elman::plot::svg(&elman::plot::loss_chart(&runs))?;
+            checkpoint::write_atomic(&c.out, svg.as_bytes())?;
+            println!("chart written to {}", c.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Heatmap(c) => {
+            if c.max_tokens < 2 {
+                anyhow::bail!("--max-tokens must be at least 2");
+            }
+            let loaded = checkpoint::load(&c.model, &candle_core::Device::Cpu)?;
+            let engine = Engine::new(&loaded.model)?;
+            let corpus = elman::corpus::Corpus::read(&c.files)?;
+            let text_name = corpus
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let h = elman::heatmap::analyse(
+                &engine,
+                &loaded.vocab,
+                &corpus.text,
+                elman::heatmap::Options {
+                    unit: c.unit,
+                    layer: c.layer,
+                    top: c.top,
+                    max_tokens: c.max_tokens,
+                },
+                &loaded.dir.display().to_string(),
+                &text_name,
+            )?;
+            checkpoint::write_atomic(&c.out, elman::heatmap::page(&h)?.as_bytes())?;
+            if c.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "out": c.out.display().to_string(),
+                        "tokens": h.tokens.len(),
+                        "predicted": h.predicted,
+                        "nats_per_token": h.nats_per_token,
+                        "bits_per_char": h.bits_per_char,
+                        "truncated": h.truncated,
+                    }))?
+                );
+            } else {
+                if h.truncated {
+                    eprintln!(
+                        "note: the page shows the first {} tokens of the text (--max-tokens)",
+                        h.tokens.len()
+                    );
+                }
+                println!(
+                    "{} tokens, {:.4} nats/token, {:.4} bits/char; page written to {}",
+                    h.tokens.len(),
+                    h.nats_per_token,
+                    h.bits_per_char,
+                    c.out.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

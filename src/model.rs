@@ -42,6 +42,29 @@ impl Activation {
         }
     }
 
+    /// σ′ written in terms of σ's output s = σ(a), which is what BPTT has at hand.
+    pub fn derivative_from_output(self, s: f32) -> f32 {
+        match self {
+            Activation::Tanh => 1.0 - s * s,
+            Activation::Sigmoid => s * (1.0 - s),
+            Activation::Relu => {
+                if s > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// sup σ′: 1 for tanh and relu, the book's 1/4 for sigmoid.
+    pub fn max_slope(self) -> f64 {
+        match self {
+            Activation::Sigmoid => 0.25,
+            Activation::Tanh | Activation::Relu => 1.0,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Activation::Tanh => "tanh",

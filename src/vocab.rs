@@ -78,6 +78,14 @@ impl Default for VocabOptions {
     }
 }
 
+/// A token and the characters `start..end` of the text it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub id: u32,
+    pub start: usize,
+    pub end: usize,
+}
+
 /// A fixed vocabulary: id → token string and back.
 #[derive(Debug, Clone)]
 pub struct Vocab {
@@ -333,6 +341,53 @@ impl Vocab {
                     ids.extend_from_slice(enc.get_ids());
                 }
                 Ok(ids)
+            }
+        }
+    }
+
+    /// Encodes `text` and says where each token came from: returns the text the spans index (`text`
+    /// itself, or its NFC form when the vocabulary normalises characters) and, per token, its id and
+    /// its character range there (`<eos>` covers the line break). Unknown tokens become `<unk>` as
+    /// in [`Vocab::encode`].
+    pub fn encode_spans(&self, text: &str) -> Result<(String, Vec<Span>)> {
+        match self.level {
+            Level::Char => {
+                let shown: String = if self.nfc {
+                    text.nfc().collect()
+                } else {
+                    text.to_string()
+                };
+                let ids = self.encode(&shown)?;
+                let spans = ids
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, id)| Span {
+                        id,
+                        start: i,
+                        end: i + 1,
+                    })
+                    .collect();
+                Ok((shown, spans))
+            }
+            Level::Word => {
+                let hf = self.hf.as_ref().expect("word vocabulary has a tokenizer");
+                let mut spans = Vec::new();
+                let mut line_start = 0usize;
+                for line in lines_with_newlines(text) {
+                    let enc = hf
+                        .encode_char_offsets(line, false)
+                        .map_err(|e| anyhow!("tokenizing: {e}"))?;
+                    let n = line.chars().count();
+                    for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+                        spans.push(Span {
+                            id,
+                            start: line_start + a.min(n),
+                            end: line_start + b.min(n),
+                        });
+                    }
+                    line_start += n;
+                }
+                Ok((text.to_string(), spans))
             }
         }
     }

@@ -1,0 +1,410 @@
+//! Looking inside — how far back the gradient reaches (the chapter's last section).
+//!
+//! For a position t of real text, the loss there is L(t) = −log p(x(t+1) | s(t)). Back-propagation
+//! through time carries ∂L(t)/∂s(t) back one step at a time:
+//!
+//! ```text
+//! δ(0) = Vᵀ (softmax(o(t)) − onehot(x(t+1)))
+//! δ(k) = Wᵀ (σ′(a(t−k+1)) ⊙ δ(k−1))          = ∂L(t)/∂s(t−k)
+//! ```
+//!
+//! so ‖δ(k)‖ ≤ ‖δ(0)‖ · (‖W‖₂ · sup σ′)^k. For the book's sigmoid sup σ′ = 1/4: when ‖W‖₂ ≤ 1 the
+//! gradient that reaches k steps back shrinks at least as fast as (1/4)^k. [`measure`] computes
+//! ‖δ(k)‖ exactly (the same equations as training, in f64) and averages it over many positions.
+//!
+//! With several layers the curve is the top layer's state, whose only paths to L(t) are its own
+//! recurrence and the decoder, so the recursion above is exact for it too.
+
+use crate::infer::Engine;
+use crate::model::Activation;
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Largest k (steps back).
+    pub max_k: usize,
+    /// Positions t averaged over, spread evenly over the text.
+    pub positions: usize,
+}
+
+/// One measured curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Curve {
+    pub label: String,
+    pub activation: Activation,
+    pub hidden: usize,
+    /// ‖W‖₂ of the top layer's recurrent weight (its largest singular value).
+    pub w_spectral_norm: f64,
+    /// How many positions were averaged.
+    pub positions: usize,
+    /// mean over positions of ‖∂L(t)/∂s(t−k)‖₂, for k = 0..=max_k.
+    pub mean_norm: Vec<f64>,
+    /// The guaranteed bound mean_norm[0] · (‖W‖₂ · sup σ′)^k.
+    pub bound: Vec<f64>,
+}
+
+impl Curve {
+    /// mean_norm[k] / mean_norm[0].
+    pub fn relative(&self) -> Vec<f64> {
+        let n0 = self.mean_norm[0];
+        self.mean_norm
+            .iter()
+            .map(|&x| if n0 > 0.0 { x / n0 } else { 0.0 })
+            .collect()
+    }
+}
+
+/// The largest singular value of a row-major n×n matrix, by power iteration on AᵀA (in f64).
+pub fn spectral_norm(a: &[f32], n: usize) -> f64 {
+    let mut v: Vec<f64> = (0..n).map(|i| 1.0 + (i % 7) as f64 * 0.1).collect();
+    let mut sigma = 0.0;
+    for _ in 0..300 {
+        // u = A v, w = Aᵀ u
+        let u: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|j| a[i * n + j] as f64 * v[j]).sum())
+            .collect();
+        let mut w = vec![0f64; n];
+        for i in 0..n {
+            for j in 0..n {
+                w[j] += a[i * n + j] as f64 * u[i];
+            }
+        }
+        let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return 0.0;
+        }
+        let next = norm.sqrt();
+        v = w.into_iter().map(|x| x / norm).collect();
+        if (next - sigma).abs() <= 1e-12 * next {
+            sigma = next;
+            break;
+        }
+        sigma = next;
+    }
+    sigma
+}
+
+/// Measures ‖∂L(t)/∂s(t−k)‖ for k = 0..=max_k, averaged over `positions` positions t spread
+/// evenly over `tokens` (each t has at least max_k tokens of history before it).
+pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> Result<Curve> {
+    let cfg = engine.config;
+    let (h, k_max) = (cfg.hidden, opts.max_k);
+    if opts.positions == 0 {
+        bail!("--positions must be at least 1");
+    }
+    if tokens.len() < k_max + 2 {
+        bail!(
+            "the text has {} tokens; measuring {k_max} steps back needs at least {}",
+            tokens.len(),
+            k_max + 2
+        );
+    }
+    // Positions t ∈ [max_k, len − 2], evenly spaced.
+    let first = k_max;
+    let last = tokens.len() - 2;
+    let count = opts.positions.min(last - first + 1);
+    let chosen: Vec<usize> = (0..count)
+        .map(|i| {
+            if count == 1 {
+                last
+            } else {
+                first + i * (last - first) / (count - 1)
+            }
+        })
+        .collect();
+
+    let top = cfg.layers - 1;
+    let w = engine.recurrent_weight(top);
+    let dec = engine.decoder_weight();
+    let act = cfg.activation;
+    let w_norm = spectral_norm(w, h);
+
+    // A ring of the last max_k + 1 top-layer states: s(t), s(t−1), …, s(t−max_k).
+    let ring_len = k_max + 1;
+    let mut ring = vec![vec![0f32; h]; ring_len];
+    let mut sums = vec![0f64; k_max + 1];
+    let mut state = engine.zero_state();
+    let mut next = chosen.iter().peekable();
+    let mut delta = vec![0f64; h];
+    let mut scaled = vec![0f64; h];
+    for (t, &x) in tokens.iter().enumerate().take(last + 1) {
+        engine.step(&mut state, x);
+        ring[t % ring_len].copy_from_slice(state.h.last().expect("a layer"));
+        if next.peek() != Some(&&t) {
+            continue;
+        }
+        next.next();
+        // δ(0) = Vᵀ (p − onehot(target)).
+        let lp = engine.log_probs(&state);
+        let target = tokens[t + 1] as usize;
+        delta.iter_mut().for_each(|d| *d = 0.0);
+        for (v, &l) in lp.iter().enumerate() {
+            let g = l.exp() - if v == target { 1.0 } else { 0.0 };
+            if g == 0.0 {
+                continue;
+            }
+            let row = &dec[v * h..(v + 1) * h];
+            for (d, &r) in delta.iter_mut().zip(row) {
+                *d += g * r as f64;
+            }
+        }
+        sums[0] += norm(&delta);
+        for (k, sum) in sums.iter_mut().enumerate().skip(1) {
+            // δ(k) = Wᵀ (σ′(s(t−k+1)) ⊙ δ(k−1)); σ′ from the stored output s.
+            let s = &ring[(t + ring_len - (k - 1)) % ring_len];
+            for ((o, &d), &si) in scaled.iter_mut().zip(delta.iter()).zip(s) {
+                *o = act.derivative_from_output(si) as f64 * d;
+            }
+            delta.iter_mut().for_each(|d| *d = 0.0);
+            for (i, &si) in scaled.iter().enumerate() {
+                if si == 0.0 {
+                    continue;
+                }
+                let row = &w[i * h..(i + 1) * h];
+                for (d, &r) in delta.iter_mut().zip(row) {
+                    *d += si * r as f64;
+                }
+            }
+            *sum += norm(&delta);
+        }
+    }
+    let mean_norm: Vec<f64> = sums.iter().map(|s| s / count as f64).collect();
+    let rate = w_norm * act.max_slope();
+    let bound = (0..=k_max)
+        .map(|k| mean_norm[0] * rate.powi(k as i32))
+        .collect();
+    Ok(Curve {
+        label: label.to_string(),
+        activation: act,
+        hidden: h,
+        w_spectral_norm: w_norm,
+        positions: count,
+        mean_norm,
+        bound,
+    })
+}
+
+/// 1, 0.133, 2.30e-3: a ratio readable at a glance.
+fn ratio(x: f64) -> String {
+    if x == 1.0 {
+        "1".into()
+    } else if x >= 0.01 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// The table printed by `elman gradflow`: for each k, each curve's mean norm and its ratio to k = 0.
+pub fn table(curves: &[Curve]) -> String {
+    use crate::report::{pad, pad_left};
+    let mut out = String::new();
+    let ks = curves.first().map_or(0, |c| c.mean_norm.len());
+    let col = 22;
+    out.push_str(&pad_left("k", 4));
+    for c in curves {
+        out.push_str("  ");
+        out.push_str(&pad(&c.label, col));
+    }
+    out.push('\n');
+    out.push_str(&pad_left("", 4));
+    for _ in curves {
+        out.push_str("  ");
+        out.push_str(&pad("‖∂L/∂s‖   × of k=0", col));
+    }
+    out.push('\n');
+    for k in 0..ks {
+        if k > 10 && k % 5 != 0 && k + 1 != ks {
+            continue;
+        }
+        out.push_str(&pad_left(&k.to_string(), 4));
+        for c in curves {
+            let rel = c.relative()[k];
+            out.push_str("  ");
+            out.push_str(&pad(
+                &format!("{:<9.3e} {:<9}", c.mean_norm[k], ratio(rel)),
+                col,
+            ));
+        }
+        out.push('\n');
+    }
+    for c in curves {
+        let rate = c.w_spectral_norm * c.activation.max_slope();
+        out.push_str(&format!(
+            "{}: ‖W‖₂ = {:.3}, sup σ′ = {}, so ‖∂L/∂s(t−k)‖ ≤ ‖∂L/∂s(t)‖ · {:.3}^k{}\n",
+            c.label,
+            c.w_spectral_norm,
+            match c.activation {
+                Activation::Sigmoid => "1/4",
+                _ => "1",
+            },
+            rate,
+            if rate < 1.0 {
+                " (vanishes)"
+            } else {
+                " (no guarantee of vanishing)"
+            }
+        ));
+    }
+    out
+}
+
+/// The gradient-flow chart: one curve per measurement (log scale), each sigmoid curve with its
+/// guaranteed bound, and the book's (1/4)^k for reference.
+pub fn chart(curves: &[Curve], text_name: &str) -> crate::plot::Chart {
+    use crate::plot::{Chart, Series};
+    let mut series = Vec::new();
+    for (i, c) in curves.iter().enumerate() {
+        series.push(Series {
+            label: c.label.clone(),
+            points: c
+                .mean_norm
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| (k as f64, v))
+                .collect(),
+            dashed: false,
+            color: i,
+        });
+        if c.activation == Activation::Sigmoid {
+            series.push(Series {
+                label: format!("bound ‖δ0‖·(‖W‖/4)^k, ‖W‖ = {:.2}", c.w_spectral_norm),
+                points: c
+                    .bound
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &v)| (k as f64, v))
+                    .collect(),
+                dashed: true,
+                color: i,
+            });
+        }
+    }
+    if let Some(c) = curves.iter().find(|c| c.activation == Activation::Sigmoid) {
+        series.push(Series {
+            label: "(1/4)^k, the book".into(),
+            points: (0..c.mean_norm.len())
+                .map(|k| (k as f64, c.mean_norm[0] * 0.25f64.powi(k as i32)))
+                .collect(),
+            dashed: true,
+            color: 6,
+        });
+    }
+    Chart {
+        title: format!("gradient reaching k steps back, mean over positions of {text_name}"),
+        x_label: "k (steps back)".into(),
+        y_label: "‖∂loss(t)/∂s(t−k)‖".into(),
+        log_y: true,
+        x_is_count: false,
+        series,
+    }
+}
+
+/// What `elman gradflow` was asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// A trained checkpoint to measure (and whose vocabulary fresh models share).
+    pub model: Option<std::path::PathBuf>,
+    /// The text positions come from [default: the model's training files, or the bundled corpus].
+    pub text: Vec<std::path::PathBuf>,
+    /// Fresh (untrained) models to measure, one per activation.
+    pub fresh: Vec<Activation>,
+    /// Fresh models' hidden size [default: the model's, or 256].
+    pub hidden: Option<usize>,
+    pub seed: u64,
+    /// Rescale fresh models' recurrent weight to this spectral norm.
+    pub w_norm: Option<f64>,
+    pub options: Options,
+    /// At most this many tokens of the text are read through.
+    pub max_tokens: usize,
+}
+
+/// The measured curves and what they were measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub text: Vec<String>,
+    pub tokens: usize,
+    pub curves: Vec<Curve>,
+}
+
+/// Runs a [`Request`]: loads or creates the models, reads the text, measures every curve.
+pub fn run(req: &Request) -> Result<Report> {
+    use crate::checkpoint;
+    use crate::model::{init_params, ElmanLM, ModelConfig};
+    use candle_core::{DType, Device};
+    let dev = Device::Cpu;
+    let loaded = match &req.model {
+        Some(m) => Some(checkpoint::load(m, &dev)?),
+        None => None,
+    };
+    let text_files: Vec<std::path::PathBuf> = if !req.text.is_empty() {
+        req.text.clone()
+    } else if let Some(l) = &loaded {
+        let files: Vec<std::path::PathBuf> =
+            l.config.corpus.files.iter().map(Into::into).collect();
+        if files.is_empty() || !files.iter().all(|f| f.exists()) {
+            bail!(
+                "the files {} was trained on are not here; give a text with --text FILE",
+                l.dir.display()
+            );
+        }
+        files
+    } else {
+        vec![crate::demo::DEMO_CORPUS.into()]
+    };
+    let corpus = crate::corpus::Corpus::read(&text_files)?;
+    let vocab = match &loaded {
+        Some(l) => l.vocab.clone(),
+        None => crate::vocab::Vocab::build(&corpus.text, &Default::default())?,
+    };
+    let mut tokens = vocab.encode(&corpus.text)?;
+    drop(corpus);
+    tokens.truncate(req.max_tokens);
+
+    let mut curves = Vec::new();
+    if let Some(l) = &loaded {
+        let engine = Engine::new(&l.model)?;
+        let name = l
+            .dir
+            .file_name()
+            .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+        let label = format!("{name} ({}, trained)", l.config.model.activation);
+        curves.push(measure(&engine, &tokens, req.options, &label)?);
+    }
+    let hidden = req
+        .hidden
+        .or(loaded.as_ref().map(|l| l.config.model.hidden))
+        .unwrap_or(256);
+    for &act in &req.fresh {
+        let cfg = ModelConfig {
+            vocab_size: vocab.len(),
+            hidden,
+            layers: 1,
+            activation: act,
+        };
+        let vm = init_params(&cfg, req.seed, DType::F32, &dev)?;
+        let model = ElmanLM::new(cfg, candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        let mut engine = Engine::new(&model)?;
+        let mut label = format!("{act} (fresh, H={hidden})");
+        if let Some(target) = req.w_norm {
+            if !(target.is_finite() && target >= 0.0) {
+                bail!("--w-norm must be a non-negative number");
+            }
+            let now = spectral_norm(engine.recurrent_weight(0), hidden);
+            engine.scale_recurrent_weight(0, (target / now) as f32);
+            label = format!("{act} (fresh, ‖W‖={target})");
+        }
+        curves.push(measure(&engine, &tokens, req.options, &label)?);
+    }
+    Ok(Report {
+        text: text_files.iter().map(|f| f.display().to_string()).collect(),
+        tokens: tokens.len(),
+        curves,
+    })
+}

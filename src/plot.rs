@@ -1,0 +1,224 @@
+//! Pictures as SVG: training curves (`loss.svg`, `elman plot`) and gradient-flow charts
+//! (`elman gradflow`).
+//!
+//! One small chart type covers both: a few named line series over a shared x axis, solid or dashed,
+//! linear or logarithmic y. plotters writes the SVG as a string with its built-in font metrics (no
+//! font files or C libraries needed); the text itself is rendered by whatever shows the SVG.
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+/// One line of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    /// Dashed lines mark references and bounds (or validation curves next to training ones).
+    pub dashed: bool,
+    /// Index into the palette; series that belong together share a colour.
+    pub color: usize,
+}
+
+/// A line chart.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub log_y: bool,
+    /// Label x values as token counts (12k, 3.4M) rather than plain numbers.
+    pub x_is_count: bool,
+    pub series: Vec<Series>,
+}
+
+/// Colour-blind-safe qualitative palette (Okabe–Ito), then black.
+const PALETTE: [(u8, u8, u8); 8] = [
+    (0, 114, 178),
+    (213, 94, 0),
+    (0, 158, 115),
+    (204, 121, 167),
+    (230, 159, 0),
+    (86, 180, 233),
+    (120, 120, 120),
+    (0, 0, 0),
+];
+
+pub fn color(i: usize) -> RGBColor {
+    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    RGBColor(r, g, b)
+}
+
+/// 950 → "950", 12_300 → "12.3k", 4_100_000 → "4.1M".
+pub fn human_count(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1e9 {
+        format!("{:.1}G", x / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// Renders the chart as an SVG document.
+pub fn svg(chart: &Chart) -> Result<String> {
+    // A log axis is drawn as log10 values on a linear axis labelled 1e-k: plotters' own log axis
+    // leaves most decades unlabelled when the values span many of them.
+    let log_y = chart.log_y;
+    let map = |&(x, y): &(f64, f64)| -> Option<(f64, f64)> {
+        let y = if log_y {
+            if y > 0.0 {
+                y.log10()
+            } else {
+                return None;
+            }
+        } else {
+            y
+        };
+        (x.is_finite() && y.is_finite()).then_some((x, y))
+    };
+    let series: Vec<(&Series, Vec<(f64, f64)>)> = chart
+        .series
+        .iter()
+        .map(|s| (s, s.points.iter().filter_map(map).collect()))
+        .collect();
+    let all = || series.iter().flat_map(|(_, p)| p.iter().copied());
+    if all().next().is_none() {
+        return Err(anyhow!("nothing to plot: no finite values"));
+    }
+    let (x0, mut x1, mut y0, mut y1) = all().fold(
+        (f64::MAX, f64::MIN, f64::MAX, f64::MIN),
+        |(a, b, c, d), (x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
+    );
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(if log_y { 0.2 } else { 1e-3 });
+    y0 -= pad;
+    y1 += pad;
+
+    let err = |e: &dyn std::fmt::Display| anyhow!("drawing the chart: {e}");
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (820, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(&chart.title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(&e))?;
+        let x_is_count = chart.x_is_count;
+        let x_fmt = move |x: &f64| {
+            if x_is_count {
+                human_count(*x)
+            } else if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.2}")
+            }
+        };
+        let y_fmt = move |y: &f64| {
+            if !log_y {
+                format!("{y:.2}")
+            } else if y.fract().abs() < 1e-9 {
+                format!("1e{}", y.round() as i64)
+            } else {
+                format!("{:.1e}", 10f64.powf(*y))
+            }
+        };
+        c.configure_mesh()
+            .x_desc(&chart.x_label)
+            .y_desc(&chart.y_label)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (s, pts) in series {
+            if pts.is_empty() {
+                continue;
+            }
+            let col = color(s.color);
+            let style = ShapeStyle {
+                color: col.to_rgba(),
+                filled: false,
+                stroke_width: 2,
+            };
+            let anno = if s.dashed {
+                c.draw_series(DashedLineSeries::new(pts, 6, 4, style))
+                    .map_err(|e| err(&e))?
+            } else {
+                c.draw_series(LineSeries::new(pts, style))
+                    .map_err(|e| err(&e))?
+            };
+            let dashed = s.dashed;
+            anno.label(&s.label).legend(move |(x, y)| {
+                let end = if dashed { x + 7 } else { x + 20 };
+                PathElement::new(vec![(x, y), (end, y)], style)
+            });
+        }
+        c.configure_series_labels()
+            .position(if log_y {
+                SeriesLabelPosition::LowerLeft
+            } else {
+                SeriesLabelPosition::UpperRight
+            })
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(out)
+}
+
+/// The training-curve chart of one or more runs: train loss (solid) and validation loss (dashed)
+/// against tokens seen, one colour per run.
+pub fn loss_chart(runs: &[(String, Vec<crate::checkpoint::Metric>)]) -> Chart {
+    let mut series = Vec::new();
+    for (i, (name, metrics)) in runs.iter().enumerate() {
+        let label = |what: &str| {
+            if runs.len() == 1 {
+                what.to_string()
+            } else {
+                format!("{name} {what}")
+            }
+        };
+        series.push(Series {
+            label: label("train"),
+            points: metrics
+                .iter()
+                .map(|m| (m.tokens_seen as f64, m.train_loss))
+                .collect(),
+            dashed: false,
+            color: i,
+        });
+        series.push(Series {
+            label: label("validation"),
+            points: metrics
+                .iter()
+                .map(|m| (m.tokens_seen as f64, m.val_loss))
+                .collect(),
+            dashed: true,
+            color: i,
+        });
+    }
+    let title = if runs.len() == 1 {
+        format!("{}: loss", runs[0].0)
+    } else {
+        "loss".to_string()
+    };
+    Chart {
+        title,
+        x_label: "tokens seen".into(),
+        y_label: "nats per token".into(),
+        log_y: false,
+        x_is_count: true,
+        series,
+    }
+}
