@@ -346,8 +346,7 @@ pub fn run(req: &Request) -> Result<Report> {
     let text_files: Vec<std::path::PathBuf> = if !req.text.is_empty() {
         req.text.clone()
     } else if let Some(l) = &loaded {
-        let files: Vec<std::path::PathBuf> =
-            l.config.corpus.files.iter().map(Into::into).collect();
+        let files: Vec<std::path::PathBuf> = l.config.corpus.files.iter().map(Into::into).collect();
         if files.is_empty() || !files.iter().all(|f| f.exists()) {
             bail!(
                 "the files {} was trained on are not here; give a text with --text FILE",
@@ -389,7 +388,10 @@ pub fn run(req: &Request) -> Result<Report> {
             activation: act,
         };
         let vm = init_params(&cfg, req.seed, DType::F32, &dev)?;
-        let model = ElmanLM::new(cfg, candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        let model = ElmanLM::new(
+            cfg,
+            candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev),
+        )?;
         let mut engine = Engine::new(&model)?;
         let mut label = format!("{act} (fresh, H={hidden})");
         if let Some(target) = req.w_norm {
