@@ -206,7 +206,12 @@ pub fn table(curves: &[Curve]) -> String {
     use crate::report::{pad, pad_left};
     let mut out = String::new();
     let ks = curves.first().map_or(0, |c| c.mean_norm.len());
-    let col = 22;
+    let col = curves
+        .iter()
+        .map(|c| unicode_width::UnicodeWidthStr::width(c.label.as_str()))
+        .max()
+        .unwrap_or(0)
+        .max(20);
     out.push_str(&pad_left("k", 4));
     for c in curves {
         out.push_str("  ");

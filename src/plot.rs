@@ -92,6 +92,8 @@ pub fn svg(chart: &Chart) -> Result<String> {
         (f64::MAX, f64::MIN, f64::MAX, f64::MIN),
         |(a, b, c, d), (x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
     );
+    // Counts (tokens seen) start from nothing.
+    let x0 = if chart.x_is_count { x0.min(0.0) } else { x0 };
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
@@ -142,12 +144,19 @@ pub fn svg(chart: &Chart) -> Result<String> {
             if pts.is_empty() {
                 continue;
             }
+            let marks = pts.len() <= 40 && chart.x_is_count;
+            let marked = pts.clone();
             let col = color(s.color);
             let style = ShapeStyle {
                 color: col.to_rgba(),
                 filled: false,
                 stroke_width: 2,
             };
+            // Few points (evaluations): mark each, so the reader sees where the data are.
+            if marks {
+                c.draw_series(marked.iter().map(|&p| Circle::new(p, 3, style.filled())))
+                    .map_err(|e| err(&e))?;
+            }
             let anno = if s.dashed {
                 c.draw_series(DashedLineSeries::new(pts, 6, 4, style))
                     .map_err(|e| err(&e))?
