@@ -45,6 +45,9 @@ pub struct VocabConfig {
     pub nfc: bool,
     pub max_vocab: Option<usize>,
     pub min_count: u64,
+    /// Word level: how text is cut into words (checkpoints before it was recorded used `words`).
+    #[serde(default)]
+    pub segmenter: crate::vocab::Segmenter,
     pub size: usize,
     pub unk: Option<u32>,
     pub eos: Option<u32>,
@@ -72,6 +75,9 @@ pub struct TrainConfig {
 pub struct CorpusInfo {
     pub name: String,
     pub files: Vec<String>,
+    /// `--val` files, when validation had a text of its own.
+    #[serde(default)]
+    pub val_files: Vec<String>,
     pub sha256: String,
     pub chars: usize,
     pub train_tokens: usize,
@@ -278,7 +284,12 @@ pub fn load(dir: &Path, dev: &Device) -> Result<Loaded> {
         );
     }
     check_size(&tok_path, MAX_TOKENIZER_BYTES)?;
-    let vocab = Vocab::from_tokenizer_json(&tok_path, config.vocab.level, config.vocab.nfc)?;
+    let vocab = Vocab::from_tokenizer_json(
+        &tok_path,
+        config.vocab.level,
+        config.vocab.nfc,
+        config.vocab.segmenter,
+    )?;
     if vocab.len() != config.model.vocab_size {
         bail!(
             "{}: holds {} tokens but config.json says the model has {}",

@@ -276,6 +276,10 @@ struct TrainCmd {
     /// Text files or folders (UTF-8). With --resume, defaults to the files the run was started on.
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Validation text of its own (files or folders), instead of the last --val-fraction of FILE;
+    /// the vocabulary is built from both.
+    #[arg(long = "val", value_name = "FILE")]
+    val_files: Vec<PathBuf>,
     /// Checkpoint folder to write [default: checkpoints/<name of the first file>].
     #[arg(long, short, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -289,6 +293,11 @@ struct TrainCmd {
     /// Token level: one token per character, or words and punctuation [default: char].
     #[arg(long, value_enum, help_heading = "Vocabulary")]
     level: Option<Level>,
+    /// Word level: how text is cut into words. auto: jieba for text with Chinese, else words;
+    /// words: spaces and punctuation (Chinese characters one by one); jieba: Chinese words by
+    /// jieba, other text as words; spaces: whitespace only (WikiText) [default: auto].
+    #[arg(long, value_enum, help_heading = "Vocabulary")]
+    segmenter: Option<elman::vocab::Segmenter>,
     /// Normalise the text to Unicode NFC first.
     #[arg(long, help_heading = "Vocabulary")]
     nfc: bool,
@@ -574,6 +583,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
             train::install_ctrlc_handler();
             let args = train::TrainArgs {
                 files: c.files,
+                val_files: c.val_files,
                 out: c.out,
                 resume: c.resume,
                 force: c.force,
@@ -595,6 +605,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                     nfc: c.nfc,
                     max_vocab: c.max_vocab,
                     min_count: c.min_count,
+                    segmenter: c.segmenter,
                 },
                 epochs: c.epochs,
                 steps: c.steps,

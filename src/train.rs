@@ -53,6 +53,7 @@ pub struct Hyper {
     pub nfc: bool,
     pub max_vocab: Option<usize>,
     pub min_count: Option<u64>,
+    pub segmenter: Option<crate::vocab::Segmenter>,
 }
 
 pub const DEFAULT_HIDDEN: usize = 256;
@@ -72,7 +73,8 @@ impl Hyper {
              batch => "--batch", bptt => "--bptt", optimizer => "--optimizer", lr => "--lr",
              clip => "--clip", lr_decay => "--lr-decay", patience => "--patience",
              val_fraction => "--val-fraction", eval_every => "--eval-every", seed => "--seed",
-             level => "--level", max_vocab => "--max-vocab", min_count => "--min-count");
+             level => "--level", max_vocab => "--max-vocab", min_count => "--min-count",
+             segmenter => "--segmenter");
         if self.nfc {
             g.push("--nfc");
         }
@@ -84,6 +86,8 @@ impl Hyper {
 #[derive(Debug, Clone, Default)]
 pub struct TrainArgs {
     pub files: Vec<PathBuf>,
+    /// Validation text of its own (instead of the last --val-fraction of `files`).
+    pub val_files: Vec<PathBuf>,
     pub out: Option<PathBuf>,
     pub resume: Option<PathBuf>,
     pub force: bool,
@@ -198,10 +202,14 @@ struct CorpusMeta {
 /// hashes, pass 2 writes the ids. Otherwise the text is read into memory, tokenised, and dropped.
 fn load_data(
     files: &[PathBuf],
+    val_files: &[PathBuf],
     vocab_opts: &VocabOptions,
     existing: Option<&Vocab>,
     val_fraction: f64,
 ) -> Result<(CorpusMeta, Vocab, Data)> {
+    if !val_files.is_empty() {
+        return load_separate(files, val_files, vocab_opts, existing);
+    }
     if vocab_opts.level == crate::vocab::Level::Char && !vocab_opts.nfc {
         let scan = crate::corpus::scan(files)?;
         let vocab = match existing {
@@ -249,6 +257,86 @@ fn load_data(
         sha256: corpus.sha256,
     };
     Ok((meta, vocab, data))
+}
+
+/// Training text and a validation text of its own (`--val`). The vocabulary is built from both,
+/// as PyTorch's word_language_model builds its dictionary from every split, so validation never
+/// meets a token the model cannot represent. The recorded hash covers both.
+fn load_separate(
+    files: &[PathBuf],
+    val_files: &[PathBuf],
+    vocab_opts: &VocabOptions,
+    existing: Option<&Vocab>,
+) -> Result<(CorpusMeta, Vocab, Data)> {
+    if vocab_opts.level == crate::vocab::Level::Char && !vocab_opts.nfc {
+        let (train, val) = (crate::corpus::scan(files)?, crate::corpus::scan(val_files)?);
+        let vocab = match existing {
+            Some(v) => v.clone(),
+            None => {
+                let mut counts = train.counts.clone();
+                for (c, n) in &val.counts {
+                    *counts.entry(*c).or_insert(0) += n;
+                }
+                Vocab::from_char_counts(counts, vocab_opts)?
+            }
+        };
+        let mut ids =
+            crate::corpus::encode_streamed(&train.files, &vocab, train.chars, &train.sha256)?;
+        let cut = ids.len();
+        ids.extend(crate::corpus::encode_streamed(
+            &val.files,
+            &vocab,
+            val.chars,
+            &val.sha256,
+        )?);
+        let meta = CorpusMeta {
+            name: train.name,
+            files: train.files,
+            sha256: format!("{}+{}", train.sha256, val.sha256),
+            chars: train.chars + val.chars,
+        };
+        return Ok((
+            meta,
+            vocab,
+            Data {
+                ids,
+                cut,
+                val_chars: val.chars,
+            },
+        ));
+    }
+    let (train, val) = (Corpus::read(files)?, Corpus::read(val_files)?);
+    let vocab = match existing {
+        Some(v) => v.clone(),
+        None => {
+            let mut both = String::with_capacity(train.text.len() + val.text.len() + 1);
+            both.push_str(&train.text);
+            if !both.ends_with('\n') {
+                both.push('\n');
+            }
+            both.push_str(&val.text);
+            Vocab::build(&both, vocab_opts)?
+        }
+    };
+    let mut ids = vocab.encode(&train.text)?;
+    let cut = ids.len();
+    ids.extend(vocab.encode(&val.text)?);
+    let val_chars = val.text.chars().count();
+    let meta = CorpusMeta {
+        chars: train.text.chars().count() + val_chars,
+        name: train.name,
+        files: train.files,
+        sha256: format!("{}+{}", train.sha256, val.sha256),
+    };
+    Ok((
+        meta,
+        vocab,
+        Data {
+            ids,
+            cut,
+            val_chars,
+        },
+    ))
 }
 
 /// Number of windows in `epoch` and the offset it starts at.
@@ -322,15 +410,27 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             &dir.join(checkpoint::TOKENIZER_FILE),
             config.vocab.level,
             config.vocab.nfc,
+            config.vocab.segmenter,
         )?;
         let vopts = VocabOptions {
             level: config.vocab.level,
             nfc: config.vocab.nfc,
             max_vocab: config.vocab.max_vocab,
             min_count: config.vocab.min_count,
+            segmenter: config.vocab.segmenter,
         };
-        let (corpus, vocab, data) =
-            load_data(&files, &vopts, Some(&vocab), config.training.val_fraction)?;
+        let val_files: Vec<PathBuf> = if args.val_files.is_empty() {
+            config.corpus.val_files.iter().map(PathBuf::from).collect()
+        } else {
+            args.val_files.clone()
+        };
+        let (corpus, vocab, data) = load_data(
+            &files,
+            &val_files,
+            &vopts,
+            Some(&vocab),
+            config.training.val_fraction,
+        )?;
         if corpus.sha256 != config.corpus.sha256 {
             bail!(
                 "the corpus ({}) is not the one {} was trained on (its SHA-256 differs); give the original file(s)",
@@ -346,9 +446,18 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             nfc: h.nfc,
             max_vocab: h.max_vocab,
             min_count: h.min_count.unwrap_or(1),
+            segmenter: h.segmenter.unwrap_or(crate::vocab::Segmenter::Auto),
         };
-        let (corpus, vocab, data) =
-            load_data(&args.files, &vopts, None, h.val_fraction.unwrap_or(0.1))?;
+        if !args.val_files.is_empty() && h.val_fraction.is_some() {
+            bail!("--val and --val-fraction exclude each other: the validation text is either its own file or the end of the training text");
+        }
+        let (corpus, vocab, data) = load_data(
+            &args.files,
+            &args.val_files,
+            &vopts,
+            None,
+            h.val_fraction.unwrap_or(0.1),
+        )?;
         let optimizer = h.optimizer.unwrap_or(OptimizerKind::Adam);
         let tc = checkpoint::TrainConfig {
             batch: h.batch.unwrap_or(DEFAULT_BATCH),
@@ -422,6 +531,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 nfc: vopts.nfc,
                 max_vocab: vopts.max_vocab,
                 min_count: vopts.min_count,
+                segmenter: vocab.segmenter,
                 size: vocab.len(),
                 unk: vocab.unk,
                 eos: vocab.eos,
@@ -431,6 +541,11 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 name: corpus.name.clone(),
                 files: corpus
                     .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect(),
+                val_files: args
+                    .val_files
                     .iter()
                     .map(|f| f.display().to_string())
                     .collect(),

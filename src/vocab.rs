@@ -55,6 +55,33 @@ impl std::fmt::Display for Level {
     }
 }
 
+/// How word-level text is cut into words.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Segmenter {
+    /// jieba when the text has Chinese characters, else `words` (resolved when the vocabulary is
+    /// built; the checkpoint records the result).
+    Auto,
+    /// Split at spaces and punctuation; Chinese characters one by one.
+    #[default]
+    Words,
+    /// Chinese cut into words by jieba (its dictionary and HMM); other text as `words`.
+    Jieba,
+    /// Split at whitespace only, punctuation attached (WikiText's convention).
+    Spaces,
+}
+
+impl std::fmt::Display for Segmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Segmenter::Auto => "auto",
+            Segmenter::Words => "words",
+            Segmenter::Jieba => "jieba",
+            Segmenter::Spaces => "spaces",
+        })
+    }
+}
+
 /// How to build a vocabulary from a corpus.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VocabOptions {
@@ -65,6 +92,8 @@ pub struct VocabOptions {
     pub max_vocab: Option<usize>,
     /// Tokens seen fewer times than this become `<unk>`.
     pub min_count: u64,
+    /// Word level: how text is cut into words.
+    pub segmenter: Segmenter,
 }
 
 impl Default for VocabOptions {
@@ -74,6 +103,7 @@ impl Default for VocabOptions {
             nfc: false,
             max_vocab: None,
             min_count: 1,
+            segmenter: Segmenter::Auto,
         }
     }
 }
@@ -97,6 +127,8 @@ pub struct Vocab {
     char_index: HashMap<char, u32>,
     pub unk: Option<u32>,
     pub eos: Option<u32>,
+    /// Word level: how words are cut (never `Auto` once built).
+    pub segmenter: Segmenter,
     /// Word level only: the HF tokenizer that does the splitting.
     hf: Option<Tokenizer>,
 }
@@ -166,13 +198,18 @@ impl Vocab {
                 tokens.len()
             );
         }
-        Self::from_tokens(Level::Char, opts.nfc, tokens, None)
+        Self::from_tokens(Level::Char, opts.nfc, tokens, None, Segmenter::Words)
     }
 
     fn build_word(text: &str, opts: &VocabOptions) -> Result<Vocab> {
+        let segmenter = match opts.segmenter {
+            Segmenter::Auto if text.chars().any(is_han) => Segmenter::Jieba,
+            Segmenter::Auto => Segmenter::Words,
+            s => s,
+        };
         // Count with the tokenizer's own pipeline (normaliser, pre-tokenizers) via its trainer, so
         // the words counted are exactly the words the tokenizer will later look up.
-        let mut tok = word_tokenizer_skeleton(opts.nfc, WordLevel::default())?;
+        let mut tok = word_tokenizer_skeleton(opts.nfc, WordLevel::default(), segmenter)?;
         let trainer = WordLevelTrainer::builder()
             .min_frequency(opts.min_count)
             .vocab_size(opts.max_vocab.map_or(usize::MAX, |m| m.saturating_add(2)))
@@ -181,8 +218,15 @@ impl Vocab {
             .build()
             .map_err(|e| anyhow!("building the word vocabulary: {e}"))?;
         let mut trainer = tokenizers::models::TrainerWrapper::WordLevelTrainer(trainer);
-        tok.train(&mut trainer, lines_with_newlines(text))
-            .map_err(|e| anyhow!("building the word vocabulary: {e}"))?;
+        if segmenter == Segmenter::Jieba {
+            let lines: Vec<String> = lines_with_newlines(text)
+                .map(|l| segment_han(l).0)
+                .collect();
+            tok.train(&mut trainer, lines.iter())
+        } else {
+            tok.train(&mut trainer, lines_with_newlines(text))
+        }
+        .map_err(|e| anyhow!("building the word vocabulary: {e}"))?;
         // The trainer also counts `<eos>`/`<unk>` as words (they are splits of their own), which
         // leaves a hole in its ids: renumber, specials first, then its frequency order.
         let mut by_id: Vec<(String, u32)> = tok.get_vocab(false).into_iter().collect();
@@ -200,7 +244,7 @@ impl Vocab {
         if tokens.len() < 3 {
             bail!("the corpus has no words to learn from");
         }
-        Self::from_tokens(Level::Word, opts.nfc, tokens, None)
+        Self::from_tokens(Level::Word, opts.nfc, tokens, None, segmenter)
     }
 
     /// Builds a vocabulary from its ordered token list (id = position).
@@ -209,7 +253,11 @@ impl Vocab {
         nfc: bool,
         tokens: Vec<String>,
         hf: Option<Tokenizer>,
+        segmenter: Segmenter,
     ) -> Result<Vocab> {
+        if level == Level::Word && segmenter == Segmenter::Auto {
+            bail!("the word segmenter must be resolved before the vocabulary is made");
+        }
         let mut index = HashMap::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             if index.insert(t.clone(), i as u32).is_some() {
@@ -239,7 +287,7 @@ impl Vocab {
                     .unk_token(UNK.to_string())
                     .build()
                     .map_err(|e| anyhow!("word vocabulary: {e}"))?;
-                Some(word_tokenizer_skeleton(nfc, model)?)
+                Some(word_tokenizer_skeleton(nfc, model, segmenter)?)
             }
             (Level::Char, _) => None,
         };
@@ -251,6 +299,7 @@ impl Vocab {
             char_index,
             unk,
             eos,
+            segmenter,
             hf,
         })
     }
@@ -319,30 +368,66 @@ impl Vocab {
                 Ok(ids)
             }
             Level::Word => {
-                let hf = self.hf.as_ref().expect("word vocabulary has a tokenizer");
                 let mut ids = Vec::new();
                 let mut line_start = 0usize; // in characters
                 for line in lines_with_newlines(text) {
-                    let enc = hf
-                        .encode_char_offsets(line, false)
-                        .map_err(|e| anyhow!("tokenizing: {e}"))?;
+                    let spans = self.line_spans(line)?;
                     if let Some(u) = self.unk {
                         let chars: Vec<char> = line.chars().collect();
-                        for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
-                            let word: String = chars[a.min(chars.len())..b.min(chars.len())]
-                                .iter()
-                                .collect();
-                            if id == u && word != UNK {
-                                on_unknown(&word, line_start + a + 1);
+                        for sp in spans.iter().filter(|sp| sp.id == u) {
+                            let word: String = chars[sp.start..sp.end].iter().collect();
+                            if word != UNK {
+                                on_unknown(&word, line_start + sp.start + 1);
                             }
                         }
                         line_start += chars.len();
                     }
-                    ids.extend_from_slice(enc.get_ids());
+                    ids.extend(spans.iter().map(|sp| sp.id));
                 }
                 Ok(ids)
             }
         }
+    }
+
+    /// Word level: the tokens of one line (its newline included) with their character ranges in
+    /// the line. jieba's cut is applied first, as spaces between the words of each run of Chinese
+    /// characters; the HF tokenizer does the rest.
+    fn line_spans(&self, line: &str) -> Result<Vec<Span>> {
+        let hf = self.hf.as_ref().expect("word vocabulary has a tokenizer");
+        let n = line.chars().count();
+        let (input, origin) = if self.segmenter == Segmenter::Jieba {
+            let (seg, origin) = segment_han(line);
+            (std::borrow::Cow::Owned(seg), Some(origin))
+        } else {
+            (std::borrow::Cow::Borrowed(line), None)
+        };
+        let enc = hf
+            .encode_char_offsets(input.as_ref(), false)
+            .map_err(|e| anyhow!("tokenizing: {e}"))?;
+        // Offsets in the segmented line back to the original line.
+        let back = |i: usize, end: bool| -> usize {
+            match &origin {
+                None => i.min(n),
+                Some(o) if end => {
+                    if i == 0 {
+                        0
+                    } else {
+                        o.get(i - 1).map_or(n, |&j| j + 1)
+                    }
+                }
+                Some(o) => o.get(i).copied().unwrap_or(n),
+            }
+        };
+        Ok(enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_offsets())
+            .map(|(&id, &(a, b))| Span {
+                id,
+                start: back(a, false),
+                end: back(b, true).max(back(a, false)),
+            })
+            .collect())
     }
 
     /// Encodes `text` and says where each token came from: returns the text the spans index (`text`
@@ -370,22 +455,15 @@ impl Vocab {
                 Ok((shown, spans))
             }
             Level::Word => {
-                let hf = self.hf.as_ref().expect("word vocabulary has a tokenizer");
                 let mut spans = Vec::new();
                 let mut line_start = 0usize;
                 for line in lines_with_newlines(text) {
-                    let enc = hf
-                        .encode_char_offsets(line, false)
-                        .map_err(|e| anyhow!("tokenizing: {e}"))?;
-                    let n = line.chars().count();
-                    for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
-                        spans.push(Span {
-                            id,
-                            start: line_start + a.min(n),
-                            end: line_start + b.min(n),
-                        });
-                    }
-                    line_start += n;
+                    spans.extend(self.line_spans(line)?.into_iter().map(|sp| Span {
+                        id: sp.id,
+                        start: line_start + sp.start,
+                        end: line_start + sp.end,
+                    }));
+                    line_start += line.chars().count();
                 }
                 Ok((text.to_string(), spans))
             }
@@ -398,18 +476,8 @@ impl Vocab {
         match self.level {
             Level::Char => ids.iter().map(|&i| self.token(i)).collect(),
             Level::Word => {
-                let mut out = String::new();
-                for &i in ids {
-                    if Some(i) == self.eos {
-                        out.push('\n');
-                        continue;
-                    }
-                    if !(out.is_empty() || out.ends_with('\n')) {
-                        out.push(' ');
-                    }
-                    out.push_str(self.token(i));
-                }
-                out
+                let mut d = Detokenizer::new("");
+                ids.iter().map(|&i| d.piece(self, i)).collect()
             }
         }
     }
@@ -445,7 +513,12 @@ impl Vocab {
     }
 
     /// Reads a `tokenizer.json` written by [`Vocab::to_tokenizer_json`].
-    pub fn from_tokenizer_json(path: &Path, level: Level, nfc: bool) -> Result<Vocab> {
+    pub fn from_tokenizer_json(
+        path: &Path,
+        level: Level,
+        nfc: bool,
+        segmenter: Segmenter,
+    ) -> Result<Vocab> {
         // tokenizers 0.23 panics (rather than erring) on some malformed sections, e.g. a
         // `decoder` without a valid type: contain that here so a damaged file is an error.
         let tok = without_panics(|| Tokenizer::from_file(path))
@@ -472,7 +545,12 @@ impl Vocab {
             .map(|(i, t)| t.ok_or_else(|| anyhow!("{}: token id {i} is missing", path.display())))
             .collect::<Result<_>>()?;
         let hf = (level == Level::Word).then_some(tok);
-        Self::from_tokens(level, nfc, tokens, hf).with_context(|| path.display().to_string())
+        let segmenter = match (level, segmenter) {
+            (Level::Char, _) | (_, Segmenter::Auto) => Segmenter::Words,
+            (_, s) => s,
+        };
+        Self::from_tokens(level, nfc, tokens, hf, segmenter)
+            .with_context(|| path.display().to_string())
     }
 }
 
@@ -493,7 +571,7 @@ fn special(s: &str) -> AddedToken {
 
 /// The word-level pipeline: newline → ` <eos> `, split on whitespace, isolate punctuation and Han
 /// characters.
-fn word_tokenizer_skeleton(nfc: bool, model: WordLevel) -> Result<Tokenizer> {
+fn word_tokenizer_skeleton(nfc: bool, model: WordLevel, segmenter: Segmenter) -> Result<Tokenizer> {
     let mut norms: Vec<NormalizerWrapper> = Vec::new();
     if nfc {
         norms.push(NFC.into());
@@ -507,11 +585,19 @@ fn word_tokenizer_skeleton(nfc: bool, model: WordLevel) -> Result<Tokenizer> {
         false,
     )
     .map_err(|e| anyhow!("pre-tokenizer: {e}"))?;
-    let pre: Vec<PreTokenizerWrapper> = vec![
-        WhitespaceSplit.into(),
-        Punctuation::new(SplitDelimiterBehavior::Isolated).into(),
-        han.into(),
-    ];
+    // jieba's words arrive separated by spaces (see `segment_han`): no Han split for them.
+    let pre: Vec<PreTokenizerWrapper> = match segmenter {
+        Segmenter::Spaces => vec![WhitespaceSplit.into()],
+        Segmenter::Jieba => vec![
+            WhitespaceSplit.into(),
+            Punctuation::new(SplitDelimiterBehavior::Isolated).into(),
+        ],
+        Segmenter::Words | Segmenter::Auto => vec![
+            WhitespaceSplit.into(),
+            Punctuation::new(SplitDelimiterBehavior::Isolated).into(),
+            han.into(),
+        ],
+    };
     let mut t = Tokenizer::new(model);
     t.with_normalizer(Some(NormSeq::new(norms)))
         .map_err(|e| anyhow!("normalizer: {e}"))?;
@@ -519,6 +605,74 @@ fn word_tokenizer_skeleton(nfc: bool, model: WordLevel) -> Result<Tokenizer> {
     t.add_special_tokens([special(UNK), special(EOS)])
         .map_err(|e| anyhow!("special tokens: {e}"))?;
     Ok(t)
+}
+
+/// A Han (Chinese) character: the script jieba segments.
+pub fn is_han(c: char) -> bool {
+    matches!(c as u32,
+        0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2A6DF | 0x2A700..=0x2EBEF
+        | 0x30000..=0x3134F)
+}
+
+/// Chinese text or punctuation, which is written without spaces between words.
+fn is_cjk(c: char) -> bool {
+    is_han(c) || matches!(c as u32, 0x3000..=0x303F | 0xFF00..=0xFFEF)
+}
+
+fn jieba() -> &'static jieba_rs::Jieba {
+    static JIEBA: std::sync::OnceLock<jieba_rs::Jieba> = std::sync::OnceLock::new();
+    JIEBA.get_or_init(jieba_rs::Jieba::new)
+}
+
+/// Cuts every run of Han characters in `line` into words with jieba (dictionary + HMM for unknown
+/// words) and puts a space between them, so that the whitespace pre-tokenizer splits them. Returns
+/// the new line and, for each of its characters, the index of the original character (spaces that
+/// were inserted map to the character after them).
+pub fn segment_han(line: &str) -> (String, Vec<usize>) {
+    let mut out = String::with_capacity(line.len() + line.len() / 2);
+    let mut origin = Vec::with_capacity(line.len());
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !is_han(chars[i].1) {
+            out.push(chars[i].1);
+            origin.push(i);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && is_han(chars[i].1) {
+            i += 1;
+        }
+        let (a, b) = (chars[start].0, chars.get(i).map_or(line.len(), |c| c.0));
+        let mut k = start;
+        out.push(' ');
+        origin.push(start);
+        for token in jieba().cut(&line[a..b], true) {
+            for c in token.word.chars() {
+                out.push(c);
+                origin.push(k);
+                k += 1;
+            }
+            out.push(' ');
+            origin.push(k);
+        }
+    }
+    (out, origin)
+}
+
+/// Whether decoded words `prev` and `next` are written with a space between them (`words` and
+/// `jieba`); always with `spaces`, whose text had them.
+fn spaced(segmenter: Segmenter, prev: &str, next: &str) -> bool {
+    if segmenter == Segmenter::Spaces {
+        return true;
+    }
+    // Chinese next to Chinese, or next to Chinese punctuation: no space. Between Chinese and a
+    // Latin word: a space, as people type mixed text.
+    let (a, b) = (prev.chars().next_back(), next.chars().next());
+    let punct = |c: Option<char>| c.is_some_and(|c| is_cjk(c) && !is_han(c));
+    let cjk = |c: Option<char>| c.is_some_and(is_cjk);
+    !((cjk(a) && cjk(b)) || punct(a) || punct(b))
 }
 
 /// Splits text after every newline, keeping it: word-level tokenising works line by line.
@@ -545,25 +699,40 @@ pub fn describe_token(tok: &str) -> String {
 /// Turns ids into text one token at a time, for streaming output; agrees with [`Vocab::decode`]
 /// (word level: a space between words, `<eos>` as a line break).
 pub struct Detokenizer {
-    at_line_start: bool,
+    /// The text shown so far ends here (its last word, or empty at a line start).
+    last: String,
 }
 
 impl Detokenizer {
     /// `after` is the text already shown (the prompt).
     pub fn new(after: &str) -> Self {
-        Detokenizer {
-            at_line_start: after.is_empty() || after.ends_with('\n'),
-        }
+        let last = if after.ends_with('\n') {
+            String::new()
+        } else {
+            after
+                .split_whitespace()
+                .next_back()
+                .unwrap_or("")
+                .to_string()
+        };
+        Detokenizer { last }
     }
 
     pub fn piece(&mut self, vocab: &Vocab, id: u32) -> String {
+        let tok = vocab.token(id);
         let s = match vocab.level {
-            Level::Char => vocab.token(id).to_string(),
+            Level::Char => tok.to_string(),
             Level::Word if Some(id) == vocab.eos => "\n".to_string(),
-            Level::Word if self.at_line_start => vocab.token(id).to_string(),
-            Level::Word => format!(" {}", vocab.token(id)),
+            Level::Word if self.last.is_empty() || !spaced(vocab.segmenter, &self.last, tok) => {
+                tok.to_string()
+            }
+            Level::Word => format!(" {tok}"),
         };
-        self.at_line_start = s.ends_with('\n');
+        self.last = if s.ends_with('\n') {
+            String::new()
+        } else {
+            tok.to_string()
+        };
         s
     }
 }

@@ -357,7 +357,12 @@ fn word_level_heatmap_keeps_the_spaces_between_words() {
     let words: Vec<&str> = toks.iter().map(|t| t["text"].as_str().unwrap()).collect();
     assert_eq!(&words[..5], ["The", "bird", "flew", "over", "the"]);
     assert!(html.contains("</span>  <span"), "the double space survives");
-    let vocab = Vocab::from_tokenizer_json(&d.join("w/tokenizer.json"), Level::Word, false);
+    let vocab = Vocab::from_tokenizer_json(
+        &d.join("w/tokenizer.json"),
+        Level::Word,
+        false,
+        Default::default(),
+    );
     assert!(vocab.is_ok());
 }
 

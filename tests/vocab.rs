@@ -1,7 +1,7 @@
 //! The vocabulary: exact round-trips at the char level, word-level splitting, and the saved
 //! `tokenizer.json` read back by the Rust and the Python `tokenizers` packages with the same ids.
 
-use elman::vocab::{Level, Vocab, VocabOptions, EOS, UNK};
+use elman::vocab::{Level, Segmenter, Vocab, VocabOptions, EOS, UNK};
 use std::process::Command;
 
 const SAMPLES: &[&str] = &[
@@ -87,6 +87,7 @@ fn word_level_splits_words_punctuation_and_han_and_marks_newlines() {
         text,
         &VocabOptions {
             level: Level::Word,
+            segmenter: Segmenter::Words,
             ..Default::default()
         },
     )
@@ -108,24 +109,145 @@ fn word_level_splits_words_punctuation_and_han_and_marks_newlines() {
         v.decode(&v.encode("The bird flies.\n").unwrap()),
         "The bird flies .\n"
     );
+    // Chinese is written without spaces between words.
+    assert_eq!(v.decode(&v.encode("小鸟会飞。").unwrap()), "小鸟会飞。");
+}
+
+const LEVELS: [(Level, Segmenter); 4] = [
+    (Level::Char, Segmenter::Words),
+    (Level::Word, Segmenter::Words),
+    (Level::Word, Segmenter::Jieba),
+    (Level::Word, Segmenter::Spaces),
+];
+
+/// What a user of tokenizer.json does first for a jieba vocabulary: cut Chinese with jieba,
+/// words separated by spaces (Python: `" ".join(jieba.cut(run))`).
+fn presegment(segmenter: Segmenter, line: &str) -> String {
+    if segmenter == Segmenter::Jieba {
+        elman::vocab::segment_han(line).0
+    } else {
+        line.to_string()
+    }
+}
+
+#[test]
+fn jieba_cuts_chinese_into_words_and_round_trips() {
+    let text =
+        "天空飞过一只小鸟，也可能是一只蜻蜓。\n小鸟在树上，孩子在河边。The bird flew over 天空.\n";
+    let v = Vocab::build(
+        text,
+        &VocabOptions {
+            level: Level::Word,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        v.segmenter,
+        Segmenter::Jieba,
+        "auto picks jieba for Chinese"
+    );
+    let (_, spans) = v.encode_spans(text).unwrap();
+    let chars: Vec<char> = text.chars().collect();
+    let words: Vec<String> = spans
+        .iter()
+        .map(|s| chars[s.start..s.end].iter().collect())
+        .collect();
+    let first: Vec<&str> = words.iter().take(11).map(String::as_str).collect();
+    assert_eq!(
+        first,
+        [
+            "天空", "飞过", "一只", "小鸟", "，", "也", "可能", "是", "一只", "蜻蜓", "。"
+        ]
+    );
+    for sp in &spans {
+        assert_eq!(v.token(sp.id), {
+            let w: String = chars[sp.start..sp.end].iter().collect();
+            if w == "\n" {
+                EOS.to_string()
+            } else {
+                w
+            }
+        });
+    }
+    // Every word is in the vocabulary, so decoding gives the text back (Chinese unspaced,
+    // English spaced, a space before the final full stop as at the word level always).
+    let ids = v.encode(text).unwrap();
+    assert!(!ids.contains(&0), "no <unk>");
+    assert_eq!(
+        v.decode(&ids),
+        "天空飞过一只小鸟，也可能是一只蜻蜓。\n小鸟在树上，孩子在河边。The bird flew over 天空 .\n"
+    );
+    // Prompts go through the same cut; a word never seen is <unk>, not an error.
+    let ids = v.encode("一只蜻蜓飞过河边").unwrap();
+    let toks: Vec<&str> = ids.iter().map(|&i| v.token(i)).collect();
+    assert_eq!(toks, ["一只", "蜻蜓", "飞过", "河边"]);
+    let ids = v.encode("一只熊猫").unwrap();
+    assert_eq!(v.token(ids[0]), "一只");
+    assert_eq!(ids[1..], [0], "熊猫 is unknown: <unk>");
+    // Segmented and plain text of the same words agree: spaces are not words.
+    assert_eq!(
+        v.encode("天空 飞过").unwrap(),
+        v.encode("天空飞过").unwrap()
+    );
+}
+
+#[test]
+fn spaces_segmenter_follows_wikitext() {
+    let text = " = Valkyria Chronicles = \n Senjō no Valkyria 3 : <unk> Chronicles @-@ 1\n";
+    let v = Vocab::build(
+        text,
+        &VocabOptions {
+            level: Level::Word,
+            segmenter: Segmenter::Spaces,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ids = v.encode(text).unwrap();
+    let toks: Vec<&str> = ids.iter().map(|&i| v.token(i)).collect();
+    assert_eq!(
+        toks,
+        [
+            "=",
+            "Valkyria",
+            "Chronicles",
+            "=",
+            EOS,
+            "Senjō",
+            "no",
+            "Valkyria",
+            "3",
+            ":",
+            UNK,
+            "Chronicles",
+            "@-@",
+            "1",
+            EOS
+        ]
+    );
+    // As word_language_model counts: line.split() + ['<eos>'].
+    let split: usize = text.lines().map(|l| l.split_whitespace().count() + 1).sum();
+    assert_eq!(ids.len(), split);
 }
 
 #[test]
 fn tokenizer_json_reloads_with_the_same_ids() {
     let tmp = tempfile::tempdir().unwrap();
     let all: String = SAMPLES.concat();
-    for level in [Level::Char, Level::Word] {
+    for (level, segmenter) in LEVELS {
         let v = Vocab::build(
             &all,
             &VocabOptions {
                 level,
+                segmenter,
                 ..Default::default()
             },
         )
         .unwrap();
-        let path = tmp.path().join(format!("{level}.json"));
+        let path = tmp.path().join(format!("{level}-{segmenter}.json"));
         std::fs::write(&path, v.to_tokenizer_json().unwrap()).unwrap();
-        let back = Vocab::from_tokenizer_json(&path, level, false).unwrap();
+        let back = Vocab::from_tokenizer_json(&path, level, false, v.segmenter).unwrap();
         assert_eq!(back.tokens(), v.tokens());
         // The HF tokenizer itself (not our fast path) gives the same ids.
         let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
@@ -134,7 +256,9 @@ fn tokenizer_json_reloads_with_the_same_ids() {
             let theirs: Vec<u32> = if level == Level::Char {
                 hf.encode(*s, false).unwrap().get_ids().to_vec()
             } else {
+                // jieba's words go in separated by spaces: the documented contract.
                 s.split_inclusive('\n')
+                    .map(|l| presegment(segmenter, l))
                     .flat_map(|l| hf.encode(l, false).unwrap().get_ids().to_vec())
                     .collect()
             };
@@ -165,11 +289,12 @@ fn python_tokenizers_gives_the_same_ids() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let all: String = SAMPLES.concat();
-    for level in [Level::Char, Level::Word] {
+    for (level, segmenter) in LEVELS {
         let v = Vocab::build(
             &all,
             &VocabOptions {
                 level,
+                segmenter,
                 ..Default::default()
             },
         )
@@ -178,7 +303,11 @@ fn python_tokenizers_gives_the_same_ids() {
         std::fs::write(&tok, v.to_tokenizer_json().unwrap()).unwrap();
         for (i, s) in SAMPLES.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
             let txt = tmp.path().join(format!("s{i}.txt"));
-            std::fs::write(&txt, s).unwrap();
+            let given: String = s
+                .split_inclusive('\n')
+                .map(|l| presegment(segmenter, l))
+                .collect();
+            std::fs::write(&txt, given).unwrap();
             let script = r#"
 import sys
 from tokenizers import Tokenizer

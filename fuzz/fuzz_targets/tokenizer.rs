@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let p = dir.path().join("tokenizer.json");
     std::fs::write(&p, data).unwrap();
     for level in [Level::Char, Level::Word] {
-        if let Ok(v) = Vocab::from_tokenizer_json(&p, level, false) {
+        if let Ok(v) = Vocab::from_tokenizer_json(&p, level, false, Default::default()) {
             let _ = v.encode("天空飞过一只小鸟 the bird");
         }
     }
