@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load an elman checkpoint into PyTorch's own nn.RNN + nn.Linear and check it gives the same numbers.
 
-    python3 -m pip install torch safetensors tokenizers
+    python3 -m pip install torch safetensors tokenizers jieba
     python3 examples/pytorch_load.py checkpoints/elman-demo corpora/elman-demo.txt --elman target/release/elman
 
 The weights load with `load_state_dict(strict=True)`: elman stores them under PyTorch's names
@@ -12,6 +12,7 @@ rounding). A sigmoid model (the book's σ, which nn.RNN does not offer) is run w
 same weights.
 """
 import argparse
+import re
 import json
 import subprocess
 import sys
@@ -50,12 +51,30 @@ class ElmanLM(torch.nn.Module):
         return self.decoder(inp)
 
 
-def encode(tok: Tokenizer, text: str, level: str) -> list:
-    if level == "char":
+# Runs of Han characters: what elman's `jieba` segmenter cuts into words (vocab.rs `is_han`).
+HAN = re.compile("[\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF\U00020000-\U0002A6DF"
+                 "\U0002A700-\U0002EBEF\U00030000-\U0003134F]+")
+
+
+def presegment(line: str, segmenter: str) -> str:
+    """A `jieba` checkpoint's tokenizer.json expects Chinese already cut into words, separated by spaces."""
+    if segmenter != "jieba":
+        return line
+    try:
+        import jieba
+    except ImportError:
+        sys.exit("this checkpoint cuts Chinese into words with jieba: python3 -m pip install jieba")
+    jieba.setLogLevel(60)
+    return HAN.sub(lambda m: " " + " ".join(jieba.cut(m.group(0), HMM=True)) + " ", line)
+
+
+def encode(tok: Tokenizer, text: str, vocab: dict) -> list:
+    if vocab["level"] == "char":
         return tok.encode(text, add_special_tokens=False).ids
+    seg = vocab.get("segmenter", "words")
     parts = text.split("\n")
     lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    return [i for line in lines for i in tok.encode(line, add_special_tokens=False).ids]
+    return [i for line in lines for i in tok.encode(presegment(line, seg), add_special_tokens=False).ids]
 
 
 def main() -> int:
@@ -74,7 +93,7 @@ def main() -> int:
     tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))
 
     text = args.text.read_text(encoding="utf-8")[: args.max_chars]
-    ids = torch.tensor(encode(tok, text, cfg["vocab"]["level"]))
+    ids = torch.tensor(encode(tok, text, cfg["vocab"]))
     with torch.no_grad():
         logits = model(ids)
         nats = torch.nn.functional.cross_entropy(logits[:-1].double(), ids[1:]).item()

@@ -210,6 +210,52 @@ impl Params<'_> {
     }
 }
 
+/// The shared negatives of one sampled-softmax step (TensorFlow's `sampled_softmax_loss` with its
+/// log-uniform sampler): K distinct ids drawn from Q(id) = ln((id+2)/(id+1)) / ln(V+1), which fits
+/// ids sorted by frequency (the vocabulary's order). Each logit in the loss is corrected by the log
+/// of how often its id is expected among the draws, so the sampled loss estimates the full one.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub ids: Vec<u32>,
+    /// Draws it took to find `ids.len()` distinct ids.
+    pub tries: u64,
+    pub vocab: usize,
+}
+
+impl Sample {
+    /// Draws `k` distinct ids (k < vocab).
+    pub fn draw(vocab: usize, k: usize, rng: &mut impl rand::Rng) -> Sample {
+        assert!(k < vocab, "sampled softmax needs fewer samples than tokens");
+        let mut seen = vec![false; vocab];
+        let mut ids = Vec::with_capacity(k);
+        let mut tries = 0u64;
+        let log_range = ((vocab + 1) as f64).ln();
+        while ids.len() < k {
+            tries += 1;
+            let u: f64 = rng.random();
+            let id = (((u * log_range).exp() - 1.0) as usize).min(vocab - 1);
+            if !seen[id] {
+                seen[id] = true;
+                ids.push(id as u32);
+            }
+        }
+        Sample { ids, tries, vocab }
+    }
+
+    /// Q(id) of the log-uniform sampler.
+    pub fn q(&self, id: u32) -> f64 {
+        let id = id as f64;
+        ((id + 2.0) / (id + 1.0)).ln() / ((self.vocab + 1) as f64).ln()
+    }
+
+    /// ln E[times `id` is drawn in `tries` draws] as the sampler with rejection sees it:
+    /// ln(1 − (1 − Q)^tries).
+    pub fn log_expected(&self, id: u32) -> f32 {
+        let q = self.q(id);
+        (-(self.tries as f64 * (-q).ln_1p()).exp_m1()).ln() as f32
+    }
+}
+
 /// One thread's buffers, sized once for its share of the streams.
 struct Work {
     /// First stream and number of streams.
@@ -225,6 +271,8 @@ struct Work {
     dx: Vec<f32>,
     /// V × H: dUᵀ of layer 0 (scattered by token), transposed into `grads` at the end.
     du_t: Vec<f32>,
+    /// Sampled softmax: K × H, the gradient of the sampled decoder rows.
+    dvs: Vec<f32>,
     grads: Vec<Vec<f32>>,
     loss: f64,
 }
@@ -241,6 +289,11 @@ pub struct FastBptt {
     bias: Vec<Vec<f32>>,
     /// Summed gradients, `param_shapes` order.
     pub grads: Vec<Vec<f32>>,
+    /// Sampled softmax: the sampled decoder rows (K × H), their biases corrected by ln E[count],
+    /// and each id's place among them (u32::MAX when not sampled).
+    dec_s: Vec<f32>,
+    bias_s: Vec<f32>,
+    slot: Vec<u32>,
 }
 
 impl FastBptt {
@@ -268,6 +321,7 @@ impl FastBptt {
                     dh: vec![0.0; t * b * h],
                     dx: vec![0.0; t * b * h],
                     du_t: vec![0.0; v * h],
+                    dvs: Vec::new(),
                     grads: zeros(),
                     loss: 0.0,
                 }
@@ -281,7 +335,44 @@ impl FastBptt {
             u0_t: vec![0.0; v * h],
             bias: vec![vec![0.0; h]; config.layers],
             grads: zeros(),
+            dec_s: Vec::new(),
+            bias_s: Vec::new(),
+            slot: Vec::new(),
         }
+    }
+
+    /// One window with a sampled softmax (the decoder sees the targets and `sample`'s K ids, not
+    /// the whole vocabulary): returns the mean sampled loss; gradients land in `grads`.
+    pub fn step_sampled(
+        &mut self,
+        params: &Params,
+        inputs: &[u32],
+        targets: &[u32],
+        state: &mut [Vec<f32>],
+        sample: &Sample,
+    ) -> f64 {
+        let (v, h) = (self.config.vocab_size, self.config.hidden);
+        let k = sample.ids.len();
+        assert!(k + 1 <= v && sample.vocab == v);
+        self.slot.resize(v, u32::MAX);
+        self.dec_s.resize(k * h, 0.0);
+        self.bias_s.resize(k, 0.0);
+        let (dec_w, dec_b) = (params.dec_w(), params.dec_b());
+        for (j, &id) in sample.ids.iter().enumerate() {
+            let id = id as usize;
+            self.slot[id] = j as u32;
+            self.dec_s[j * h..(j + 1) * h].copy_from_slice(&dec_w[id * h..(id + 1) * h]);
+            self.bias_s[j] = dec_b[id] - sample.log_expected(id as u32);
+        }
+        for w in &mut self.works {
+            w.dvs.resize(k * h, 0.0);
+        }
+        let t = self.bptt;
+        let loss = self.run_with(params, inputs, targets, state, t, true, Some(sample));
+        for &id in &sample.ids {
+            self.slot[id as usize] = u32::MAX;
+        }
+        loss / (t * self.batch) as f64
     }
 
     /// One window: `inputs`/`targets` are time-major (T × B), `state` holds each layer's S_{−1}
@@ -318,6 +409,20 @@ impl FastBptt {
         t_len: usize,
         backward: bool,
     ) -> f64 {
+        self.run_with(params, inputs, targets, state, t_len, backward, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_with(
+        &mut self,
+        params: &Params,
+        inputs: &[u32],
+        targets: &[u32],
+        state: &mut [Vec<f32>],
+        t_len: usize,
+        backward: bool,
+        sample: Option<&Sample>,
+    ) -> f64 {
         let (v, h) = (self.config.vocab_size, self.config.hidden);
         assert!(t_len <= self.bptt);
         assert_eq!(inputs.len(), t_len * self.batch);
@@ -346,6 +451,12 @@ impl FastBptt {
             bias: &self.bias,
             inputs,
             targets,
+            sampled: sample.map(|smp| Sampled {
+                sample: smp,
+                dec_s: &self.dec_s,
+                bias_s: &self.bias_s,
+                slot: &self.slot,
+            }),
         };
         let state_ref: &[Vec<f32>] = state;
         if self.works.len() == 1 {
@@ -396,11 +507,20 @@ struct Shared<'a> {
     bias: &'a [Vec<f32>],
     inputs: &'a [u32],
     targets: &'a [u32],
+    sampled: Option<Sampled<'a>>,
+}
+
+/// What every thread reads in a sampled-softmax step.
+struct Sampled<'a> {
+    sample: &'a Sample,
+    dec_s: &'a [f32],
+    bias_s: &'a [f32],
+    slot: &'a [u32],
 }
 
 impl Work {
     fn run(&mut self, sh: &Shared, state: &[Vec<f32>]) {
-        let (v, h, t_len, bsz) = (sh.cfg.vocab_size, sh.cfg.hidden, sh.bptt, sh.batch);
+        let (h, t_len, bsz) = (sh.cfg.hidden, sh.bptt, sh.batch);
         let (b, s0) = (self.b, self.s0);
         let act = sh.cfg.activation;
         let p = sh.params;
@@ -458,6 +578,25 @@ impl Work {
         }
 
         // ---- decoder and loss ----
+        if let Some(sm) = &sh.sampled {
+            self.sampled_decoder(sh, sm);
+        } else {
+            self.full_decoder(sh);
+        }
+        if !sh.backward {
+            return;
+        }
+        self.backward_through_time(sh);
+    }
+
+    /// The full softmax over the vocabulary: loss, and with `backward` the decoder's gradients and
+    /// dS in `dh`.
+    fn full_decoder(&mut self, sh: &Shared) {
+        let (v, h, t_len, bsz) = (sh.cfg.vocab_size, sh.cfg.hidden, sh.bptt, sh.batch);
+        let (b, s0) = (self.b, self.s0);
+        let p = sh.params;
+        let rows = t_len * b;
+        let bh = b * h;
         let top = &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh];
         let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
         mm(
@@ -484,8 +623,6 @@ impl Work {
         if !sh.backward {
             return;
         }
-
-        // ---- backward: decoder ----
         let ng = self.grads.len();
         let (g_dec, g_rest) = self.grads.split_at_mut(ng - 2);
         let _ = g_dec;
@@ -515,6 +652,123 @@ impl Work {
             dec_w,
             (h, 1),
         );
+    }
+
+    /// The sampled softmax: each position's logits are its target's and the K shared samples',
+    /// row r of `logits` = [z(y_r), z(s_1) … z(s_K)], each corrected by −ln E[count]; a sample that
+    /// is the position's own target is masked out. With `backward`, the gradients of the decoder
+    /// rows involved (scattered into the full-size gradient) and dS in `dh`.
+    fn sampled_decoder(&mut self, sh: &Shared, sm: &Sampled) {
+        let (h, t_len, bsz) = (sh.cfg.hidden, sh.bptt, sh.batch);
+        let (b, s0) = (self.b, self.s0);
+        let p = sh.params;
+        let rows = t_len * b;
+        let bh = b * h;
+        let k = sm.sample.ids.len();
+        let w = k + 1;
+        let top = &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh];
+        let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
+        let target = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
+        // Negatives: one (rows × H)·(H × K) product, then their corrected biases.
+        mm(
+            rows,
+            k,
+            h,
+            &mut self.logits[1..],
+            (w, 1),
+            false,
+            top,
+            (h, 1),
+            sm.dec_s,
+            (1, h),
+        );
+        let scale = 1.0 / (t_len * bsz) as f32;
+        let mut loss = 0.0;
+        for r in 0..rows {
+            let y = target(r);
+            let row = &mut self.logits[r * w..(r + 1) * w];
+            row[1..].iter_mut().zip(sm.bias_s).for_each(|(z, c)| *z += c);
+            let s_r = &top[r * h..(r + 1) * h];
+            let dw = &dec_w[y * h..(y + 1) * h];
+            row[0] = s_r.iter().zip(dw).map(|(a, b)| a * b).sum::<f32>() + dec_b[y]
+                - sm.sample.log_expected(y as u32);
+            let hit = sm.slot[y];
+            if hit != u32::MAX {
+                row[1 + hit as usize] = f32::MIN;
+            }
+            loss += softmax_ce(row, 0, scale);
+            if hit != u32::MAX {
+                row[1 + hit as usize] = 0.0;
+            }
+        }
+        self.loss = loss;
+        if !sh.backward {
+            return;
+        }
+        let ng = self.grads.len();
+        let (_, g_rest) = self.grads.split_at_mut(ng - 2);
+        let (gw, gb) = g_rest.split_at_mut(1);
+        let (gw, gb) = (&mut gw[0], &mut gb[0]);
+        gw.iter_mut().for_each(|x| *x = 0.0);
+        gb.iter_mut().for_each(|x| *x = 0.0);
+        // dV_S = G_negᵀ · S, scattered to the sampled rows; dc_S = column sums of G_neg.
+        mm(
+            k,
+            h,
+            rows,
+            &mut self.dvs,
+            (h, 1),
+            false,
+            &self.logits[1..],
+            (1, w),
+            top,
+            (h, 1),
+        );
+        for (j, &id) in sm.sample.ids.iter().enumerate() {
+            let id = id as usize;
+            gw[id * h..(id + 1) * h]
+                .iter_mut()
+                .zip(&self.dvs[j * h..(j + 1) * h])
+                .for_each(|(a, b)| *a += b);
+            gb[id] += (0..rows).map(|r| self.logits[r * w + 1 + j]).sum::<f32>();
+        }
+        // dS = G_neg · V_S, then each target's own row.
+        mm(
+            rows,
+            h,
+            k,
+            &mut self.dh,
+            (h, 1),
+            false,
+            &self.logits[1..],
+            (w, 1),
+            sm.dec_s,
+            (h, 1),
+        );
+        for r in 0..rows {
+            let y = target(r);
+            let g0 = self.logits[r * w];
+            let s_r = &top[r * h..(r + 1) * h];
+            gw[y * h..(y + 1) * h]
+                .iter_mut()
+                .zip(s_r)
+                .for_each(|(a, s)| *a += g0 * s);
+            gb[y] += g0;
+            self.dh[r * h..(r + 1) * h]
+                .iter_mut()
+                .zip(&dec_w[y * h..(y + 1) * h])
+                .for_each(|(d, v)| *d += g0 * v);
+        }
+    }
+
+    /// dS (in `dh`) back through every layer and step: the recurrent and input gradients.
+    fn backward_through_time(&mut self, sh: &Shared) {
+        let (v, h, t_len, bsz) = (sh.cfg.vocab_size, sh.cfg.hidden, sh.bptt, sh.batch);
+        let (b, s0) = (self.b, self.s0);
+        let act = sh.cfg.activation;
+        let p = sh.params;
+        let rows = t_len * b;
+        let bh = b * h;
 
         // ---- backward through time, top layer down ----
         for l in (0..sh.cfg.layers).rev() {
