@@ -69,6 +69,9 @@ pub struct TrainConfig {
     pub time_limit_s: Option<f64>,
     pub seed: u64,
     pub threads: usize,
+    /// Sampled softmax with this many negatives per step (`None`: the full softmax).
+    #[serde(default)]
+    pub softmax_samples: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -140,6 +143,9 @@ pub struct Metric {
     pub tokens_per_s: f64,
     pub lr: f64,
     pub wall_time_s: f64,
+    /// The train loss is the sampled-softmax estimate (validation is always the exact loss).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub train_loss_sampled: bool,
 }
 
 /// A loaded, ready-to-use model.

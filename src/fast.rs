@@ -687,7 +687,10 @@ impl Work {
         for r in 0..rows {
             let y = target(r);
             let row = &mut self.logits[r * w..(r + 1) * w];
-            row[1..].iter_mut().zip(sm.bias_s).for_each(|(z, c)| *z += c);
+            row[1..]
+                .iter_mut()
+                .zip(sm.bias_s)
+                .for_each(|(z, c)| *z += c);
             let s_r = &top[r * h..(r + 1) * h];
             let dw = &dec_w[y * h..(y + 1) * h];
             row[0] = s_r.iter().zip(dw).map(|(a, b)| a * b).sum::<f32>() + dec_b[y]

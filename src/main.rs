@@ -318,6 +318,11 @@ struct TrainCmd {
     #[arg(long, value_enum, help_heading = "Model")]
     activation: Option<Activation>,
 
+    /// Train the decoder with a sampled softmax of K negatives per step instead of the full one
+    /// (0 = full). Validation and every use of the model stay exact [default: 1024 for vocabularies
+    /// of 10,000 tokens or more, else 0].
+    #[arg(long, value_name = "K", help_heading = "Training")]
+    sampled_softmax: Option<usize>,
     /// Parallel streams the text is cut into (the batch size) [default: 32].
     #[arg(long, value_name = "B", help_heading = "Training")]
     batch: Option<usize>,
@@ -606,6 +611,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                     max_vocab: c.max_vocab,
                     min_count: c.min_count,
                     segmenter: c.segmenter,
+                    sampled_softmax: c.sampled_softmax,
                 },
                 epochs: c.epochs,
                 steps: c.steps,

@@ -377,6 +377,20 @@ impl ElmanLM {
         ids: &Tensor,
         state: &[Tensor],
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
+        let (hs, last) = self.forward_states(ids, state)?;
+        let logits = hs
+            .matmul(&self.decoder.weight().t()?.contiguous()?)?
+            .broadcast_add(self.decoder.bias().expect("decoder has a bias"))?;
+        Ok((logits, last))
+    }
+
+    /// The top layer's states s(t) over a window, (T·batch, hidden) time-major, and each layer's
+    /// last state: [`ElmanLM::forward`] before the decoder.
+    pub fn forward_states(
+        &self,
+        ids: &Tensor,
+        state: &[Tensor],
+    ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         let (t_len, batch) = ids.dims2()?;
         let mut xs: Vec<Tensor> = (0..t_len)
             .map(|t| ids.get(t))
@@ -387,10 +401,7 @@ impl ElmanLM {
             last.push(xs.last().cloned().unwrap_or_else(|| h0.clone()));
         }
         let hs = Tensor::stack(&xs, 0)?.reshape((t_len * batch, self.config.hidden))?;
-        let logits = hs
-            .matmul(&self.decoder.weight().t()?.contiguous()?)?
-            .broadcast_add(self.decoder.bias().expect("decoder has a bias"))?;
-        Ok((logits, last))
+        Ok((hs, last))
     }
 
     /// Parameters by name, as `param_shapes` orders them.
@@ -422,4 +433,45 @@ pub fn nll_sum(logits: &Tensor, targets: &Tensor) -> candle_core::Result<f64> {
     let picked = lsm.gather(&targets.unsqueeze(1)?, 1)?;
     let s = picked.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
     Ok(-s)
+}
+
+/// The sampled-softmax training loss on candle's graph (the reference for `fast.rs`): for each
+/// row of `hs` (N × H), the logits of its target and of `sample`'s K ids, each minus ln E[count];
+/// a sample equal to the row's target is masked out; mean cross-entropy with the target first.
+pub fn sampled_softmax_loss(
+    hs: &Tensor,
+    dec_w: &Tensor,
+    dec_b: &Tensor,
+    targets: &[u32],
+    sample: &crate::fast::Sample,
+) -> candle_core::Result<Tensor> {
+    let dev = hs.device();
+    let n = targets.len();
+    let k = sample.ids.len();
+    let tgt = Tensor::from_slice(targets, n, dev)?;
+    let log_e_t: Vec<f32> = targets.iter().map(|&y| sample.log_expected(y)).collect();
+    let z_true = (hs * dec_w.index_select(&tgt, 0)?)?
+        .sum(1)?
+        .add(&dec_b.index_select(&tgt, 0)?)?
+        .sub(&Tensor::from_vec(log_e_t, n, dev)?)?;
+    let ids = Tensor::from_slice(&sample.ids, k, dev)?;
+    let log_e_s: Vec<f32> = sample.ids.iter().map(|&y| sample.log_expected(y)).collect();
+    let b_s = dec_b
+        .index_select(&ids, 0)?
+        .sub(&Tensor::from_vec(log_e_s, k, dev)?)?;
+    let mask: Vec<f32> = targets
+        .iter()
+        .flat_map(|&y| {
+            sample
+                .ids
+                .iter()
+                .map(move |&s| if s == y { -1e30 } else { 0.0 })
+        })
+        .collect();
+    let z_neg = hs
+        .matmul(&dec_w.index_select(&ids, 0)?.t()?)?
+        .broadcast_add(&b_s)?
+        .add(&Tensor::from_vec(mask, (n, k), dev)?)?;
+    let z = Tensor::cat(&[z_true.unsqueeze(1)?, z_neg], 1)?;
+    candle_nn::loss::cross_entropy(&z, &Tensor::zeros(n, DType::U32, dev)?)
 }

@@ -198,8 +198,13 @@ pub fn loss_chart(runs: &[(String, Vec<crate::checkpoint::Metric>)]) -> Chart {
                 format!("{name} {what}")
             }
         };
+        let sampled = metrics.iter().any(|m| m.train_loss_sampled);
         series.push(Series {
-            label: label("train"),
+            label: label(if sampled {
+                "train (sampled softmax)"
+            } else {
+                "train"
+            }),
             points: metrics
                 .iter()
                 .map(|m| (m.tokens_seen as f64, m.train_loss))

@@ -54,6 +54,8 @@ pub struct Hyper {
     pub max_vocab: Option<usize>,
     pub min_count: Option<u64>,
     pub segmenter: Option<crate::vocab::Segmenter>,
+    /// Sampled-softmax negatives per step; 0 for the full softmax.
+    pub sampled_softmax: Option<usize>,
 }
 
 pub const DEFAULT_HIDDEN: usize = 256;
@@ -61,6 +63,10 @@ pub const DEFAULT_BATCH: usize = 32;
 pub const DEFAULT_BPTT: usize = 64;
 pub const DEFAULT_CLIP: f64 = 5.0;
 pub const DEFAULT_EPOCHS: u64 = 10;
+/// Vocabularies at least this large train with a sampled softmax unless told otherwise: the full
+/// decoder would be nearly all of the work (see the README's WikiText-2 section).
+pub const SAMPLED_SOFTMAX_FROM: usize = 10_000;
+pub const DEFAULT_SAMPLES: usize = 1024;
 
 impl Hyper {
     /// Names of the options that were given (for the resume check).
@@ -74,7 +80,7 @@ impl Hyper {
              clip => "--clip", lr_decay => "--lr-decay", patience => "--patience",
              val_fraction => "--val-fraction", eval_every => "--eval-every", seed => "--seed",
              level => "--level", max_vocab => "--max-vocab", min_count => "--min-count",
-             segmenter => "--segmenter");
+             segmenter => "--segmenter", sampled_softmax => "--sampled-softmax");
         if self.nfc {
             g.push("--nfc");
         }
@@ -478,7 +484,24 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             time_limit_s: None,
             seed: h.seed.unwrap_or(1234),
             threads: args.threads,
+            softmax_samples: match h.sampled_softmax {
+                Some(0) => None,
+                Some(k) => Some(k),
+                None if vocab.len() >= SAMPLED_SOFTMAX_FROM => Some(DEFAULT_SAMPLES),
+                None => None,
+            },
         };
+        if let Some(k) = tc.softmax_samples {
+            if k + 1 > vocab.len() / 2 {
+                bail!(
+                    "--sampled-softmax {k}: the vocabulary has {} tokens; sample fewer than half of them, or pass 0 for the full softmax",
+                    vocab.len()
+                );
+            }
+            if args.reference {
+                bail!("--reference trains with the full softmax; pass --sampled-softmax 0");
+            }
+        }
         let mc = ModelConfig {
             vocab_size: vocab.len(),
             hidden: h.hidden.unwrap_or(DEFAULT_HIDDEN),
@@ -621,7 +644,8 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     };
     // The hidden state each stream carries into the next window, per layer (B × H, row-major).
     let mut state: Vec<Vec<f32>> = vec![vec![0.0; tc.batch * mc.hidden]; mc.layers];
-    let mut stepper = Stepper::new(&model, tc.batch, tc.bptt, args.threads, args.reference);
+    let mut stepper = Stepper::new(&model, tc.batch, tc.bptt, args.threads, args.reference)
+        .with_sampled_softmax(tc.softmax_samples, tc.seed);
     let mut metrics: Vec<Metric> = Vec::new();
     let mut plateau_best: Option<f64> = None;
     if resuming {
@@ -745,6 +769,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         let t0 = Instant::now();
         let pos = offset + (ls.window as usize) * tc.bptt;
         let (inp, tgt) = window(data.train(), tc.batch, stream_len, pos, tc.bptt);
+        stepper.at_step(ls.step);
         let loss_val = match stepper.step(&mut opt, &inp, &tgt, &mut state, tc.clip)? {
             StepResult::Ok(l) => l,
             StepResult::Diverged(what) => {
@@ -791,6 +816,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 tokens_per_s: tok_s,
                 lr: opt.lr,
                 wall_time_s: prior_seconds + session_start.elapsed().as_secs_f64(),
+                train_loss_sampled: tc.softmax_samples.is_some(),
             };
             ls.train_loss_sum = 0.0;
             ls.train_loss_count = 0;
@@ -845,6 +871,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             tokens_per_s: since_eval_tokens as f64 / since_eval_time.as_secs_f64().max(1e-9),
             lr: opt.lr,
             wall_time_s: prior_seconds + session_start.elapsed().as_secs_f64(),
+            train_loss_sampled: tc.softmax_samples.is_some(),
         };
         say(format_metric(&m));
         record(&mut config, &mut metrics, &mut best_bytes, m, &model)?;
@@ -889,6 +916,10 @@ pub struct Stepper {
     batch: usize,
     bptt: usize,
     diverge_limit: f64,
+    /// Sampled softmax: negatives per step and the run's seed.
+    samples: Option<(usize, u64)>,
+    /// The step about to run (the sample drawn is a pure function of seed and step).
+    step_index: u64,
 }
 
 impl Stepper {
@@ -907,7 +938,21 @@ impl Stepper {
             bptt,
             // Far above any loss a learning model has (ln V at the start).
             diverge_limit: 3.0 * (mc.vocab_size as f64).ln() + 10.0,
+            samples: None,
+            step_index: 0,
         }
+    }
+
+    /// Trains with a sampled softmax of `samples` negatives per step (`None`: the full softmax).
+    pub fn with_sampled_softmax(mut self, samples: Option<usize>, seed: u64) -> Self {
+        self.samples = samples.map(|k| (k, seed));
+        self
+    }
+
+    /// Which step runs next: the negatives of a sampled softmax depend on it, so a resumed run
+    /// draws exactly what the uninterrupted one would have.
+    pub fn at_step(&mut self, step: u64) {
+        self.step_index = step;
     }
 
     /// `inp`/`tgt` are time-major (bptt × batch); `state` is each layer's carried state, updated.
@@ -930,7 +975,19 @@ impl Stepper {
                 flat: flat.iter().map(|v| v.as_slice()).collect(),
             };
             let mut next = state.to_vec();
-            let loss = fast.step(&params, inp, tgt, &mut next);
+            let loss = match self.samples {
+                None => fast.step(&params, inp, tgt, &mut next),
+                Some((k, seed)) => {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(
+                        seed ^ 0x5A3F_0C1E_u64
+                            ^ self.step_index.wrapping_mul(0xD1B5_4A32_D192_ED03),
+                    );
+                    let sample =
+                        crate::fast::Sample::draw(self.model.config.vocab_size, k, &mut rng);
+                    fast.step_sampled(&params, inp, tgt, &mut next, &sample)
+                }
+            };
+            self.step_index += 1;
             if !loss.is_finite() || loss > self.diverge_limit {
                 return Ok(StepResult::Diverged(format!("loss {loss}")));
             }

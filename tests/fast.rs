@@ -3,9 +3,12 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use elman::fast::{FastBptt, Params};
-use elman::model::{cross_entropy, init_params, Activation, ElmanLM, ModelConfig};
+use elman::fast::{FastBptt, Params, Sample};
+use elman::model::{
+    cross_entropy, init_params, sampled_softmax_loss, Activation, ElmanLM, ModelConfig,
+};
 use elman::optim::grads_in_order;
+use rand::SeedableRng;
 
 fn check(act: Activation, layers: usize, threads: usize, batch: usize, bptt: usize) {
     check_shape(act, layers, threads, batch, bptt, 11, 9);
@@ -19,6 +22,22 @@ fn check_shape(
     bptt: usize,
     vocab: usize,
     hidden: usize,
+) {
+    check_loss(act, layers, threads, batch, bptt, vocab, hidden, None);
+}
+
+/// The fused step against candle's graph: full softmax, or with `samples = Some(K)` the sampled
+/// softmax over K log-uniform negatives.
+#[allow(clippy::too_many_arguments)]
+fn check_loss(
+    act: Activation,
+    layers: usize,
+    threads: usize,
+    batch: usize,
+    bptt: usize,
+    vocab: usize,
+    hidden: usize,
+    samples: Option<usize>,
 ) {
     let dev = Device::Cpu;
     let cfg = ModelConfig {
@@ -57,8 +76,25 @@ fn check_shape(
         .iter()
         .map(|h| Tensor::from_slice(h, (batch, hidden), &dev).unwrap())
         .collect();
-    let (logits, last) = model.forward(&inp, &h0_t).unwrap();
-    let loss = cross_entropy(&logits, &tgt).unwrap();
+    let sample = samples.map(|k| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+        Sample::draw(vocab, k, &mut rng)
+    });
+    let (loss, last) = match &sample {
+        None => {
+            let (logits, last) = model.forward(&inp, &h0_t).unwrap();
+            (cross_entropy(&logits, &tgt).unwrap(), last)
+        }
+        Some(smp) => {
+            let (hs, last) = model.forward_states(&inp, &h0_t).unwrap();
+            let w = model.decoder.weight();
+            let b = model.decoder.bias().unwrap();
+            (
+                sampled_softmax_loss(&hs, w, b, &targets, smp).unwrap(),
+                last,
+            )
+        }
+    };
     let want_loss: f32 = loss.to_scalar().unwrap();
     let want = grads_in_order(&loss.backward().unwrap(), &vars).unwrap();
 
@@ -72,7 +108,10 @@ fn check_shape(
     };
     let mut fast = FastBptt::new(cfg, batch, bptt, threads);
     let mut state = h0.clone();
-    let got_loss = fast.step(&params, &inputs, &targets, &mut state);
+    let got_loss = match &sample {
+        None => fast.step(&params, &inputs, &targets, &mut state),
+        Some(smp) => fast.step_sampled(&params, &inputs, &targets, &mut state, smp),
+    };
     assert!(
         (got_loss - want_loss as f64).abs() < 1e-5 * (want_loss as f64).abs(),
         "{act} L={layers}: loss {got_loss} vs {want_loss}"
@@ -120,6 +159,55 @@ fn fused_bptt_matches_autograd_with_two_layers() {
 fn fused_bptt_matches_autograd_at_training_shapes() {
     check_shape(Activation::Tanh, 1, 2, 16, 32, 65, 128);
     check_shape(Activation::Tanh, 2, 2, 8, 20, 97, 72);
+}
+
+#[test]
+fn sampled_softmax_matches_autograd() {
+    for act in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+        // 5 of 11 ids sampled: most rows meet their own target among the samples (masked).
+        check_loss(act, 1, 1, 4, 7, 11, 9, Some(5));
+    }
+    check_loss(Activation::Tanh, 2, 3, 5, 6, 40, 16, Some(12));
+    // Training-like shapes, two threads.
+    check_loss(Activation::Tanh, 1, 2, 16, 32, 700, 64, Some(100));
+}
+
+#[test]
+fn log_uniform_sampler_draws_distinct_ids_at_its_rate() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let v = 1000;
+    let mut hits = vec![0u64; v];
+    let mut tries = 0;
+    for _ in 0..400 {
+        let s = Sample::draw(v, 50, &mut rng);
+        let mut ids = s.ids.clone();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 50, "distinct");
+        assert!(ids.iter().all(|&i| (i as usize) < v));
+        for &i in &s.ids {
+            hits[i as usize] += 1;
+        }
+        tries += s.tries;
+        // E[count] in [Q, 1] and ≈ tries·Q for rare ids.
+        let rare = s.log_expected(999).exp() as f64;
+        assert!((rare / (s.tries as f64 * s.q(999)) - 1.0).abs() < 0.05);
+        assert!(s.log_expected(0) <= 0.0);
+    }
+    // Inclusion frequency of an id ≈ 1 − (1 − Q)^tries, averaged over the draws.
+    let s = Sample {
+        ids: vec![],
+        tries: tries / 400,
+        vocab: v,
+    };
+    for id in [0u32, 3, 30, 300] {
+        let want = s.log_expected(id).exp() as f64 * 400.0;
+        let got = hits[id as usize] as f64;
+        assert!(
+            (got - want).abs() < 4.0 * want.sqrt() + 0.05 * want,
+            "id {id}: drawn {got} times, expected {want:.1}"
+        );
+    }
 }
 
 #[test]
