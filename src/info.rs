@@ -38,9 +38,14 @@ pub fn render(i: &Info) -> String {
     let mut s = String::new();
     s += &format!("checkpoint   {}\n", i.dir);
     s += &format!(
-        "vocabulary   {} tokens, {} level{}{}\n",
+        "vocabulary   {} tokens, {} level{}{}{}\n",
         c.vocab.size,
         c.vocab.level,
+        if c.vocab.level == crate::vocab::Level::Word {
+            format!(" ({} segmenter)", c.vocab.segmenter)
+        } else {
+            String::new()
+        },
         if c.vocab.nfc { ", NFC" } else { "" },
         if c.vocab.unk.is_some() {
             ", has <unk>"
@@ -53,12 +58,18 @@ pub fn render(i: &Info) -> String {
         c.model.layers, c.model.hidden, c.model.activation, i.parameters
     );
     s += &format!(
-        "training     {} lr {} (now {:.3e}), clip {}, batch {} × bptt {}, seed {}, eval every {} steps, lr decay ×{} after {} bad eval(s)\n",
-        t.optimizer, t.lr, p.lr, t.clip, t.batch, t.bptt, t.seed, t.eval_every, t.lr_decay, t.patience
+        "training     {} lr {} (now {:.3e}), clip {}, batch {} × bptt {}, seed {}, eval every {} steps, lr decay ×{} after {} bad eval(s){}\n",
+        t.optimizer, t.lr, p.lr, t.clip, t.batch, t.bptt, t.seed, t.eval_every, t.lr_decay, t.patience,
+        t.softmax_samples.map_or(String::new(), |k| format!(", sampled softmax K={k}"))
     );
     s += &format!(
-        "corpus       {} ({} chars, {} train / {} val tokens, sha256 {}…)\n",
+        "corpus       {}{} ({} chars, {} train / {} val tokens, sha256 {}…)\n",
         c.corpus.name,
+        if c.corpus.val_files.is_empty() {
+            String::new()
+        } else {
+            format!(", validation {}", c.corpus.val_files.join(", "))
+        },
         c.corpus.chars,
         c.corpus.train_tokens,
         c.corpus.val_tokens,

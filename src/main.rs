@@ -319,8 +319,8 @@ struct TrainCmd {
     activation: Option<Activation>,
 
     /// Train the decoder with a sampled softmax of K negatives per step instead of the full one
-    /// (0 = full). Validation and every use of the model stay exact [default: 1024 for vocabularies
-    /// of 10,000 tokens or more, else 0].
+    /// (0 = full). Validation and every use of the model stay exact [default: 4096 for vocabularies
+    /// of 20,000 tokens or more, else 0].
     #[arg(long, value_name = "K", help_heading = "Training")]
     sampled_softmax: Option<usize>,
     /// Parallel streams the text is cut into (the batch size) [default: 32].

@@ -65,8 +65,8 @@ pub const DEFAULT_CLIP: f64 = 5.0;
 pub const DEFAULT_EPOCHS: u64 = 10;
 /// Vocabularies at least this large train with a sampled softmax unless told otherwise: the full
 /// decoder would be nearly all of the work (see the README's WikiText-2 section).
-pub const SAMPLED_SOFTMAX_FROM: usize = 10_000;
-pub const DEFAULT_SAMPLES: usize = 1024;
+pub const SAMPLED_SOFTMAX_FROM: usize = 20_000;
+pub const DEFAULT_SAMPLES: usize = 4096;
 
 impl Hyper {
     /// Names of the options that were given (for the resume check).
