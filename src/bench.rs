@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
+/// The reference vocabulary (tiny Shakespeare's characters); `elman bench --vocab` changes it.
 pub const VOCAB: usize = 65;
 /// (hidden, batch, bptt) of the PyTorch peer's reference table.
 pub const TRAIN_SHAPES: [(usize, usize, usize); 4] = [
@@ -50,15 +51,17 @@ pub struct RateResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub threads: usize,
+    pub vocab: usize,
+    pub sampled_softmax: Option<usize>,
     pub train: Vec<TrainResult>,
     pub sample_chars_per_s: Vec<RateResult>,
     pub eval_tokens_per_s: Vec<RateResult>,
     pub gemm_gflops: Option<f64>,
 }
 
-fn model(hidden: usize, seed: u64) -> Result<ElmanLM> {
+fn model(hidden: usize, vocab: usize, seed: u64) -> Result<ElmanLM> {
     let cfg = ModelConfig {
-        vocab_size: VOCAB,
+        vocab_size: vocab,
         hidden,
         layers: 1,
         activation: Activation::Tanh,
@@ -83,14 +86,17 @@ fn rate(budget: Duration, mut f: impl FnMut() -> Result<usize>) -> Result<f64> {
 }
 
 /// Training tokens/s for one shape.
+#[allow(clippy::too_many_arguments)]
 pub fn train_rate(
     hidden: usize,
     batch: usize,
     bptt: usize,
+    vocab: usize,
+    samples: Option<usize>,
     threads: usize,
     budget: Duration,
 ) -> Result<TrainResult> {
-    let m = model(hidden, 1)?;
+    let m = model(hidden, vocab, 1)?;
     let vars = m
         .named_tensors()
         .into_iter()
@@ -106,13 +112,14 @@ pub fn train_rate(
         VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu),
     )?;
     let mut opt = Optimizer::new(OptimizerKind::Adam, 2e-3, vars)?;
-    let mut stepper = Stepper::new(&m, batch, bptt, threads, false);
+    let mut stepper =
+        Stepper::new(&m, batch, bptt, threads, false).with_sampled_softmax(samples, 1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let n = batch * bptt;
     let mut state = vec![vec![0.0f32; batch * hidden]; 1];
     let tps = rate(budget, || {
-        let inp: Vec<u32> = (0..n).map(|_| rng.random_range(0..VOCAB as u32)).collect();
-        let tgt: Vec<u32> = (0..n).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+        let inp: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab as u32)).collect();
+        let tgt: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab as u32)).collect();
         match stepper.step(&mut opt, &inp, &tgt, &mut state, 5.0)? {
             StepResult::Ok(_) => Ok(n),
             StepResult::Diverged(w) => bail!("benchmark training diverged ({w})"),
@@ -123,13 +130,17 @@ pub fn train_rate(
         batch,
         bptt,
         tokens_per_s: tps,
-        useful_gflops: 6.0 * (hidden * hidden + hidden * VOCAB) as f64 * tps / 1e9,
+        // With a sampled softmax the decoder's work is its K + 1 rows per token.
+        useful_gflops: 6.0
+            * (hidden * hidden + hidden * samples.map_or(vocab, |k| k + 1)) as f64
+            * tps
+            / 1e9,
     })
 }
 
 /// Batch-1 sampling chars/s.
-pub fn sample_rate(hidden: usize, budget: Duration) -> Result<f64> {
-    let m = model(hidden, 2)?;
+pub fn sample_rate(hidden: usize, vocab: usize, budget: Duration) -> Result<f64> {
+    let m = model(hidden, vocab, 2)?;
     let e = Engine::new(&m)?;
     let mut st = e.zero_state();
     e.step(&mut st, 0);
@@ -141,11 +152,17 @@ pub fn sample_rate(hidden: usize, budget: Duration) -> Result<f64> {
 }
 
 /// Scoring tokens/s: `streams` streams, windows of 64.
-pub fn eval_rate(hidden: usize, streams: usize, threads: usize, budget: Duration) -> Result<f64> {
-    let m = model(hidden, 3)?;
+pub fn eval_rate(
+    hidden: usize,
+    vocab: usize,
+    streams: usize,
+    threads: usize,
+    budget: Duration,
+) -> Result<f64> {
+    let m = model(hidden, vocab, 3)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let ids: Vec<u32> = (0..streams * 1024)
-        .map(|_| rng.random_range(0..VOCAB as u32))
+        .map(|_| rng.random_range(0..vocab as u32))
         .collect();
     rate(budget, || {
         Ok(score(&m, &ids, streams, 64, threads)?.predicted)
@@ -211,6 +228,10 @@ pub struct BenchArgs {
     pub threads: usize,
     pub seconds: f64,
     pub shapes: Vec<(usize, usize, usize)>,
+    /// Vocabulary size of every measurement.
+    pub vocab: usize,
+    /// Train with a sampled softmax of K negatives.
+    pub samples: Option<usize>,
     pub sample: bool,
     pub eval: bool,
     pub gemm: bool,
@@ -220,6 +241,8 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
     let budget = Duration::from_secs_f64(a.seconds);
     let mut rep = Report {
         threads: a.threads,
+        vocab: a.vocab,
+        sampled_softmax: a.samples,
         train: Vec::new(),
         sample_chars_per_s: Vec::new(),
         eval_tokens_per_s: Vec::new(),
@@ -227,14 +250,15 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
     };
     for &(h, b, t) in &a.shapes {
         progress(&format!("training H={h} B={b} T={t}"));
-        rep.train.push(train_rate(h, b, t, a.threads, budget)?);
+        rep.train
+            .push(train_rate(h, b, t, a.vocab, a.samples, a.threads, budget)?);
     }
     if a.sample {
         for h in [256, 512] {
             progress(&format!("sampling H={h}"));
             rep.sample_chars_per_s.push(RateResult {
                 hidden: h,
-                per_s: sample_rate(h, budget)?,
+                per_s: sample_rate(h, a.vocab, budget)?,
             });
         }
     }
@@ -243,7 +267,7 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
             progress(&format!("scoring H={h}"));
             rep.eval_tokens_per_s.push(RateResult {
                 hidden: h,
-                per_s: eval_rate(h, 64, a.threads, budget)?,
+                per_s: eval_rate(h, a.vocab, 64, a.threads, budget)?,
             });
         }
     }
@@ -256,8 +280,11 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
 
 pub fn render(r: &Report) -> String {
     let mut s = format!(
-        "elman bench ({} thread(s), fp32, vocabulary {VOCAB})\n",
-        r.threads
+        "elman bench ({} thread(s), fp32, vocabulary {}{})\n",
+        r.threads,
+        r.vocab,
+        r.sampled_softmax
+            .map_or(String::new(), |k| format!(", sampled softmax K={k}"))
     );
     if !r.train.is_empty() {
         s += "training (Adam, clip 5)   tokens/s   useful GFLOP/s";

@@ -93,6 +93,12 @@ struct BenchCmd {
     /// Training shapes HIDDEN,BATCH,BPTT (repeatable) [default: the four reference shapes].
     #[arg(long, value_name = "H,B,T")]
     shape: Vec<String>,
+    /// Vocabulary size of the measured models (the peer's reference is 65).
+    #[arg(long, default_value_t = elman::bench::VOCAB, value_name = "V")]
+    vocab: usize,
+    /// Measure training with a sampled softmax of K negatives.
+    #[arg(long, value_name = "K")]
+    sampled_softmax: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -859,8 +865,22 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                     })
                     .collect::<Result<_>>()?
             };
+            if c.vocab < 2 || c.vocab > elman::model::MAX_VOCAB {
+                anyhow::bail!(
+                    "--vocab {} is out of range 2..={}",
+                    c.vocab,
+                    elman::model::MAX_VOCAB
+                );
+            }
+            if c.sampled_softmax
+                .is_some_and(|k| k == 0 || k >= c.vocab / 2)
+            {
+                anyhow::bail!("--sampled-softmax must be between 1 and half the vocabulary");
+            }
             let args = elman::bench::BenchArgs {
                 threads,
+                vocab: c.vocab,
+                samples: c.sampled_softmax,
                 seconds: c.seconds,
                 shapes: if want("train") { shapes } else { Vec::new() },
                 sample: want("sample"),
