@@ -294,11 +294,16 @@ pub struct FastBptt {
     dec_s: Vec<f32>,
     bias_s: Vec<f32>,
     slot: Vec<u32>,
+    /// Threads each stream-share may use for the decoder when only scoring (more threads than
+    /// streams: `elman eval`'s single exact stream).
+    helpers: usize,
 }
 
 impl FastBptt {
     pub fn new(config: ModelConfig, batch: usize, bptt: usize, threads: usize) -> FastBptt {
         let (v, h, t) = (config.vocab_size, config.hidden, bptt);
+        // Threads beyond one per stream help only the decoder of forward-only scoring.
+        let helpers = (threads.max(1) / batch.max(1)).max(1);
         let threads = threads.clamp(1, batch);
         let shapes = config.param_shapes();
         let zeros = || -> Vec<Vec<f32>> {
@@ -338,6 +343,7 @@ impl FastBptt {
             dec_s: Vec::new(),
             bias_s: Vec::new(),
             slot: Vec::new(),
+            helpers,
         }
     }
 
@@ -451,6 +457,7 @@ impl FastBptt {
             bias: &self.bias,
             inputs,
             targets,
+            helpers: self.helpers,
             sampled: sample.map(|smp| Sampled {
                 sample: smp,
                 dec_s: &self.dec_s,
@@ -508,6 +515,7 @@ struct Shared<'a> {
     inputs: &'a [u32],
     targets: &'a [u32],
     sampled: Option<Sampled<'a>>,
+    helpers: usize,
 }
 
 /// What every thread reads in a sampled-softmax step.
@@ -599,6 +607,59 @@ impl Work {
         let bh = b * h;
         let top = &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh];
         let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
+        let scale = 1.0 / (t_len * bsz) as f32;
+        if !sh.backward && sh.helpers > 1 && rows > 1 {
+            // Scoring only: the positions' decoder rows are independent, so split them over the
+            // helper threads; their losses are added in order (deterministic).
+            let parts = sh.helpers.min(rows);
+            let logits = &mut self.logits[..rows * v];
+            let mut pieces = Vec::with_capacity(parts);
+            let mut rest = logits;
+            let mut r0 = 0;
+            for i in 0..parts {
+                let r1 = rows * (i + 1) / parts;
+                let (a, b) = rest.split_at_mut((r1 - r0) * v);
+                pieces.push((r0, r1, a));
+                rest = b;
+                r0 = r1;
+            }
+            let losses: Vec<f64> = std::thread::scope(|sc| {
+                let handles: Vec<_> = pieces
+                    .into_iter()
+                    .map(|(r0, r1, out)| {
+                        sc.spawn(move || {
+                            mm(
+                                r1 - r0,
+                                v,
+                                h,
+                                out,
+                                (v, 1),
+                                false,
+                                &top[r0 * h..r1 * h],
+                                (h, 1),
+                                dec_w,
+                                (1, h),
+                            );
+                            add_rows(out, dec_b);
+                            let mut loss = 0.0;
+                            for (i, row) in out.chunks_exact_mut(v).enumerate() {
+                                let r = r0 + i;
+                                let (t, j) = (r / b, r % b);
+                                let y = sh.targets[t * bsz + s0 + j] as usize;
+                                loss += softmax_ce(row, y, scale);
+                            }
+                            loss
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|hd| hd.join().expect("a scoring thread panicked"))
+                    .collect()
+            });
+            self.loss = losses.iter().sum();
+            return;
+        }
         mm(
             rows,
             v,
@@ -612,7 +673,6 @@ impl Work {
             (1, h),
         );
         add_rows(&mut self.logits[..rows * v], dec_b);
-        let scale = 1.0 / (t_len * bsz) as f32;
         let mut loss = 0.0;
         for (r, row) in self.logits[..rows * v].chunks_exact_mut(v).enumerate() {
             let (t, j) = (r / b, r % b);

@@ -281,7 +281,15 @@ fn fused_scoring_matches_the_reference_graph() {
         let model = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
         let ids: Vec<u32> = (0..1001).map(|i| ((i * i + 3 * i) % 13) as u32).collect();
         // Streams and chunks that leave a partial last chunk and a dropped remainder.
-        for (streams, chunk, threads) in [(1, 64, 1), (3, 17, 2), (7, 5, 3)] {
+        // One stream over 2 and 3 threads splits the decoder rows; 2 streams over 5 threads too.
+        for (streams, chunk, threads) in [
+            (1, 64, 1),
+            (1, 64, 2),
+            (1, 33, 3),
+            (2, 9, 5),
+            (3, 17, 2),
+            (7, 5, 3),
+        ] {
             let a = elman::eval::score(&model, &ids, streams, chunk, threads).unwrap();
             let b = elman::eval::score_reference(&model, &ids, streams, chunk).unwrap();
             assert_eq!(a.predicted, b.predicted);
