@@ -72,6 +72,9 @@ pub struct TrainConfig {
     /// Sampled softmax with this many negatives per step (`None`: the full softmax).
     #[serde(default)]
     pub softmax_samples: Option<usize>,
+    /// The learning rate falls linearly to 0 over each session's budget (--steps, --time, --epochs).
+    #[serde(default)]
+    pub anneal: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

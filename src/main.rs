@@ -357,6 +357,10 @@ struct TrainCmd {
     /// Multiply the learning rate by this when validation stops improving [default: 0.5].
     #[arg(long, value_name = "F", help_heading = "Training")]
     lr_decay: Option<f64>,
+    /// Lower the learning rate linearly to 0 over this session's budget (--steps, --time or
+    /// --epochs, whichever ends first): usually a better final model for a fixed budget.
+    #[arg(long, help_heading = "Training")]
+    anneal: bool,
     /// Evaluations without improvement before the learning rate decays [default: 1].
     #[arg(long, value_name = "N", help_heading = "Training")]
     patience: Option<u32>,
@@ -618,6 +622,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                     min_count: c.min_count,
                     segmenter: c.segmenter,
                     sampled_softmax: c.sampled_softmax,
+                    anneal: c.anneal,
                 },
                 epochs: c.epochs,
                 steps: c.steps,

@@ -56,6 +56,8 @@ pub struct Hyper {
     pub segmenter: Option<crate::vocab::Segmenter>,
     /// Sampled-softmax negatives per step; 0 for the full softmax.
     pub sampled_softmax: Option<usize>,
+    /// Anneal the learning rate linearly to 0 over the session's budget.
+    pub anneal: bool,
 }
 
 pub const DEFAULT_HIDDEN: usize = 256;
@@ -83,6 +85,9 @@ impl Hyper {
              segmenter => "--segmenter", sampled_softmax => "--sampled-softmax");
         if self.nfc {
             g.push("--nfc");
+        }
+        if self.anneal {
+            g.push("--anneal");
         }
         g
     }
@@ -490,6 +495,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 None if vocab.len() >= SAMPLED_SOFTMAX_FROM => Some(DEFAULT_SAMPLES),
                 None => None,
             },
+            anneal: h.anneal,
         };
         if let Some(k) = tc.softmax_samples {
             if k + 1 > vocab.len() / 2 {
@@ -727,6 +733,9 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
 
     // ---- the loop ----
     let session_start = Instant::now();
+    let session_first_step = ls.step;
+    // The rate the last step used (differs from the base rate under --anneal); metrics report it.
+    let mut last_step_lr = opt.lr;
     let prior_seconds = ls.train_seconds;
     let mut since_eval_tokens = 0u64;
     let mut since_eval_time = Duration::ZERO;
@@ -770,7 +779,28 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         let pos = offset + (ls.window as usize) * tc.bptt;
         let (inp, tgt) = window(data.train(), tc.batch, stream_len, pos, tc.bptt);
         stepper.at_step(ls.step);
-        let loss_val = match stepper.step(&mut opt, &inp, &tgt, &mut state, tc.clip)? {
+        // --anneal: this step's rate is the (plateau-managed) base rate times the share of the
+        // session's budget still ahead; whichever stopping rule is nearest sets the pace.
+        let base_lr = opt.lr;
+        if tc.anneal {
+            let mut done: f64 = 0.0;
+            if let Some(s) = tc.steps {
+                let span = s.saturating_sub(session_first_step).max(1);
+                done = done.max((ls.step - session_first_step) as f64 / span as f64);
+            }
+            if let Some(t) = args.time {
+                done = done.max(session_start.elapsed().as_secs_f64() / t.as_secs_f64());
+            }
+            if let Some(e) = tc.epochs {
+                let at = ls.epoch as f64 + ls.window as f64 / n_windows.max(1) as f64;
+                done = done.max(at / e.max(1) as f64);
+            }
+            opt.lr = base_lr * (1.0 - done).clamp(0.0, 1.0);
+        }
+        last_step_lr = opt.lr;
+        let result = stepper.step(&mut opt, &inp, &tgt, &mut state, tc.clip);
+        opt.lr = base_lr;
+        let loss_val = match result? {
             StepResult::Ok(l) => l,
             StepResult::Diverged(what) => {
                 pb.finish_and_clear();
@@ -814,7 +844,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 val_loss,
                 val_bpc,
                 tokens_per_s: tok_s,
-                lr: opt.lr,
+                lr: last_step_lr,
                 wall_time_s: prior_seconds + session_start.elapsed().as_secs_f64(),
                 train_loss_sampled: tc.softmax_samples.is_some(),
             };
@@ -869,7 +899,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             val_loss,
             val_bpc,
             tokens_per_s: since_eval_tokens as f64 / since_eval_time.as_secs_f64().max(1e-9),
-            lr: opt.lr,
+            lr: last_step_lr,
             wall_time_s: prior_seconds + session_start.elapsed().as_secs_f64(),
             train_loss_sampled: tc.softmax_samples.is_some(),
         };
