@@ -273,6 +273,9 @@ struct Work {
     du_t: Vec<f32>,
     /// Sampled softmax: K × H, the gradient of the sampled decoder rows.
     dvs: Vec<f32>,
+    /// The distinct tokens this share of streams read in the window, and their marks (V).
+    touched: Vec<u32>,
+    mark: Vec<bool>,
     grads: Vec<Vec<f32>>,
     loss: f64,
 }
@@ -294,6 +297,8 @@ pub struct FastBptt {
     dec_s: Vec<f32>,
     bias_s: Vec<f32>,
     slot: Vec<u32>,
+    /// Scratch marks, one per token (all false between steps).
+    seen: Vec<bool>,
     /// Threads each stream-share may use for the decoder when only scoring (more threads than
     /// streams: `elman eval`'s single exact stream).
     helpers: usize,
@@ -327,6 +332,8 @@ impl FastBptt {
                     dx: vec![0.0; t * b * h],
                     du_t: vec![0.0; v * h],
                     dvs: Vec::new(),
+                    touched: Vec::new(),
+                    mark: vec![false; v],
                     grads: zeros(),
                     loss: 0.0,
                 }
@@ -343,6 +350,7 @@ impl FastBptt {
             dec_s: Vec::new(),
             bias_s: Vec::new(),
             slot: Vec::new(),
+            seen: Vec::new(),
             helpers,
         }
     }
@@ -434,11 +442,20 @@ impl FastBptt {
         assert_eq!(inputs.len(), t_len * self.batch);
         assert_eq!(targets.len(), t_len * self.batch);
         // Shared per-step constants.
+        // Uᵀ rows of the tokens this window reads (only those are looked up): a strided gather of
+        // a few hundred columns, not a transpose of all V (which dominates at word level).
         let u0 = params.w_ih(0);
-        for (x, row) in self.u0_t.chunks_exact_mut(h).enumerate() {
-            for (i, r) in row.iter_mut().enumerate() {
-                *r = u0[i * v + x];
+        self.seen.resize(v, false);
+        for &x in inputs {
+            let x = x as usize;
+            if !std::mem::replace(&mut self.seen[x], true) {
+                for (i, r) in self.u0_t[x * h..(x + 1) * h].iter_mut().enumerate() {
+                    *r = u0[i * v + x];
+                }
             }
+        }
+        for &x in inputs {
+            self.seen[x as usize] = false;
         }
         for l in 0..self.config.layers {
             let (bi, bh) = (params.flat[4 * l + 2], params.flat[4 * l + 3]);
@@ -863,11 +880,22 @@ impl Work {
             let (a, bb) = self.grads.split_at_mut(base + 3);
             bb[0].copy_from_slice(&a[base + 2]);
             if l == 0 {
-                // dU[:, x] += dP row for every position that read token x.
-                self.du_t.iter_mut().for_each(|x| *x = 0.0);
+                // dU[:, x] += dP row for every position that read token x. Only the columns of
+                // tokens read are non-zero: clear and fill just those (the rest is one memset).
+                let read = |t: usize, j: usize| sh.inputs[t * bsz + s0 + j] as usize;
+                self.touched.clear();
                 for t in 0..t_len {
                     for j in 0..b {
-                        let x = sh.inputs[t * bsz + s0 + j] as usize;
+                        let x = read(t, j);
+                        if !std::mem::replace(&mut self.mark[x], true) {
+                            self.touched.push(x as u32);
+                            self.du_t[x * h..(x + 1) * h].fill(0.0);
+                        }
+                    }
+                }
+                for t in 0..t_len {
+                    for j in 0..b {
+                        let x = read(t, j);
                         let src = &self.dh[t * bh + j * h..t * bh + (j + 1) * h];
                         self.du_t[x * h..(x + 1) * h]
                             .iter_mut()
@@ -876,8 +904,11 @@ impl Work {
                     }
                 }
                 let g = &mut self.grads[base];
-                for (x, row) in self.du_t.chunks_exact(h).enumerate() {
-                    for (i, &val) in row.iter().enumerate() {
+                g.fill(0.0);
+                for &x in &self.touched {
+                    let x = x as usize;
+                    self.mark[x] = false;
+                    for (i, &val) in self.du_t[x * h..(x + 1) * h].iter().enumerate() {
                         g[i * v + x] = val;
                     }
                 }
