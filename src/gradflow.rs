@@ -367,7 +367,10 @@ pub fn run(req: &Request) -> Result<Report> {
         Some(l) => l.vocab.clone(),
         None => crate::vocab::Vocab::build(&corpus.text, &Default::default())?,
     };
-    let mut tokens = vocab.encode(&corpus.text)?;
+    let mut tokens = vocab.encode(&corpus.text).map_err(|e| {
+        let names: Vec<String> = text_files.iter().map(|f| f.display().to_string()).collect();
+        anyhow::anyhow!("{}: {e}", names.join(", "))
+    })?;
     drop(corpus);
     tokens.truncate(req.max_tokens);
 

@@ -983,6 +983,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
+            let text_files = text_name.clone();
             let h = elman::heatmap::analyse(
                 &engine,
                 &loaded.vocab,
@@ -995,7 +996,8 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 },
                 &loaded.dir.display().to_string(),
                 &text_name,
-            )?;
+            )
+            .map_err(|e| anyhow::anyhow!("{text_files}: {e}"))?;
             checkpoint::write_atomic(&c.out, elman::heatmap::page(&h)?.as_bytes())?;
             if c.json {
                 println!(

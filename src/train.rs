@@ -459,6 +459,9 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             min_count: h.min_count.unwrap_or(1),
             segmenter: h.segmenter.unwrap_or(crate::vocab::Segmenter::Auto),
         };
+        if h.segmenter.is_some() && vopts.level != crate::vocab::Level::Word {
+            bail!("--segmenter applies to word-level vocabularies: add --level word");
+        }
         if !args.val_files.is_empty() && h.val_fraction.is_some() {
             bail!("--val and --val-fraction exclude each other: the validation text is either its own file or the end of the training text");
         }

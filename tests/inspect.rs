@@ -340,6 +340,12 @@ fn heatmap_numbers_are_evals_and_the_text_survives() {
         elman(d).args(["heatmap", "-m", "m", "t.txt", "--unit", "24"]),
         &["--unit 24", "24 hidden units"],
     );
+    // A character the model never saw (and no <unk>): the file and the character are named.
+    std::fs::write(d.join("new.txt"), "一只熊猫").unwrap();
+    fails_with(
+        elman(d).args(["heatmap", "-m", "m", "new.txt"]),
+        &["new.txt", "\"熊\"", "not in the model's vocabulary"],
+    );
 }
 
 #[test]

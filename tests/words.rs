@@ -244,4 +244,8 @@ fn sampled_softmax_learns_and_resumes_exactly() {
         ]),
         &["--sampled-softmax 1000", "fewer than half"],
     );
+    fails_with(
+        elman(d).args(["train", "w.txt", "--out", "c", "--segmenter", "jieba"]),
+        &["--segmenter", "--level word"],
+    );
 }
