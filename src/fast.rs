@@ -826,7 +826,12 @@ impl Work {
                 .iter_mut()
                 .zip(&self.dvs[j * h..(j + 1) * h])
                 .for_each(|(a, b)| *a += b);
-            gb[id] += (0..rows).map(|r| self.logits[r * w + 1 + j]).sum::<f32>();
+        }
+        // Row by row (contiguous), not column by column (a stride of K + 1 per read).
+        for row in self.logits[..rows * w].chunks_exact(w) {
+            for (&id, &g) in sm.sample.ids.iter().zip(&row[1..]) {
+                gb[id as usize] += g;
+            }
         }
         // dS = G_neg · V_S, then each target's own row.
         mm(

@@ -175,17 +175,19 @@ pub fn surprisal_color(bits: Option<f64>) -> String {
 
 fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            _ => o.push(c),
-        }
-    }
+    s.chars().for_each(|c| push_escaped(&mut o, c));
     o
+}
+
+fn push_escaped(o: &mut String, c: char) {
+    match c {
+        '&' => o.push_str("&amp;"),
+        '<' => o.push_str("&lt;"),
+        '>' => o.push_str("&gt;"),
+        '"' => o.push_str("&quot;"),
+        '\'' => o.push_str("&#39;"),
+        _ => o.push(c),
+    }
 }
 
 /// Text inside a token span: line breaks stay line breaks (after a visible ↵), other control
@@ -197,7 +199,7 @@ fn visible(s: &str) -> String {
             '\n' => o.push_str("↵\n"),
             '\t' => o.push('\t'),
             c if c.is_control() => o.push_str(&format!("[U+{:04X}]", c as u32)),
-            c => o.push_str(&escape(&c.to_string())),
+            c => push_escaped(&mut o, c),
         }
     }
     if o.is_empty() {

@@ -983,7 +983,6 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let text_files = text_name.clone();
             let h = elman::heatmap::analyse(
                 &engine,
                 &loaded.vocab,
@@ -997,7 +996,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 &loaded.dir.display().to_string(),
                 &text_name,
             )
-            .map_err(|e| anyhow::anyhow!("{text_files}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{text_name}: {e}"))?;
             checkpoint::write_atomic(&c.out, elman::heatmap::page(&h)?.as_bytes())?;
             if c.json {
                 println!(

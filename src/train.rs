@@ -507,9 +507,6 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                     vocab.len()
                 );
             }
-            if args.reference {
-                bail!("--reference trains with the full softmax; pass --sampled-softmax 0");
-            }
         }
         let mc = ModelConfig {
             vocab_size: vocab.len(),
@@ -653,6 +650,10 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     };
     // The hidden state each stream carries into the next window, per layer (B × H, row-major).
     let mut state: Vec<Vec<f32>> = vec![vec![0.0; tc.batch * mc.hidden]; mc.layers];
+    // Checked here, not only for fresh runs: a resumed sampled-softmax run has the same limit.
+    if args.reference && tc.softmax_samples.is_some() {
+        bail!("--reference trains with the full softmax only; this run uses a sampled softmax (--sampled-softmax 0 when starting one)");
+    }
     let mut stepper = Stepper::new(&model, tc.batch, tc.bptt, args.threads, args.reference)
         .with_sampled_softmax(tc.softmax_samples, tc.seed);
     let mut metrics: Vec<Metric> = Vec::new();
