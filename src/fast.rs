@@ -19,6 +19,7 @@
 //! `model.rs`'s candle graph stays the reference: tests hold this path's loss and gradients to it.
 
 use crate::model::{Activation, ModelConfig};
+use crate::packed::{self, PackedB};
 use gemm::{gemm, Parallelism};
 
 /// Row-major C (m×n) = [C +] A (m×k) · B (k×n), every operand given by (row stride, column stride).
@@ -80,8 +81,11 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    // n = round(x / ln 2) with the 1.5·2²³ trick (no floor call).
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    // n = round(x / ln 2) with the 1.5·2²³ trick (no floor call): `shifted` = 1.5·2²³ + n exactly,
+    // so its bit pattern is 0x4B40_0000 + n and n is read back with integer ops. (An `as i32`
+    // conversion is saturating in Rust and LLVM scalarises it: it made this function 2–3× slower.)
+    let shifted = x * LOG2E + 12_582_912.0;
+    let n = shifted - 12_582_912.0;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -90,7 +94,7 @@ fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     e * scale
 }
 
@@ -126,18 +130,49 @@ fn act_bwd_generic(act: Activation, ds: &mut [f32], s: &[f32]) {
     }
 }
 
+/// The largest element, in 8 independent lanes so LLVM keeps it in vector registers (a plain fold
+/// is a serial dependency chain it may not reorder).
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    for &x in chunks.remainder() {
+        acc[0] = acc[0].max(x);
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// Σ e^(x − m), writing each term back into `xs`, summed in 8 lanes (see `lane_max`).
+#[inline(always)]
+fn exp_in_place_sum(xs: &mut [f32], m: f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = xs.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *x = exp_f32(*x - m);
+            *a += *x;
+        }
+    }
+    for x in chunks.into_remainder() {
+        *x = exp_f32(*x - m);
+        acc[0] += *x;
+    }
+    acc.iter().sum()
+}
+
 /// Softmax cross-entropy of one row: returns −log p(y) and writes (softmax − onehot(y))·scale.
 #[inline(always)]
 fn softmax_ce_generic(row: &mut [f32], y: usize, scale: f32) -> f64 {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let m = lane_max(row);
     // −log p(y) = log Σ e^(o−m) − (o_y − m), from the logit itself: e^(o_y−m) may be clamped
     // (exp_f32 stops at e^−87) when the target is extremely unlikely.
     let below = (row[y] - m) as f64;
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = exp_f32(*v - m);
-        sum += *v;
-    }
+    let sum = exp_in_place_sum(row, m);
     let nll = (sum as f64).ln() - below;
     let k = scale / sum;
     for v in row.iter_mut() {
@@ -145,6 +180,18 @@ fn softmax_ce_generic(row: &mut [f32], y: usize, scale: f32) -> f64 {
     }
     row[y] -= scale;
     nll
+}
+
+/// −log softmax(row + bias)[y] for scoring: no gradient to write, so the logits stay as they are
+/// and the bias is added on the fly. `tmp` is scratch of the row's length.
+#[inline(always)]
+fn nll_generic(row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64 {
+    tmp.iter_mut()
+        .zip(row.iter().zip(bias))
+        .for_each(|(t, (&o, &c))| *t = o + c);
+    let m = lane_max(tmp);
+    let below = (tmp[y] - m) as f64;
+    (exp_in_place_sum(tmp, m) as f64).ln() - below
 }
 
 macro_rules! dispatch {
@@ -172,6 +219,7 @@ macro_rules! dispatch {
 dispatch!(act_fwd, act_fwd_generic, (act: Activation, xs: &mut [f32]) -> ());
 dispatch!(act_bwd, act_bwd_generic, (act: Activation, ds: &mut [f32], s: &[f32]) -> ());
 dispatch!(softmax_ce, softmax_ce_generic, (row: &mut [f32], y: usize, scale: f32) -> f64);
+dispatch!(nll, nll_generic, (row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64);
 
 /// Adds `bias` to every row of `rows` (row length = bias length).
 #[inline]
@@ -290,10 +338,11 @@ pub struct FastBptt {
     u0_t: Vec<f32>,
     /// b_ih + b_hh per layer.
     bias: Vec<Vec<f32>>,
-    /// Wᵀ per layer, refreshed each step. The forward recurrence reads W through it (stride H
-    /// along k), which makes the `gemm` crate pack W into its panel layout for each product; read
-    /// in place (unit stride along k) it is not packed, and was measured 5–17% slower at H = 1024.
-    w_hh_t: Vec<Vec<f32>>,
+    /// Per layer, W packed once per window for the T sequential products that read it: as Wᵀ
+    /// for the forward recurrence (S_{t−1}·Wᵀ) and as W for the backward one (dP_{t+1}·W).
+    /// The `gemm` crate re-packed it inside every product (see `packed.rs`).
+    w_fwd: Vec<PackedB>,
+    w_bwd: Vec<PackedB>,
     /// Summed gradients, `param_shapes` order.
     pub grads: Vec<Vec<f32>>,
     /// Sampled softmax: the sampled decoder rows (K × H), their biases corrected by ln E[count],
@@ -350,7 +399,8 @@ impl FastBptt {
             works,
             u0_t: vec![0.0; v * h],
             bias: vec![vec![0.0; h]; config.layers],
-            w_hh_t: vec![Vec::new(); config.layers],
+            w_fwd: vec![PackedB::default(); config.layers],
+            w_bwd: vec![PackedB::default(); config.layers],
             grads: zeros(),
             dec_s: Vec::new(),
             bias_s: Vec::new(),
@@ -462,13 +512,11 @@ impl FastBptt {
         for &x in inputs {
             self.seen[x as usize] = false;
         }
-        for (l, wt) in self.w_hh_t.iter_mut().enumerate() {
+        for l in 0..self.config.layers {
             let w = params.w_hh(l);
-            wt.resize(h * h, 0.0);
-            for (i, row) in w.chunks_exact(h).enumerate() {
-                for (j, &x) in row.iter().enumerate() {
-                    wt[j * h + i] = x;
-                }
+            self.w_fwd[l].pack(w, h, h, (1, h));
+            if backward {
+                self.w_bwd[l].pack(w, h, h, (h, 1));
             }
         }
         for l in 0..self.config.layers {
@@ -486,7 +534,8 @@ impl FastBptt {
             params,
             u0_t: &self.u0_t,
             bias: &self.bias,
-            w_hh_t: &self.w_hh_t,
+            w_fwd: &self.w_fwd,
+            w_bwd: &self.w_bwd,
             inputs,
             targets,
             helpers: self.helpers,
@@ -544,7 +593,8 @@ struct Shared<'a> {
     params: &'a Params<'a>,
     u0_t: &'a [f32],
     bias: &'a [Vec<f32>],
-    w_hh_t: &'a [Vec<f32>],
+    w_fwd: &'a [PackedB],
+    w_bwd: &'a [PackedB],
     inputs: &'a [u32],
     targets: &'a [u32],
     sampled: Option<Sampled<'a>>,
@@ -598,22 +648,11 @@ impl Work {
                 );
             }
             add_rows(&mut hs[bh..], &sh.bias[l]);
-            let wt = &sh.w_hh_t[l];
+            let wt = &sh.w_fwd[l];
             for t in 0..t_len {
                 let (prev, cur) = hs.split_at_mut((t + 1) * bh);
                 let cur = &mut cur[..bh];
-                mm(
-                    b,
-                    h,
-                    h,
-                    cur,
-                    (h, 1),
-                    true,
-                    &prev[t * bh..],
-                    (h, 1),
-                    wt,
-                    (h, 1),
-                );
+                packed::matmul(b, cur, h, true, &prev[t * bh..(t + 1) * bh], h, wt);
                 act_fwd(act, cur);
             }
         }
@@ -673,13 +712,13 @@ impl Work {
                                 dec_w,
                                 (1, h),
                             );
-                            add_rows(out, dec_b);
                             let mut loss = 0.0;
-                            for (i, row) in out.chunks_exact_mut(v).enumerate() {
+                            let mut tmp = vec![0.0; v];
+                            for (i, row) in out.chunks_exact(v).enumerate() {
                                 let r = r0 + i;
                                 let (t, j) = (r / b, r % b);
                                 let y = sh.targets[t * bsz + s0 + j] as usize;
-                                loss += softmax_ce(row, y, scale);
+                                loss += nll(row, dec_b, y, &mut tmp);
                             }
                             loss
                         })
@@ -705,17 +744,23 @@ impl Work {
             dec_w,
             (1, h),
         );
-        add_rows(&mut self.logits[..rows * v], dec_b);
         let mut loss = 0.0;
+        if !sh.backward {
+            let mut tmp = vec![0.0; v];
+            for (r, row) in self.logits[..rows * v].chunks_exact(v).enumerate() {
+                let (t, j) = (r / b, r % b);
+                loss += nll(row, dec_b, sh.targets[t * bsz + s0 + j] as usize, &mut tmp);
+            }
+            self.loss = loss;
+            return;
+        }
+        add_rows(&mut self.logits[..rows * v], dec_b);
         for (r, row) in self.logits[..rows * v].chunks_exact_mut(v).enumerate() {
             let (t, j) = (r / b, r % b);
             let y = sh.targets[t * bsz + s0 + j] as usize;
             loss += softmax_ce(row, y, scale);
         }
         self.loss = loss;
-        if !sh.backward {
-            return;
-        }
         let ng = self.grads.len();
         let (g_dec, g_rest) = self.grads.split_at_mut(ng - 2);
         let _ = g_dec;
@@ -874,12 +919,12 @@ impl Work {
         // ---- backward through time, top layer down ----
         for l in (0..sh.cfg.layers).rev() {
             let hs = &self.hs[l];
-            let w = p.w_hh(l);
+            let w = &sh.w_bwd[l];
             for t in (0..t_len).rev() {
                 let (cur, next) = self.dh.split_at_mut((t + 1) * bh);
                 let cur = &mut cur[t * bh..];
                 if t + 1 < t_len {
-                    mm(b, h, h, cur, (h, 1), true, &next[..bh], (h, 1), w, (h, 1));
+                    packed::matmul(b, cur, h, true, &next[..bh], h, w);
                 }
                 act_bwd(act, cur, &hs[(t + 1) * bh..(t + 2) * bh]);
             }

@@ -18,6 +18,7 @@ pub mod infer;
 pub mod info;
 pub mod model;
 pub mod optim;
+pub mod packed;
 pub mod plot;
 pub mod repl;
 pub mod report;

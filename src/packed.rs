@@ -1,0 +1,237 @@
+//! A GEMM for the recurrence's sequential products, with the H×H matrix packed once per window.
+//!
+//! Every BPTT window multiplies a small block of states (b streams × H) by the same recurrent
+//! matrix T times forward and T times backward. The `gemm` crate packs that matrix into its panel
+//! layout inside every call: an H² copy per step, measured at ~17% of the whole training step at
+//! H = 1024 (its unpacked path is slower still). Here the matrix is packed once into panels of
+//! `NR` = 16 columns, and a 6×16 register tile (12 AVX2 accumulators, 2 panel vectors and one
+//! broadcast: 15 of the 16 registers, so nothing spills) runs over it. Tested against a plain
+//! triple loop (`tests/packed.rs`); measured in `elman bench`.
+
+/// Columns per packed panel: two 8-float AVX2 vectors.
+pub const NR: usize = 16;
+/// Rows of C per register tile.
+const MR: usize = 6;
+/// Depth of one pass over a panel: 512 × 16 floats = 32 KiB, about the L1 cache.
+const KC: usize = 512;
+
+/// B (k × n) packed into ⌈n / NR⌉ panels, each k rows of NR floats (zero past column n).
+#[derive(Default, Clone, Debug)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    /// Packs B (k × n, element (p, q) at `b[p * rs + q * cs]`) into `self`, reusing its buffer.
+    pub fn pack(&mut self, b: &[f32], k: usize, n: usize, (rs, cs): (usize, usize)) {
+        assert!(k == 0 || n == 0 || b.len() > (k - 1) * rs + (n - 1) * cs);
+        let panels = n.div_ceil(NR);
+        self.k = k;
+        self.n = n;
+        self.data.resize(panels * k * NR, 0.0);
+        if cs == 1 {
+            // Rows of B are contiguous: read each once, front to back, dealing its 16-column
+            // pieces out to the panels (a panel-by-panel walk would stride through memory).
+            for p in 0..k {
+                let row = &b[p * rs..p * rs + n];
+                for j in 0..panels {
+                    let cols = NR.min(n - j * NR);
+                    let dst = &mut self.data[(j * k + p) * NR..(j * k + p + 1) * NR];
+                    dst[..cols].copy_from_slice(&row[j * NR..j * NR + cols]);
+                    dst[cols..].iter_mut().for_each(|x| *x = 0.0);
+                }
+            }
+        } else {
+            // Columns of B are contiguous (B = Wᵀ read from W): a panel reads 16 of them side
+            // by side.
+            for j in 0..panels {
+                let cols = NR.min(n - j * NR);
+                let panel = &mut self.data[j * k * NR..(j + 1) * k * NR];
+                for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (q, d) in dst[..cols].iter_mut().enumerate() {
+                        *d = b[p * rs + (j * NR + q) * cs];
+                    }
+                    dst[cols..].iter_mut().for_each(|x| *x = 0.0);
+                }
+            }
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    fn panel(&self, j: usize) -> &[f32] {
+        &self.data[j * self.k * NR..(j + 1) * self.k * NR]
+    }
+}
+
+/// C (m × n, row stride `ldc`) = [C +] A (m × k, row stride `lda`) · B.
+pub fn matmul(
+    m: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    check(m, c, ldc, a, lda, b);
+    #[cfg(target_arch = "x86_64")]
+    if k > 0
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: the CPU has AVX2 and FMA; the asserts above bound every access the kernel makes.
+        unsafe { avx2::matmul(m, c, ldc, accumulate, a, lda, b) };
+        return;
+    }
+    matmul_portable(m, c, ldc, accumulate, a, lda, b);
+}
+
+/// The portable path (used without AVX2/FMA; public so tests can hold both paths to a plain
+/// loop): one row of C at a time, a panel's 16 sums in a small array.
+pub fn matmul_portable(
+    m: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    check(m, c, ldc, a, lda, b);
+    for j in 0..n.div_ceil(NR) {
+        let panel = b.panel(j);
+        let cols = NR.min(n - j * NR);
+        for r in 0..m {
+            let mut acc = [0f32; NR];
+            for (p, row) in panel.chunks_exact(NR).enumerate().take(k) {
+                let x = a[r * lda + p];
+                acc.iter_mut().zip(row).for_each(|(s, &w)| *s += x * w);
+            }
+            let dst = &mut c[r * ldc + j * NR..r * ldc + j * NR + cols];
+            for (d, s) in dst.iter_mut().zip(acc) {
+                *d = if accumulate { *d + s } else { s };
+            }
+        }
+    }
+}
+
+/// The operands' shapes and lengths (m, n > 0): what keeps the unchecked kernel in bounds.
+fn check(m: usize, c: &[f32], ldc: usize, a: &[f32], lda: usize, b: &PackedB) {
+    let (k, n) = (b.k, b.n);
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "C is too small");
+    assert!(
+        k == 0 || (lda >= k && a.len() >= (m - 1) * lda + k),
+        "A is too small"
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{PackedB, KC, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2 and FMA must be available; the operands must be as `super::matmul` asserts, k > 0.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn matmul(
+        m: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+        a: &[f32],
+        lda: usize,
+        b: &PackedB,
+    ) {
+        let (k, n) = (b.k, b.n);
+        let (cp, ap) = (c.as_mut_ptr(), a.as_ptr());
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            // The first depth block writes C (or adds to it), the later ones add.
+            let add = accumulate || k0 > 0;
+            for j in 0..n.div_ceil(NR) {
+                let panel = b.panel(j).as_ptr().add(k0 * NR);
+                let cols = NR.min(n - j * NR);
+                let mut r = 0;
+                while r < m {
+                    let (a, c) = (ap.add(r * lda + k0), cp.add(r * ldc + j * NR));
+                    let rows = MR.min(m - r);
+                    match rows {
+                        6 => tile::<6>(kc, a, lda, panel, c, ldc, cols, add),
+                        5 => tile::<5>(kc, a, lda, panel, c, ldc, cols, add),
+                        4 => tile::<4>(kc, a, lda, panel, c, ldc, cols, add),
+                        3 => tile::<3>(kc, a, lda, panel, c, ldc, cols, add),
+                        2 => tile::<2>(kc, a, lda, panel, c, ldc, cols, add),
+                        _ => tile::<1>(kc, a, lda, panel, c, ldc, cols, add),
+                    }
+                    r += rows;
+                }
+            }
+            k0 += kc;
+        }
+    }
+
+    /// R rows × NR columns: C [+]= A (R × kc, row stride lda) · panel (kc × NR); only the first
+    /// `cols` columns of C are touched.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const R: usize>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        panel: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(panel.add(p * NR));
+            let b1 = _mm256_loadu_ps(panel.add(p * NR + 8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*a.add(i * lda + p));
+                row[0] = _mm256_fmadd_ps(x, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let dst = c.add(i * ldc);
+            if cols == NR {
+                for (q, v) in row.iter().enumerate() {
+                    let v = if add {
+                        _mm256_add_ps(*v, _mm256_loadu_ps(dst.add(8 * q)))
+                    } else {
+                        *v
+                    };
+                    _mm256_storeu_ps(dst.add(8 * q), v);
+                }
+            } else {
+                let mut tmp = [0f32; NR];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), row[1]);
+                for (q, &t) in tmp[..cols].iter().enumerate() {
+                    *dst.add(q) = if add { *dst.add(q) + t } else { t };
+                }
+            }
+        }
+    }
+}

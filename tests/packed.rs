@@ -1,0 +1,121 @@
+//! The packed recurrent GEMM (`src/packed.rs`) against a plain triple loop in f64, over the
+//! shapes that exercise its edges: row counts that are not a multiple of the 6-row tile, column
+//! counts around the 16-column panel, depths past the 512-deep cache block, padded strides, both
+//! ways of reading B (W and Wᵀ), and accumulating into C or overwriting it.
+
+use elman::packed::{matmul, matmul_portable, PackedB};
+
+/// A deterministic, irregular fill in [−1, 1).
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &[f32],
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    (rs, cs): (usize, usize),
+) -> Vec<f64> {
+    let mut out: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = if accumulate {
+                c[i * ldc + j] as f64
+            } else {
+                0.0
+            };
+            for p in 0..k {
+                s += a[i * lda + p] as f64 * b[p * rs + j * cs] as f64;
+            }
+            out[i * ldc + j] = s;
+        }
+    }
+    out
+}
+
+#[test]
+fn packed_matmul_matches_a_plain_loop() {
+    let mut cases = 0;
+    for &m in &[1usize, 2, 5, 6, 7, 13, 32] {
+        for &n in &[1usize, 15, 16, 17, 40] {
+            for &k in &[1usize, 7, 16, 600] {
+                for transposed in [false, true] {
+                    for accumulate in [false, true] {
+                        let (lda, ldc) = (k + 3, n + 2);
+                        let a = fill(m * lda, (m * 31 + k) as u64);
+                        // B is k × n, stored either row-major (W) or as the transpose of an
+                        // n × k row-major matrix (Wᵀ read from W).
+                        let strides = if transposed { (1, k) } else { (n, 1) };
+                        let b = fill(k * n, (n * 17 + k) as u64);
+                        let c0 = fill(m * ldc, 99);
+                        let want = reference(m, n, k, &c0, ldc, accumulate, &a, lda, &b, strides);
+                        let mut pb = PackedB::default();
+                        pb.pack(&b, k, n, strides);
+                        assert_eq!((pb.k(), pb.n()), (k, n));
+                        for portable in [false, true] {
+                            let mut c = c0.clone();
+                            if portable {
+                                matmul_portable(m, &mut c, ldc, accumulate, &a, lda, &pb);
+                            } else {
+                                matmul(m, &mut c, ldc, accumulate, &a, lda, &pb);
+                            }
+                            for (idx, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                                let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
+                                assert!(
+                                    (got as f64 - w).abs() <= tol,
+                                    "m={m} n={n} k={k} transposed={transposed} accumulate={accumulate} \
+                                     portable={portable}: C[{idx}] = {got}, want {w}"
+                                );
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 7 * 5 * 4 * 2 * 2 * 2);
+}
+
+#[test]
+fn repacking_a_smaller_matrix_reuses_the_buffer_correctly() {
+    // The training loop packs W into the same PackedB every window; a later, smaller pack must
+    // not read stale panels from the earlier one.
+    let mut pb = PackedB::default();
+    let big = fill(40 * 40, 1);
+    pb.pack(&big, 40, 40, (40, 1));
+    let (k, n) = (9, 20);
+    let b = fill(k * n, 2);
+    pb.pack(&b, k, n, (n, 1));
+    let a = fill(3 * k, 3);
+    let mut c = vec![0.0; 3 * n];
+    matmul(3, &mut c, n, false, &a, k, &pb);
+    let want = reference(3, n, k, &c, n, false, &a, k, &b, (n, 1));
+    for (got, w) in c.iter().zip(&want) {
+        assert!((*got as f64 - w).abs() < 1e-5, "{got} vs {w}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "A is too small")]
+fn a_short_operand_is_refused_before_the_unchecked_kernel_runs() {
+    let mut pb = PackedB::default();
+    pb.pack(&fill(8 * 8, 1), 8, 8, (8, 1));
+    let mut c = vec![0.0; 2 * 8];
+    matmul(2, &mut c, 8, false, &fill(8 + 7, 2), 8, &pb);
+}
