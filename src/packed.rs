@@ -172,7 +172,7 @@ mod avx2 {
                 let mut r = 0;
                 while r < m {
                     let (a, c) = (ap.add(r * lda + k0), cp.add(r * ldc + j * NR));
-                    let rows = MR.min(m - r);
+                    let rows = tile_rows(m - r);
                     match rows {
                         6 => tile::<6>(kc, a, lda, panel, c, ldc, cols, add),
                         5 => tile::<5>(kc, a, lda, panel, c, ldc, cols, add),
@@ -185,6 +185,17 @@ mod avx2 {
                 }
             }
             k0 += kc;
+        }
+    }
+
+    /// Rows of the next tile when `left` rows remain: 6 while that leaves no 1- or 2-row tile at
+    /// the end (2 or 4 accumulators cannot hide the FMA latency: half speed or worse), else 4
+    /// (so 32 = 6·4 + 4 + 4 and 7 = 4 + 3).
+    #[inline]
+    fn tile_rows(left: usize) -> usize {
+        match left {
+            7 | 8 => 4,
+            _ => MR.min(left),
         }
     }
 
