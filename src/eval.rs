@@ -79,7 +79,7 @@ pub fn score(
     while pos + 1 < len {
         let t = chunk.min(len - 1 - pos);
         let (inp, tgt) = window(ids, streams, len, pos, t);
-        total.nats += fast.score(&params, &inp, &tgt, &mut state, t);
+        total.nats += fast.score(&params, &inp, &tgt, &mut state, t, pos > 0);
         total.predicted += t * streams;
         pos += t;
     }

@@ -343,6 +343,8 @@ pub struct FastBptt {
     /// The `gemm` crate re-packed it inside every product (see `packed.rs`).
     w_fwd: Vec<PackedB>,
     w_bwd: Vec<PackedB>,
+    /// Which parameter slices (address, length) `w_fwd` was packed from by `score`.
+    packed_from: Vec<(usize, usize)>,
     /// Summed gradients, `param_shapes` order.
     pub grads: Vec<Vec<f32>>,
     /// Sampled softmax: the sampled decoder rows (K × H), their biases corrected by ln E[count],
@@ -401,6 +403,7 @@ impl FastBptt {
             bias: vec![vec![0.0; h]; config.layers],
             w_fwd: vec![PackedB::default(); config.layers],
             w_bwd: vec![PackedB::default(); config.layers],
+            packed_from: Vec::new(),
             grads: zeros(),
             dec_s: Vec::new(),
             bias_s: Vec::new(),
@@ -437,7 +440,7 @@ impl FastBptt {
             w.dvs.resize(k * h, 0.0);
         }
         let t = self.bptt;
-        let loss = self.run_with(params, inputs, targets, state, t, true, Some(sample));
+        let loss = self.run_with(params, inputs, targets, state, t, true, Some(sample), true);
         for &id in &sample.ids {
             self.slot[id as usize] = u32::MAX;
         }
@@ -458,6 +461,8 @@ impl FastBptt {
     }
 
     /// Forward only over `t ≤ bptt` steps: the summed −ln p of the targets (nats). No gradients.
+    /// `same_weights`: `params` are the very slices of the previous `score` call (the next window
+    /// of one file), so W stays packed — re-packing it cost ~20% of a single stream's scoring.
     pub fn score(
         &mut self,
         params: &Params,
@@ -465,8 +470,17 @@ impl FastBptt {
         targets: &[u32],
         state: &mut [Vec<f32>],
         t: usize,
+        same_weights: bool,
     ) -> f64 {
-        self.run(params, inputs, targets, state, t, false)
+        let key: Vec<(usize, usize)> = params
+            .flat
+            .iter()
+            .map(|x| (x.as_ptr() as usize, x.len()))
+            .collect();
+        // Other slices than last time are re-packed whatever the caller says.
+        let repack = !same_weights || self.packed_from != key;
+        self.packed_from = key;
+        self.run_with(params, inputs, targets, state, t, false, None, repack)
     }
 
     fn run(
@@ -478,7 +492,7 @@ impl FastBptt {
         t_len: usize,
         backward: bool,
     ) -> f64 {
-        self.run_with(params, inputs, targets, state, t_len, backward, None)
+        self.run_with(params, inputs, targets, state, t_len, backward, None, true)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -491,6 +505,7 @@ impl FastBptt {
         t_len: usize,
         backward: bool,
         sample: Option<&Sample>,
+        repack: bool,
     ) -> f64 {
         let (v, h) = (self.config.vocab_size, self.config.hidden);
         assert!(t_len <= self.bptt);
@@ -512,7 +527,11 @@ impl FastBptt {
         for &x in inputs {
             self.seen[x as usize] = false;
         }
-        for l in 0..self.config.layers {
+        if backward {
+            // Training changes the weights in place: a later `score` must re-pack.
+            self.packed_from.clear();
+        }
+        for l in (0..self.config.layers).filter(|_| repack) {
             let w = params.w_hh(l);
             self.w_fwd[l].pack(w, h, h, (1, h));
             if backward {

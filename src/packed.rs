@@ -166,7 +166,31 @@ mod avx2 {
             let kc = KC.min(k - k0);
             // The first depth block writes C (or adds to it), the later ones add.
             let add = accumulate || k0 > 0;
-            for j in 0..n.div_ceil(NR) {
+            let panels = n.div_ceil(NR);
+            if m <= 2 {
+                // One or two rows (a single stream: `elman eval`'s exact score): a 1-row tile
+                // has 2 accumulators and waits on FMA latency, so run a row across 4 panels
+                // at once instead (8 accumulators).
+                for r in 0..m {
+                    let (a, c) = (ap.add(r * lda + k0), cp.add(r * ldc));
+                    let mut j = 0;
+                    while j < panels {
+                        let group = (panels - j).min(4);
+                        let panel = b.panel(j).as_ptr().add(k0 * NR);
+                        let (c, cols) = (c.add(j * NR), (n - j * NR).min(group * NR));
+                        match group {
+                            4 => row::<4>(kc, a, panel, k * NR, c, cols, add),
+                            3 => row::<3>(kc, a, panel, k * NR, c, cols, add),
+                            2 => row::<2>(kc, a, panel, k * NR, c, cols, add),
+                            _ => row::<1>(kc, a, panel, k * NR, c, cols, add),
+                        }
+                        j += group;
+                    }
+                }
+                k0 += kc;
+                continue;
+            }
+            for j in 0..panels {
                 let panel = b.panel(j).as_ptr().add(k0 * NR);
                 let cols = NR.min(n - j * NR);
                 let mut r = 0;
@@ -185,6 +209,39 @@ mod avx2 {
                 }
             }
             k0 += kc;
+        }
+    }
+
+    /// One row of C across P consecutive panels (`stride` floats apart): C [+]= a (kc) · panels;
+    /// only the first `cols` of the P·NR columns are touched.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn row<const P: usize>(
+        kc: usize,
+        a: *const f32,
+        panel: *const f32,
+        stride: usize,
+        c: *mut f32,
+        cols: usize,
+        add: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; P];
+        for p in 0..kc {
+            let x = _mm256_broadcast_ss(&*a.add(p));
+            for (j, pair) in acc.iter_mut().enumerate() {
+                let w = panel.add(j * stride + p * NR);
+                pair[0] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w), pair[0]);
+                pair[1] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w.add(8)), pair[1]);
+            }
+        }
+        let mut tmp = [0f32; 4 * NR];
+        for (j, pair) in acc.iter().enumerate() {
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(j * NR), pair[0]);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(j * NR + 8), pair[1]);
+        }
+        for (q, &t) in tmp[..cols].iter().enumerate() {
+            *c.add(q) = if add { *c.add(q) + t } else { t };
         }
     }
 

@@ -1,6 +1,7 @@
 //! The packed recurrent GEMM (`src/packed.rs`) against a plain triple loop in f64, over the
-//! shapes that exercise its edges: row counts that are not a multiple of the 6-row tile, column
-//! counts around the 16-column panel, depths past the 512-deep cache block, padded strides, both
+//! shapes that exercise its edges: row counts that are not a multiple of the 6-row tile (and the
+//! one- and two-row path that runs across 4 panels at once), column counts around the 16-column
+//! panel and panel counts that are not a multiple of 4, depths past the 512-deep cache block, padded strides, both
 //! ways of reading B (W and Wᵀ), and accumulating into C or overwriting it.
 
 use elman::packed::{matmul, matmul_portable, PackedB};
@@ -52,7 +53,7 @@ fn reference(
 fn packed_matmul_matches_a_plain_loop() {
     let mut cases = 0;
     for &m in &[1usize, 2, 5, 6, 7, 13, 32] {
-        for &n in &[1usize, 15, 16, 17, 40] {
+        for &n in &[1usize, 15, 16, 17, 40, 100] {
             for &k in &[1usize, 7, 16, 600] {
                 for transposed in [false, true] {
                     for accumulate in [false, true] {
@@ -89,7 +90,7 @@ fn packed_matmul_matches_a_plain_loop() {
             }
         }
     }
-    assert_eq!(cases, 7 * 5 * 4 * 2 * 2 * 2);
+    assert_eq!(cases, 7 * 6 * 4 * 2 * 2 * 2);
 }
 
 #[test]
