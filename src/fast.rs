@@ -21,6 +21,7 @@
 use crate::model::{Activation, ModelConfig};
 use crate::packed::{self, PackedB};
 use gemm::{gemm, Parallelism};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Row-major C (m×n) = [C +] A (m×k) · B (k×n), every operand given by (row stride, column stride).
 #[allow(clippy::too_many_arguments)]
@@ -357,6 +358,8 @@ pub struct FastBptt {
     /// Threads each stream-share may use for the decoder when only scoring (more threads than
     /// streams: `elman eval`'s single exact stream).
     helpers: usize,
+    /// Threads that share each recurrence step of a stream-share when only scoring.
+    column_parts: usize,
 }
 
 impl FastBptt {
@@ -365,6 +368,10 @@ impl FastBptt {
         // Threads beyond one per stream help only the decoder of forward-only scoring.
         let helpers = (threads.max(1) / batch.max(1)).max(1);
         let threads = threads.clamp(1, batch);
+        // The recurrence's column split spins at a barrier every step: never more spinning
+        // threads than cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let column_parts = helpers.min(cores / threads).max(1);
         let shapes = config.param_shapes();
         let zeros = || -> Vec<Vec<f32>> {
             shapes
@@ -410,6 +417,7 @@ impl FastBptt {
             slot: Vec::new(),
             seen: Vec::new(),
             helpers,
+            column_parts,
         }
     }
 
@@ -558,6 +566,7 @@ impl FastBptt {
             inputs,
             targets,
             helpers: self.helpers,
+            column_parts: self.column_parts,
             sampled: sample.map(|smp| Sampled {
                 sample: smp,
                 dec_s: &self.dec_s,
@@ -603,6 +612,97 @@ impl FastBptt {
     }
 }
 
+/// A barrier for a few threads that meet every few microseconds (one recurrence step): spins
+/// briefly, then yields (a condition variable's wake-up costs as much as the step).
+struct SpinBarrier {
+    parties: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl SpinBarrier {
+    fn new(parties: usize) -> SpinBarrier {
+        SpinBarrier {
+            parties,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if spins < 2000 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// The states' buffer, shared by the threads of `recurrence_by_columns`.
+struct SharedStates(*mut f32);
+// SAFETY: the threads write disjoint columns of one step and read the previous step only after
+// the barrier that ends it (see `recurrence_by_columns`).
+unsafe impl Sync for SharedStates {}
+
+/// The forward recurrence S_t = σ(P_t + S_{t−1}·Wᵀ) with each step's columns split over `parts`
+/// threads (ranges of W's panels), which meet at a barrier after every step: step t + 1 reads
+/// all of S_t. `hs` holds S_{−1}, then P_0 … P_{T−1}, overwritten by S_0 … S_{T−1}.
+fn recurrence_by_columns(
+    hs: &mut [f32],
+    t_len: usize,
+    b: usize,
+    h: usize,
+    w: &PackedB,
+    act: Activation,
+    parts: usize,
+) {
+    let bh = b * h;
+    assert!(hs.len() >= (t_len + 1) * bh && w.k() == h && w.n() == h);
+    let panels = h.div_ceil(packed::NR);
+    let barrier = SpinBarrier::new(parts);
+    let states = SharedStates(hs.as_mut_ptr());
+    let run = |i: usize| {
+        let (p0, p1) = (panels * i / parts, panels * (i + 1) / parts);
+        let (c0, c1) = (p0 * packed::NR, (p1 * packed::NR).min(h));
+        let states = &states;
+        for t in 0..t_len {
+            // SAFETY: rows t (read) and t + 1 (written) of `hs` are disjoint and inside it (the
+            // assert above); in step t every thread writes only columns c0..c1 of its own panel
+            // range in row t + 1, and row t was completed by all threads before the barrier that
+            // ended step t − 1. Nothing else touches `hs` while the threads run.
+            unsafe {
+                let prev = std::slice::from_raw_parts(states.0.add(t * bh), bh);
+                let cur = states.0.add((t + 1) * bh);
+                packed::matmul_columns(b, cur, h, true, prev, h, w, p0..p1);
+                for r in 0..b {
+                    act_fwd(
+                        act,
+                        std::slice::from_raw_parts_mut(cur.add(r * h + c0), c1 - c0),
+                    );
+                }
+            }
+            barrier.wait();
+        }
+    };
+    std::thread::scope(|sc| {
+        for i in 1..parts {
+            let run = &run;
+            sc.spawn(move || run(i));
+        }
+        run(0);
+    });
+}
+
 struct Shared<'a> {
     cfg: ModelConfig,
     batch: usize,
@@ -618,6 +718,7 @@ struct Shared<'a> {
     targets: &'a [u32],
     sampled: Option<Sampled<'a>>,
     helpers: usize,
+    column_parts: usize,
 }
 
 /// What every thread reads in a sampled-softmax step.
@@ -668,6 +769,17 @@ impl Work {
             }
             add_rows(&mut hs[bh..], &sh.bias[l]);
             let wt = &sh.w_fwd[l];
+            // Scoring with more threads than streams (one exact stream): share each step's
+            // product by columns instead of leaving the helper threads idle until the decoder.
+            let parts = if sh.backward {
+                1
+            } else {
+                sh.column_parts.min(h.div_ceil(packed::NR))
+            };
+            if parts > 1 {
+                recurrence_by_columns(hs, t_len, b, h, wt, act, parts);
+                continue;
+            }
             for t in 0..t_len {
                 let (prev, cur) = hs.split_at_mut((t + 1) * bh);
                 let cur = &mut cur[..bh];

@@ -82,21 +82,65 @@ pub fn matmul(
     lda: usize,
     b: &PackedB,
 ) {
-    let (k, n) = (b.k, b.n);
+    let n = b.n;
     if m == 0 || n == 0 {
         return;
     }
     check(m, c, ldc, a, lda, b);
+    // SAFETY: `check` bounds every element of C the product writes inside `c`, which is borrowed
+    // mutably for the call.
+    unsafe {
+        matmul_columns(
+            m,
+            c.as_mut_ptr(),
+            ldc,
+            accumulate,
+            a,
+            lda,
+            b,
+            0..n.div_ceil(NR),
+        )
+    }
+}
+
+/// The columns of panels `panels` only: C[r][q] [+]= (A·B)[r][q] for r < m and q in
+/// [panels.start·NR, min(panels.end·NR, n)); no other element of C is read or written. Lets
+/// threads share one product by splitting its panels (`fast.rs`, scoring a single stream).
+///
+/// # Safety
+/// `c` must be valid for reads and writes at `r * ldc + q` for those (r, q), and no other thread
+/// may access those elements during the call. A must be as `matmul` checks it (it panics if not).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_columns(
+    m: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    panels: std::ops::Range<usize>,
+) {
+    let (k, n) = (b.k, b.n);
+    assert!(panels.end <= n.div_ceil(NR) && panels.start <= panels.end);
+    if m == 0 || n == 0 || panels.is_empty() {
+        return;
+    }
+    assert!(
+        k == 0 || (lda >= k && a.len() >= (m - 1) * lda + k),
+        "A is too small"
+    );
     #[cfg(target_arch = "x86_64")]
     if k > 0
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
     {
-        // SAFETY: the CPU has AVX2 and FMA; the asserts above bound every access the kernel makes.
-        unsafe { avx2::matmul(m, c, ldc, accumulate, a, lda, b) };
+        // SAFETY: the CPU has AVX2 and FMA; A is checked above, C is the caller's promise.
+        unsafe { avx2::matmul(m, c, ldc, accumulate, a, lda, b, panels) };
         return;
     }
-    matmul_portable(m, c, ldc, accumulate, a, lda, b);
+    // SAFETY: as above.
+    unsafe { portable(m, c, ldc, accumulate, a, lda, b, panels) }
 }
 
 /// The portable path (used without AVX2/FMA; public so tests can hold both paths to a plain
@@ -110,12 +154,41 @@ pub fn matmul_portable(
     lda: usize,
     b: &PackedB,
 ) {
-    let (k, n) = (b.k, b.n);
+    let n = b.n;
     if m == 0 || n == 0 {
         return;
     }
     check(m, c, ldc, a, lda, b);
-    for j in 0..n.div_ceil(NR) {
+    // SAFETY: `check` bounds C inside the mutably borrowed `c`.
+    unsafe {
+        portable(
+            m,
+            c.as_mut_ptr(),
+            ldc,
+            accumulate,
+            a,
+            lda,
+            b,
+            0..n.div_ceil(NR),
+        )
+    }
+}
+
+/// # Safety
+/// As `matmul_columns`, with A already checked.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable(
+    m: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    panels: std::ops::Range<usize>,
+) {
+    let (k, n) = (b.k, b.n);
+    for j in panels {
         let panel = b.panel(j);
         let cols = NR.min(n - j * NR);
         for r in 0..m {
@@ -124,9 +197,10 @@ pub fn matmul_portable(
                 let x = a[r * lda + p];
                 acc.iter_mut().zip(row).for_each(|(s, &w)| *s += x * w);
             }
-            let dst = &mut c[r * ldc + j * NR..r * ldc + j * NR + cols];
-            for (d, s) in dst.iter_mut().zip(acc) {
-                *d = if accumulate { *d + s } else { s };
+            for (q, s) in acc[..cols].iter().enumerate() {
+                // SAFETY: (r, j·NR + q) is one of the caller's elements.
+                let d = unsafe { &mut *c.add(r * ldc + j * NR + q) };
+                *d = if accumulate { *d + s } else { *s };
             }
         }
     }
@@ -148,34 +222,35 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// # Safety
-    /// AVX2 and FMA must be available; the operands must be as `super::matmul` asserts, k > 0.
+    /// AVX2 and FMA must be available; the operands as `super::matmul_columns` requires, k > 0.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn matmul(
         m: usize,
-        c: &mut [f32],
+        cp: *mut f32,
         ldc: usize,
         accumulate: bool,
         a: &[f32],
         lda: usize,
         b: &PackedB,
+        panels: std::ops::Range<usize>,
     ) {
         let (k, n) = (b.k, b.n);
-        let (cp, ap) = (c.as_mut_ptr(), a.as_ptr());
+        let ap = a.as_ptr();
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
             // The first depth block writes C (or adds to it), the later ones add.
             let add = accumulate || k0 > 0;
-            let panels = n.div_ceil(NR);
             if m <= 2 {
                 // One or two rows (a single stream: `elman eval`'s exact score): a 1-row tile
                 // has 2 accumulators and waits on FMA latency, so run a row across 4 panels
                 // at once instead (8 accumulators).
                 for r in 0..m {
                     let (a, c) = (ap.add(r * lda + k0), cp.add(r * ldc));
-                    let mut j = 0;
-                    while j < panels {
-                        let group = (panels - j).min(4);
+                    let mut j = panels.start;
+                    while j < panels.end {
+                        let group = (panels.end - j).min(4);
                         let panel = b.panel(j).as_ptr().add(k0 * NR);
                         let (c, cols) = (c.add(j * NR), (n - j * NR).min(group * NR));
                         match group {
@@ -190,7 +265,7 @@ mod avx2 {
                 k0 += kc;
                 continue;
             }
-            for j in 0..panels {
+            for j in panels.clone() {
                 let panel = b.panel(j).as_ptr().add(k0 * NR);
                 let cols = NR.min(n - j * NR);
                 let mut r = 0;

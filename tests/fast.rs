@@ -349,3 +349,41 @@ fn scoring_repacks_when_the_weights_are_other_slices() {
     fast.step(&pa, &inputs, &targets, &mut state);
     assert_eq!(score(&mut fast, &pb, true), fresh_b);
 }
+
+#[test]
+fn single_stream_scoring_shares_each_step_across_threads_exactly() {
+    // One stream with 2 or 3 threads splits every recurrence step by columns (3 panels of W at
+    // H = 40, two layers, a partial last window) and meets at a barrier: the score must equal the
+    // graph's, and one thread's to 1e-7 (each state column is still one thread's dot products, in
+    // the same order).
+    let dev = Device::Cpu;
+    let cfg = ModelConfig {
+        vocab_size: 9,
+        hidden: 40,
+        layers: 2,
+        activation: Activation::Tanh,
+    };
+    let vm = init_params(&cfg, 31, DType::F32, &dev).unwrap();
+    let model = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    let ids: Vec<u32> = (0..700).map(|i| ((i * 5 + i / 7) % 9) as u32).collect();
+    let want = elman::eval::score_reference(&model, &ids, 1, 64).unwrap();
+    let one = elman::eval::score(&model, &ids, 1, 64, 1).unwrap();
+    for threads in [2, 3] {
+        let got = elman::eval::score(&model, &ids, 1, 64, threads).unwrap();
+        assert_eq!(got.predicted, want.predicted);
+        assert!(
+            (got.nats - want.nats).abs() < 1e-5 * want.nats,
+            "{threads} threads: {} vs {}",
+            got.nats,
+            want.nats
+        );
+        // The same states; only the decoder's split of the positions over the threads (the
+        // `gemm` crate blocks a product by its size) changes the last bits.
+        assert!(
+            (got.nats - one.nats).abs() < 1e-7 * one.nats,
+            "{threads} threads: {} vs one thread's {}",
+            got.nats,
+            one.nats
+        );
+    }
+}

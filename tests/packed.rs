@@ -120,3 +120,43 @@ fn a_short_operand_is_refused_before_the_unchecked_kernel_runs() {
     let mut c = vec![0.0; 2 * 8];
     matmul(2, &mut c, 8, false, &fill(8 + 7, 2), 8, &pb);
 }
+
+#[test]
+fn panel_ranges_write_only_their_columns_and_tile_the_product() {
+    // Threads share one product by taking ranges of panels: each range must write exactly its
+    // columns (the rest of C untouched, NaN here), and the ranges together give the whole product.
+    for &(m, n, k) in &[(1usize, 100usize, 37usize), (2, 40, 600), (7, 33, 16)] {
+        let a = fill(m * k, 5);
+        let b = fill(k * n, 6);
+        let mut pb = PackedB::default();
+        pb.pack(&b, k, n, (n, 1));
+        let mut whole = vec![0.0; m * n];
+        matmul(m, &mut whole, n, false, &a, k, &pb);
+        let panels = n.div_ceil(16);
+        let mut parts = vec![f32::NAN; m * n];
+        for (lo, hi) in [
+            (0, panels / 3),
+            (panels / 3, panels - 1),
+            (panels - 1, panels),
+        ] {
+            let mut only = vec![f32::NAN; m * n];
+            // SAFETY: `only`/`parts` are m × n with row stride n, and this thread alone uses them.
+            unsafe {
+                elman::packed::matmul_columns(m, only.as_mut_ptr(), n, false, &a, k, &pb, lo..hi);
+                elman::packed::matmul_columns(m, parts.as_mut_ptr(), n, false, &a, k, &pb, lo..hi);
+            }
+            for r in 0..m {
+                for q in 0..n {
+                    let inside = q >= lo * 16 && q < (hi * 16).min(n);
+                    let x = only[r * n + q];
+                    assert_eq!(
+                        !x.is_nan(),
+                        inside,
+                        "m={m} n={n} panels {lo}..{hi}: C[{r}][{q}]"
+                    );
+                }
+            }
+        }
+        assert_eq!(parts, whole, "m={m} n={n} k={k}");
+    }
+}
