@@ -367,10 +367,26 @@ pub fn run(req: &Request) -> Result<Report> {
         Some(l) => l.vocab.clone(),
         None => crate::vocab::Vocab::build(&corpus.text, &Default::default())?,
     };
-    let mut tokens = vocab.encode(&corpus.text).map_err(|e| {
-        let names: Vec<String> = text_files.iter().map(|f| f.display().to_string()).collect();
-        anyhow::anyhow!("{}: {e}", names.join(", "))
-    })?;
+    // Only the first --max-tokens tokens are measured: encode a prefix of whole lines, doubling
+    // it until it yields enough tokens, instead of the whole file. Tokens and jieba's cuts never
+    // span a line break, so the prefix encodes exactly as the start of the whole text does.
+    let text = corpus.text.as_str();
+    let mut chars = req.max_tokens.saturating_mul(2).max(1024);
+    let mut tokens = loop {
+        let cut = text
+            .char_indices()
+            .nth(chars)
+            .map_or(text.len(), |(i, _)| i);
+        let end = text[cut..].find('\n').map_or(text.len(), |j| cut + j + 1);
+        let tokens = vocab.encode(&text[..end]).map_err(|e| {
+            let names: Vec<String> = text_files.iter().map(|f| f.display().to_string()).collect();
+            anyhow::anyhow!("{}: {e}", names.join(", "))
+        })?;
+        if tokens.len() >= req.max_tokens || end == text.len() {
+            break tokens;
+        }
+        chars = chars.saturating_mul(2);
+    };
     drop(corpus);
     tokens.truncate(req.max_tokens);
 

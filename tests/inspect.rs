@@ -233,6 +233,32 @@ fn gradflow_command_writes_a_chart_and_json() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("sup σ′ = 1/4"), "{text}");
+    // Only the first --max-tokens tokens count: the whole corpus and a file of its first lines
+    // (enough for them) measure the same curve.
+    let lines: String = TEXT.repeat(6);
+    std::fs::write(d.join("head.txt"), &lines).unwrap();
+    let first = |file: &str| {
+        let v = json(elman(d).args([
+            "gradflow",
+            "-m",
+            "m",
+            "--text",
+            file,
+            "--max-tokens",
+            "300",
+            "--max-k",
+            "8",
+            "--positions",
+            "40",
+            "--out",
+            "f.svg",
+            "--json",
+        ]));
+        assert_eq!(v["tokens"], 300);
+        v["curves"][0]["mean_norm"].clone()
+    };
+    assert!(lines.chars().count() > 300);
+    assert_eq!(first("c.txt"), first("head.txt"));
     fails_with(
         elman(d).args(["gradflow", "--text", "missing.txt", "--out", "x.svg"]),
         &["missing.txt"],
