@@ -21,7 +21,7 @@
 use crate::model::{Activation, ModelConfig};
 use crate::packed::{self, PackedB};
 use gemm::{gemm, Parallelism};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Row-major C (m×n) = [C +] A (m×k) · B (k×n), every operand given by (row stride, column stride).
 #[allow(clippy::too_many_arguments)]
@@ -613,11 +613,24 @@ impl FastBptt {
 }
 
 /// A barrier for a few threads that meet every few microseconds (one recurrence step): spins
-/// briefly, then yields (a condition variable's wake-up costs as much as the step).
+/// briefly, then yields (a condition variable's wake-up costs as much as the step). A thread
+/// that panics poisons it (`Poison`), so the others panic too instead of waiting forever.
 struct SpinBarrier {
     parties: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
+    poisoned: AtomicBool,
+}
+
+/// Poisons the barrier if dropped while its thread unwinds from a panic.
+struct Poison<'a>(&'a SpinBarrier);
+
+impl Drop for Poison<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poisoned.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl SpinBarrier {
@@ -626,6 +639,7 @@ impl SpinBarrier {
             parties,
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
         }
     }
 
@@ -638,6 +652,9 @@ impl SpinBarrier {
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
+            if self.poisoned.load(Ordering::Acquire) {
+                panic!("another scoring thread panicked");
+            }
             if spins < 2000 {
                 std::hint::spin_loop();
                 spins += 1;
@@ -672,6 +689,7 @@ fn recurrence_by_columns(
     let barrier = SpinBarrier::new(parts);
     let states = SharedStates(hs.as_mut_ptr());
     let run = |i: usize| {
+        let _poison = Poison(&barrier);
         let (p0, p1) = (panels * i / parts, panels * (i + 1) / parts);
         let (c0, c1) = (p0 * packed::NR, (p1 * packed::NR).min(h));
         let states = &states;
@@ -1144,6 +1162,35 @@ impl Work {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_party_poisons_the_spin_barrier_instead_of_hanging_the_others() {
+        let barrier = SpinBarrier::new(2);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    let _poison = Poison(&barrier);
+                    panic!("a bug in one thread");
+                });
+                let _poison = Poison(&barrier);
+                barrier.wait();
+            })
+        }));
+        assert!(
+            result.is_err(),
+            "the waiting thread must not return normally"
+        );
+        // And without a panic the barrier just lets both through, twice.
+        let barrier = SpinBarrier::new(2);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                barrier.wait();
+                barrier.wait();
+            });
+            barrier.wait();
+            barrier.wait();
+        });
+    }
 
     #[test]
     fn exp_and_tanh_are_accurate() {
