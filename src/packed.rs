@@ -86,9 +86,9 @@ pub fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    check(m, c, ldc, a, lda, b);
-    // SAFETY: `check` bounds every element of C the product writes inside `c`, which is borrowed
-    // mutably for the call.
+    check_c(m, c, ldc, n);
+    // SAFETY: `check_c` bounds every element of C the product writes inside `c`, which is borrowed
+    // mutably for the call; `matmul_columns` checks A.
     unsafe {
         matmul_columns(
             m,
@@ -126,10 +126,7 @@ pub unsafe fn matmul_columns(
     if m == 0 || n == 0 || panels.is_empty() {
         return;
     }
-    assert!(
-        k == 0 || (lda >= k && a.len() >= (m - 1) * lda + k),
-        "A is too small"
-    );
+    check_a(m, a, lda, k);
     #[cfg(target_arch = "x86_64")]
     if k > 0
         && std::arch::is_x86_feature_detected!("avx2")
@@ -158,8 +155,9 @@ pub fn matmul_portable(
     if m == 0 || n == 0 {
         return;
     }
-    check(m, c, ldc, a, lda, b);
-    // SAFETY: `check` bounds C inside the mutably borrowed `c`.
+    check_c(m, c, ldc, n);
+    check_a(m, a, lda, b.k);
+    // SAFETY: `check_c` bounds C inside the mutably borrowed `c`.
     unsafe {
         portable(
             m,
@@ -207,9 +205,12 @@ unsafe fn portable(
 }
 
 /// The operands' shapes and lengths (m, n > 0): what keeps the unchecked kernel in bounds.
-fn check(m: usize, c: &[f32], ldc: usize, a: &[f32], lda: usize, b: &PackedB) {
-    let (k, n) = (b.k, b.n);
+fn check_c(m: usize, c: &[f32], ldc: usize, n: usize) {
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "C is too small");
+}
+
+/// A (m × k, row stride `lda`) lies inside `a` (m > 0).
+fn check_a(m: usize, a: &[f32], lda: usize, k: usize) {
     assert!(
         k == 0 || (lda >= k && a.len() >= (m - 1) * lda + k),
         "A is too small"

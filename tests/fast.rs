@@ -263,9 +263,15 @@ fn fused_training_follows_the_reference_loss_curve() {
     }
 }
 
+/// A model with `init_params`' weights for `seed`.
+fn model_of(cfg: ModelConfig, seed: u64) -> ElmanLM {
+    let dev = Device::Cpu;
+    let vm = init_params(&cfg, seed, DType::F32, &dev).unwrap();
+    ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap()
+}
+
 #[test]
 fn fused_scoring_matches_the_reference_graph() {
-    let dev = Device::Cpu;
     for (act, layers) in [
         (Activation::Tanh, 1),
         (Activation::Sigmoid, 2),
@@ -277,8 +283,7 @@ fn fused_scoring_matches_the_reference_graph() {
             layers,
             activation: act,
         };
-        let vm = init_params(&cfg, 23, DType::F32, &dev).unwrap();
-        let model = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let model = model_of(cfg, 23);
         let ids: Vec<u32> = (0..1001).map(|i| ((i * i + 3 * i) % 13) as u32).collect();
         // Streams and chunks that leave a partial last chunk and a dropped remainder.
         // One stream over 2 and 3 threads splits the decoder rows; 2 streams over 5 threads too.
@@ -308,7 +313,6 @@ fn scoring_repacks_when_the_weights_are_other_slices() {
     // `score(.., same_weights = true)` keeps W packed only while the parameter slices are the
     // very ones it packed from: scoring a second model through the same trainer with the flag set
     // must still give that model's own score, and a training step in between forces a re-pack.
-    let dev = Device::Cpu;
     let cfg = ModelConfig {
         vocab_size: 11,
         hidden: 20,
@@ -316,9 +320,7 @@ fn scoring_repacks_when_the_weights_are_other_slices() {
         activation: Activation::Tanh,
     };
     let flat_of = |seed| -> Vec<Vec<f32>> {
-        let vm = init_params(&cfg, seed, DType::F32, &dev).unwrap();
-        let model = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
-        model
+        model_of(cfg, seed)
             .named_tensors()
             .iter()
             .map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap())
@@ -356,15 +358,13 @@ fn single_stream_scoring_shares_each_step_across_threads_exactly() {
     // H = 40, two layers, a partial last window) and meets at a barrier: the score must equal the
     // graph's, and one thread's to 1e-7 (each state column is still one thread's dot products, in
     // the same order).
-    let dev = Device::Cpu;
     let cfg = ModelConfig {
         vocab_size: 9,
         hidden: 40,
         layers: 2,
         activation: Activation::Tanh,
     };
-    let vm = init_params(&cfg, 31, DType::F32, &dev).unwrap();
-    let model = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    let model = model_of(cfg, 31);
     let ids: Vec<u32> = (0..700).map(|i| ((i * 5 + i / 7) % 9) as u32).collect();
     let want = elman::eval::score_reference(&model, &ids, 1, 64).unwrap();
     let one = elman::eval::score(&model, &ids, 1, 64, 1).unwrap();
