@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::vocab::{Level, Vocab, VocabOptions};
+
 /// Largest corpus elman reads (token ids are 32-bit, and the text must fit in memory).
 pub const MAX_CORPUS_BYTES: u64 = 4 << 30;
 
@@ -48,16 +50,13 @@ impl Corpus {
             sha256,
         })
     }
-
-    /// Splits off the last `val_fraction` of the characters: `(train, validation)`, the convention of
-    /// the reference corpora's README.
-    pub fn split(&self, val_fraction: f64) -> (&str, &str) {
-        split_text(&self.text, val_fraction)
-    }
 }
 
-/// The split used by training and by tests: the last `val_fraction` of characters is validation.
-pub fn split_text(text: &str, val_fraction: f64) -> (&str, &str) {
+/// The split used by training: the last `val_fraction` of the characters is validation, the
+/// convention of the reference corpora's README. With `nfc` the cut moves forward past any
+/// character NFC would compose with the ones before it (an accent, a Hangul vowel), so neither
+/// side holds a fragment the vocabulary never saw.
+pub fn split_text(text: &str, val_fraction: f64, nfc: bool) -> (&str, &str) {
     let nchars = text.chars().count();
     let val_chars = ((nchars as f64) * val_fraction).round() as usize;
     let cut_char = nchars - val_chars.min(nchars);
@@ -66,7 +65,27 @@ pub fn split_text(text: &str, val_fraction: f64) -> (&str, &str) {
         .nth(cut_char)
         .map(|(i, _)| i)
         .unwrap_or(text.len());
-    text.split_at(cut)
+    text.split_at(if nfc { nfc_safe_cut(text, cut) } else { cut })
+}
+
+/// The first byte index `j ≥ i` (a character boundary) where normalising `s[..j]` and `s[j..]`
+/// apart gives what normalising `s` does. NFC never reaches across a newline, so only the line
+/// holding `i` is looked at.
+pub fn nfc_safe_cut(s: &str, i: usize) -> usize {
+    use unicode_normalization::UnicodeNormalization;
+    let start = s[..i].rfind('\n').map_or(0, |k| k + 1);
+    let end = s[i..].find('\n').map_or(s.len(), |k| i + k);
+    let line = &s[start..end];
+    let whole: String = line.nfc().collect();
+    let mut j = i;
+    while j < end {
+        let (a, b) = line.split_at(j - start);
+        if a.nfc().chain(b.nfc()).eq(whole.chars()) {
+            break;
+        }
+        j += s[j..].chars().next().map_or(1, char::len_utf8);
+    }
+    j
 }
 
 fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -242,27 +261,72 @@ pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Resul
     Ok(hex(&hasher.finalize()))
 }
 
-/// What a first pass over a char-level corpus learns without keeping the text.
+/// [`stream`], handing `f` blocks of whole lines (each line with its `\n`) instead of arbitrary
+/// pieces; a last line without a newline comes last, on its own. Files are joined as
+/// [`Corpus::read`] joins them (no newline added), so a file that does not end in one continues
+/// its last line into the next file. Line-aligned blocks are what word-level tokenising (which
+/// works line by line) and NFC normalisation (which never composes across a newline) need to give
+/// exactly the result they give on the whole text. Memory: one read plus the longest line.
+pub fn stream_lines(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Result<String> {
+    let mut carry = String::new();
+    let sha256 = stream(files, |chunk| {
+        let Some(last) = chunk.rfind('\n') else {
+            carry.push_str(chunk);
+            return Ok(());
+        };
+        let (whole, rest) = chunk.split_at(last + 1);
+        if carry.is_empty() {
+            f(whole)?;
+        } else {
+            carry.push_str(whole);
+            f(&carry)?;
+            carry.clear();
+        }
+        carry.push_str(rest);
+        Ok(())
+    })?;
+    if !carry.is_empty() {
+        f(&carry)?;
+    }
+    Ok(sha256)
+}
+
+/// What a first pass over a corpus learns without keeping the text.
 #[derive(Debug, Clone)]
 pub struct Scan {
     pub name: String,
     pub files: Vec<PathBuf>,
     pub sha256: String,
+    /// Characters as written (before any normalisation): what the validation split counts.
     pub chars: usize,
+    /// How often each character occurs (after NFC normalisation when the scan was asked for it).
     pub counts: std::collections::HashMap<char, u64>,
 }
 
-/// Pass 1 of streamed reading: character counts, length and hash.
-pub fn scan(paths: &[PathBuf]) -> Result<Scan> {
+impl Scan {
+    /// Whether the text has Chinese characters (what `--segmenter auto` decides on).
+    pub fn has_han(&self) -> bool {
+        self.counts.keys().any(|&c| crate::vocab::is_han(c))
+    }
+}
+
+/// Pass 1 of streamed reading: character counts (of the NFC form with `nfc`), length and hash.
+pub fn scan(paths: &[PathBuf], nfc: bool) -> Result<Scan> {
+    use unicode_normalization::UnicodeNormalization;
     let (name, files, _) = resolve(paths)?;
     let mut counts = std::collections::HashMap::new();
     let mut chars = 0usize;
     let mut blank = true;
-    let sha256 = stream(&files, |chunk| {
-        for c in chunk.chars() {
-            *counts.entry(c).or_insert(0u64) += 1;
+    let mut count = |c: char| *counts.entry(c).or_insert(0u64) += 1;
+    let sha256 = stream_lines(&files, |block| {
+        for c in block.chars() {
             chars += 1;
             blank &= c.is_whitespace();
+        }
+        if nfc {
+            block.nfc().for_each(&mut count);
+        } else {
+            block.chars().for_each(&mut count);
         }
         Ok(())
     })?;
@@ -281,17 +345,83 @@ pub fn scan(paths: &[PathBuf]) -> Result<Scan> {
     })
 }
 
-/// Pass 2: the token ids of the whole corpus (char level, no normalisation), checking that the
-/// files still hash to `sha256`. The only corpus-sized allocation: 4 bytes per character.
+/// The lines of `files`, read on a thread of their own, as an iterator for `consume` (what the
+/// word-level vocabulary counter takes). The channel between them is bounded, so memory stays a
+/// few blocks whatever the corpus size. Checks that the files still hash to `sha256`.
+pub fn with_lines<R>(
+    files: &[PathBuf],
+    sha256: &str,
+    consume: impl FnOnce(std::sync::mpsc::IntoIter<String>) -> Result<R>,
+) -> Result<R> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(4096);
+    std::thread::scope(|sc| {
+        let reader = sc.spawn(move || {
+            stream_lines(files, |block| {
+                for line in block.split_inclusive('\n') {
+                    // The consumer stopped early: it reports its own error.
+                    if tx.send(line.to_string()).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })
+        });
+        let out = consume(rx.into_iter());
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("{}: reading failed", describe(files)))?;
+        let out = out?;
+        if read? != sha256 {
+            bail!(
+                "{}: the corpus changed between two reads; try again once it is complete",
+                describe(files)
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// Pass 2: the token ids of the whole corpus, checking that the files still hash to `sha256`.
+/// With `cut_char`, the text is cut there (a character index, moved as [`split_text`] moves it for
+/// an NFC vocabulary) and the two sides are encoded apart, exactly as the in-memory split would
+/// be; also returned: where the second side starts, as an index into the ids and in characters
+/// (the ends without a cut). Text is encoded a block of whole lines at
+/// a time: the only corpus-sized allocation is the ids, 4 bytes per token (`chars` sizes it at the
+/// char level).
 pub fn encode_streamed(
     files: &[PathBuf],
-    vocab: &crate::vocab::Vocab,
+    vocab: &Vocab,
     chars: usize,
     sha256: &str,
-) -> Result<Vec<u32>> {
-    let mut ids = Vec::with_capacity(chars);
-    let sha = stream(files, |chunk| {
-        ids.extend(vocab.encode(chunk)?);
+    cut_char: Option<usize>,
+) -> Result<(Vec<u32>, (usize, usize))> {
+    // Sized up front: a large allocation is mapped on its own, so growing past a guess remaps it
+    // instead of copying it and leaving the old copy in the heap (words run ~4–6 characters with
+    // their space; a guess too high costs address space only, given back by `shrink_to_fit`).
+    let mut ids = Vec::with_capacity(match vocab.level {
+        Level::Char => chars,
+        Level::Word => chars / 4,
+    });
+    let (mut seen, mut cut) = (0usize, None);
+    let sha = stream_lines(files, |block| {
+        let n = block.chars().count();
+        match cut_char {
+            Some(at) if cut.is_none() && seen + n >= at => {
+                let mut i = block
+                    .char_indices()
+                    .nth(at - seen)
+                    .map_or(block.len(), |(i, _)| i);
+                if vocab.nfc {
+                    i = nfc_safe_cut(block, i);
+                }
+                let (a, b) = block.split_at(i);
+                ids.extend(vocab.encode(a)?);
+                cut = Some((ids.len(), seen + a.chars().count()));
+                ids.extend(vocab.encode(b)?);
+            }
+            _ => ids.extend(vocab.encode(block)?),
+        }
+        seen += n;
         Ok(())
     })?;
     if sha != sha256 {
@@ -300,7 +430,106 @@ pub fn encode_streamed(
             describe(files)
         );
     }
-    Ok(ids)
+    ids.shrink_to_fit();
+    let cut = cut.unwrap_or((ids.len(), seen));
+    Ok((ids, cut))
+}
+
+/// A corpus read for training: where it came from, its vocabulary and its token ids.
+#[derive(Debug)]
+pub struct Loaded {
+    pub name: String,
+    pub files: Vec<PathBuf>,
+    /// SHA-256 of the training files, `train+validation` with separate validation files.
+    pub sha256: String,
+    /// Characters in all the text read (training and validation).
+    pub chars: usize,
+    pub vocab: Vocab,
+    /// Training ids, then validation ids: the only corpus-sized memory, 4 bytes per token.
+    pub ids: Vec<u32>,
+    /// Where the validation ids start.
+    pub cut: usize,
+    /// Characters of the validation text (for bits per character).
+    pub val_chars: usize,
+}
+
+/// Reads a corpus for training without ever holding its text: pass 1 counts characters and
+/// hashes, a word-level vocabulary adds a pass that counts words, and the last pass writes the
+/// token ids. The validation text is `val_files`, or else the last `val_fraction` of the
+/// characters ([`split_text`]'s convention). A new vocabulary is built from the training and
+/// validation text together, as PyTorch's word_language_model builds its dictionary from every
+/// split, so validation never meets a token the model cannot represent; `existing` is used as is.
+/// The result is exactly what reading everything into memory and tokenising it would give.
+pub fn load(
+    files: &[PathBuf],
+    val_files: &[PathBuf],
+    opts: &VocabOptions,
+    existing: Option<&Vocab>,
+    val_fraction: f64,
+) -> Result<Loaded> {
+    // Only a new char-level vocabulary needs the counts of the normalised characters.
+    let nfc_counts = existing.is_none() && opts.nfc && opts.level == Level::Char;
+    let train = scan(files, nfc_counts)?;
+    let val = if val_files.is_empty() {
+        None
+    } else {
+        Some(scan(val_files, nfc_counts)?)
+    };
+    let vocab = match (existing, opts.level) {
+        (Some(v), _) => v.clone(),
+        (None, Level::Char) => {
+            let mut counts = train.counts.clone();
+            for (c, n) in val.iter().flat_map(|v| &v.counts) {
+                *counts.entry(*c).or_insert(0) += n;
+            }
+            Vocab::from_char_counts(counts, opts)?
+        }
+        (None, Level::Word) => {
+            let han = train.has_han() || val.as_ref().is_some_and(Scan::has_han);
+            let segmenter = opts.segmenter.resolve(han);
+            with_lines(&train.files, &train.sha256, |train_lines| match &val {
+                None => Vocab::build_word_lines(train_lines, opts, segmenter),
+                Some(v) => with_lines(&v.files, &v.sha256, |val_lines| {
+                    Vocab::build_word_lines(train_lines.chain(val_lines), opts, segmenter)
+                }),
+            })?
+        }
+    };
+    let Some(val) = val else {
+        let val_chars = ((train.chars as f64) * val_fraction).round() as usize;
+        let cut_char = train.chars - val_chars.min(train.chars);
+        let (ids, (cut, cut_char)) = encode_streamed(
+            &train.files,
+            &vocab,
+            train.chars,
+            &train.sha256,
+            Some(cut_char),
+        )?;
+        return Ok(Loaded {
+            name: train.name,
+            files: train.files,
+            sha256: train.sha256,
+            chars: train.chars,
+            vocab,
+            ids,
+            cut,
+            val_chars: train.chars - cut_char,
+        });
+    };
+    let (mut ids, _) = encode_streamed(&train.files, &vocab, train.chars, &train.sha256, None)?;
+    let cut = ids.len();
+    let (val_ids, _) = encode_streamed(&val.files, &vocab, val.chars, &val.sha256, None)?;
+    ids.extend(val_ids);
+    Ok(Loaded {
+        name: train.name,
+        files: train.files,
+        sha256: format!("{}+{}", train.sha256, val.sha256),
+        chars: train.chars + val.chars,
+        vocab,
+        ids,
+        cut,
+        val_chars: val.chars,
+    })
 }
 
 /// One line for any I/O error on `path`.
@@ -345,7 +574,7 @@ mod tests {
 
     #[test]
     fn split_is_by_characters() {
-        let (a, b) = split_text("天空飞过一只小鸟ab", 0.2);
+        let (a, b) = split_text("天空飞过一只小鸟ab", 0.2, false);
         assert_eq!(a, "天空飞过一只小鸟");
         assert_eq!(b, "ab");
     }

@@ -14,7 +14,6 @@
 //! the learning rate (only the scheduled ones every `eval_every` steps do), for the same reason.
 
 use crate::checkpoint::{self, Config, CorpusInfo, LoopState, Metric, Progress, Snapshot};
-use crate::corpus::Corpus;
 use crate::eval::{score, window};
 use crate::fast::{FastBptt, Params};
 use crate::model::{cross_entropy, init_params, ElmanLM, ModelConfig};
@@ -208,9 +207,7 @@ struct CorpusMeta {
     chars: usize,
 }
 
-/// Reads and tokenises the corpus. At the char level without NFC (one token per character) the
-/// text is streamed twice and never held: pass 1 counts characters (for a new vocabulary) and
-/// hashes, pass 2 writes the ids. Otherwise the text is read into memory, tokenised, and dropped.
+/// Reads and tokenises the corpus ([`crate::corpus::load`]: streamed, the text never held).
 fn load_data(
     files: &[PathBuf],
     val_files: &[PathBuf],
@@ -218,136 +215,19 @@ fn load_data(
     existing: Option<&Vocab>,
     val_fraction: f64,
 ) -> Result<(CorpusMeta, Vocab, Data)> {
-    if !val_files.is_empty() {
-        return load_separate(files, val_files, vocab_opts, existing);
-    }
-    if vocab_opts.level == crate::vocab::Level::Char && !vocab_opts.nfc {
-        let scan = crate::corpus::scan(files)?;
-        let vocab = match existing {
-            Some(v) => v.clone(),
-            None => Vocab::from_char_counts(scan.counts.clone(), vocab_opts)?,
-        };
-        let ids = crate::corpus::encode_streamed(&scan.files, &vocab, scan.chars, &scan.sha256)?;
-        // The same split as `corpus::split_text`: the last `val_fraction` of the characters.
-        let val_chars = ((scan.chars as f64) * val_fraction).round() as usize;
-        let cut = ids.len() - val_chars.min(ids.len());
-        let meta = CorpusMeta {
-            name: scan.name,
-            files: scan.files,
-            sha256: scan.sha256,
-            chars: scan.chars,
-        };
-        return Ok((
-            meta,
-            vocab,
-            Data {
-                ids,
-                cut,
-                val_chars,
-            },
-        ));
-    }
-    let corpus = Corpus::read(files)?;
-    let vocab = match existing {
-        Some(v) => v.clone(),
-        None => Vocab::build(&corpus.text, vocab_opts)?,
+    let l = crate::corpus::load(files, val_files, vocab_opts, existing, val_fraction)?;
+    let meta = CorpusMeta {
+        name: l.name,
+        files: l.files,
+        sha256: l.sha256,
+        chars: l.chars,
     };
-    let (train_text, val_text) = corpus.split(val_fraction);
-    let mut ids = vocab.encode(train_text)?;
-    let cut = ids.len();
-    ids.extend(vocab.encode(val_text)?);
     let data = Data {
-        ids,
-        cut,
-        val_chars: val_text.chars().count(),
+        ids: l.ids,
+        cut: l.cut,
+        val_chars: l.val_chars,
     };
-    let meta = CorpusMeta {
-        chars: corpus.text.chars().count(),
-        name: corpus.name,
-        files: corpus.files,
-        sha256: corpus.sha256,
-    };
-    Ok((meta, vocab, data))
-}
-
-/// Training text and a validation text of its own (`--val`). The vocabulary is built from both,
-/// as PyTorch's word_language_model builds its dictionary from every split, so validation never
-/// meets a token the model cannot represent. The recorded hash covers both.
-fn load_separate(
-    files: &[PathBuf],
-    val_files: &[PathBuf],
-    vocab_opts: &VocabOptions,
-    existing: Option<&Vocab>,
-) -> Result<(CorpusMeta, Vocab, Data)> {
-    if vocab_opts.level == crate::vocab::Level::Char && !vocab_opts.nfc {
-        let (train, val) = (crate::corpus::scan(files)?, crate::corpus::scan(val_files)?);
-        let vocab = match existing {
-            Some(v) => v.clone(),
-            None => {
-                let mut counts = train.counts.clone();
-                for (c, n) in &val.counts {
-                    *counts.entry(*c).or_insert(0) += n;
-                }
-                Vocab::from_char_counts(counts, vocab_opts)?
-            }
-        };
-        let mut ids =
-            crate::corpus::encode_streamed(&train.files, &vocab, train.chars, &train.sha256)?;
-        let cut = ids.len();
-        ids.extend(crate::corpus::encode_streamed(
-            &val.files,
-            &vocab,
-            val.chars,
-            &val.sha256,
-        )?);
-        let meta = CorpusMeta {
-            name: train.name,
-            files: train.files,
-            sha256: format!("{}+{}", train.sha256, val.sha256),
-            chars: train.chars + val.chars,
-        };
-        return Ok((
-            meta,
-            vocab,
-            Data {
-                ids,
-                cut,
-                val_chars: val.chars,
-            },
-        ));
-    }
-    let (train, val) = (Corpus::read(files)?, Corpus::read(val_files)?);
-    let vocab = match existing {
-        Some(v) => v.clone(),
-        None => {
-            let mut both = String::with_capacity(train.text.len() + val.text.len() + 1);
-            both.push_str(&train.text);
-            if !both.ends_with('\n') {
-                both.push('\n');
-            }
-            both.push_str(&val.text);
-            Vocab::build(&both, vocab_opts)?
-        }
-    };
-    let mut ids = vocab.encode(&train.text)?;
-    let cut = ids.len();
-    ids.extend(vocab.encode(&val.text)?);
-    let val_chars = val.text.chars().count();
-    let meta = CorpusMeta {
-        chars: train.text.chars().count() + val_chars,
-        name: train.name,
-        files: train.files,
-        sha256: format!("{}+{}", train.sha256, val.sha256),
-    };
-    Ok((
-        meta,
-        vocab,
-        Data {
-            ids,
-            cut,
-            val_chars,
-        },
-    ))
+    Ok((meta, l.vocab, data))
 }
 
 /// Number of windows in `epoch` and the offset it starts at.

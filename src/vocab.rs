@@ -71,6 +71,17 @@ pub enum Segmenter {
     Spaces,
 }
 
+impl Segmenter {
+    /// `Auto` made concrete for a text: jieba when it has Chinese characters, else words.
+    pub fn resolve(self, has_han: bool) -> Segmenter {
+        match self {
+            Segmenter::Auto if has_han => Segmenter::Jieba,
+            Segmenter::Auto => Segmenter::Words,
+            s => s,
+        }
+    }
+}
+
 impl std::fmt::Display for Segmenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -202,11 +213,24 @@ impl Vocab {
     }
 
     fn build_word(text: &str, opts: &VocabOptions) -> Result<Vocab> {
-        let segmenter = match opts.segmenter {
-            Segmenter::Auto if text.chars().any(is_han) => Segmenter::Jieba,
-            Segmenter::Auto => Segmenter::Words,
-            s => s,
-        };
+        let segmenter = opts.segmenter.resolve(text.chars().any(is_han));
+        Self::build_word_lines(lines_with_newlines(text), opts, segmenter)
+    }
+
+    /// The word-level vocabulary of a text given line by line (each line with its newline), as a
+    /// streamed reader hands it over; `segmenter` already resolved.
+    pub fn build_word_lines<I, S>(
+        lines: I,
+        opts: &VocabOptions,
+        segmenter: Segmenter,
+    ) -> Result<Vocab>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+    {
+        if segmenter == Segmenter::Auto {
+            bail!("the word segmenter must be resolved before the vocabulary is made");
+        }
         // Count with the tokenizer's own pipeline (normaliser, pre-tokenizers) via its trainer, so
         // the words counted are exactly the words the tokenizer will later look up.
         let mut tok = word_tokenizer_skeleton(opts.nfc, WordLevel::default(), segmenter)?;
@@ -219,12 +243,9 @@ impl Vocab {
             .map_err(|e| anyhow!("building the word vocabulary: {e}"))?;
         let mut trainer = tokenizers::models::TrainerWrapper::WordLevelTrainer(trainer);
         if segmenter == Segmenter::Jieba {
-            let lines: Vec<String> = lines_with_newlines(text)
-                .map(|l| segment_han(l).0)
-                .collect();
-            tok.train(&mut trainer, lines.iter())
+            tok.train(&mut trainer, lines.map(|l| segment_han(l.as_ref()).0))
         } else {
-            tok.train(&mut trainer, lines_with_newlines(text))
+            tok.train(&mut trainer, lines)
         }
         .map_err(|e| anyhow!("building the word vocabulary: {e}"))?;
         // The trainer also counts `<eos>`/`<unk>` as words (they are splits of their own), which

@@ -564,7 +564,7 @@ fn streamed_reading_equals_reading_into_memory() {
     let f = tmp.path().join("big.txt");
     std::fs::write(&f, &text).unwrap();
     let files = vec![f.clone()];
-    let scan = elman::corpus::scan(&files).unwrap();
+    let scan = elman::corpus::scan(&files, false).unwrap();
     let in_memory = elman::corpus::Corpus::read(&files).unwrap();
     assert_eq!(scan.sha256, in_memory.sha256);
     assert_eq!(scan.chars, in_memory.text.chars().count());
@@ -573,8 +573,9 @@ fn streamed_reading_equals_reading_into_memory() {
         "the byte-order mark is dropped"
     );
     let vocab = Vocab::from_char_counts(scan.counts.clone(), &VocabOptions::default()).unwrap();
-    let streamed =
-        elman::corpus::encode_streamed(&files, &vocab, scan.chars, &scan.sha256).unwrap();
+    let (streamed, cut) =
+        elman::corpus::encode_streamed(&files, &vocab, scan.chars, &scan.sha256, None).unwrap();
+    assert_eq!(cut, (streamed.len(), scan.chars));
     assert_eq!(streamed, vocab.encode(&in_memory.text).unwrap());
     // A bad byte 2.5 MiB in, at the start of a character: its exact offset.
     let mut bytes = text.into_bytes();
@@ -584,6 +585,203 @@ fn streamed_reading_equals_reading_into_memory() {
     }
     bytes[at] = 0xFF;
     std::fs::write(&f, &bytes).unwrap();
-    let err = elman::corpus::scan(&files).unwrap_err().to_string();
+    let err = elman::corpus::scan(&files, false).unwrap_err().to_string();
     assert!(err.contains(&format!("byte offset {at}")), "{err}");
+}
+
+/// What training's streamed loader must equal: the text read into memory, the vocabulary built on
+/// it (on training + validation text joined by a newline with `--val`), split by characters and
+/// encoded side by side. Returns (vocabulary tokens, ids, cut, val_chars, chars).
+fn load_in_memory(
+    files: &[PathBuf],
+    val_files: &[PathBuf],
+    opts: &elman::vocab::VocabOptions,
+    val_fraction: f64,
+) -> (Vec<String>, Vec<u32>, usize, usize, usize) {
+    use elman::corpus::{split_text, Corpus};
+    use elman::vocab::Vocab;
+    let train = Corpus::read(files).unwrap();
+    if val_files.is_empty() {
+        let vocab = Vocab::build(&train.text, opts).unwrap();
+        let (a, b) = split_text(&train.text, val_fraction, opts.nfc);
+        let mut ids = vocab.encode(a).unwrap();
+        let cut = ids.len();
+        ids.extend(vocab.encode(b).unwrap());
+        let chars = train.text.chars().count();
+        return (vocab.tokens().to_vec(), ids, cut, b.chars().count(), chars);
+    }
+    let val = Corpus::read(val_files).unwrap();
+    let mut both = train.text.clone();
+    if !both.ends_with('\n') {
+        both.push('\n');
+    }
+    both.push_str(&val.text);
+    let vocab = Vocab::build(&both, opts).unwrap();
+    let mut ids = vocab.encode(&train.text).unwrap();
+    let cut = ids.len();
+    ids.extend(vocab.encode(&val.text).unwrap());
+    let val_chars = val.text.chars().count();
+    let chars = train.text.chars().count() + val_chars;
+    (vocab.tokens().to_vec(), ids, cut, val_chars, chars)
+}
+
+/// Training never holds the text (word level and `--nfc` included) and still gets exactly the
+/// vocabulary and ids that reading it into memory gives: lines cut by 1 MiB reads, a line longer
+/// than a read, a file without a final newline running into the next, the validation cut inside a
+/// line (and inside a combining sequence), separate validation files, Chinese cut by jieba.
+#[test]
+fn streamed_loading_equals_reading_into_memory_at_every_level() {
+    use elman::vocab::{Level, Segmenter, VocabOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    // ~1.7 MB of words: lines of every length, then one of 1.3 MB (longer than a read), no final newline.
+    let words = [
+        "the",
+        "sky",
+        "bird",
+        "flew",
+        "over",
+        "a",
+        "dragonfly",
+        "naïve",
+        "café",
+        "，",
+        "🙂",
+        "x",
+    ];
+    let mut big = String::new();
+    let mut i = 0usize;
+    while big.len() < 400_000 {
+        for _ in 0..(i % 23) {
+            big.push_str(words[(i * 7 + big.len()) % words.len()]);
+            big.push(' ');
+            i += 1;
+        }
+        big.push('\n');
+        i += 1;
+    }
+    for k in 0..250_000 {
+        big.push_str(words[k % words.len()]);
+        big.push(' ');
+    }
+    big.push_str("\nend of the first file, no newline");
+    let big = write("big.txt", &big);
+    let second = write("second.txt", " continues here\nthe bird flew\n");
+    // Decomposed and composed accents, so NFC changes the text.
+    let accents = "cafe\u{301} café e\u{301}\u{302} Å A\u{30a}\n".repeat(40);
+    let accents = write("accents.txt", &accents);
+    let zh = write(
+        "zh.txt",
+        &"天空飞过一只小鸟，它飞得很高。\n我们在河边看见一只蜻蜓。\n".repeat(30),
+    );
+    let val = write("val.txt", "the sky over a café\nunseen words here\n");
+
+    let word = VocabOptions {
+        level: Level::Word,
+        segmenter: Segmenter::Auto,
+        ..VocabOptions::default()
+    };
+    let capped = VocabOptions {
+        max_vocab: Some(9),
+        min_count: 2,
+        ..word.clone()
+    };
+    let nfc = VocabOptions {
+        nfc: true,
+        ..VocabOptions::default()
+    };
+    let nfc_words = VocabOptions {
+        nfc: true,
+        ..word.clone()
+    };
+    let chars = VocabOptions::default();
+    // 0.02 of accents.txt's characters ends inside "e\u{301}": checked below.
+    type Case<'a> = (&'a str, Vec<PathBuf>, Vec<PathBuf>, &'a VocabOptions, f64);
+    let cases: Vec<Case> = vec![
+        (
+            "words, two files",
+            vec![big.clone(), second.clone()],
+            vec![],
+            &word,
+            0.1,
+        ),
+        ("words, capped", vec![big.clone()], vec![], &capped, 0.37),
+        (
+            "words, --val",
+            vec![big.clone()],
+            vec![val.clone()],
+            &word,
+            0.1,
+        ),
+        ("jieba", vec![zh.clone()], vec![], &word, 0.1),
+        (
+            "jieba, --val",
+            vec![zh.clone()],
+            vec![val.clone()],
+            &word,
+            0.1,
+        ),
+        ("nfc chars", vec![accents.clone()], vec![], &nfc, 0.02),
+        (
+            "nfc chars, --val",
+            vec![accents.clone()],
+            vec![val.clone()],
+            &nfc,
+            0.1,
+        ),
+        (
+            "nfc words",
+            vec![accents.clone(), second.clone()],
+            vec![],
+            &nfc_words,
+            0.3,
+        ),
+        ("plain chars", vec![big.clone()], vec![], &chars, 0.1),
+    ];
+    for (what, files, val_files, opts, frac) in cases {
+        let got = elman::corpus::load(&files, &val_files, opts, None, frac).unwrap();
+        let (tokens, ids, cut, val_chars, chars) = load_in_memory(&files, &val_files, opts, frac);
+        assert_eq!(got.vocab.tokens(), &tokens[..], "{what}: vocabulary");
+        assert!(got.ids == ids, "{what}: ids differ");
+        assert_eq!(
+            (got.cut, got.val_chars, got.chars),
+            (cut, val_chars, chars),
+            "{what}: split"
+        );
+        // And with the vocabulary given (resuming), the same ids.
+        let again = elman::corpus::load(&files, &val_files, opts, Some(&got.vocab), frac).unwrap();
+        assert!(
+            again.ids == ids && again.cut == cut,
+            "{what}: existing vocabulary"
+        );
+    }
+    // The NFC case really cuts inside a combining sequence, and jieba really ran.
+    let text = std::fs::read_to_string(&accents).unwrap();
+    let (a, _) = elman::corpus::split_text(&text, 0.02, false);
+    assert!(a.ends_with('e'), "{a:?}");
+    let (a, b) = elman::corpus::split_text(&text, 0.02, true);
+    assert!(a.ends_with("e\u{301}") && b.starts_with(' '), "{a:?}");
+    // Wherever the fraction puts the cut (accents, and Hangul in NFD: jamo that NFC composes are
+    // all starters), the sides normalise apart to what the whole does.
+    use unicode_normalization::UnicodeNormalization;
+    let line = "cafe\u{301} e\u{301}\u{302} \u{1112}\u{1161}\u{11ab}\u{1100}\u{116e}\u{11a8}\u{110b}\u{1165}\n";
+    let n = line.chars().count();
+    let whole: String = line.nfc().collect();
+    let mut moved = 0;
+    for k in 0..=n {
+        let (a, b) = elman::corpus::split_text(line, k as f64 / n as f64, true);
+        let apart: String = a.nfc().chain(b.nfc()).collect();
+        assert_eq!(apart, whole, "cut {k}: {a:?} | {b:?}");
+        moved += usize::from(b.chars().count() != k);
+    }
+    assert!(moved >= 6, "only {moved} cuts moved");
+    let zh_vocab = elman::corpus::load(std::slice::from_ref(&zh), &[], &word, None, 0.1)
+        .unwrap()
+        .vocab;
+    assert_eq!(zh_vocab.segmenter, Segmenter::Jieba);
+    assert!(zh_vocab.id("小鸟").is_some());
 }
