@@ -118,6 +118,14 @@ fn act_fwd_generic(act: Activation, xs: &mut [f32]) {
     }
 }
 
+/// `xs ← σ(xs + add)`: the input term added where the activation reads it anyway.
+#[inline(always)]
+fn act_fwd_add_generic(act: Activation, xs: &mut [f32], add: &[f32]) {
+    for (x, a) in xs.iter_mut().zip(add) {
+        *x = act_fwd_scalar(act, *x + a);
+    }
+}
+
 /// dP = dS ⊙ σ′ written from the output s = σ(p): tanh 1 − s², sigmoid s(1 − s), relu [s > 0].
 #[inline(always)]
 fn act_bwd_generic(act: Activation, ds: &mut [f32], s: &[f32]) {
@@ -218,6 +226,7 @@ macro_rules! dispatch {
 }
 
 dispatch!(act_fwd, act_fwd_generic, (act: Activation, xs: &mut [f32]) -> ());
+dispatch!(act_fwd_add, act_fwd_add_generic, (act: Activation, xs: &mut [f32], add: &[f32]) -> ());
 dispatch!(act_bwd, act_bwd_generic, (act: Activation, ds: &mut [f32], s: &[f32]) -> ());
 dispatch!(softmax_ce, softmax_ce_generic, (row: &mut [f32], y: usize, scale: f32) -> f64);
 dispatch!(nll, nll_generic, (row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64);
@@ -335,7 +344,8 @@ pub struct FastBptt {
     pub batch: usize,
     pub bptt: usize,
     works: Vec<Work>,
-    /// Uᵀ of layer 0 (V × H), so a token's input row is contiguous.
+    /// Layer 0's input term per token (V × H): row x = Uᵀ's row x + b_ih + b_hh, contiguous;
+    /// gathered for the tokens a window reads.
     u0_t: Vec<f32>,
     /// b_ih + b_hh per layer.
     bias: Vec<Vec<f32>>,
@@ -522,13 +532,23 @@ impl FastBptt {
         // Shared per-step constants.
         // Uᵀ rows of the tokens this window reads (only those are looked up): a strided gather of
         // a few hundred columns, not a transpose of all V (which dominates at word level).
+        for l in 0..self.config.layers {
+            let (bi, bh) = (params.flat[4 * l + 2], params.flat[4 * l + 3]);
+            self.bias[l]
+                .iter_mut()
+                .zip(bi.iter().zip(bh))
+                .for_each(|(o, (a, b))| *o = a + b);
+        }
+        // Each row is layer 0's whole input term U x + b for its token, added once per step after
+        // the recurrent product (no pre-filled states to stream through memory).
         let u0 = params.w_ih(0);
         self.seen.resize(v, false);
         for &x in inputs {
             let x = x as usize;
             if !std::mem::replace(&mut self.seen[x], true) {
-                for (i, r) in self.u0_t[x * h..(x + 1) * h].iter_mut().enumerate() {
-                    *r = u0[i * v + x];
+                let row = &mut self.u0_t[x * h..(x + 1) * h];
+                for (i, (r, b)) in row.iter_mut().zip(&self.bias[0]).enumerate() {
+                    *r = u0[i * v + x] + b;
                 }
             }
         }
@@ -545,13 +565,6 @@ impl FastBptt {
             if backward {
                 self.w_bwd[l].pack(w, h, h, (h, 1));
             }
-        }
-        for l in 0..self.config.layers {
-            let (bi, bh) = (params.flat[4 * l + 2], params.flat[4 * l + 3]);
-            self.bias[l]
-                .iter_mut()
-                .zip(bi.iter().zip(bh))
-                .for_each(|(o, (a, b))| *o = a + b);
         }
         let shared = Shared {
             cfg: self.config,
@@ -673,7 +686,9 @@ unsafe impl Sync for SharedStates {}
 
 /// The forward recurrence S_t = σ(P_t + S_{t−1}·Wᵀ) with each step's columns split over `parts`
 /// threads (ranges of W's panels), which meet at a barrier after every step: step t + 1 reads
-/// all of S_t. `hs` holds S_{−1}, then P_0 … P_{T−1}, overwritten by S_0 … S_{T−1}.
+/// all of S_t. `hs` holds S_{−1}, then (with `Input::Ready`) P_0 … P_{T−1}; S_0 … S_{T−1} are
+/// written there.
+#[allow(clippy::too_many_arguments)]
 fn recurrence_by_columns(
     hs: &mut [f32],
     t_len: usize,
@@ -681,6 +696,7 @@ fn recurrence_by_columns(
     h: usize,
     w: &PackedB,
     act: Activation,
+    input: &Input,
     parts: usize,
 ) {
     let bh = b * h;
@@ -701,12 +717,10 @@ fn recurrence_by_columns(
             unsafe {
                 let prev = std::slice::from_raw_parts(states.0.add(t * bh), bh);
                 let cur = states.0.add((t + 1) * bh);
-                packed::matmul_columns(b, cur, h, true, prev, h, w, p0..p1);
+                packed::matmul_columns(b, cur, h, input.is_ready(), prev, h, w, p0..p1);
                 for r in 0..b {
-                    act_fwd(
-                        act,
-                        std::slice::from_raw_parts_mut(cur.add(r * h + c0), c1 - c0),
-                    );
+                    let row = std::slice::from_raw_parts_mut(cur.add(r * h + c0), c1 - c0);
+                    input.activate(act, t, r, row, c0);
                 }
             }
             barrier.wait();
@@ -719,6 +733,44 @@ fn recurrence_by_columns(
         }
         run(0);
     });
+}
+
+/// Where a layer's input term P_t (everything but the recurrent product) comes from.
+enum Input<'a> {
+    /// Layer 0: row `ids[t · stride + first + j]` of `table` for stream j at step t (U x + b).
+    Rows {
+        table: &'a [f32],
+        hidden: usize,
+        ids: &'a [u32],
+        stride: usize,
+        first: usize,
+    },
+    /// Already in the states buffer, where the recurrent product accumulates onto it.
+    Ready,
+}
+
+impl Input<'_> {
+    fn is_ready(&self) -> bool {
+        matches!(self, Input::Ready)
+    }
+
+    /// `row` (columns `c0..` of stream j's product at step t) becomes σ(row + P).
+    #[inline]
+    fn activate(&self, act: Activation, t: usize, j: usize, row: &mut [f32], c0: usize) {
+        match *self {
+            Input::Rows {
+                table,
+                hidden,
+                ids,
+                stride,
+                first,
+            } => {
+                let x = ids[t * stride + first + j] as usize;
+                act_fwd_add(act, row, &table[x * hidden + c0..][..row.len()]);
+            }
+            Input::Ready => act_fwd(act, row),
+        }
+    }
 }
 
 struct Shared<'a> {
@@ -761,13 +813,15 @@ impl Work {
             let (below, here) = self.hs.split_at_mut(l);
             let hs = &mut here[0];
             hs[..bh].copy_from_slice(&state[l][s0 * h..(s0 + b) * h]);
-            if l == 0 {
-                for t in 0..t_len {
-                    for j in 0..b {
-                        let x = sh.inputs[t * bsz + s0 + j] as usize;
-                        let dst = &mut hs[(t + 1) * bh + j * h..(t + 1) * bh + (j + 1) * h];
-                        dst.copy_from_slice(&sh.u0_t[x * h..(x + 1) * h]);
-                    }
+            // Layer 0's input term is a row per token, added after each step's product; a higher
+            // layer's is a product of its own, for all steps at once, that the steps accumulate on.
+            let input = if l == 0 {
+                Input::Rows {
+                    table: sh.u0_t,
+                    hidden: h,
+                    ids: sh.inputs,
+                    stride: bsz,
+                    first: s0,
                 }
             } else {
                 // P = X · U_lᵀ for all steps at once; U_l is (H × H) row-major.
@@ -784,8 +838,9 @@ impl Work {
                     p.w_ih(l),
                     (1, h),
                 );
-            }
-            add_rows(&mut hs[bh..], &sh.bias[l]);
+                add_rows(&mut hs[bh..], &sh.bias[l]);
+                Input::Ready
+            };
             let wt = &sh.w_fwd[l];
             // Scoring with more threads than streams (one exact stream): share each step's
             // product by columns instead of leaving the helper threads idle until the decoder.
@@ -795,14 +850,17 @@ impl Work {
                 sh.column_parts.min(h.div_ceil(packed::NR))
             };
             if parts > 1 {
-                recurrence_by_columns(hs, t_len, b, h, wt, act, parts);
+                recurrence_by_columns(hs, t_len, b, h, wt, act, &input, parts);
                 continue;
             }
             for t in 0..t_len {
                 let (prev, cur) = hs.split_at_mut((t + 1) * bh);
                 let cur = &mut cur[..bh];
-                packed::matmul(b, cur, h, true, &prev[t * bh..(t + 1) * bh], h, wt);
-                act_fwd(act, cur);
+                let prev = &prev[t * bh..(t + 1) * bh];
+                packed::matmul(b, cur, h, input.is_ready(), prev, h, wt);
+                for (j, row) in cur.chunks_exact_mut(h).enumerate() {
+                    input.activate(act, t, j, row, 0);
+                }
             }
         }
 
