@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::vocab::{Level, Vocab, VocabOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Largest corpus elman reads (token ids are 32-bit, and the text must fit in memory).
 pub const MAX_CORPUS_BYTES: u64 = 4 << 30;
@@ -312,6 +313,10 @@ impl Scan {
 
 /// Pass 1 of streamed reading: character counts (of the NFC form with `nfc`), length and hash.
 pub fn scan(paths: &[PathBuf], nfc: bool) -> Result<Scan> {
+    scan_with(paths, nfc, &ProgressBar::hidden())
+}
+
+fn scan_with(paths: &[PathBuf], nfc: bool, pb: &ProgressBar) -> Result<Scan> {
     use unicode_normalization::UnicodeNormalization;
     let (name, files, _) = resolve(paths)?;
     let mut counts = std::collections::HashMap::new();
@@ -319,6 +324,7 @@ pub fn scan(paths: &[PathBuf], nfc: bool) -> Result<Scan> {
     let mut blank = true;
     let mut count = |c: char| *counts.entry(c).or_insert(0u64) += 1;
     let sha256 = stream_lines(&files, |block| {
+        pb.inc(block.len() as u64);
         for c in block.chars() {
             chars += 1;
             blank &= c.is_whitespace();
@@ -351,12 +357,14 @@ pub fn scan(paths: &[PathBuf], nfc: bool) -> Result<Scan> {
 pub fn with_lines<R>(
     files: &[PathBuf],
     sha256: &str,
+    pb: &ProgressBar,
     consume: impl FnOnce(std::sync::mpsc::IntoIter<String>) -> Result<R>,
 ) -> Result<R> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<String>(4096);
     std::thread::scope(|sc| {
         let reader = sc.spawn(move || {
             stream_lines(files, |block| {
+                pb.inc(block.len() as u64);
                 for line in block.split_inclusive('\n') {
                     // The consumer stopped early: it reports its own error.
                     if tx.send(line.to_string()).is_err() {
@@ -395,6 +403,24 @@ pub fn encode_streamed(
     sha256: &str,
     cut_char: Option<usize>,
 ) -> Result<(Vec<u32>, (usize, usize))> {
+    encode_streamed_with(
+        files,
+        vocab,
+        chars,
+        sha256,
+        cut_char,
+        &ProgressBar::hidden(),
+    )
+}
+
+fn encode_streamed_with(
+    files: &[PathBuf],
+    vocab: &Vocab,
+    chars: usize,
+    sha256: &str,
+    cut_char: Option<usize>,
+    pb: &ProgressBar,
+) -> Result<(Vec<u32>, (usize, usize))> {
     // Sized up front: a large allocation is mapped on its own, so growing past a guess remaps it
     // instead of copying it and leaving the old copy in the heap (words run ~4–6 characters with
     // their space; a guess too high costs address space only, given back by `shrink_to_fit`).
@@ -404,6 +430,7 @@ pub fn encode_streamed(
     });
     let (mut seen, mut cut) = (0usize, None);
     let sha = stream_lines(files, |block| {
+        pb.inc(block.len() as u64);
         let n = block.chars().count();
         match cut_char {
             Some(at) if cut.is_none() && seen + n >= at => {
@@ -415,11 +442,11 @@ pub fn encode_streamed(
                     i = nfc_safe_cut(block, i);
                 }
                 let (a, b) = block.split_at(i);
-                ids.extend(vocab.encode(a)?);
+                ids.extend(vocab.encode_bulk(a)?);
                 cut = Some((ids.len(), seen + a.chars().count()));
-                ids.extend(vocab.encode(b)?);
+                ids.extend(vocab.encode_bulk(b)?);
             }
-            _ => ids.extend(vocab.encode(block)?),
+            _ => ids.extend(vocab.encode_bulk(block)?),
         }
         seen += n;
         Ok(())
@@ -466,14 +493,21 @@ pub fn load(
     opts: &VocabOptions,
     existing: Option<&Vocab>,
     val_fraction: f64,
+    progress: bool,
 ) -> Result<Loaded> {
+    let pb = reading_bar(files, val_files, progress)?;
+    let pass = |what: &str| {
+        pb.set_position(0);
+        pb.set_message(what.to_string());
+    };
     // Only a new char-level vocabulary needs the counts of the normalised characters.
     let nfc_counts = existing.is_none() && opts.nfc && opts.level == Level::Char;
-    let train = scan(files, nfc_counts)?;
+    pass("checking");
+    let train = scan_with(files, nfc_counts, &pb)?;
     let val = if val_files.is_empty() {
         None
     } else {
-        Some(scan(val_files, nfc_counts)?)
+        Some(scan_with(val_files, nfc_counts, &pb)?)
     };
     let vocab = match (existing, opts.level) {
         (Some(v), _) => v.clone(),
@@ -487,24 +521,28 @@ pub fn load(
         (None, Level::Word) => {
             let han = train.has_han() || val.as_ref().is_some_and(Scan::has_han);
             let segmenter = opts.segmenter.resolve(han);
-            with_lines(&train.files, &train.sha256, |train_lines| match &val {
+            pass("counting words");
+            with_lines(&train.files, &train.sha256, &pb, |train_lines| match &val {
                 None => Vocab::build_word_lines(train_lines, opts, segmenter),
-                Some(v) => with_lines(&v.files, &v.sha256, |val_lines| {
+                Some(v) => with_lines(&v.files, &v.sha256, &pb, |val_lines| {
                     Vocab::build_word_lines(train_lines.chain(val_lines), opts, segmenter)
                 }),
             })?
         }
     };
+    pass("encoding");
     let Some(val) = val else {
         let val_chars = ((train.chars as f64) * val_fraction).round() as usize;
         let cut_char = train.chars - val_chars.min(train.chars);
-        let (ids, (cut, cut_char)) = encode_streamed(
+        let (ids, (cut, cut_char)) = encode_streamed_with(
             &train.files,
             &vocab,
             train.chars,
             &train.sha256,
             Some(cut_char),
+            &pb,
         )?;
+        pb.finish_and_clear();
         return Ok(Loaded {
             name: train.name,
             files: train.files,
@@ -516,10 +554,12 @@ pub fn load(
             val_chars: train.chars - cut_char,
         });
     };
-    let (mut ids, _) = encode_streamed(&train.files, &vocab, train.chars, &train.sha256, None)?;
+    let (mut ids, _) =
+        encode_streamed_with(&train.files, &vocab, train.chars, &train.sha256, None, &pb)?;
     let cut = ids.len();
-    let (val_ids, _) = encode_streamed(&val.files, &vocab, val.chars, &val.sha256, None)?;
+    let (val_ids, _) = encode_streamed_with(&val.files, &vocab, val.chars, &val.sha256, None, &pb)?;
     ids.extend(val_ids);
+    pb.finish_and_clear();
     Ok(Loaded {
         name: train.name,
         files: train.files,
@@ -530,6 +570,28 @@ pub fn load(
         cut,
         val_chars: val.chars,
     })
+}
+
+/// A progress bar for reading a corpus big enough to take a while (≥ 16 MiB), on a terminal only;
+/// each pass runs it from 0 to the corpus size in bytes.
+fn reading_bar(files: &[PathBuf], val_files: &[PathBuf], progress: bool) -> Result<ProgressBar> {
+    use std::io::IsTerminal;
+    let mut bytes = resolve(files)?.2;
+    if !val_files.is_empty() {
+        bytes += resolve(val_files)?.2;
+    }
+    if !progress || bytes < 16 << 20 || !std::io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let pb = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "reading the corpus: {msg} [{bar:28.cyan/blue}] {bytes}/{total_bytes} ETA {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    Ok(pb)
 }
 
 /// One line for any I/O error on `path`.

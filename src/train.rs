@@ -214,8 +214,16 @@ fn load_data(
     vocab_opts: &VocabOptions,
     existing: Option<&Vocab>,
     val_fraction: f64,
+    progress: bool,
 ) -> Result<(CorpusMeta, Vocab, Data)> {
-    let l = crate::corpus::load(files, val_files, vocab_opts, existing, val_fraction)?;
+    let l = crate::corpus::load(
+        files,
+        val_files,
+        vocab_opts,
+        existing,
+        val_fraction,
+        progress,
+    )?;
     let meta = CorpusMeta {
         name: l.name,
         files: l.files,
@@ -321,6 +329,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             &vopts,
             Some(&vocab),
             config.training.val_fraction,
+            !args.quiet,
         )?;
         if corpus.sha256 != config.corpus.sha256 {
             bail!(
@@ -351,6 +360,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             &vopts,
             None,
             h.val_fraction.unwrap_or(0.1),
+            !args.quiet,
         )?;
         let optimizer = h.optimizer.unwrap_or(OptimizerKind::Adam);
         let tc = checkpoint::TrainConfig {

@@ -743,7 +743,7 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
         ("plain chars", vec![big.clone()], vec![], &chars, 0.1),
     ];
     for (what, files, val_files, opts, frac) in cases {
-        let got = elman::corpus::load(&files, &val_files, opts, None, frac).unwrap();
+        let got = elman::corpus::load(&files, &val_files, opts, None, frac, false).unwrap();
         let (tokens, ids, cut, val_chars, chars) = load_in_memory(&files, &val_files, opts, frac);
         assert_eq!(got.vocab.tokens(), &tokens[..], "{what}: vocabulary");
         assert!(got.ids == ids, "{what}: ids differ");
@@ -753,7 +753,8 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
             "{what}: split"
         );
         // And with the vocabulary given (resuming), the same ids.
-        let again = elman::corpus::load(&files, &val_files, opts, Some(&got.vocab), frac).unwrap();
+        let again =
+            elman::corpus::load(&files, &val_files, opts, Some(&got.vocab), frac, false).unwrap();
         assert!(
             again.ids == ids && again.cut == cut,
             "{what}: existing vocabulary"
@@ -779,7 +780,7 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
         moved += usize::from(b.chars().count() != k);
     }
     assert!(moved >= 6, "only {moved} cuts moved");
-    let zh_vocab = elman::corpus::load(std::slice::from_ref(&zh), &[], &word, None, 0.1)
+    let zh_vocab = elman::corpus::load(std::slice::from_ref(&zh), &[], &word, None, 0.1, false)
         .unwrap()
         .vocab;
     assert_eq!(zh_vocab.segmenter, Segmenter::Jieba);
