@@ -388,7 +388,8 @@ struct TrainCmd {
         help_heading = "Stopping (whichever comes first)"
     )]
     steps: Option<u64>,
-    /// Stop after this much time in this session: 90s, 10m, 1h30m.
+    /// Stop after this much training time in this session: 90s, 10m, 1h30m. The final validation
+    /// runs after it (a minute at a 33k-word vocabulary), as benchmarks with a training budget expect.
     #[arg(long, value_name = "DURATION", value_parser = parse_time, help_heading = "Stopping (whichever comes first)")]
     time: Option<std::time::Duration>,
 
