@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::vocab::{Level, Vocab, VocabOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Largest corpus elman reads (token ids are 32-bit, and the text must fit in memory).
+/// Largest corpus elman reads (token ids and positions are 32-bit; `eval` and `gradflow` hold their
+/// text in memory).
 pub const MAX_CORPUS_BYTES: u64 = 4 << 30;
 
 /// Files with these extensions are picked up when a folder is given.
@@ -393,9 +394,8 @@ pub fn with_lines<R>(
 /// With `cut_char`, the text is cut there (a character index, moved as [`split_text`] moves it for
 /// an NFC vocabulary) and the two sides are encoded apart, exactly as the in-memory split would
 /// be; also returned: where the second side starts, as an index into the ids and in characters
-/// (the ends without a cut). Text is encoded a block of whole lines at
-/// a time: the only corpus-sized allocation is the ids, 4 bytes per token (`chars` sizes it at the
-/// char level).
+/// (the ends without a cut). Text is encoded a block of whole lines at a time: the only
+/// corpus-sized allocation is the ids, 4 bytes per token (`chars` sizes it at the char level).
 pub fn encode_streamed(
     files: &[PathBuf],
     vocab: &Vocab,
@@ -502,7 +502,7 @@ pub fn load(
     };
     // Only a new char-level vocabulary needs the counts of the normalised characters.
     let nfc_counts = existing.is_none() && opts.nfc && opts.level == Level::Char;
-    pass("checking");
+    pass("counting characters");
     let train = scan_with(files, nfc_counts, &pb)?;
     let val = if val_files.is_empty() {
         None

@@ -530,8 +530,6 @@ impl FastBptt {
         assert_eq!(inputs.len(), t_len * self.batch);
         assert_eq!(targets.len(), t_len * self.batch);
         // Shared per-step constants.
-        // Uᵀ rows of the tokens this window reads (only those are looked up): a strided gather of
-        // a few hundred columns, not a transpose of all V (which dominates at word level).
         for l in 0..self.config.layers {
             let (bi, bh) = (params.flat[4 * l + 2], params.flat[4 * l + 3]);
             self.bias[l]
@@ -539,7 +537,9 @@ impl FastBptt {
                 .zip(bi.iter().zip(bh))
                 .for_each(|(o, (a, b))| *o = a + b);
         }
-        // Each row is layer 0's whole input term U x + b for its token, added once per step after
+        // Uᵀ rows of the tokens this window reads (only those are looked up): a strided gather of
+        // a few hundred columns, not a transpose of all V (which dominates at word level). Each
+        // row holds layer 0's whole input term U x + b for its token, added once per step after
         // the recurrent product (no pre-filled states to stream through memory).
         let u0 = params.w_ih(0);
         self.seen.resize(v, false);
