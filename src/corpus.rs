@@ -263,28 +263,69 @@ pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Resul
     Ok(hex(&hasher.finalize()))
 }
 
-/// [`stream`], handing `f` blocks of whole lines (each line with its `\n`) instead of arbitrary
-/// pieces; a last line without a newline comes last, on its own. Files are joined as
-/// [`Corpus::read`] joins them (no newline added), so a file that does not end in one continues
-/// its last line into the next file. Line-aligned blocks are what word-level tokenising (which
-/// works line by line) and NFC normalisation (which never composes across a newline) need to give
-/// exactly the result they give on the whole text. Memory: one read plus the longest line.
-pub fn stream_lines(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Result<String> {
+/// Where [`stream_lines`] may cut the text between two blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cuts {
+    /// Anywhere between characters (char-level tokens, no normalisation).
+    Anywhere,
+    /// After a newline; in a line longer than [`LONG_LINE`], after its last whitespace so far.
+    /// Word-level tokens never span whitespace, and NFC never composes across it.
+    Lines,
+}
+
+/// A line longer than this is cut at whitespace by [`stream_lines`] (1 MiB).
+pub const LONG_LINE: usize = 1 << 20;
+
+/// [`stream`], handing `f` blocks that end where `cuts` allows: with [`Cuts::Lines`], blocks of
+/// whole lines (each with its `\n`) — a last line without a newline on its own, a long line in
+/// pieces that end in whitespace. Files are joined as [`Corpus::read`] joins them (no newline
+/// added), so a file that does not end in one continues its last line into the next file. Such
+/// blocks are what word-level tokenising (line by line) and NFC normalisation need to give
+/// exactly the result they give on the whole text. Memory: one read plus a long line's pieces
+/// (the whole line only if it has no whitespace at all).
+pub fn stream_lines(
+    files: &[PathBuf],
+    cuts: Cuts,
+    mut f: impl FnMut(&str) -> Result<()>,
+) -> Result<String> {
+    if cuts == Cuts::Anywhere {
+        return stream(files, f);
+    }
+    // The unfinished line, and where its last whitespace so far ends (each piece is searched once).
     let mut carry = String::new();
+    let mut space_end: Option<usize> = None;
+    let last_space = |s: &str| {
+        s.char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace())
+            .map(|(i, c)| i + c.len_utf8())
+    };
     let sha256 = stream(files, |chunk| {
-        let Some(last) = chunk.rfind('\n') else {
-            carry.push_str(chunk);
-            return Ok(());
+        let rest = match chunk.rfind('\n') {
+            Some(last) => {
+                let (whole, rest) = chunk.split_at(last + 1);
+                if carry.is_empty() {
+                    f(whole)?;
+                } else {
+                    carry.push_str(whole);
+                    f(&carry)?;
+                    carry.clear();
+                }
+                space_end = None;
+                rest
+            }
+            None => chunk,
         };
-        let (whole, rest) = chunk.split_at(last + 1);
-        if carry.is_empty() {
-            f(whole)?;
-        } else {
-            carry.push_str(whole);
-            f(&carry)?;
-            carry.clear();
+        if let Some(e) = last_space(rest) {
+            space_end = Some(carry.len() + e);
         }
         carry.push_str(rest);
+        if carry.len() > LONG_LINE {
+            if let Some(e) = space_end.take() {
+                f(&carry[..e])?;
+                carry.drain(..e);
+            }
+        }
         Ok(())
     })?;
     if !carry.is_empty() {
@@ -324,7 +365,8 @@ fn scan_with(paths: &[PathBuf], nfc: bool, pb: &ProgressBar) -> Result<Scan> {
     let mut chars = 0usize;
     let mut blank = true;
     let mut count = |c: char| *counts.entry(c).or_insert(0u64) += 1;
-    let sha256 = stream_lines(&files, |block| {
+    let cuts = if nfc { Cuts::Lines } else { Cuts::Anywhere };
+    let sha256 = stream_lines(&files, cuts, |block| {
         pb.inc(block.len() as u64);
         for c in block.chars() {
             chars += 1;
@@ -364,7 +406,7 @@ pub fn with_lines<R>(
     let (tx, rx) = std::sync::mpsc::sync_channel::<String>(4096);
     std::thread::scope(|sc| {
         let reader = sc.spawn(move || {
-            stream_lines(files, |block| {
+            stream_lines(files, Cuts::Lines, |block| {
                 pb.inc(block.len() as u64);
                 for line in block.split_inclusive('\n') {
                     // The consumer stopped early: it reports its own error.
@@ -429,7 +471,12 @@ fn encode_streamed_with(
         Level::Word => chars / 4,
     });
     let (mut seen, mut cut) = (0usize, None);
-    let sha = stream_lines(files, |block| {
+    let cuts = if vocab.level == Level::Char && !vocab.nfc {
+        Cuts::Anywhere
+    } else {
+        Cuts::Lines
+    };
+    let sha = stream_lines(files, cuts, |block| {
         pb.inc(block.len() as u64);
         let n = block.chars().count();
         match cut_char {

@@ -638,7 +638,7 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
         std::fs::write(&p, text).unwrap();
         p
     };
-    // ~1.7 MB of words: lines of every length, then one of 1.3 MB (longer than a read), no final newline.
+    // ~2.8 MB of words: lines of every length, then one of 2.4 MB (cut at whitespace), no final newline.
     let words = [
         "the",
         "sky",
@@ -664,7 +664,7 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
         big.push('\n');
         i += 1;
     }
-    for k in 0..250_000 {
+    for k in 0..450_000 {
         big.push_str(words[k % words.len()]);
         big.push(' ');
     }
@@ -785,4 +785,55 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
         .vocab;
     assert_eq!(zh_vocab.segmenter, Segmenter::Jieba);
     assert!(zh_vocab.id("小鸟").is_some());
+}
+
+/// Streamed blocks stay small whatever the lines: whole lines, a long line cut after whitespace
+/// (never inside a word, so word-level tokens and NFC are unchanged), a long line without any
+/// whitespace held whole only where cuts must be at lines, cut anywhere at the plain char level.
+#[test]
+fn streamed_blocks_cut_long_lines_at_whitespace() {
+    use elman::corpus::{stream_lines, Cuts, LONG_LINE};
+    let tmp = tempfile::tempdir().unwrap();
+    let spaced = "天空 飞过 一只 小鸟 and a dragonfly\u{3000}".repeat(200_000); // ~7 MB, one line
+    let solid = "天空飞过一只小鸟".repeat(120_000); // ~2.9 MB, no whitespace
+    let text = format!("short\n{spaced}\n{solid}\nend");
+    let f = tmp.path().join("long.txt");
+    std::fs::write(&f, &text).unwrap();
+    let blocks = |cuts: Cuts| {
+        let mut out: Vec<String> = Vec::new();
+        stream_lines(&[f.clone()], cuts, |b| {
+            out.push(b.to_string());
+            Ok(())
+        })
+        .unwrap();
+        out
+    };
+    let lines = blocks(Cuts::Lines);
+    assert_eq!(lines.concat(), text);
+    let mut whole_solid = false;
+    for b in &lines[..lines.len() - 1] {
+        let last = b.chars().next_back().unwrap();
+        assert!(
+            last == '\n' || last.is_whitespace(),
+            "{:?}",
+            &b[b.len() - 12..]
+        );
+        if b.contains(&solid) {
+            whole_solid = true;
+        } else {
+            assert!(b.len() <= 3 * LONG_LINE, "a block of {} bytes", b.len());
+        }
+    }
+    assert!(
+        whole_solid,
+        "a line without whitespace is never cut at Cuts::Lines"
+    );
+    assert!(
+        lines.len() >= 6,
+        "the long line was cut: {} blocks",
+        lines.len()
+    );
+    let any = blocks(Cuts::Anywhere);
+    assert_eq!(any.concat(), text);
+    assert!(any.iter().all(|b| b.len() <= LONG_LINE + 4));
 }
