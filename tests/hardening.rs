@@ -801,7 +801,7 @@ fn streamed_blocks_cut_long_lines_at_whitespace() {
     std::fs::write(&f, &text).unwrap();
     let blocks = |cuts: Cuts| {
         let mut out: Vec<String> = Vec::new();
-        stream_lines(&[f.clone()], cuts, |b| {
+        stream_lines(std::slice::from_ref(&f), cuts, |b| {
             out.push(b.to_string());
             Ok(())
         })
