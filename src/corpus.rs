@@ -476,7 +476,7 @@ fn encode_streamed_with(
     } else {
         Cuts::Lines
     };
-    let sha = stream_lines(files, cuts, |block| {
+    let read = stream_lines(files, cuts, |block| {
         pb.inc(block.len() as u64);
         let n = block.chars().count();
         match cut_char {
@@ -497,7 +497,8 @@ fn encode_streamed_with(
         }
         seen += n;
         Ok(())
-    })?;
+    });
+    let sha = read.map_err(|e| unknown_char_error(files, vocab).unwrap_or(e))?;
     if sha != sha256 {
         bail!(
             "{}: the corpus changed between two reads; try again once it is complete",
@@ -507,6 +508,46 @@ fn encode_streamed_with(
     ids.shrink_to_fit();
     let cut = cut.unwrap_or((ids.len(), seen));
     Ok((ids, cut))
+}
+
+/// The error for the first character of `files` that `vocab` cannot encode — only a char-level
+/// vocabulary without `<unk>` has such characters — naming its file, line and column (encoding
+/// in blocks only knows a position inside the block). `None` when there is none.
+pub fn unknown_char_error(files: &[PathBuf], vocab: &Vocab) -> Option<anyhow::Error> {
+    use unicode_normalization::UnicodeNormalization;
+    if vocab.level != Level::Char || vocab.unk.is_some() {
+        return None;
+    }
+    for file in files {
+        let (mut line, mut found) = (1usize, None);
+        // Stopped with an error once found; a read error leaves the original error to stand.
+        let _ = stream_lines(std::slice::from_ref(file), Cuts::Lines, |block| {
+            for l in block.split_inclusive('\n') {
+                let chars: Box<dyn Iterator<Item = char>> = if vocab.nfc {
+                    Box::new(l.nfc())
+                } else {
+                    Box::new(l.chars())
+                };
+                for (col, c) in chars.enumerate() {
+                    if vocab.char_id(c).is_none() {
+                        found = Some((line, col + 1, c));
+                        bail!("found");
+                    }
+                }
+                line += usize::from(l.ends_with('\n'));
+            }
+            Ok(())
+        });
+        if let Some((line, col, c)) = found {
+            return Some(anyhow::anyhow!(
+                "{}: line {line}, column {col}: {} is not in the model's vocabulary, and the model has no {} token to stand for it; remove or replace it (models trained with --max-vocab or --min-count have one)",
+                file.display(),
+                crate::vocab::describe_token(c.encode_utf8(&mut [0; 4])),
+                crate::vocab::UNK
+            ));
+        }
+    }
+    None
 }
 
 /// A corpus read for training: where it came from, its vocabulary and its token ids.

@@ -166,7 +166,9 @@ pub fn eval_files(
     let corpus = crate::corpus::Corpus::read(files)?;
     let vocab = &loaded.vocab;
     let mut unknown = 0usize;
-    let ids = vocab.encode(&corpus.text)?;
+    let ids = vocab
+        .encode(&corpus.text)
+        .map_err(|e| crate::corpus::unknown_char_error(&corpus.files, vocab).unwrap_or(e))?;
     if let Some(u) = vocab.unk {
         unknown = ids.iter().filter(|&&i| i == u).count();
     }

@@ -379,8 +379,11 @@ pub fn run(req: &Request) -> Result<Report> {
             .map_or(text.len(), |(i, _)| i);
         let end = text[cut..].find('\n').map_or(text.len(), |j| cut + j + 1);
         let tokens = vocab.encode(&text[..end]).map_err(|e| {
-            let names: Vec<String> = text_files.iter().map(|f| f.display().to_string()).collect();
-            anyhow::anyhow!("{}: {e}", names.join(", "))
+            crate::corpus::unknown_char_error(&text_files, &vocab).unwrap_or_else(|| {
+                let names: Vec<String> =
+                    text_files.iter().map(|f| f.display().to_string()).collect();
+                anyhow::anyhow!("{}: {e}", names.join(", "))
+            })
         })?;
         if tokens.len() >= req.max_tokens || end == text.len() {
             break tokens;

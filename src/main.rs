@@ -997,7 +997,10 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                 &loaded.dir.display().to_string(),
                 &text_name,
             )
-            .map_err(|e| anyhow::anyhow!("{text_name}: {e}"))?;
+            .map_err(|e| {
+                elman::corpus::unknown_char_error(&corpus.files, &loaded.vocab)
+                    .unwrap_or_else(|| anyhow::anyhow!("{text_name}: {e}"))
+            })?;
             checkpoint::write_atomic(&c.out, elman::heatmap::page(&h)?.as_bytes())?;
             if c.json {
                 println!(

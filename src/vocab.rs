@@ -345,6 +345,11 @@ impl Vocab {
         self.index.get(token).copied()
     }
 
+    /// A character-level vocabulary's id for `c` (`None` at the word level).
+    pub fn char_id(&self, c: char) -> Option<u32> {
+        self.char_index.get(&c).copied()
+    }
+
     /// Encodes `text`, mapping unknown tokens to `<unk>`. Fails (naming the token and its character
     /// position) only when the vocabulary has no `<unk>`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

@@ -285,7 +285,7 @@ fn broken_checkpoints_get_one_clear_line() {
     std::fs::write(d.join("new.txt"), "abc 天").unwrap();
     fails_with(
         elman(d).args(["eval", "--model", "good", "new.txt"]),
-        &["\"天\"", "U+5929", "character 5"],
+        &["new.txt: line 1, column 5", "\"天\"", "U+5929"],
     );
 }
 

@@ -837,3 +837,32 @@ fn streamed_blocks_cut_long_lines_at_whitespace() {
     assert_eq!(any.concat(), text);
     assert!(any.iter().all(|b| b.len() <= LONG_LINE + 4));
 }
+
+/// A character the vocabulary cannot encode (char level, no `<unk>`) is reported with its file,
+/// line and column, also when it sits deep in a large file read in blocks.
+#[test]
+fn an_unknown_character_is_located_by_file_line_and_column() {
+    use elman::vocab::{Vocab, VocabOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let line = "天空飞过一只小鸟 and a dragonfly\n";
+    let known = tmp.path().join("known.txt");
+    std::fs::write(&known, line).unwrap();
+    let vocab = Vocab::build(line, &VocabOptions::default()).unwrap();
+    assert!(vocab.unk.is_none());
+    let n = 3 * (1 << 20) / line.len();
+    let big = tmp.path().join("big.txt");
+    std::fs::write(&big, format!("{}天空飞过一只熊 x\n{line}", line.repeat(n))).unwrap();
+    let scan = elman::corpus::scan(&[known.clone(), big.clone()], false).unwrap();
+    let err = elman::corpus::encode_streamed(
+        &[known.clone(), big.clone()],
+        &vocab,
+        scan.chars,
+        &scan.sha256,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    let want = format!("{}: line {}, column 7: \"熊\"", big.display(), n + 1);
+    assert!(err.contains(&want), "{err}\nwanted {want}");
+    assert!(err.contains("not in the model's vocabulary"), "{err}");
+}
