@@ -163,28 +163,43 @@ pub fn eval_files(
     streams: usize,
     threads: usize,
 ) -> Result<EvalReport> {
-    let corpus = crate::corpus::Corpus::read(files)?;
+    // Streamed: only the ids are held (see `corpus::stream_lines` for why blocks end where they do).
+    let (_, files, _) = crate::corpus::resolve(files)?;
     let vocab = &loaded.vocab;
-    let mut unknown = 0usize;
-    let ids = vocab
-        .encode(&corpus.text)
-        .map_err(|e| crate::corpus::unknown_char_error(&corpus.files, vocab).unwrap_or(e))?;
-    if let Some(u) = vocab.unk {
-        unknown = ids.iter().filter(|&&i| i == u).count();
+    let cuts = if vocab.level == crate::vocab::Level::Char && !vocab.nfc {
+        crate::corpus::Cuts::Anywhere
+    } else {
+        crate::corpus::Cuts::Lines
+    };
+    let (mut ids, mut chars, mut blank) = (Vec::new(), 0usize, true);
+    crate::corpus::stream_lines(&files, cuts, |block| {
+        chars += block.chars().count();
+        blank &= block.trim().is_empty();
+        ids.extend(vocab.encode_bulk(block)?);
+        Ok(())
+    })
+    .map_err(|e| crate::corpus::unknown_char_error(&files, vocab).unwrap_or(e))?;
+    if blank {
+        anyhow::bail!(
+            "{}: the text is empty (nothing to score)",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
+    let unknown = vocab
+        .unk
+        .map_or(0, |u| ids.iter().filter(|&&i| i == u).count());
     if ids.len() < 2 {
         anyhow::bail!("the text has fewer than 2 tokens: nothing to score");
     }
     let chunk = loaded.config.training.bptt.max(1);
     let s = score(&loaded.model, &ids, streams, chunk, threads)?;
-    let chars = corpus.text.chars().count();
     Ok(EvalReport {
         model: loaded.dir.display().to_string(),
-        files: corpus
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect(),
+        files: files.iter().map(|f| f.display().to_string()).collect(),
         chars,
         tokens: ids.len(),
         predicted: s.predicted,

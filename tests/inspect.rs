@@ -370,7 +370,11 @@ fn heatmap_numbers_are_evals_and_the_text_survives() {
     std::fs::write(d.join("new.txt"), "一只熊猫").unwrap();
     fails_with(
         elman(d).args(["heatmap", "-m", "m", "new.txt"]),
-        &["new.txt: line 1, column 3", "\"熊\"", "not in the model's vocabulary"],
+        &[
+            "new.txt: line 1, column 3",
+            "\"熊\"",
+            "not in the model's vocabulary",
+        ],
     );
 }
 
