@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::vocab::{Level, Vocab, VocabOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Largest corpus elman reads (token ids and positions are 32-bit; `eval` and `gradflow` hold their
-/// text in memory).
+/// Largest corpus elman reads (token ids and positions are 32-bit; `gradflow` and `heatmap` hold
+/// their text in memory).
 pub const MAX_CORPUS_BYTES: u64 = 4 << 30;
 
 /// Files with these extensions are picked up when a folder is given.
