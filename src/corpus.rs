@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::vocab::{Level, Vocab, VocabOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Largest corpus elman reads (token ids and positions are 32-bit; `gradflow` and `heatmap` hold
 /// their text in memory).
@@ -355,10 +356,10 @@ impl Scan {
 
 /// Pass 1 of streamed reading: character counts (of the NFC form with `nfc`), length and hash.
 pub fn scan(paths: &[PathBuf], nfc: bool) -> Result<Scan> {
-    scan_with(paths, nfc, &ProgressBar::hidden())
+    scan_with(paths, nfc, &Reading::quiet())
 }
 
-fn scan_with(paths: &[PathBuf], nfc: bool, pb: &ProgressBar) -> Result<Scan> {
+fn scan_with(paths: &[PathBuf], nfc: bool, pb: &Reading) -> Result<Scan> {
     use unicode_normalization::UnicodeNormalization;
     let (name, files, _) = resolve(paths)?;
     let mut counts = std::collections::HashMap::new();
@@ -367,7 +368,7 @@ fn scan_with(paths: &[PathBuf], nfc: bool, pb: &ProgressBar) -> Result<Scan> {
     let mut count = |c: char| *counts.entry(c).or_insert(0u64) += 1;
     let cuts = if nfc { Cuts::Lines } else { Cuts::Anywhere };
     let sha256 = stream_lines(&files, cuts, |block| {
-        pb.inc(block.len() as u64);
+        pb.tick(block.len())?;
         for c in block.chars() {
             chars += 1;
             blank &= c.is_whitespace();
@@ -400,14 +401,14 @@ fn scan_with(paths: &[PathBuf], nfc: bool, pb: &ProgressBar) -> Result<Scan> {
 pub fn with_lines<R>(
     files: &[PathBuf],
     sha256: &str,
-    pb: &ProgressBar,
+    pb: &Reading,
     consume: impl FnOnce(std::sync::mpsc::IntoIter<String>) -> Result<R>,
 ) -> Result<R> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<String>(4096);
     std::thread::scope(|sc| {
         let reader = sc.spawn(move || {
             stream_lines(files, Cuts::Lines, |block| {
-                pb.inc(block.len() as u64);
+                pb.tick(block.len())?;
                 for line in block.split_inclusive('\n') {
                     // The consumer stopped early: it reports its own error.
                     if tx.send(line.to_string()).is_err() {
@@ -445,14 +446,7 @@ pub fn encode_streamed(
     sha256: &str,
     cut_char: Option<usize>,
 ) -> Result<(Vec<u32>, (usize, usize))> {
-    encode_streamed_with(
-        files,
-        vocab,
-        chars,
-        sha256,
-        cut_char,
-        &ProgressBar::hidden(),
-    )
+    encode_streamed_with(files, vocab, chars, sha256, cut_char, &Reading::quiet())
 }
 
 fn encode_streamed_with(
@@ -461,7 +455,7 @@ fn encode_streamed_with(
     chars: usize,
     sha256: &str,
     cut_char: Option<usize>,
-    pb: &ProgressBar,
+    pb: &Reading,
 ) -> Result<(Vec<u32>, (usize, usize))> {
     // Sized up front: a large allocation is mapped on its own, so growing past a guess remaps it
     // instead of copying it and leaving the old copy in the heap (words run ~4–6 characters with
@@ -477,7 +471,7 @@ fn encode_streamed_with(
         Cuts::Lines
     };
     let read = stream_lines(files, cuts, |block| {
-        pb.inc(block.len() as u64);
+        pb.tick(block.len())?;
         let n = block.chars().count();
         match cut_char {
             Some(at) if cut.is_none() && seen + n >= at => {
@@ -582,11 +576,15 @@ pub fn load(
     existing: Option<&Vocab>,
     val_fraction: f64,
     progress: bool,
+    stop: Option<&AtomicBool>,
 ) -> Result<Loaded> {
-    let pb = reading_bar(files, val_files, progress)?;
+    let pb = Reading {
+        bar: reading_bar(files, val_files, progress)?,
+        stop,
+    };
     let pass = |what: &str| {
-        pb.set_position(0);
-        pb.set_message(what.to_string());
+        pb.bar.set_position(0);
+        pb.bar.set_message(what.to_string());
     };
     // Only a new char-level vocabulary needs the counts of the normalised characters.
     let nfc_counts = existing.is_none() && opts.nfc && opts.level == Level::Char;
@@ -630,7 +628,7 @@ pub fn load(
             Some(cut_char),
             &pb,
         )?;
-        pb.finish_and_clear();
+        pb.bar.finish_and_clear();
         return Ok(Loaded {
             name: train.name,
             files: train.files,
@@ -647,7 +645,7 @@ pub fn load(
     let cut = ids.len();
     let (val_ids, _) = encode_streamed_with(&val.files, &vocab, val.chars, &val.sha256, None, &pb)?;
     ids.extend(val_ids);
-    pb.finish_and_clear();
+    pb.bar.finish_and_clear();
     Ok(Loaded {
         name: train.name,
         files: train.files,
@@ -658,6 +656,31 @@ pub fn load(
         cut,
         val_chars: val.chars,
     })
+}
+
+/// A reading pass's progress (a bar, maybe hidden) and the flag that stops it (Ctrl-C).
+pub struct Reading<'a> {
+    bar: ProgressBar,
+    stop: Option<&'a AtomicBool>,
+}
+
+impl Reading<'_> {
+    fn quiet() -> Reading<'static> {
+        Reading {
+            bar: ProgressBar::hidden(),
+            stop: None,
+        }
+    }
+
+    /// `bytes` more were read; an error once the stop flag is set.
+    fn tick(&self, bytes: usize) -> Result<()> {
+        self.bar.inc(bytes as u64);
+        if self.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            self.bar.finish_and_clear();
+            bail!("interrupted while reading the corpus; nothing was written");
+        }
+        Ok(())
+    }
 }
 
 /// A progress bar for reading a corpus big enough to take a while (≥ 16 MiB), on a terminal only;

@@ -223,6 +223,7 @@ fn load_data(
         existing,
         val_fraction,
         progress,
+        Some(&INTERRUPTED),
     )?;
     let meta = CorpusMeta {
         name: l.name,

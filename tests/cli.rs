@@ -555,3 +555,35 @@ fn kill_9_at_any_moment_leaves_a_loadable_checkpoint() {
     }
     assert!(steps > 2, "the runs made progress between kills");
 }
+
+/// Ctrl-C while a large corpus is still being read stops at once (within a read), says so, and
+/// writes nothing: there is no model yet to save.
+#[test]
+fn ctrl_c_while_reading_the_corpus_stops_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let line = "the bird flew over the river and the dragonfly followed it home\n";
+    std::fs::write(d.join("big.txt"), line.repeat((24 << 20) / line.len())).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new(bin)
+        .current_dir(d)
+        .args(["train", "big.txt", "--level", "word", "--steps", "10"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interrupted while reading the corpus"),
+        "{err}"
+    );
+    assert!(!d.join("checkpoints").exists(), "nothing is written");
+    // Not a correctness bound, only a guard against "read everything, then stop".
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}

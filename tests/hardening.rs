@@ -743,7 +743,7 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
         ("plain chars", vec![big.clone()], vec![], &chars, 0.1),
     ];
     for (what, files, val_files, opts, frac) in cases {
-        let got = elman::corpus::load(&files, &val_files, opts, None, frac, false).unwrap();
+        let got = elman::corpus::load(&files, &val_files, opts, None, frac, false, None).unwrap();
         let (tokens, ids, cut, val_chars, chars) = load_in_memory(&files, &val_files, opts, frac);
         assert_eq!(got.vocab.tokens(), &tokens[..], "{what}: vocabulary");
         assert!(got.ids == ids, "{what}: ids differ");
@@ -753,8 +753,16 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
             "{what}: split"
         );
         // And with the vocabulary given (resuming), the same ids.
-        let again =
-            elman::corpus::load(&files, &val_files, opts, Some(&got.vocab), frac, false).unwrap();
+        let again = elman::corpus::load(
+            &files,
+            &val_files,
+            opts,
+            Some(&got.vocab),
+            frac,
+            false,
+            None,
+        )
+        .unwrap();
         assert!(
             again.ids == ids && again.cut == cut,
             "{what}: existing vocabulary"
@@ -780,9 +788,17 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
         moved += usize::from(b.chars().count() != k);
     }
     assert!(moved >= 6, "only {moved} cuts moved");
-    let zh_vocab = elman::corpus::load(std::slice::from_ref(&zh), &[], &word, None, 0.1, false)
-        .unwrap()
-        .vocab;
+    let zh_vocab = elman::corpus::load(
+        std::slice::from_ref(&zh),
+        &[],
+        &word,
+        None,
+        0.1,
+        false,
+        None,
+    )
+    .unwrap()
+    .vocab;
     assert_eq!(zh_vocab.segmenter, Segmenter::Jieba);
     assert!(zh_vocab.id("小鸟").is_some());
 }
