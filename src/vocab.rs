@@ -371,12 +371,16 @@ impl Vocab {
         } else {
             lines_with_newlines(text).map(str::to_string).collect()
         };
-        let encodings = hf
-            .encode_batch_fast(lines, false)
-            .map_err(|e| anyhow!("tokenizing: {e}"))?;
-        let mut ids = Vec::with_capacity(encodings.iter().map(|e| e.len()).sum());
-        for e in &encodings {
-            ids.extend_from_slice(e.get_ids());
+        // In groups of lines: each line's `Encoding` holds its tokens as strings, ~100 bytes per
+        // token, so a whole 1 MiB block at once would cost ~20 MB.
+        let mut ids = Vec::new();
+        for group in lines.chunks(1024) {
+            let encodings = hf
+                .encode_batch_fast(group.to_vec(), false)
+                .map_err(|e| anyhow!("tokenizing: {e}"))?;
+            for e in &encodings {
+                ids.extend_from_slice(e.get_ids());
+            }
         }
         Ok(ids)
     }
