@@ -422,8 +422,10 @@ pub fn with_lines<R>(
         let read = reader
             .join()
             .map_err(|_| anyhow::anyhow!("{}: reading failed", describe(files)))?;
+        // A read error (or Ctrl-C) first: it explains whatever the consumer made of a cut text.
+        let read = read?;
         let out = out?;
-        if read? != sha256 {
+        if read != sha256 {
             bail!(
                 "{}: the corpus changed between two reads; try again once it is complete",
                 describe(files)
