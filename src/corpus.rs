@@ -274,6 +274,17 @@ pub enum Cuts {
     Lines,
 }
 
+impl Cuts {
+    /// Where text for `vocab` may be cut: anywhere only for plain char-level tokens.
+    pub fn for_vocab(vocab: &Vocab) -> Cuts {
+        if vocab.level == Level::Char && !vocab.nfc {
+            Cuts::Anywhere
+        } else {
+            Cuts::Lines
+        }
+    }
+}
+
 /// A line longer than this is cut at whitespace by [`stream_lines`] (1 MiB).
 pub const LONG_LINE: usize = 1 << 20;
 
@@ -372,11 +383,12 @@ fn scan_with(paths: &[PathBuf], nfc: bool, pb: &Reading) -> Result<Scan> {
         for c in block.chars() {
             chars += 1;
             blank &= c.is_whitespace();
+            if !nfc {
+                count(c);
+            }
         }
         if nfc {
             block.nfc().for_each(&mut count);
-        } else {
-            block.chars().for_each(&mut count);
         }
         Ok(())
     })?;
@@ -398,7 +410,7 @@ fn scan_with(paths: &[PathBuf], nfc: bool, pb: &Reading) -> Result<Scan> {
 /// The lines of `files`, read on a thread of their own, as an iterator for `consume` (what the
 /// word-level vocabulary counter takes). The channel between them is bounded, so memory stays a
 /// few blocks whatever the corpus size. Checks that the files still hash to `sha256`.
-pub fn with_lines<R>(
+fn with_lines<R>(
     files: &[PathBuf],
     sha256: &str,
     pb: &Reading,
@@ -467,12 +479,7 @@ fn encode_streamed_with(
         Level::Word => chars / 4,
     });
     let (mut seen, mut cut) = (0usize, None);
-    let cuts = if vocab.level == Level::Char && !vocab.nfc {
-        Cuts::Anywhere
-    } else {
-        Cuts::Lines
-    };
-    let read = stream_lines(files, cuts, |block| {
+    let read = stream_lines(files, Cuts::for_vocab(vocab), |block| {
         pb.tick(block.len())?;
         let n = block.chars().count();
         match cut_char {
@@ -591,7 +598,7 @@ pub fn load(
     // Only a new char-level vocabulary needs the counts of the normalised characters.
     let nfc_counts = existing.is_none() && opts.nfc && opts.level == Level::Char;
     pass("counting characters");
-    let train = scan_with(files, nfc_counts, &pb)?;
+    let mut train = scan_with(files, nfc_counts, &pb)?;
     let val = if val_files.is_empty() {
         None
     } else {
@@ -600,7 +607,7 @@ pub fn load(
     let vocab = match (existing, opts.level) {
         (Some(v), _) => v.clone(),
         (None, Level::Char) => {
-            let mut counts = train.counts.clone();
+            let mut counts = std::mem::take(&mut train.counts);
             for (c, n) in val.iter().flat_map(|v| &v.counts) {
                 *counts.entry(*c).or_insert(0) += n;
             }
@@ -661,7 +668,7 @@ pub fn load(
 }
 
 /// A reading pass's progress (a bar, maybe hidden) and the flag that stops it (Ctrl-C).
-pub struct Reading<'a> {
+struct Reading<'a> {
     bar: ProgressBar,
     stop: Option<&'a AtomicBool>,
 }

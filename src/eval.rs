@@ -166,11 +166,7 @@ pub fn eval_files(
     // Streamed: only the ids are held (see `corpus::stream_lines` for why blocks end where they do).
     let (_, files, _) = crate::corpus::resolve(files)?;
     let vocab = &loaded.vocab;
-    let cuts = if vocab.level == crate::vocab::Level::Char && !vocab.nfc {
-        crate::corpus::Cuts::Anywhere
-    } else {
-        crate::corpus::Cuts::Lines
-    };
+    let cuts = crate::corpus::Cuts::for_vocab(vocab);
     let (mut ids, mut chars, mut blank) = (Vec::new(), 0usize, true);
     crate::corpus::stream_lines(&files, cuts, |block| {
         chars += block.chars().count();

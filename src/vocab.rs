@@ -364,12 +364,14 @@ impl Vocab {
             return self.encode(text);
         }
         let hf = self.hf.as_ref().expect("word vocabulary has a tokenizer");
-        let lines: Vec<String> = if self.segmenter == Segmenter::Jieba {
-            lines_with_newlines(text)
+        let segmented: Vec<String>;
+        let lines: Vec<&str> = if self.segmenter == Segmenter::Jieba {
+            segmented = lines_with_newlines(text)
                 .map(|l| segment_han(l).0)
-                .collect()
+                .collect();
+            segmented.iter().map(String::as_str).collect()
         } else {
-            lines_with_newlines(text).map(str::to_string).collect()
+            lines_with_newlines(text).collect()
         };
         // In groups of lines: each line's `Encoding` holds its tokens as strings, ~100 bytes per
         // token, so a whole 1 MiB block at once would cost ~20 MB.
