@@ -204,9 +204,9 @@ fn nll_generic(row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64 {
 }
 
 macro_rules! dispatch {
-    ($name:ident, $generic:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+    ($vis:vis $name:ident, $generic:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
         #[inline]
-        fn $name($($arg: $ty),*) -> $ret {
+        $vis fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
@@ -230,6 +230,28 @@ dispatch!(act_fwd_add, act_fwd_add_generic, (act: Activation, xs: &mut [f32], ad
 dispatch!(act_bwd, act_bwd_generic, (act: Activation, ds: &mut [f32], s: &[f32]) -> ());
 dispatch!(softmax_ce, softmax_ce_generic, (row: &mut [f32], y: usize, scale: f32) -> f64);
 dispatch!(nll, nll_generic, (row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64);
+
+/// Σ a[i]·b[i] in eight independent lanes (SIMD lanes once compiled for AVX2), then the lanes
+/// and the remainder in order: the same sums on every CPU.
+#[inline(always)]
+fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+dispatch!(pub(crate) dot, dot_generic, (a: &[f32], b: &[f32]) -> f32);
 
 /// Adds `bias` to every row of `rows` (row length = bias length).
 #[inline]
@@ -354,6 +376,10 @@ pub struct FastBptt {
     /// The `gemm` crate re-packed it inside every product (see `packed.rs`).
     w_fwd: Vec<PackedB>,
     w_bwd: Vec<PackedB>,
+    /// The decoder as Vᵀ (H × V), packed with W when scoring: its product runs on the same
+    /// kernel as the recurrence (the `gemm` crate's took ~1.4× as long per FLOP at V = 65),
+    /// but for the last `dot_columns(V)` columns.
+    dec_fwd: PackedB,
     /// Which parameter slices (address, length) `w_fwd` was packed from by `score`.
     packed_from: Vec<(usize, usize)>,
     /// Summed gradients, `param_shapes` order.
@@ -420,6 +446,7 @@ impl FastBptt {
             bias: vec![vec![0.0; h]; config.layers],
             w_fwd: vec![PackedB::default(); config.layers],
             w_bwd: vec![PackedB::default(); config.layers],
+            dec_fwd: PackedB::default(),
             packed_from: Vec::new(),
             grads: zeros(),
             dec_s: Vec::new(),
@@ -566,6 +593,10 @@ impl FastBptt {
                 self.w_bwd[l].pack(w, h, h, (h, 1));
             }
         }
+        if repack && !backward && sample.is_none() {
+            self.dec_fwd
+                .pack(params.dec_w(), h, v - dot_columns(v), (1, h));
+        }
         let shared = Shared {
             cfg: self.config,
             batch: self.batch,
@@ -576,6 +607,7 @@ impl FastBptt {
             bias: &self.bias,
             w_fwd: &self.w_fwd,
             w_bwd: &self.w_bwd,
+            dec_fwd: &self.dec_fwd,
             inputs,
             targets,
             helpers: self.helpers,
@@ -784,6 +816,7 @@ struct Shared<'a> {
     bias: &'a [Vec<f32>],
     w_fwd: &'a [PackedB],
     w_bwd: &'a [PackedB],
+    dec_fwd: &'a PackedB,
     inputs: &'a [u32],
     targets: &'a [u32],
     sampled: Option<Sampled<'a>>,
@@ -797,6 +830,51 @@ struct Sampled<'a> {
     dec_s: &'a [f32],
     bias_s: &'a [f32],
     slot: &'a [u32],
+}
+
+/// Columns of the decoder that scoring computes as dot products rather than in a panel of the
+/// packed kernel: a last panel holding only a few real columns (V = 65 is 4 panels and 1 column)
+/// would cost a whole panel's FLOPs for them.
+fn dot_columns(v: usize) -> usize {
+    match v % packed::NR {
+        tail if v > packed::NR && tail <= 4 => tail,
+        _ => 0,
+    }
+}
+
+/// Scoring's decoder for positions `range` of `top` (rows of width h): the logits of a block of
+/// rows at a time into `out` (the range's rows × V), then −ln p of each row's target. Blocks keep
+/// the states they read and the decoder's panels in cache between the product and the loss.
+#[allow(clippy::too_many_arguments)]
+fn score_rows(
+    top: &[f32],
+    h: usize,
+    range: std::ops::Range<usize>,
+    out: &mut [f32],
+    dec: &PackedB,
+    (dec_w, dec_b): (&[f32], &[f32]),
+    target: &dyn Fn(usize) -> usize,
+) -> f64 {
+    const BLOCK: usize = 96;
+    let v = dec_b.len();
+    let panels = dec.n();
+    let mut tmp = vec![0.0; v];
+    let mut loss = 0.0;
+    let mut r = range.start;
+    for block in out.chunks_mut(BLOCK * v) {
+        let m = block.len() / v;
+        let states = &top[(r - range.start) * h..][..m * h];
+        packed::matmul(m, block, v, false, states, h, dec);
+        for (row, s) in block.chunks_exact_mut(v).zip(states.chunks_exact(h)) {
+            for (q, o) in row.iter_mut().enumerate().skip(panels) {
+                *o = dot(s, &dec_w[q * h..(q + 1) * h]);
+            }
+            loss += nll(row, dec_b, target(r), &mut tmp);
+            r += 1;
+        }
+    }
+    debug_assert_eq!(r, range.end);
+    loss
 }
 
 impl Work {
@@ -887,48 +965,43 @@ impl Work {
         let top = &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh];
         let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
         let scale = 1.0 / (t_len * bsz) as f32;
-        if !sh.backward && sh.helpers > 1 && rows > 1 {
-            // Scoring only: the positions' decoder rows are independent, so split them over the
-            // helper threads; their losses are added in order (deterministic).
-            let parts = sh.helpers.min(rows);
+        if !sh.backward {
+            // Scoring only: the positions' decoder rows are independent; with helper threads
+            // (one exact stream) they are split over them and the losses added in order
+            // (deterministic).
+            let parts = sh.helpers.min(rows).max(1);
+            let targets = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
             let logits = &mut self.logits[..rows * v];
+            if parts == 1 {
+                self.loss = score_rows(
+                    top,
+                    h,
+                    0..rows,
+                    logits,
+                    sh.dec_fwd,
+                    (dec_w, dec_b),
+                    &targets,
+                );
+                return;
+            }
             let mut pieces = Vec::with_capacity(parts);
             let mut rest = logits;
             let mut r0 = 0;
             for i in 0..parts {
                 let r1 = rows * (i + 1) / parts;
                 let (a, b) = rest.split_at_mut((r1 - r0) * v);
-                pieces.push((r0, r1, a));
+                pieces.push((r0..r1, a));
                 rest = b;
                 r0 = r1;
             }
             let losses: Vec<f64> = std::thread::scope(|sc| {
                 let handles: Vec<_> = pieces
                     .into_iter()
-                    .map(|(r0, r1, out)| {
-                        sc.spawn(move || {
-                            mm(
-                                r1 - r0,
-                                v,
-                                h,
-                                out,
-                                (v, 1),
-                                false,
-                                &top[r0 * h..r1 * h],
-                                (h, 1),
-                                dec_w,
-                                (1, h),
-                            );
-                            let mut loss = 0.0;
-                            let mut tmp = vec![0.0; v];
-                            for (i, row) in out.chunks_exact(v).enumerate() {
-                                let r = r0 + i;
-                                let (t, j) = (r / b, r % b);
-                                let y = sh.targets[t * bsz + s0 + j] as usize;
-                                loss += nll(row, dec_b, y, &mut tmp);
-                            }
-                            loss
-                        })
+                    .map(|(range, out)| {
+                        let targets = &targets;
+                        let top = &top[range.start * h..range.end * h];
+                        let dec = (dec_w, dec_b);
+                        sc.spawn(move || score_rows(top, h, range, out, sh.dec_fwd, dec, targets))
                     })
                     .collect();
                 handles
@@ -952,15 +1025,6 @@ impl Work {
             (1, h),
         );
         let mut loss = 0.0;
-        if !sh.backward {
-            let mut tmp = vec![0.0; v];
-            for (r, row) in self.logits[..rows * v].chunks_exact(v).enumerate() {
-                let (t, j) = (r / b, r % b);
-                loss += nll(row, dec_b, sh.targets[t * bsz + s0 + j] as usize, &mut tmp);
-            }
-            self.loss = loss;
-            return;
-        }
         add_rows(&mut self.logits[..rows * v], dec_b);
         for (r, row) in self.logits[..rows * v].chunks_exact_mut(v).enumerate() {
             let (t, j) = (r / b, r % b);

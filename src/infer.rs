@@ -6,6 +6,7 @@
 //! layout each step reads contiguously, and never allocates in `step`. Tests check it against
 //! `ElmanLM::forward`.
 
+use crate::fast::dot;
 use crate::model::{Activation, ElmanLM, ModelConfig};
 use anyhow::Result;
 
@@ -40,25 +41,6 @@ fn to_vec(t: &candle_core::Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?)
-}
-
-/// Σ a[i]·b[i] in eight independent lanes, which the compiler turns into SIMD.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 impl Engine {

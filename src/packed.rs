@@ -348,14 +348,30 @@ mod avx2 {
         add: bool,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        for p in 0..kc {
+        // One pointer per row of A and 4 depth steps per loop: the compiler otherwise rebuilds
+        // each broadcast's address from the last (a chain of adds per step) and pays the loop's
+        // bookkeeping on every step. Scoring gained ~5% in paired runs.
+        let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
+        let step = |acc: &mut [[__m256; 2]; R], p: usize| {
             let b0 = _mm256_loadu_ps(panel.add(p * NR));
             let b1 = _mm256_loadu_ps(panel.add(p * NR + 8));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let x = _mm256_broadcast_ss(&*a.add(i * lda + p));
+            for (row, ap) in acc.iter_mut().zip(&rows) {
+                let x = _mm256_broadcast_ss(&*ap.add(p));
                 row[0] = _mm256_fmadd_ps(x, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(x, b1, row[1]);
             }
+        };
+        let mut p = 0;
+        while p + 4 <= kc {
+            step(&mut acc, p);
+            step(&mut acc, p + 1);
+            step(&mut acc, p + 2);
+            step(&mut acc, p + 3);
+            p += 4;
+        }
+        while p < kc {
+            step(&mut acc, p);
+            p += 1;
         }
         for (i, row) in acc.iter().enumerate() {
             let dst = c.add(i * ldc);

@@ -272,21 +272,27 @@ fn model_of(cfg: ModelConfig, seed: u64) -> ElmanLM {
 
 #[test]
 fn fused_scoring_matches_the_reference_graph() {
-    for (act, layers) in [
-        (Activation::Tanh, 1),
-        (Activation::Sigmoid, 2),
-        (Activation::Relu, 2),
+    // Vocabularies of 13 (one partial decoder panel), 35 (two panels and 3 columns as dot
+    // products) and 44 (two panels and a partial one).
+    for (act, layers, vocab) in [
+        (Activation::Tanh, 1, 13),
+        (Activation::Sigmoid, 2, 35),
+        (Activation::Relu, 2, 44),
+        (Activation::Tanh, 1, 35),
     ] {
         let cfg = ModelConfig {
-            vocab_size: 13,
+            vocab_size: vocab,
             hidden: 10,
             layers,
             activation: act,
         };
         let model = model_of(cfg, 23);
-        let ids: Vec<u32> = (0..1001).map(|i| ((i * i + 3 * i) % 13) as u32).collect();
+        let ids: Vec<u32> = (0..1001)
+            .map(|i| ((i * i + 3 * i) % vocab) as u32)
+            .collect();
         // Streams and chunks that leave a partial last chunk and a dropped remainder.
         // One stream over 2 and 3 threads splits the decoder rows; 2 streams over 5 threads too.
+        // 7 streams × 33 steps = 231 positions: the decoder's blocks of 96 rows and a partial one.
         for (streams, chunk, threads) in [
             (1, 64, 1),
             (1, 64, 2),
@@ -294,13 +300,15 @@ fn fused_scoring_matches_the_reference_graph() {
             (2, 9, 5),
             (3, 17, 2),
             (7, 5, 3),
+            (7, 33, 1),
+            (7, 33, 2),
         ] {
             let a = elman::eval::score(&model, &ids, streams, chunk, threads).unwrap();
             let b = elman::eval::score_reference(&model, &ids, streams, chunk).unwrap();
             assert_eq!(a.predicted, b.predicted);
             assert!(
                 (a.nats - b.nats).abs() < 1e-5 * b.nats,
-                "{act} L={layers} streams={streams}: {} vs {}",
+                "{act} L={layers} V={vocab} streams={streams}: {} vs {}",
                 a.nats,
                 b.nats
             );
@@ -377,8 +385,8 @@ fn single_stream_scoring_shares_each_step_across_threads_exactly() {
             got.nats,
             want.nats
         );
-        // The same states; only the decoder's split of the positions over the threads (the
-        // `gemm` crate blocks a product by its size) changes the last bits.
+        // The same states and logits (each a row of one kernel tile, summed in the same order
+        // however the positions are split); only the order the losses are added in differs.
         assert!(
             (got.nats - one.nats).abs() < 1e-7 * one.nats,
             "{threads} threads: {} vs one thread's {}",
