@@ -4,7 +4,8 @@
 //! - `char`: one token per Unicode scalar value. Encoding is a plain hash-map lookup done here (fast,
 //!   and exactly reversible: `decode(encode(s)) == s` for any `s` whose characters are all known).
 //! - `word`: words and punctuation, split by the HF `tokenizers` pre-tokenizers; a newline becomes the
-//!   `<eos>` token as in WikiText-style language models. Not reversible (spaces are dropped).
+//!   `<eos>` token as in WikiText-style language models. Not reversible: spaces are dropped, and decoding
+//!   puts them back where text usually has them (between words, not before `,` or inside Chinese).
 //!
 //! Either way the vocabulary is saved as a standard HF `tokenizer.json` (WordLevel model) that the
 //! Python `tokenizers` package loads and that gives the same ids as this module; the tests check it.
@@ -527,8 +528,9 @@ impl Vocab {
         }
     }
 
-    /// Turns ids back into text. Exact for the char level; for the word level, words are joined
-    /// by spaces and `<eos>` becomes a newline.
+    /// Turns ids back into text. Exact for the char level; for the word level, words are spaced
+    /// and punctuation glued to them as text is usually written (see `Detokenizer`), and `<eos>`
+    /// becomes a newline.
     pub fn decode(&self, ids: &[u32]) -> String {
         match self.level {
             Level::Char => ids.iter().map(|&i| self.token(i)).collect(),
@@ -718,20 +720,6 @@ pub fn segment_han(line: &str) -> (String, Vec<usize>) {
     (out, origin)
 }
 
-/// Whether decoded words `prev` and `next` are written with a space between them (`words` and
-/// `jieba`); always with `spaces`, whose text had them.
-fn spaced(segmenter: Segmenter, prev: &str, next: &str) -> bool {
-    if segmenter == Segmenter::Spaces {
-        return true;
-    }
-    // Chinese next to Chinese, or next to Chinese punctuation: no space. Between Chinese and a
-    // Latin word: a space, as people type mixed text.
-    let (a, b) = (prev.chars().next_back(), next.chars().next());
-    let punct = |c: Option<char>| c.is_some_and(|c| is_cjk(c) && !is_han(c));
-    let cjk = |c: Option<char>| c.is_some_and(is_cjk);
-    !((cjk(a) && cjk(b)) || punct(a) || punct(b))
-}
-
 /// Splits text after every newline, keeping it: word-level tokenising works line by line.
 fn lines_with_newlines(text: &str) -> impl Iterator<Item = &str> + Send {
     text.split_inclusive('\n')
@@ -753,26 +741,66 @@ pub fn describe_token(tok: &str) -> String {
     }
 }
 
+/// How a word-level token meets its neighbours in decoded text (`words` and `jieba` cut
+/// punctuation off the words it touched, so decoding has to glue it back on).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Glue {
+    /// Words, numbers, symbols: a space on either side.
+    Word,
+    /// `, . ; : ! ? ) ] } ” » % …`: no space before.
+    Close,
+    /// `( [ { “ ‘ « ¿ ¡`: no space after.
+    Open,
+    /// Hyphens, dashes and `/` (`well-known`, `and/or`): no space on either side.
+    Join,
+    /// `'` and `’`: after a word an apostrophe (`I'll`, `don't`, `o'er`), elsewhere an opening
+    /// quote or elision (`'tis`); either way it holds on to the word after it.
+    Apostrophe,
+    /// `"`: opening or closing by its parity on the line.
+    Quote,
+}
+
+/// The glue of a token that starts or ends with `c` (punctuation is always a token of its own
+/// at the `words` and `jieba` levels, so a token's edge character tells what it is; a prompt's
+/// last word is read the same way).
+fn glue_of(c: char) -> Glue {
+    match c {
+        ',' | '.' | ';' | ':' | '!' | '?' | ')' | ']' | '}' | '%' | '”' | '»' | '…' => {
+            Glue::Close
+        }
+        '(' | '[' | '{' | '“' | '‘' | '«' | '¿' | '¡' => Glue::Open,
+        '-' | '‐' | '‑' | '–' | '—' | '/' => Glue::Join,
+        '\'' | '’' => Glue::Apostrophe,
+        '"' => Glue::Quote,
+        _ => Glue::Word,
+    }
+}
+
 /// Turns ids into text one token at a time, for streaming output; agrees with [`Vocab::decode`]
-/// (word level: a space between words, `<eos>` as a line break).
+/// (word level: words spaced as they are written, punctuation glued to them, no spaces inside
+/// Chinese, `<eos>` as a line break).
 pub struct Detokenizer {
     /// The text shown so far ends here (its last word, or empty at a line start).
     last: String,
+    /// The text shown so far ends in whitespace (a prompt typed with a trailing space).
+    spaced: bool,
+    /// An odd number of `"` on the current line: the next one closes.
+    quote_open: bool,
 }
 
 impl Detokenizer {
     /// `after` is the text already shown (the prompt).
     pub fn new(after: &str) -> Self {
-        let last = if after.ends_with('\n') {
-            String::new()
-        } else {
-            after
+        let line = after.rsplit('\n').next().unwrap_or("");
+        Detokenizer {
+            last: line
                 .split_whitespace()
                 .next_back()
                 .unwrap_or("")
-                .to_string()
-        };
-        Detokenizer { last }
+                .to_string(),
+            spaced: line.ends_with(char::is_whitespace),
+            quote_open: line.matches('"').count() % 2 == 1,
+        }
     }
 
     pub fn piece(&mut self, vocab: &Vocab, id: u32) -> String {
@@ -780,17 +808,64 @@ impl Detokenizer {
         let s = match vocab.level {
             Level::Char => tok.to_string(),
             Level::Word if Some(id) == vocab.eos => "\n".to_string(),
-            Level::Word if self.last.is_empty() || !spaced(vocab.segmenter, &self.last, tok) => {
+            Level::Word
+                if self.last.is_empty() || self.spaced || !self.space_before(vocab, tok) =>
+            {
                 tok.to_string()
             }
             Level::Word => format!(" {tok}"),
         };
-        self.last = if s.ends_with('\n') {
-            String::new()
+        if s.ends_with('\n') {
+            self.last.clear();
+            self.quote_open = false;
         } else {
-            tok.to_string()
-        };
+            if vocab.level == Level::Word && tok == "\"" {
+                self.quote_open = !self.quote_open;
+            }
+            self.last = tok.to_string();
+        }
+        self.spaced = false;
         s
+    }
+
+    /// Whether word `next` is written with a space after the text shown so far (ending in word
+    /// `self.last`). `spaces` models saw the spaces in their text: always. Otherwise Chinese is
+    /// unspaced and glues to punctuation; elsewhere each side's `Glue` decides.
+    fn space_before(&self, vocab: &Vocab, next: &str) -> bool {
+        if vocab.segmenter == Segmenter::Spaces {
+            return true;
+        }
+        let prev = self.last.as_str();
+        let (a, b) = (prev.chars().next_back(), next.chars().next());
+        let cjk = |c: Option<char>| c.is_some_and(is_cjk);
+        let cjk_punct = |c: Option<char>| c.is_some_and(|c| is_cjk(c) && !is_han(c));
+        let punct = |c: Option<char>| c.is_some_and(|c| !c.is_alphanumeric());
+        // Chinese next to Chinese, Chinese punctuation next to anything, Chinese next to any
+        // punctuation: no space. Between Chinese and a Latin word: a space, as people type
+        // mixed text.
+        if (cjk(a) && cjk(b))
+            || cjk_punct(a)
+            || cjk_punct(b)
+            || (cjk(a) && punct(b))
+            || (punct(a) && cjk(b))
+        {
+            return false;
+        }
+        let glue = |c: Option<char>| c.map_or(Glue::Word, glue_of);
+        let no_space_after = match glue(a) {
+            Glue::Open | Glue::Join => true,
+            Glue::Apostrophe => b.is_some_and(char::is_alphanumeric),
+            // `self.quote_open` already counts `prev`: an opening quote leaves it set.
+            Glue::Quote => self.quote_open,
+            Glue::Word | Glue::Close => false,
+        };
+        let no_space_before = match glue(b) {
+            Glue::Close | Glue::Join => true,
+            Glue::Apostrophe => a.is_some_and(|c| c.is_alphanumeric() || glue_of(c) == Glue::Close),
+            Glue::Quote => self.quote_open,
+            Glue::Word | Glue::Open => false,
+        };
+        !(no_space_after || no_space_before)
     }
 }
 
@@ -831,6 +906,6 @@ mod tests {
         let ids = v.encode("the cat sat.\n").unwrap();
         let toks: Vec<&str> = ids.iter().map(|&i| v.token(i)).collect();
         assert_eq!(toks, ["the", "cat", "sat", ".", EOS]);
-        assert_eq!(v.decode(&ids), "the cat sat .\n");
+        assert_eq!(v.decode(&ids), "the cat sat.\n");
     }
 }

@@ -107,7 +107,7 @@ fn word_level_splits_words_punctuation_and_han_and_marks_newlines() {
     assert_eq!(*ids.last().unwrap(), 1);
     assert_eq!(
         v.decode(&v.encode("The bird flies.\n").unwrap()),
-        "The bird flies .\n"
+        "The bird flies.\n"
     );
     // Chinese is written without spaces between words.
     assert_eq!(v.decode(&v.encode("小鸟会飞。").unwrap()), "小鸟会飞。");
@@ -171,12 +171,12 @@ fn jieba_cuts_chinese_into_words_and_round_trips() {
         });
     }
     // Every word is in the vocabulary, so decoding gives the text back (Chinese unspaced,
-    // English spaced, a space before the final full stop as at the word level always).
+    // English spaced, the full stop glued to the Chinese word before it).
     let ids = v.encode(text).unwrap();
     assert!(!ids.contains(&0), "no <unk>");
     assert_eq!(
         v.decode(&ids),
-        "天空飞过一只小鸟，也可能是一只蜻蜓。\n小鸟在树上，孩子在河边。The bird flew over 天空 .\n"
+        "天空飞过一只小鸟，也可能是一只蜻蜓。\n小鸟在树上，孩子在河边。The bird flew over 天空.\n"
     );
     // Prompts go through the same cut; a word never seen is <unk>, not an error.
     let ids = v.encode("一只蜻蜓飞过河边").unwrap();
@@ -190,6 +190,49 @@ fn jieba_cuts_chinese_into_words_and_round_trips() {
         v.encode("天空 飞过").unwrap(),
         v.encode("天空飞过").unwrap()
     );
+}
+
+/// Text written the usual way: punctuation against the word before it, quotes and brackets
+/// against what they enclose, contractions and compounds in one piece, Chinese unspaced.
+const WRITTEN: &[&str] = &[
+    "\"Hello, world!\" she said (quietly), and left.",
+    "I'll go; don't wait—it's well-known: 5% of it... and/or more?",
+    "'Tis the king's own [they say], o'er the hills.",
+    "He said “yes” and ‘no’; she said \"maybe\" twice.",
+    "他说：“你好。”然后走了（很快）。Then he said \"bye\".",
+];
+
+#[test]
+fn word_level_decoding_writes_punctuation_the_way_text_does() {
+    for segmenter in [Segmenter::Words, Segmenter::Jieba] {
+        let text: String = WRITTEN.iter().map(|l| format!("{l}\n")).collect();
+        let v = Vocab::build(
+            &text,
+            &VocabOptions {
+                level: Level::Word,
+                segmenter,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for line in WRITTEN {
+            let ids = v.encode(&format!("{line}\n")).unwrap();
+            assert!(!ids.contains(&0), "{line:?}: no <unk>");
+            assert_eq!(v.decode(&ids), format!("{line}\n"), "{segmenter}");
+            // Streaming after a prompt (sample, repl) writes the same text, wherever the prompt
+            // ends: the detokenizer reads the prompt's last word and its open quotes.
+            for k in 1..ids.len() {
+                let prompt = v.decode(&ids[..k]);
+                let mut d = elman::vocab::Detokenizer::new(&prompt);
+                let rest: String = ids[k..].iter().map(|&i| d.piece(&v, i)).collect();
+                assert_eq!(
+                    format!("{prompt}{rest}"),
+                    format!("{line}\n"),
+                    "prompt {prompt:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
