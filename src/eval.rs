@@ -69,6 +69,53 @@ pub fn score(
         flat: flat.iter().map(|v| v.as_slice()).collect(),
     };
     let chunk = chunk.clamp(1, len - 1);
+    let threads = threads.max(1);
+    if threads == 1 || streams < threads {
+        // One thread, or fewer streams than threads: `FastBptt` lends the spare threads to each
+        // step's product and to the decoder.
+        return Ok(score_streams(
+            &params, cfg, ids, streams, len, chunk, threads,
+        ));
+    }
+    // Streams are independent when nothing is trained: each thread scores its share of them
+    // through the whole text on its own, with no meeting point per window (a thread that the
+    // shared machine slowed down for a while no longer holds the other up), and the sums are
+    // added in thread order (deterministic for a thread count).
+    let parts: Vec<Score> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (s0, s1) = (streams * i / threads, streams * (i + 1) / threads);
+                let (ids, params) = (&ids[s0 * len..s1 * len], &params);
+                sc.spawn(move || score_streams(params, cfg, ids, s1 - s0, len, chunk, 1))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a scoring thread panicked"))
+            .collect()
+    });
+    Ok(parts.iter().fold(
+        Score {
+            predicted: 0,
+            nats: 0.0,
+        },
+        |a, p| Score {
+            predicted: a.predicted + p.predicted,
+            nats: a.nats + p.nats,
+        },
+    ))
+}
+
+/// `score` of `streams` streams of `len` tokens laid end to end in `ids`, on one `FastBptt`.
+fn score_streams(
+    params: &Params,
+    cfg: crate::model::ModelConfig,
+    ids: &[u32],
+    streams: usize,
+    len: usize,
+    chunk: usize,
+    threads: usize,
+) -> Score {
     let mut fast = FastBptt::new(cfg, streams, chunk, threads);
     let mut state = vec![vec![0.0f32; streams * cfg.hidden]; cfg.layers];
     let mut total = Score {
@@ -79,11 +126,11 @@ pub fn score(
     while pos + 1 < len {
         let t = chunk.min(len - 1 - pos);
         let (inp, tgt) = window(ids, streams, len, pos, t);
-        total.nats += fast.score(&params, &inp, &tgt, &mut state, t, pos > 0);
+        total.nats += fast.score(params, &inp, &tgt, &mut state, t, pos > 0);
         total.predicted += t * streams;
         pos += t;
     }
-    Ok(total)
+    total
 }
 
 /// The same score through candle's graph (the reference the fused path is tested against).
