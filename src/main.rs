@@ -29,8 +29,8 @@ elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,�
 elman repl --model mybook"
 )]
 struct Cli {
-    /// Training threads [default: all cores]: the batch's streams are split among them. Runs are
-    /// bit-for-bit reproducible for a given seed, data and thread count.
+    /// Threads [default: all cores]: training and scoring (eval, validation) split their streams
+    /// among them. Runs are bit-for-bit reproducible for a given seed, data and thread count.
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -162,7 +162,13 @@ struct SampleCmd {
     #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
     prompt_file: Option<PathBuf>,
     /// Tokens to generate per sample.
-    #[arg(long, short, default_value_t = 200, value_name = "N")]
+    #[arg(
+        long,
+        short,
+        visible_alias = "max-tokens",
+        default_value_t = 200,
+        value_name = "N"
+    )]
     length: usize,
     /// Number of samples.
     #[arg(long, short = 'n', default_value_t = 1, value_name = "N")]
@@ -195,7 +201,7 @@ struct CompleteCmd {
     #[arg(long, value_name = "W")]
     beam: Option<usize>,
     /// Longest continuation for --beam, in tokens.
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    #[arg(long, visible_alias = "length", default_value_t = 20, value_name = "N")]
     max_tokens: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
