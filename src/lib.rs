@@ -2,7 +2,7 @@
 //! (`s(t) = σ(U x(t) + W s(t−1) + b)`, `y(t) = softmax(V s(t) + c)`, trained by BPTT).
 //!
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
-//! [`corpus`] (text files) → [`vocab`] (token ids) → [`model`] (the network) → [`train`]
+//! [`corpus`] (text files) → [`vocab`] (token ids; [`words`] cuts word-level lines) → [`model`] (the network) → [`train`]
 //! (truncated BPTT with [`optim`]) → [`checkpoint`] (the folder on disk) → [`eval`] (scoring).
 
 pub mod bench;
@@ -24,3 +24,4 @@ pub mod repl;
 pub mod report;
 pub mod train;
 pub mod vocab;
+pub mod words;

@@ -36,7 +36,7 @@ pub const EOS: &str = "<eos>";
 /// `tokenizer.json` (fancy-regex here, Oniguruma in Python).
 const ONE_CHAR_PATTERN: &str = r"[\s\S]";
 /// Han characters are split one by one at word level; real segmentation of Chinese is future work.
-const HAN_PATTERN: &str = r"\p{Han}";
+pub(crate) const HAN_PATTERN: &str = r"\p{Han}";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -232,6 +232,61 @@ impl Vocab {
         if segmenter == Segmenter::Auto {
             bail!("the word segmenter must be resolved before the vocabulary is made");
         }
+        if opts.nfc {
+            return Self::build_word_lines_reference(lines, opts, segmenter);
+        }
+        // Count the words `words::for_each_word` cuts (the tokenizer's own cut, written out), then
+        // order them as `tokenizers`' `WordLevelTrainer` does: by descending count, ties by the
+        // word's bytes; specials first, rare words dropped, the rest capped.
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut count = |w: &str| {
+            if w != UNK && w != EOS {
+                match counts.get_mut(w) {
+                    Some(n) => *n += 1,
+                    None => {
+                        counts.insert(w.to_string(), 1);
+                    }
+                }
+            }
+        };
+        for line in lines {
+            if segmenter == Segmenter::Jieba {
+                crate::words::for_each_word(&segment_han(line.as_ref()).0, segmenter, &mut count);
+            } else {
+                crate::words::for_each_word(line.as_ref(), segmenter, &mut count);
+            }
+        }
+        let mut ordered: Vec<(String, u64)> = counts
+            .into_iter()
+            .filter(|&(_, n)| n >= opts.min_count)
+            .collect();
+        ordered.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut tokens = vec![UNK.to_string(), EOS.to_string()];
+        tokens.extend(ordered.into_iter().map(|(w, _)| w));
+        if let Some(m) = opts.max_vocab {
+            tokens.truncate(m.max(2));
+        }
+        if tokens.len() < 3 {
+            bail!("the corpus has no words to learn from");
+        }
+        Self::from_tokens(Level::Word, opts.nfc, tokens, None, segmenter)
+    }
+
+    /// [`Vocab::build_word_lines`] through `tokenizers`' own trainer: the reference the written-out
+    /// cut is tested against, and the path of NFC vocabularies.
+    #[doc(hidden)]
+    pub fn build_word_lines_reference<I, S>(
+        lines: I,
+        opts: &VocabOptions,
+        segmenter: Segmenter,
+    ) -> Result<Vocab>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+    {
+        if segmenter == Segmenter::Auto {
+            bail!("the word segmenter must be resolved before the vocabulary is made");
+        }
         // Count with the tokenizer's own pipeline (normaliser, pre-tokenizers) via its trainer, so
         // the words counted are exactly the words the tokenizer will later look up.
         let mut tok = word_tokenizer_skeleton(opts.nfc, WordLevel::default(), segmenter)?;
@@ -364,6 +419,25 @@ impl Vocab {
         if self.level == Level::Char {
             return self.encode(text);
         }
+        if let (false, Some(unk)) = (self.nfc, self.unk) {
+            let mut ids = Vec::with_capacity(text.len() / 4);
+            let mut push = |w: &str| ids.push(self.index.get(w).copied().unwrap_or(unk));
+            for line in lines_with_newlines(text) {
+                if self.segmenter == Segmenter::Jieba {
+                    crate::words::for_each_word(&segment_han(line).0, self.segmenter, &mut push);
+                } else {
+                    crate::words::for_each_word(line, self.segmenter, &mut push);
+                }
+            }
+            return Ok(ids);
+        }
+        self.encode_bulk_reference(text)
+    }
+
+    /// [`Vocab::encode_bulk`] through the tokenizer (the reference, and the path of NFC
+    /// vocabularies).
+    #[doc(hidden)]
+    pub fn encode_bulk_reference(&self, text: &str) -> Result<Vec<u32>> {
         let hf = self.hf.as_ref().expect("word vocabulary has a tokenizer");
         let segmented: Vec<String>;
         let lines: Vec<&str> = if self.segmenter == Segmenter::Jieba {

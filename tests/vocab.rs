@@ -388,3 +388,56 @@ print(" ".join(map(str, ids)))
         }
     }
 }
+
+/// Pieces of text for the word-level property test: every kind of character the cut treats apart
+/// (whitespace of several kinds, ASCII and CJK punctuation, Han inside and outside the BMP, the
+/// special tokens whole and broken, marks, invisible characters, other scripts).
+const PIECES: &[&str] = &[
+    "a", "bc", "Z", "7", "é", "e\u{301}", "한", "ا", "😀", " ", "  ", "\t", "\r", "\n", "\r\n",
+    "\u{a0}", "\u{3000}", "\u{85}", "\u{2028}", "\u{200b}", "\u{feff}", ",", ".", "'", "\"", "<",
+    ">", "-", "_", "$", "+", "~", "<eos>", "<unk>", "<eo", "s>", "<unk", "中", "国", "天空",
+    "飞过", "〇", "々", "𠀀", "𪜀", "。", "，", "“", "”", "（", "…", "—", "·",
+];
+
+fn text_of(picks: &[usize]) -> String {
+    picks.iter().map(|&i| PIECES[i % PIECES.len()]).collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 96, ..Default::default() })]
+
+    /// The written-out word cut (`src/words.rs`) against the tokenizer itself: the same
+    /// vocabulary from the same counts, and the same ids for a text with words it never saw.
+    #[test]
+    fn the_written_out_word_cut_equals_the_tokenizers(
+        train in proptest::collection::vec(0usize..1000, 1..80),
+        other in proptest::collection::vec(0usize..1000, 0..80),
+        min_count in 1u64..3,
+        cap in proptest::option::of(3usize..12),
+    ) {
+        let (train, other) = (text_of(&train), text_of(&other));
+        for segmenter in [Segmenter::Words, Segmenter::Jieba, Segmenter::Spaces] {
+            let opts = VocabOptions {
+                level: Level::Word,
+                segmenter,
+                min_count,
+                max_vocab: cap,
+                ..Default::default()
+            };
+            let lines = || train.split_inclusive('\n');
+            let reference = Vocab::build_word_lines_reference(lines(), &opts, segmenter);
+            let fast = Vocab::build_word_lines(lines(), &opts, segmenter);
+            let (reference, fast) = match (reference, fast) {
+                (Ok(r), Ok(f)) => (r, f),
+                (Err(_), Err(_)) => continue,
+                (r, f) => panic!("{segmenter}: {:?} vs {:?}", r.map(|v| v.len()), f.map(|v| v.len())),
+            };
+            proptest::prop_assert_eq!(fast.tokens(), reference.tokens(), "{} on {:?}", segmenter, train);
+            for text in [&train, &other] {
+                let want = fast.encode(text).unwrap();
+                proptest::prop_assert_eq!(&fast.encode_bulk_reference(text).unwrap(), &want);
+                proptest::prop_assert_eq!(&fast.encode_bulk(text).unwrap(), &want, "{} on {:?}", segmenter, text);
+            }
+        }
+    }
+}
