@@ -857,7 +857,8 @@ fn score_rows(
 ) -> f64 {
     const BLOCK: usize = 96;
     let v = dec_b.len();
-    let panels = dec.n();
+    // Columns past the packed ones are `dot_columns`, done as dot products.
+    let packed_cols = dec.n();
     let mut tmp = vec![0.0; v];
     let mut loss = 0.0;
     let mut r = range.start;
@@ -866,7 +867,7 @@ fn score_rows(
         let states = &top[(r - range.start) * h..][..m * h];
         packed::matmul(m, block, v, false, states, h, dec);
         for (row, s) in block.chunks_exact_mut(v).zip(states.chunks_exact(h)) {
-            for (q, o) in row.iter_mut().enumerate().skip(panels) {
+            for (q, o) in row.iter_mut().enumerate().skip(packed_cols) {
                 *o = dot(s, &dec_w[q * h..(q + 1) * h]);
             }
             loss += nll(row, dec_b, target(r), &mut tmp);

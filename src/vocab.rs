@@ -35,7 +35,7 @@ pub const EOS: &str = "<eos>";
 /// Matches exactly one Unicode scalar value, newlines included, in both regex engines that read
 /// `tokenizer.json` (fancy-regex here, Oniguruma in Python).
 const ONE_CHAR_PATTERN: &str = r"[\s\S]";
-/// Han characters are split one by one at word level; real segmentation of Chinese is future work.
+/// Han characters are split one by one by the `words` segmenter (`jieba` cuts them into words).
 pub(crate) const HAN_PATTERN: &str = r"\p{Han}";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -250,11 +250,7 @@ impl Vocab {
             }
         };
         for line in lines {
-            if segmenter == Segmenter::Jieba {
-                crate::words::for_each_word(&segment_han(line.as_ref()).0, segmenter, &mut count);
-            } else {
-                crate::words::for_each_word(line.as_ref(), segmenter, &mut count);
-            }
+            crate::words::for_each_word(line.as_ref(), segmenter, &mut count);
         }
         let mut ordered: Vec<(String, u64)> = counts
             .into_iter()
@@ -413,8 +409,8 @@ impl Vocab {
     }
 
     /// The ids of a large text, as [`Vocab::encode`] gives them, for reading corpora: at the word
-    /// level its lines go through the tokenizer as one batch (without the character offsets
-    /// `encode` tracks to report unknown words: 1.5× faster).
+    /// level without the character offsets `encode` tracks to report unknown words, through the
+    /// written-out cut of `words.rs` (NFC vocabularies: the tokenizer, its lines as one batch).
     pub fn encode_bulk(&self, text: &str) -> Result<Vec<u32>> {
         if self.level == Level::Char {
             return self.encode(text);
@@ -423,11 +419,7 @@ impl Vocab {
             let mut ids = Vec::with_capacity(text.len() / 4);
             let mut push = |w: &str| ids.push(self.index.get(w).copied().unwrap_or(unk));
             for line in lines_with_newlines(text) {
-                if self.segmenter == Segmenter::Jieba {
-                    crate::words::for_each_word(&segment_han(line).0, self.segmenter, &mut push);
-                } else {
-                    crate::words::for_each_word(line, self.segmenter, &mut push);
-                }
+                crate::words::for_each_word(line, self.segmenter, &mut push);
             }
             return Ok(ids);
         }

@@ -92,11 +92,20 @@ fn is_han(cl: &Classes, c: char) -> bool {
     }
 }
 
-/// Calls `f` with each word of `line` in order, as the tokenizer of a `segmenter` vocabulary
-/// (without NFC) cuts it: the special tokens as `"<eos>"`/`"<unk>"`, a final newline as `"<eos>"`.
-/// `line` holds at most one newline, at its end (`jieba` lines already went through
-/// `vocab::segment_han`).
-pub fn for_each_word<'a>(line: &'a str, segmenter: Segmenter, f: &mut impl FnMut(&'a str)) {
+/// Calls `f` with each word of `line` in order, as a `segmenter` vocabulary (without NFC) cuts
+/// it: jieba's cut first for `jieba` (`vocab::segment_han`), then its tokenizer's; the special
+/// tokens as `"<eos>"`/`"<unk>"`, a final newline as `"<eos>"`. `line` holds at most one newline,
+/// at its end.
+pub fn for_each_word(line: &str, segmenter: Segmenter, f: &mut impl FnMut(&str)) {
+    if segmenter == Segmenter::Jieba {
+        cut_line(&crate::vocab::segment_han(line).0, segmenter, f);
+    } else {
+        cut_line(line, segmenter, f);
+    }
+}
+
+/// The tokenizer's cut of one line (already cut by jieba for a `jieba` vocabulary).
+fn cut_line<'a>(line: &'a str, segmenter: Segmenter, f: &mut impl FnMut(&'a str)) {
     // `\r\n` → `\n` → ` <eos> `; a `\r` left before the newline is whitespace, cut away anyway.
     let (body, eos) = match line.strip_suffix('\n') {
         Some(b) => (b, true),
