@@ -143,6 +143,10 @@ pub struct Vocab {
     pub segmenter: Segmenter,
     /// Word level only: the HF tokenizer that does the splitting.
     hf: Option<Tokenizer>,
+    /// Word level: `hf` cuts text as `words::for_each_word` does (its normaliser, pre-tokenizers
+    /// and special tokens are those `word_tokenizer_skeleton` makes, without NFC), so corpora
+    /// can be cut the fast way. A `tokenizer.json` from elsewhere keeps its own path.
+    native_cut: bool,
 }
 
 impl Vocab {
@@ -352,17 +356,24 @@ impl Vocab {
         }
         let unk = index.get(UNK).copied();
         let eos = index.get(EOS).copied();
-        let hf = match (level, hf) {
-            (Level::Word, Some(t)) => Some(t),
-            (Level::Word, None) => {
-                let model = WordLevel::builder()
-                    .vocab(index.iter().map(|(k, v)| (k.clone(), *v)).collect())
-                    .unk_token(UNK.to_string())
-                    .build()
-                    .map_err(|e| anyhow!("word vocabulary: {e}"))?;
-                Some(word_tokenizer_skeleton(nfc, model, segmenter)?)
+        let model = || {
+            WordLevel::builder()
+                .vocab(index.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unk_token(UNK.to_string())
+                .build()
+                .map_err(|e| anyhow!("word vocabulary: {e}"))
+        };
+        let (hf, native_cut) = match (level, hf) {
+            (Level::Word, Some(t)) => {
+                let ours = word_tokenizer_skeleton(nfc, model()?, segmenter)?;
+                let same = same_cut(&t, &ours);
+                (Some(t), same && !nfc && unk.is_some())
             }
-            (Level::Char, _) => None,
+            (Level::Word, None) => (
+                Some(word_tokenizer_skeleton(nfc, model()?, segmenter)?),
+                !nfc && unk.is_some(),
+            ),
+            (Level::Char, _) => (None, false),
         };
         Ok(Vocab {
             level,
@@ -374,7 +385,14 @@ impl Vocab {
             eos,
             segmenter,
             hf,
+            native_cut,
         })
+    }
+
+    /// Whether corpora are cut by `words.rs` rather than through the tokenizer (see `native_cut`).
+    #[doc(hidden)]
+    pub fn cuts_natively(&self) -> bool {
+        self.native_cut
     }
 
     pub fn len(&self) -> usize {
@@ -415,7 +433,7 @@ impl Vocab {
         if self.level == Level::Char {
             return self.encode(text);
         }
-        if let (false, Some(unk)) = (self.nfc, self.unk) {
+        if let (true, Some(unk)) = (self.native_cut, self.unk) {
             let mut ids = Vec::with_capacity(text.len() / 4);
             let mut push = |w: &str| ids.push(self.index.get(w).copied().unwrap_or(unk));
             for line in lines_with_newlines(text) {
@@ -676,6 +694,17 @@ impl Vocab {
         };
         Self::from_tokens(level, nfc, tokens, hf, segmenter)
             .with_context(|| path.display().to_string())
+    }
+}
+
+/// Whether two word-level tokenizers cut text alike: the same normaliser, pre-tokenizers and
+/// added tokens (the vocabulary aside).
+fn same_cut(a: &Tokenizer, b: &Tokenizer) -> bool {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(a), Ok(b)) => ["normalizer", "pre_tokenizer", "added_tokens"]
+            .iter()
+            .all(|k| a.get(k) == b.get(k)),
+        _ => false,
     }
 }
 

@@ -441,3 +441,50 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn only_tokenizers_that_cut_like_elmans_are_cut_the_fast_way() {
+    // A vocabulary saved and read back keeps the written-out cut; one whose tokenizer.json cuts
+    // otherwise (here: its punctuation split removed by hand) goes through that tokenizer, so
+    // corpora and prompts are still cut alike.
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "Hello, world. 天空飞过一只小鸟。\n";
+    for (segmenter, nfc) in [
+        (Segmenter::Words, false),
+        (Segmenter::Jieba, false),
+        (Segmenter::Spaces, false),
+        (Segmenter::Words, true),
+    ] {
+        let opts = VocabOptions {
+            level: Level::Word,
+            segmenter,
+            nfc,
+            ..Default::default()
+        };
+        let v = Vocab::build(text, &opts).unwrap();
+        assert_eq!(v.cuts_natively(), !nfc);
+        let path = tmp.path().join("tokenizer.json");
+        std::fs::write(&path, v.to_tokenizer_json().unwrap()).unwrap();
+        let back = Vocab::from_tokenizer_json(&path, Level::Word, nfc, segmenter).unwrap();
+        assert_eq!(back.cuts_natively(), !nfc, "{segmenter} nfc={nfc}");
+    }
+    let v = Vocab::build(
+        text,
+        &VocabOptions {
+            level: Level::Word,
+            segmenter: Segmenter::Words,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&v.to_tokenizer_json().unwrap()).unwrap();
+    json["pre_tokenizer"] = serde_json::json!({"type": "WhitespaceSplit"});
+    let path = tmp.path().join("edited.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let edited = Vocab::from_tokenizer_json(&path, Level::Word, false, Segmenter::Words).unwrap();
+    assert!(!edited.cuts_natively());
+    let ids = edited.encode_bulk("Hello, world.\n").unwrap();
+    assert_eq!(ids, edited.encode("Hello, world.\n").unwrap());
+    assert_eq!(ids.len(), 3, "Hello, / world. / <eos>: {ids:?}");
+}
