@@ -198,6 +198,7 @@ const WRITTEN: &[&str] = &[
     "\"Hello, world!\" she said (quietly), and left.",
     "I'll go; don't wait—it's well-known: 5% of it... and/or more?",
     "'Tis the king's own [they say], o'er the hills.",
+    "The boys' toys, 'no' he said; I'd go at ten o'clock, and we're off.",
     "He said “yes” and ‘no’; she said \"maybe\" twice.",
     "他说：“你好。”然后走了（很快）。Then he said \"bye\".",
 ];
