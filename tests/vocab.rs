@@ -17,6 +17,15 @@ fn char_vocab(text: &str) -> Vocab {
     Vocab::build(text, &VocabOptions::default()).unwrap()
 }
 
+fn word_vocab(text: &str, segmenter: Segmenter) -> Vocab {
+    let opts = VocabOptions {
+        level: Level::Word,
+        segmenter,
+        ..Default::default()
+    };
+    Vocab::build(text, &opts).unwrap()
+}
+
 #[test]
 fn char_level_round_trips_every_sample_exactly() {
     let all: String = SAMPLES.concat();
@@ -83,15 +92,7 @@ fn unknown_characters_are_named_or_mapped_to_unk() {
 #[test]
 fn word_level_splits_words_punctuation_and_han_and_marks_newlines() {
     let text = "The bird flies, the dragonfly flies.\n小鸟会飞。\nThe <unk> word\n";
-    let v = Vocab::build(
-        text,
-        &VocabOptions {
-            level: Level::Word,
-            segmenter: Segmenter::Words,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let v = word_vocab(text, Segmenter::Words);
     assert_eq!(v.token(0), UNK);
     assert_eq!(v.token(1), EOS);
     let ids = v.encode("the bird flies.\n小鸟会飞。").unwrap();
@@ -469,15 +470,7 @@ fn only_tokenizers_that_cut_like_elmans_are_cut_the_fast_way() {
         let back = Vocab::from_tokenizer_json(&path, Level::Word, nfc, segmenter).unwrap();
         assert_eq!(back.cuts_natively(), !nfc, "{segmenter} nfc={nfc}");
     }
-    let v = Vocab::build(
-        text,
-        &VocabOptions {
-            level: Level::Word,
-            segmenter: Segmenter::Words,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let v = word_vocab(text, Segmenter::Words);
     let mut json: serde_json::Value =
         serde_json::from_str(&v.to_tokenizer_json().unwrap()).unwrap();
     json["pre_tokenizer"] = serde_json::json!({"type": "WhitespaceSplit"});
