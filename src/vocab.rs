@@ -356,23 +356,22 @@ impl Vocab {
         }
         let unk = index.get(UNK).copied();
         let eos = index.get(EOS).copied();
-        let model = || {
-            WordLevel::builder()
-                .vocab(index.iter().map(|(k, v)| (k.clone(), *v)).collect())
-                .unk_token(UNK.to_string())
-                .build()
-                .map_err(|e| anyhow!("word vocabulary: {e}"))
-        };
         let (hf, native_cut) = match (level, hf) {
             (Level::Word, Some(t)) => {
-                let ours = word_tokenizer_skeleton(nfc, model()?, segmenter)?;
+                // Only the pipeline is compared, so the skeleton needs no vocabulary.
+                let ours = word_tokenizer_skeleton(nfc, WordLevel::default(), segmenter)?;
                 let same = same_cut(&t, &ours);
                 (Some(t), same && !nfc && unk.is_some())
             }
-            (Level::Word, None) => (
-                Some(word_tokenizer_skeleton(nfc, model()?, segmenter)?),
-                !nfc && unk.is_some(),
-            ),
+            (Level::Word, None) => {
+                let model = WordLevel::builder()
+                    .vocab(index.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                    .unk_token(UNK.to_string())
+                    .build()
+                    .map_err(|e| anyhow!("word vocabulary: {e}"))?;
+                let tok = word_tokenizer_skeleton(nfc, model, segmenter)?;
+                (Some(tok), !nfc && unk.is_some())
+            }
             (Level::Char, _) => (None, false),
         };
         Ok(Vocab {
@@ -698,14 +697,14 @@ impl Vocab {
 }
 
 /// Whether two word-level tokenizers cut text alike: the same normaliser, pre-tokenizers and
-/// added tokens (the vocabulary aside).
+/// added tokens (the vocabulary aside, and not serialised).
 fn same_cut(a: &Tokenizer, b: &Tokenizer) -> bool {
-    match (serde_json::to_value(a), serde_json::to_value(b)) {
-        (Ok(a), Ok(b)) => ["normalizer", "pre_tokenizer", "added_tokens"]
-            .iter()
-            .all(|k| a.get(k) == b.get(k)),
-        _ => false,
-    }
+    let pipeline = |t: &Tokenizer| {
+        let added: std::collections::BTreeMap<u32, AddedToken> =
+            t.get_added_tokens_decoder().into_iter().collect();
+        serde_json::to_value((t.get_normalizer(), t.get_pre_tokenizer(), added)).ok()
+    };
+    matches!((pipeline(a), pipeline(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// Runs `f`, turning a panic into `None` without printing the panic message.
@@ -881,9 +880,13 @@ const CONTRACTIONS: &[&str] = &[
     "clock",
 ];
 
-/// An apostrophe character (`glue_of` is `Glue::Apostrophe`).
-fn is_apostrophe(tok: &str) -> bool {
-    tok == "'" || tok == "’"
+/// The glue of a whole token: a single punctuation character's, else a word's.
+fn glue_of_token(tok: &str) -> Glue {
+    let mut cs = tok.chars();
+    match (cs.next(), cs.next()) {
+        (Some(c), None) => glue_of(c),
+        _ => Glue::Word,
+    }
 }
 
 /// Turns ids into text one token at a time, for streaming output; agrees with [`Vocab::decode`]
@@ -935,14 +938,19 @@ impl Detokenizer {
             self.quote_open = false;
             self.apostrophe_after_word = false;
         } else {
-            if vocab.level == Level::Word && tok == "\"" {
+            let glue = match vocab.level {
+                Level::Word => glue_of_token(tok),
+                Level::Char => Glue::Word,
+            };
+            if glue == Glue::Quote {
                 self.quote_open = !self.quote_open;
             }
-            self.apostrophe_after_word = vocab.level == Level::Word
-                && is_apostrophe(tok)
+            self.apostrophe_after_word = glue == Glue::Apostrophe
                 && !s.starts_with(' ')
                 && self.last.chars().next_back().is_some_and(ends_a_word);
-            self.last = tok.to_string();
+            // Reuse the buffer: `piece` runs once per generated token.
+            self.last.clear();
+            self.last.push_str(tok);
         }
         self.spaced = false;
         s

@@ -7,7 +7,8 @@
 //! allocation per piece and a binary search per character: reading a corpus ran at ~4 MB/s, slower
 //! than a Python loop over `line.split()`. This module makes the same cut over `&str` slices with
 //! table lookups (counting 7× and encoding 5× faster), and `tests/vocab.rs` holds it to the
-//! tokenizer on random text of every script. NFC vocabularies keep the tokenizer's own path (its NFC tables are its own).
+//! tokenizer on random text of every script. NFC vocabularies keep the tokenizer's own path (its
+//! NFC tables are its own).
 
 use crate::vocab::{Segmenter, EOS, UNK};
 use std::sync::OnceLock;
@@ -72,24 +73,25 @@ fn punct_slow(c: char) -> bool {
     c.is_ascii_punctuation() || c.is_punctuation()
 }
 
+/// `c` in a BMP bitset, or (beyond the BMP) whatever `slow` says.
 #[inline]
-fn is_punct(cl: &Classes, c: char) -> bool {
-    let cp = c as u32;
+fn in_set(set: &[u64], c: char, slow: impl FnOnce() -> bool) -> bool {
+    let cp = c as usize;
     if cp < 0x10000 {
-        cl.punct[cp as usize / 64] >> (cp % 64) & 1 == 1
+        set[cp / 64] >> (cp % 64) & 1 == 1
     } else {
-        punct_slow(c)
+        slow()
     }
 }
 
 #[inline]
+fn is_punct(cl: &Classes, c: char) -> bool {
+    in_set(&cl.punct, c, || punct_slow(c))
+}
+
+#[inline]
 fn is_han(cl: &Classes, c: char) -> bool {
-    let cp = c as u32;
-    if cp < 0x10000 {
-        cl.han[cp as usize / 64] >> (cp % 64) & 1 == 1
-    } else {
-        in_ranges(&cl.han_ranges, cp)
-    }
+    in_set(&cl.han, c, || in_ranges(&cl.han_ranges, c as u32))
 }
 
 /// Calls `f` with each word of `line` in order, as a `segmenter` vocabulary (without NFC) cuts
@@ -137,12 +139,13 @@ fn find_special(s: &str) -> Option<(usize, &'static str)> {
 
 /// The pre-tokenizers on a stretch without special tokens.
 fn cut<'a>(s: &'a str, segmenter: Segmenter, cl: &Classes, f: &mut impl FnMut(&'a str)) {
+    // `jieba` lines have their Han words cut already: only `words` isolates Han characters.
+    let han = segmenter != Segmenter::Jieba;
     for chunk in s.split(char::is_whitespace).filter(|w| !w.is_empty()) {
         if segmenter == Segmenter::Spaces {
             f(chunk);
             continue;
         }
-        let han = segmenter != Segmenter::Jieba;
         let mut start = 0;
         for (i, c) in chunk.char_indices() {
             if is_punct(cl, c) || (han && is_han(cl, c)) {
