@@ -1,7 +1,7 @@
 //! Stage 5 — scoring text with a model: total negative log-likelihood, nats per token, bits per
 //! character, perplexity. Used for validation during training and by `elman eval`.
 
-use crate::fast::{FastBptt, Params};
+use crate::fast::{FastBptt, Params, ScoreWeights};
 use crate::model::{nll_sum, ElmanLM};
 use anyhow::Result;
 use candle_core::Tensor;
@@ -70,39 +70,15 @@ pub fn score(
     };
     let chunk = chunk.clamp(1, len - 1);
     let threads = threads.max(1);
-    if threads == 1 || streams < threads {
-        // One thread, or fewer streams than threads: `FastBptt` lends the spare threads to each
-        // step's product and to the decoder.
+    if streams < threads {
+        // Fewer streams than threads (a single exact stream): `FastBptt` lends the spare threads
+        // to each step's product and to the decoder.
         return Ok(score_streams(
             &params, cfg, ids, streams, len, chunk, threads,
         ));
     }
-    // Streams are independent when nothing is trained: each thread scores its share of them
-    // through the whole text on its own, with no meeting point per window (a thread that the
-    // shared machine slowed down for a while no longer holds the other up), and the sums are
-    // added in thread order (deterministic for a thread count).
-    let parts: Vec<Score> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let (s0, s1) = (streams * i / threads, streams * (i + 1) / threads);
-                let (ids, params) = (&ids[s0 * len..s1 * len], &params);
-                sc.spawn(move || score_streams(params, cfg, ids, s1 - s0, len, chunk, 1))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a scoring thread panicked"))
-            .collect()
-    });
-    Ok(parts.iter().fold(
-        Score {
-            predicted: 0,
-            nats: 0.0,
-        },
-        |a, p| Score {
-            predicted: a.predicted + p.predicted,
-            nats: a.nats + p.nats,
-        },
+    Ok(score_balanced(
+        &params, cfg, ids, streams, len, chunk, threads,
     ))
 }
 
@@ -132,6 +108,89 @@ fn score_streams(
     }
     total
 }
+
+/// Streams are independent when nothing is trained, so they are scored in groups, each with its
+/// own state, and the threads take the next window of whichever idle group is furthest behind.
+/// A thread that the shared machine slows down for a while then scores fewer windows instead of
+/// holding the others up at a meeting point, and all finish within about one window of each
+/// other. Each group's windows are summed in order, then the groups in order: the result does
+/// not depend on which thread scored what.
+fn score_balanced(
+    params: &Params,
+    cfg: crate::model::ModelConfig,
+    ids: &[u32],
+    streams: usize,
+    len: usize,
+    chunk: usize,
+    threads: usize,
+) -> Score {
+    // One thread keeps all streams in one group (every row of W read serves them all).
+    let groups = if threads == 1 {
+        1
+    } else {
+        (GROUPS_PER_THREAD * threads).min(streams)
+    };
+    let weights = ScoreWeights::new(params, cfg);
+    struct Group {
+        fast: FastBptt,
+        state: Vec<Vec<f32>>,
+        nats: f64,
+    }
+    let bounds: Vec<(usize, usize)> = (0..groups)
+        .map(|g| (streams * g / groups, streams * (g + 1) / groups))
+        .collect();
+    let cells: Vec<std::sync::Mutex<Group>> = bounds
+        .iter()
+        .map(|&(s0, s1)| {
+            std::sync::Mutex::new(Group {
+                fast: FastBptt::for_scoring(cfg, s1 - s0, chunk),
+                state: vec![vec![0.0f32; (s1 - s0) * cfg.hidden]; cfg.layers],
+                nats: 0.0,
+            })
+        })
+        .collect();
+    // Per group: the next window's position, and whether a thread is scoring it.
+    let board = std::sync::Mutex::new(vec![(0usize, false); groups]);
+    let worker = || loop {
+        let (g, pos) = {
+            let mut b = board.lock().expect("scoring board");
+            let next = (0..groups)
+                .filter(|&g| !b[g].1 && b[g].0 + 1 < len)
+                .min_by_key(|&g| b[g].0);
+            let Some(g) = next else { break };
+            b[g].1 = true;
+            (g, b[g].0)
+        };
+        let (s0, s1) = bounds[g];
+        let t = chunk.min(len - 1 - pos);
+        let (inp, tgt) = window(&ids[s0 * len..s1 * len], s1 - s0, len, pos, t);
+        {
+            let mut cell = cells[g].lock().expect("scoring group");
+            let Group { fast, state, nats } = &mut *cell;
+            *nats += fast.score_with(&weights, params, &inp, &tgt, state, t);
+        }
+        let mut b = board.lock().expect("scoring board");
+        b[g] = (pos + t, false);
+    };
+    std::thread::scope(|sc| {
+        for _ in 1..threads {
+            sc.spawn(worker);
+        }
+        worker();
+    });
+    let nats = cells
+        .into_iter()
+        .map(|c| c.into_inner().expect("scoring group").nats)
+        .sum();
+    Score {
+        predicted: (len - 1) * streams,
+        nats,
+    }
+}
+
+/// Stream groups per scoring thread: more groups even out the threads' finishing times, fewer
+/// keep more streams in each product (a row of W read from memory serves every stream of a group).
+const GROUPS_PER_THREAD: usize = 3;
 
 /// The same score through candle's graph (the reference the fused path is tested against).
 pub fn score_reference(

@@ -400,7 +400,25 @@ pub struct FastBptt {
 
 impl FastBptt {
     pub fn new(config: ModelConfig, batch: usize, bptt: usize, threads: usize) -> FastBptt {
+        FastBptt::build(config, batch, bptt, threads, true)
+    }
+
+    /// Buffers for `score_with` only: one thread, no gradients, no weights of its own (they come
+    /// from a `ScoreWeights` that many of these share).
+    pub fn for_scoring(config: ModelConfig, batch: usize, bptt: usize) -> FastBptt {
+        FastBptt::build(config, batch, bptt, 1, false)
+    }
+
+    fn build(
+        config: ModelConfig,
+        batch: usize,
+        bptt: usize,
+        threads: usize,
+        training: bool,
+    ) -> FastBptt {
         let (v, h, t) = (config.vocab_size, config.hidden, bptt);
+        // Sizes of the buffers only training (or this struct's own weights) needs.
+        let (tv, th) = if training { (v, h) } else { (0, 0) };
         // Threads beyond one per stream help only the decoder of forward-only scoring.
         let helpers = (threads.max(1) / batch.max(1)).max(1);
         let threads = threads.clamp(1, batch);
@@ -412,6 +430,7 @@ impl FastBptt {
         let zeros = || -> Vec<Vec<f32>> {
             shapes
                 .iter()
+                .filter(|_| training)
                 .map(|(_, s)| vec![0.0; s.iter().product()])
                 .collect()
         };
@@ -426,12 +445,12 @@ impl FastBptt {
                         .map(|_| vec![0.0; (t + 1) * b * h])
                         .collect(),
                     logits: vec![0.0; t * b * v],
-                    dh: vec![0.0; t * b * h],
-                    dx: vec![0.0; t * b * h],
-                    du_t: vec![0.0; v * h],
+                    dh: vec![0.0; t * b * th],
+                    dx: vec![0.0; t * b * th],
+                    du_t: vec![0.0; tv * th],
                     dvs: Vec::new(),
                     touched: Vec::new(),
-                    mark: vec![false; v],
+                    mark: vec![false; tv],
                     grads: zeros(),
                     loss: 0.0,
                 }
@@ -442,7 +461,7 @@ impl FastBptt {
             batch,
             bptt,
             works,
-            u0_t: vec![0.0; v * h],
+            u0_t: vec![0.0; tv * th],
             bias: vec![vec![0.0; h]; config.layers],
             w_fwd: vec![PackedB::default(); config.layers],
             w_bwd: vec![PackedB::default(); config.layers],
@@ -619,42 +638,141 @@ impl FastBptt {
                 slot: &self.slot,
             }),
         };
-        let state_ref: &[Vec<f32>] = state;
-        if self.works.len() == 1 {
-            self.works[0].run(&shared, state_ref);
-        } else {
-            std::thread::scope(|sc| {
-                let mut it = self.works.iter_mut();
-                let first = it.next().expect("one work");
-                let handles: Vec<_> = it
-                    .map(|w| {
-                        let sh = &shared;
-                        sc.spawn(move || w.run(sh, state_ref))
-                    })
-                    .collect();
-                first.run(&shared, state_ref);
-                for hd in handles {
-                    hd.join().expect("a training thread panicked");
-                }
-            });
-        }
-        // Reduce in thread order; hand back the last state.
-        let mut loss = 0.0;
-        for (gi, g) in self.grads.iter_mut().enumerate().filter(|_| backward) {
-            g.copy_from_slice(&self.works[0].grads[gi]);
-            for w in &self.works[1..] {
-                g.iter_mut().zip(&w.grads[gi]).for_each(|(a, b)| *a += b);
-            }
-        }
-        for w in &self.works {
-            loss += w.loss;
-            for (l, st) in state.iter_mut().enumerate() {
-                let last = &w.hs[l][t_len * w.b * h..(t_len + 1) * w.b * h];
-                st[w.s0 * h..(w.s0 + w.b) * h].copy_from_slice(last);
-            }
-        }
-        loss
+        execute(&mut self.works, &mut self.grads, &shared, state)
     }
+
+    /// `score` with weights prepared once in `weights` (`params` are the slices they were made
+    /// from): what `eval::score`'s groups of streams each run, on this thread.
+    pub fn score_with(
+        &mut self,
+        weights: &ScoreWeights,
+        params: &Params,
+        inputs: &[u32],
+        targets: &[u32],
+        state: &mut [Vec<f32>],
+        t_len: usize,
+    ) -> f64 {
+        assert!(t_len <= self.bptt);
+        assert_eq!(inputs.len(), t_len * self.batch);
+        assert_eq!(targets.len(), t_len * self.batch);
+        let shared = Shared {
+            cfg: self.config,
+            batch: self.batch,
+            bptt: t_len,
+            backward: false,
+            params,
+            u0_t: &weights.u0_t,
+            bias: &weights.bias,
+            w_fwd: &weights.w_fwd,
+            w_bwd: &[],
+            dec_fwd: &weights.dec_fwd,
+            inputs,
+            targets,
+            helpers: self.helpers,
+            column_parts: self.column_parts,
+            sampled: None,
+        };
+        execute(&mut self.works, &mut self.grads, &shared, state)
+    }
+}
+
+/// The weights as scoring reads them, prepared once per model and shared read-only by every
+/// group of streams `eval::score` runs (one copy whatever the number of groups).
+pub struct ScoreWeights {
+    /// Layer 0's input term of every token (V × H): row x = Uᵀ's row x + b_ih + b_hh.
+    u0_t: Vec<f32>,
+    /// b_ih + b_hh per layer.
+    bias: Vec<Vec<f32>>,
+    /// Per layer, Wᵀ packed for the recurrence.
+    w_fwd: Vec<PackedB>,
+    /// The decoder as Vᵀ, packed but for its last `dot_columns(V)` columns.
+    dec_fwd: PackedB,
+}
+
+impl ScoreWeights {
+    pub fn new(params: &Params, config: ModelConfig) -> ScoreWeights {
+        let (v, h) = (config.vocab_size, config.hidden);
+        let bias: Vec<Vec<f32>> = (0..config.layers)
+            .map(|l| {
+                let (bi, bh) = (params.flat[4 * l + 2], params.flat[4 * l + 3]);
+                bi.iter().zip(bh).map(|(a, b)| a + b).collect()
+            })
+            .collect();
+        // Uᵀ in tiles of 32 × 32, so that neither side is walked with a stride through all of it
+        // (U is H × V: a word-level vocabulary makes it tens of megabytes).
+        let u0 = params.w_ih(0);
+        let mut u0_t = vec![0.0; v * h];
+        for i0 in (0..h).step_by(32) {
+            for x0 in (0..v).step_by(32) {
+                for i in i0..(i0 + 32).min(h) {
+                    for x in x0..(x0 + 32).min(v) {
+                        u0_t[x * h + i] = u0[i * v + x] + bias[0][i];
+                    }
+                }
+            }
+        }
+        let w_fwd = (0..config.layers)
+            .map(|l| {
+                let mut w = PackedB::default();
+                w.pack(params.w_hh(l), h, h, (1, h));
+                w
+            })
+            .collect();
+        let mut dec_fwd = PackedB::default();
+        dec_fwd.pack(params.dec_w(), h, v - dot_columns(v), (1, h));
+        ScoreWeights {
+            u0_t,
+            bias,
+            w_fwd,
+            dec_fwd,
+        }
+    }
+}
+
+/// Runs one window on the works (one thread each, the first on the caller's), sums the
+/// gradients in thread order and hands back each layer's last state. Returns the summed loss.
+fn execute(
+    works: &mut [Work],
+    grads: &mut [Vec<f32>],
+    shared: &Shared,
+    state: &mut [Vec<f32>],
+) -> f64 {
+    let (h, t_len, backward) = (shared.cfg.hidden, shared.bptt, shared.backward);
+    let state_ref: &[Vec<f32>] = state;
+    if works.len() == 1 {
+        works[0].run(shared, state_ref);
+    } else {
+        std::thread::scope(|sc| {
+            let mut it = works.iter_mut();
+            let first = it.next().expect("one work");
+            let handles: Vec<_> = it
+                .map(|w| {
+                    let sh = shared;
+                    sc.spawn(move || w.run(sh, state_ref))
+                })
+                .collect();
+            first.run(shared, state_ref);
+            for hd in handles {
+                hd.join().expect("a training thread panicked");
+            }
+        });
+    }
+    // Reduce in thread order; hand back the last state.
+    let mut loss = 0.0;
+    for (gi, g) in grads.iter_mut().enumerate().filter(|_| backward) {
+        g.copy_from_slice(&works[0].grads[gi]);
+        for w in &works[1..] {
+            g.iter_mut().zip(&w.grads[gi]).for_each(|(a, b)| *a += b);
+        }
+    }
+    for w in works.iter() {
+        loss += w.loss;
+        for (l, st) in state.iter_mut().enumerate() {
+            let last = &w.hs[l][t_len * w.b * h..(t_len + 1) * w.b * h];
+            st[w.s0 * h..(w.s0 + w.b) * h].copy_from_slice(last);
+        }
+    }
+    loss
 }
 
 /// A barrier for a few threads that meet every few microseconds (one recurrence step): spins

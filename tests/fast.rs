@@ -293,7 +293,11 @@ fn fused_scoring_matches_the_reference_graph() {
         // Streams and chunks that leave a partial last chunk and a dropped remainder.
         // One stream over 2 and 3 threads splits the decoder rows; 2 streams over 5 threads too.
         // 7 streams × 33 steps = 231 positions: the decoder's blocks of 96 rows and a partial one.
+        // 20 streams over 2 threads and 32 over 3 are scored in 6 and 9 groups of unequal size,
+        // windows taken by whichever thread is free: every run must give the same sum.
         for (streams, chunk, threads) in [
+            (20, 9, 2),
+            (32, 6, 3),
             (1, 64, 1),
             (1, 64, 2),
             (1, 33, 3),
@@ -306,6 +310,8 @@ fn fused_scoring_matches_the_reference_graph() {
             let a = elman::eval::score(&model, &ids, streams, chunk, threads).unwrap();
             let b = elman::eval::score_reference(&model, &ids, streams, chunk).unwrap();
             assert_eq!(a.predicted, b.predicted);
+            let again = elman::eval::score(&model, &ids, streams, chunk, threads).unwrap();
+            assert_eq!(a, again, "streams={streams} threads={threads}: not reproducible");
             assert!(
                 (a.nats - b.nats).abs() < 1e-5 * b.nats,
                 "{act} L={layers} V={vocab} streams={streams}: {} vs {}",
