@@ -311,7 +311,10 @@ fn fused_scoring_matches_the_reference_graph() {
             let b = elman::eval::score_reference(&model, &ids, streams, chunk).unwrap();
             assert_eq!(a.predicted, b.predicted);
             let again = elman::eval::score(&model, &ids, streams, chunk, threads).unwrap();
-            assert_eq!(a, again, "streams={streams} threads={threads}: not reproducible");
+            assert_eq!(
+                a, again,
+                "streams={streams} threads={threads}: not reproducible"
+            );
             assert!(
                 (a.nats - b.nats).abs() < 1e-5 * b.nats,
                 "{act} L={layers} V={vocab} streams={streams}: {} vs {}",
