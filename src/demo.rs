@@ -112,13 +112,17 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
         let mut stop = false;
         generate(&engine, &mut st, 120, &opts, &mut rng, |x| {
             let piece = detok.piece(vocab, x);
-            if piece.contains('\n') {
+            if let Some((line_end, _)) = piece.split_once('\n') {
+                let _ = write!(out, "{line_end}");
                 stop = true;
                 return false;
             }
             let _ = write!(out, "{piece}");
             !stop
         });
+        if !stop {
+            write!(out, "{}", detok.finish(vocab))?;
+        }
         writeln!(out)?;
     }
 

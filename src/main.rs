@@ -716,6 +716,11 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                     text.push_str(&piece);
                     !repl::CANCEL.load(std::sync::atomic::Ordering::SeqCst)
                 });
+                let tail = detok.finish(vocab);
+                if !c.json {
+                    write!(out, "{tail}")?;
+                }
+                text.push_str(&tail);
                 samples.push(text);
                 if repl::CANCEL.load(std::sync::atomic::Ordering::SeqCst) {
                     break;

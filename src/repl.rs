@@ -115,6 +115,9 @@ impl<'a> Session<'a> {
                 !CANCEL.load(Ordering::SeqCst)
             },
         );
+        let tail = detok.finish(self.vocab);
+        text.push_str(&tail);
+        write!(out, "{tail}")?;
         if CANCEL.swap(false, Ordering::SeqCst) {
             write!(out, " [cancelled]")?;
         }
