@@ -70,43 +70,9 @@ pub fn score(
     };
     let chunk = chunk.clamp(1, len - 1);
     let threads = threads.max(1);
-    if streams < threads {
-        // Fewer streams than threads (a single exact stream): `FastBptt` lends the spare threads
-        // to each step's product and to the decoder.
-        return Ok(score_streams(
-            &params, cfg, ids, streams, len, chunk, threads,
-        ));
-    }
-    Ok(score_balanced(
+    Ok(score_groups(
         &params, cfg, ids, streams, len, chunk, threads,
     ))
-}
-
-/// `score` of `streams` streams of `len` tokens laid end to end in `ids`, on one `FastBptt`.
-fn score_streams(
-    params: &Params,
-    cfg: crate::model::ModelConfig,
-    ids: &[u32],
-    streams: usize,
-    len: usize,
-    chunk: usize,
-    threads: usize,
-) -> Score {
-    let mut fast = FastBptt::new(cfg, streams, chunk, threads);
-    let mut state = vec![vec![0.0f32; streams * cfg.hidden]; cfg.layers];
-    let mut total = Score {
-        predicted: 0,
-        nats: 0.0,
-    };
-    let mut pos = 0;
-    while pos + 1 < len {
-        let t = chunk.min(len - 1 - pos);
-        let (inp, tgt) = window(ids, streams, len, pos, t);
-        total.nats += fast.score(params, &inp, &tgt, &mut state, t, pos > 0);
-        total.predicted += t * streams;
-        pos += t;
-    }
-    total
 }
 
 /// Streams are independent when nothing is trained, so they are scored in groups, each with its
@@ -115,7 +81,11 @@ fn score_streams(
 /// holding the others up at a meeting point, and all finish within about one window of each
 /// other. Each group's windows are summed in order, then the groups in order: the result does
 /// not depend on which thread scored what.
-fn score_balanced(
+///
+/// One thread keeps all streams in one group (every row of W read serves them all). Fewer streams
+/// than threads (a single exact stream) make one group too, whose `FastBptt` lends the spare
+/// threads to each step's product and to the decoder.
+fn score_groups(
     params: &Params,
     cfg: crate::model::ModelConfig,
     ids: &[u32],
@@ -124,11 +94,10 @@ fn score_balanced(
     chunk: usize,
     threads: usize,
 ) -> Score {
-    // One thread keeps all streams in one group (every row of W read serves them all).
-    let groups = if threads == 1 {
-        1
+    let (groups, workers, helpers) = if threads == 1 || streams < threads {
+        (1, 1, threads)
     } else {
-        (GROUPS_PER_THREAD * threads).min(streams)
+        ((GROUPS_PER_THREAD * threads).min(streams), threads, 1)
     };
     let weights = ScoreWeights::new(params, cfg);
     struct Group {
@@ -143,7 +112,7 @@ fn score_balanced(
         .iter()
         .map(|&(s0, s1)| {
             std::sync::Mutex::new(Group {
-                fast: FastBptt::for_scoring(cfg, s1 - s0, chunk),
+                fast: FastBptt::for_scoring(cfg, s1 - s0, chunk, helpers),
                 state: vec![vec![0.0f32; (s1 - s0) * cfg.hidden]; cfg.layers],
                 nats: 0.0,
             })
@@ -173,7 +142,7 @@ fn score_balanced(
         b[g] = (pos + t, false);
     };
     std::thread::scope(|sc| {
-        for _ in 1..threads {
+        for _ in 1..workers {
             sc.spawn(worker);
         }
         worker();

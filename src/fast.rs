@@ -492,10 +492,10 @@ impl FastBptt {
         FastBptt::build(config, batch, bptt, threads, true)
     }
 
-    /// Buffers for `score_with` only: one thread, no gradients, no weights of its own (they come
-    /// from a `ScoreWeights` that many of these share).
-    pub fn for_scoring(config: ModelConfig, batch: usize, bptt: usize) -> FastBptt {
-        FastBptt::build(config, batch, bptt, 1, false)
+    /// Buffers for `score_with` only: no gradients, no weights of its own (they come from a
+    /// `ScoreWeights` that many of these may share). `threads` > 1 only helps fewer streams.
+    pub fn for_scoring(config: ModelConfig, batch: usize, bptt: usize, threads: usize) -> FastBptt {
+        FastBptt::build(config, batch, bptt, threads, false)
     }
 
     fn build(
