@@ -101,45 +101,46 @@ fn score_groups(
     };
     let weights = ScoreWeights::new(params, cfg);
     struct Group {
+        /// The group's streams, its next window's position, and what it has summed so far.
+        streams: std::ops::Range<usize>,
+        pos: usize,
         fast: FastBptt,
         state: Vec<Vec<f32>>,
         nats: f64,
     }
-    let bounds: Vec<(usize, usize)> = (0..groups)
-        .map(|g| (streams * g / groups, streams * (g + 1) / groups))
-        .collect();
-    let cells: Vec<std::sync::Mutex<Group>> = bounds
-        .iter()
-        .map(|&(s0, s1)| {
-            std::sync::Mutex::new(Group {
-                fast: FastBptt::for_scoring(cfg, s1 - s0, chunk, helpers),
-                state: vec![vec![0.0f32; (s1 - s0) * cfg.hidden]; cfg.layers],
-                nats: 0.0,
+    // A group a thread is scoring is out of the board (`None`) until it is put back.
+    let board: std::sync::Mutex<Vec<Option<Group>>> = std::sync::Mutex::new(
+        (0..groups)
+            .map(|g| {
+                let streams = streams * g / groups..streams * (g + 1) / groups;
+                Some(Group {
+                    fast: FastBptt::for_scoring(cfg, streams.len(), chunk, helpers),
+                    state: vec![vec![0.0f32; streams.len() * cfg.hidden]; cfg.layers],
+                    streams,
+                    pos: 0,
+                    nats: 0.0,
+                })
             })
-        })
-        .collect();
-    // Per group: the next window's position, and whether a thread is scoring it.
-    let board = std::sync::Mutex::new(vec![(0usize, false); groups]);
+            .collect(),
+    );
     let worker = || loop {
-        let (g, pos) = {
+        let (g, mut group) = {
             let mut b = board.lock().expect("scoring board");
             let next = (0..groups)
-                .filter(|&g| !b[g].1 && b[g].0 + 1 < len)
-                .min_by_key(|&g| b[g].0);
-            let Some(g) = next else { break };
-            b[g].1 = true;
-            (g, b[g].0)
+                .filter_map(|g| Some((g, b[g].as_ref()?.pos)))
+                .filter(|&(_, pos)| pos + 1 < len)
+                .min_by_key(|&(_, pos)| pos);
+            let Some((g, _)) = next else { break };
+            (g, b[g].take().expect("an idle group"))
         };
-        let (s0, s1) = bounds[g];
+        let (s, pos) = (group.streams.clone(), group.pos);
         let t = chunk.min(len - 1 - pos);
-        let (inp, tgt) = window(&ids[s0 * len..s1 * len], s1 - s0, len, pos, t);
-        {
-            let mut cell = cells[g].lock().expect("scoring group");
-            let Group { fast, state, nats } = &mut *cell;
-            *nats += fast.score_with(&weights, params, &inp, &tgt, state, t);
-        }
-        let mut b = board.lock().expect("scoring board");
-        b[g] = (pos + t, false);
+        let (inp, tgt) = window(&ids[s.start * len..s.end * len], s.len(), len, pos, t);
+        group.nats += group
+            .fast
+            .score_with(&weights, params, &inp, &tgt, &mut group.state, t);
+        group.pos += t;
+        board.lock().expect("scoring board")[g] = Some(group);
     };
     std::thread::scope(|sc| {
         for _ in 1..workers {
@@ -147,9 +148,11 @@ fn score_groups(
         }
         worker();
     });
-    let nats = cells
+    let nats = board
+        .into_inner()
+        .expect("scoring board")
         .into_iter()
-        .map(|c| c.into_inner().expect("scoring group").nats)
+        .map(|g| g.expect("every group put back").nats)
         .sum();
     Score {
         predicted: (len - 1) * streams,

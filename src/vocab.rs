@@ -914,7 +914,7 @@ pub struct Detokenizer {
     apostrophe_after_word: bool,
     /// An apostrophe not written yet: whether it is glued to what came before (`boys'`, `I'll`,
     /// `friends,'`) or opens the next word (`and 'tis`, `, 'twas`) depends on the next token.
-    held: Option<String>,
+    held: Option<u32>,
     /// A single quote opened on this line and not closed yet.
     single_open: bool,
 }
@@ -947,12 +947,12 @@ impl Detokenizer {
         let eos = Some(id) == vocab.eos;
         let mut out = String::new();
         if let Some(ap) = self.held.take() {
-            out.push_str(&self.release(vocab, &ap, (!eos).then_some(tok)));
+            out.push_str(&self.release(vocab, vocab.token(ap), (!eos).then_some(tok)));
         } else if vocab.level == Level::Word
             && vocab.segmenter != Segmenter::Spaces
             && glue_of_token(tok) == Glue::Apostrophe
         {
-            self.held = Some(tok.to_string());
+            self.held = Some(id);
             return out;
         }
         out.push_str(&self.emit(vocab, tok, eos));
@@ -962,7 +962,7 @@ impl Detokenizer {
     /// What is still held back once generation stops (an apostrophe after the last token).
     pub fn finish(&mut self, vocab: &Vocab) -> String {
         match self.held.take() {
-            Some(ap) => self.release(vocab, &ap, None),
+            Some(ap) => self.release(vocab, vocab.token(ap), None),
             None => String::new(),
         }
     }
