@@ -107,6 +107,9 @@ fn score_groups(
         fast: FastBptt,
         state: Vec<Vec<f32>>,
         nats: f64,
+        /// The window's inputs and targets, reused from window to window.
+        inp: Vec<u32>,
+        tgt: Vec<u32>,
     }
     // A group a thread is scoring is out of the board (`None`) until it is put back.
     let board: std::sync::Mutex<Vec<Option<Group>>> = std::sync::Mutex::new(
@@ -119,6 +122,8 @@ fn score_groups(
                     streams,
                     pos: 0,
                     nats: 0.0,
+                    inp: Vec::new(),
+                    tgt: Vec::new(),
                 })
             })
             .collect(),
@@ -135,10 +140,12 @@ fn score_groups(
         };
         let (s, pos) = (group.streams.clone(), group.pos);
         let t = chunk.min(len - 1 - pos);
-        let (inp, tgt) = window(&ids[s.start * len..s.end * len], s.len(), len, pos, t);
+        let ids = &ids[s.start * len..s.end * len];
+        window_into(ids, s.len(), len, pos, t, &mut group.inp, &mut group.tgt);
+        let (inp, tgt) = (&group.inp, &group.tgt);
         group.nats += group
             .fast
-            .score_with(&weights, params, &inp, &tgt, &mut group.state, t);
+            .score_with(&weights, params, inp, tgt, &mut group.state, t);
         group.pos += t;
         board.lock().expect("scoring board")[g] = Some(group);
     };
@@ -207,8 +214,23 @@ pub fn window(
     pos: usize,
     t: usize,
 ) -> (Vec<u32>, Vec<u32>) {
-    let mut inp = Vec::with_capacity(t * streams);
-    let mut tgt = Vec::with_capacity(t * streams);
+    let (mut inp, mut tgt) = (Vec::new(), Vec::new());
+    window_into(ids, streams, len, pos, t, &mut inp, &mut tgt);
+    (inp, tgt)
+}
+
+/// `window` into buffers the caller keeps (cleared first).
+pub fn window_into(
+    ids: &[u32],
+    streams: usize,
+    len: usize,
+    pos: usize,
+    t: usize,
+    inp: &mut Vec<u32>,
+    tgt: &mut Vec<u32>,
+) {
+    inp.clear();
+    tgt.clear();
     for step in 0..t {
         for b in 0..streams {
             let at = b * len + pos + step;
@@ -216,7 +238,6 @@ pub fn window(
             tgt.push(ids[at + 1]);
         }
     }
-    (inp, tgt)
 }
 
 /// What `elman eval` reports.

@@ -465,12 +465,6 @@ pub struct FastBptt {
     /// The `gemm` crate re-packed it inside every product (see `packed.rs`).
     w_fwd: Vec<PackedB>,
     w_bwd: Vec<PackedB>,
-    /// The decoder as Vᵀ (H × V), packed with W when scoring: its product runs on the same
-    /// kernel as the recurrence (the `gemm` crate's took ~1.4× as long per FLOP at V = 65),
-    /// but for the last `dot_columns(V)` columns.
-    dec_fwd: PackedB,
-    /// Which parameter slices (address, length) `w_fwd` was packed from by `score`.
-    packed_from: Vec<(usize, usize)>,
     /// Summed gradients, `param_shapes` order.
     pub grads: Vec<Vec<f32>>,
     /// Sampled softmax: the sampled decoder rows (K × H), their biases corrected by ln E[count],
@@ -554,8 +548,6 @@ impl FastBptt {
             bias: vec![vec![0.0; h]; config.layers],
             w_fwd: vec![PackedB::default(); config.layers],
             w_bwd: vec![PackedB::default(); config.layers],
-            dec_fwd: PackedB::default(),
-            packed_from: Vec::new(),
             grads: zeros(),
             dec_s: Vec::new(),
             bias_s: Vec::new(),
@@ -592,12 +584,11 @@ impl FastBptt {
         for w in &mut self.works {
             w.dvs.resize(k * h, 0.0);
         }
-        let t = self.bptt;
-        let loss = self.run_with(params, inputs, targets, state, t, true, Some(sample), true);
+        let loss = self.train_window(params, inputs, targets, state, Some(sample));
         for &id in &sample.ids {
             self.slot[id as usize] = u32::MAX;
         }
-        loss / (t * self.batch) as f64
+        loss / (self.bptt * self.batch) as f64
     }
 
     /// One window: `inputs`/`targets` are time-major (T × B), `state` holds each layer's S_{−1}
@@ -609,59 +600,19 @@ impl FastBptt {
         targets: &[u32],
         state: &mut [Vec<f32>],
     ) -> f64 {
-        let t = self.bptt;
-        self.run(params, inputs, targets, state, t, true) / (t * self.batch) as f64
+        self.train_window(params, inputs, targets, state, None) / (self.bptt * self.batch) as f64
     }
 
-    /// Forward only over `t ≤ bptt` steps: the summed −ln p of the targets (nats). No gradients.
-    /// `same_weights`: `params` are the very slices of the previous `score` call (the next window
-    /// of one file), so W stays packed — re-packing it cost ~20% of a single stream's scoring.
-    pub fn score(
+    /// One training window, forward and backward (full or sampled softmax): the summed loss.
+    fn train_window(
         &mut self,
         params: &Params,
         inputs: &[u32],
         targets: &[u32],
         state: &mut [Vec<f32>],
-        t: usize,
-        same_weights: bool,
-    ) -> f64 {
-        let key: Vec<(usize, usize)> = params
-            .flat
-            .iter()
-            .map(|x| (x.as_ptr() as usize, x.len()))
-            .collect();
-        // Other slices than last time are re-packed whatever the caller says.
-        let repack = !same_weights || self.packed_from != key;
-        self.packed_from = key;
-        self.run_with(params, inputs, targets, state, t, false, None, repack)
-    }
-
-    fn run(
-        &mut self,
-        params: &Params,
-        inputs: &[u32],
-        targets: &[u32],
-        state: &mut [Vec<f32>],
-        t_len: usize,
-        backward: bool,
-    ) -> f64 {
-        self.run_with(params, inputs, targets, state, t_len, backward, None, true)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run_with(
-        &mut self,
-        params: &Params,
-        inputs: &[u32],
-        targets: &[u32],
-        state: &mut [Vec<f32>],
-        t_len: usize,
-        backward: bool,
         sample: Option<&Sample>,
-        repack: bool,
     ) -> f64 {
-        let (v, h) = (self.config.vocab_size, self.config.hidden);
-        assert!(t_len <= self.bptt);
+        let (v, h, t_len) = (self.config.vocab_size, self.config.hidden, self.bptt);
         assert_eq!(inputs.len(), t_len * self.batch);
         assert_eq!(targets.len(), t_len * self.batch);
         // Shared per-step constants.
@@ -690,32 +641,23 @@ impl FastBptt {
         for &x in inputs {
             self.seen[x as usize] = false;
         }
-        if backward {
-            // Training changes the weights in place: a later `score` must re-pack.
-            self.packed_from.clear();
-        }
-        for l in (0..self.config.layers).filter(|_| repack) {
+        // The optimizer changed W in place since the last window: pack it afresh.
+        for l in 0..self.config.layers {
             let w = params.w_hh(l);
             self.w_fwd[l].pack(w, h, h, (1, h));
-            if backward {
-                self.w_bwd[l].pack(w, h, h, (h, 1));
-            }
-        }
-        if repack && !backward && sample.is_none() {
-            self.dec_fwd
-                .pack(params.dec_w(), h, v - dot_columns(v), (1, h));
+            self.w_bwd[l].pack(w, h, h, (h, 1));
         }
         let shared = Shared {
             cfg: self.config,
             batch: self.batch,
             bptt: t_len,
-            backward,
+            backward: true,
             params,
             u0_t: &self.u0_t,
             bias: &self.bias,
             w_fwd: &self.w_fwd,
             w_bwd: &self.w_bwd,
-            dec_fwd: &self.dec_fwd,
+            dec_fwd: &PackedB::default(),
             inputs,
             targets,
             helpers: self.helpers,
@@ -730,8 +672,9 @@ impl FastBptt {
         execute(&mut self.works, &mut self.grads, &shared, state)
     }
 
-    /// `score` with weights prepared once in `weights` (`params` are the slices they were made
-    /// from): what `eval::score`'s groups of streams each run, on this thread.
+    /// Forward only over `t_len ≤ bptt` steps, with weights prepared once in `weights` (`params`
+    /// are the slices they were made from): the summed −ln p of the targets (nats), no gradients.
+    /// What each of `eval::score`'s groups of streams runs.
     pub fn score_with(
         &mut self,
         weights: &ScoreWeights,
@@ -774,7 +717,8 @@ pub struct ScoreWeights {
     bias: Vec<Vec<f32>>,
     /// Per layer, Wᵀ packed for the recurrence.
     w_fwd: Vec<PackedB>,
-    /// The decoder as Vᵀ, packed but for its last `dot_columns(V)` columns.
+    /// The decoder as Vᵀ (H × V), packed but for its last `dot_columns(V)` columns: its product
+    /// runs on the recurrence's kernel (the `gemm` crate's took ~1.4× as long per FLOP at V = 65).
     dec_fwd: PackedB,
 }
 
