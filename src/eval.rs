@@ -99,7 +99,7 @@ fn score_groups(
     } else {
         ((GROUPS_PER_THREAD * threads).min(streams), threads, 1)
     };
-    let weights = ScoreWeights::new(params, cfg);
+    let weights = ScoreWeights::new(params, cfg, &ids[..streams * len]);
     struct Group {
         /// The group's streams, its next window's position, and what it has summed so far.
         streams: std::ops::Range<usize>,
@@ -142,6 +142,7 @@ fn score_groups(
         let t = chunk.min(len - 1 - pos);
         let ids = &ids[s.start * len..s.end * len];
         window_into(ids, s.len(), len, pos, t, &mut group.inp, &mut group.tgt);
+        weights.to_rows(&mut group.inp);
         let (inp, tgt) = (&group.inp, &group.tgt);
         group.nats += group
             .fast

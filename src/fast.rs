@@ -674,6 +674,7 @@ impl FastBptt {
 
     /// Forward only over `t_len ≤ bptt` steps, with weights prepared once in `weights` (`params`
     /// are the slices they were made from): the summed −ln p of the targets (nats), no gradients.
+    /// `inputs` are rows of `weights`' input table (`ScoreWeights::to_rows`), `targets` token ids.
     /// What each of `eval::score`'s groups of streams runs.
     pub fn score_with(
         &mut self,
@@ -708,11 +709,15 @@ impl FastBptt {
     }
 }
 
-/// The weights as scoring reads them, prepared once per model and shared read-only by every
-/// group of streams `eval::score` runs (one copy whatever the number of groups).
+/// The weights as scoring reads them, prepared once per `eval::score` call and shared read-only
+/// by every group of streams it runs (one copy whatever the number of groups).
 pub struct ScoreWeights {
-    /// Layer 0's input term of every token (V × H): row x = Uᵀ's row x + b_ih + b_hh.
+    /// Layer 0's input term (U x + b_ih + b_hh) of each token the scored text holds, one row of
+    /// H per token in the order of `row`: at word level a text reads a fraction of the
+    /// vocabulary, and a table of all V rows would be one more copy of U.
     u0_t: Vec<f32>,
+    /// Token id → its row in `u0_t` (`u32::MAX` for a token the text does not hold).
+    row: Vec<u32>,
     /// b_ih + b_hh per layer.
     bias: Vec<Vec<f32>>,
     /// Per layer, Wᵀ packed for the recurrence.
@@ -723,7 +728,8 @@ pub struct ScoreWeights {
 }
 
 impl ScoreWeights {
-    pub fn new(params: &Params, config: ModelConfig) -> ScoreWeights {
+    /// The weights for scoring `ids` (every id must be below the vocabulary size).
+    pub fn new(params: &Params, config: ModelConfig, ids: &[u32]) -> ScoreWeights {
         let (v, h) = (config.vocab_size, config.hidden);
         let bias: Vec<Vec<f32>> = (0..config.layers)
             .map(|l| {
@@ -731,15 +737,25 @@ impl ScoreWeights {
                 bi.iter().zip(bh).map(|(a, b)| a + b).collect()
             })
             .collect();
-        // Uᵀ in tiles of 32 × 32, so that neither side is walked with a stride through all of it
-        // (U is H × V: a word-level vocabulary makes it tens of megabytes).
+        // The tokens the text holds, in id order (so that neighbouring rows of the table come
+        // from neighbouring columns of U).
+        let mut row = vec![u32::MAX; v];
+        for &x in ids {
+            row[x as usize] = 0;
+        }
+        let held: Vec<usize> = (0..v).filter(|&x| row[x] == 0).collect();
+        for (r, &x) in held.iter().enumerate() {
+            row[x] = r as u32;
+        }
+        // Their columns of U, transposed in tiles of 32 × 32 so that neither side is walked with
+        // a stride through all of it (U is H × V: a word-level vocabulary makes it tens of MB).
         let u0 = params.w_ih(0);
-        let mut u0_t = vec![0.0; v * h];
+        let mut u0_t = vec![0.0; held.len() * h];
         for i0 in (0..h).step_by(32) {
-            for x0 in (0..v).step_by(32) {
+            for r0 in (0..held.len()).step_by(32) {
                 for i in i0..(i0 + 32).min(h) {
-                    for x in x0..(x0 + 32).min(v) {
-                        u0_t[x * h + i] = u0[i * v + x] + bias[0][i];
+                    for (r, &x) in held.iter().enumerate().skip(r0).take(32) {
+                        u0_t[r * h + i] = u0[i * v + x] + bias[0][i];
                     }
                 }
             }
@@ -755,9 +771,20 @@ impl ScoreWeights {
         dec_fwd.pack(params.dec_w(), h, v - dot_columns(v), (1, h));
         ScoreWeights {
             u0_t,
+            row,
             bias,
             w_fwd,
             dec_fwd,
+        }
+    }
+
+    /// Turns a window's input ids into their rows of the input table, in place (what
+    /// `FastBptt::score_with` reads). Panics on a token the text given to `new` did not hold.
+    pub fn to_rows(&self, inputs: &mut [u32]) {
+        for x in inputs {
+            let r = self.row[*x as usize];
+            assert!(r != u32::MAX, "token {x} is not in the scored text");
+            *x = r;
         }
     }
 }
