@@ -517,6 +517,16 @@ impl FastBptt {
                 .map(|(_, s)| vec![0.0; s.iter().product()])
                 .collect()
         };
+        // Training keeps a window's logits for the backward pass; scoring only `SCORE_BLOCK`
+        // rows per helper thread (`full_decoder` cuts its scratch the same way).
+        let logits_len = |rows: usize| {
+            if training {
+                rows * v
+            } else {
+                let parts = helpers.min(rows).max(1);
+                parts * SCORE_BLOCK.min(rows.div_ceil(parts)) * v
+            }
+        };
         let works = (0..threads)
             .map(|i| {
                 let s0 = batch * i / threads;
@@ -527,7 +537,7 @@ impl FastBptt {
                     hs: (0..config.layers)
                         .map(|_| vec![0.0; (t + 1) * b * h])
                         .collect(),
-                    logits: vec![0.0; t * b * v],
+                    logits: vec![0.0; logits_len(t * b)],
                     dh: vec![0.0; t * b * th],
                     dx: vec![0.0; t * b * th],
                     du_t: vec![0.0; tv * th],
@@ -1043,20 +1053,23 @@ fn score_rows(
     top: &[f32],
     h: usize,
     range: std::ops::Range<usize>,
-    out: &mut [f32],
+    scratch: &mut [f32],
     dec: &PackedB,
     (dec_w, dec_b): (&[f32], &[f32]),
     target: &dyn Fn(usize) -> usize,
 ) -> f64 {
-    const BLOCK: usize = 96;
     let v = dec_b.len();
+    // Blocks of as many rows as the scratch holds (`SCORE_BLOCK` at most).
+    let block_rows = scratch.len() / v;
+    assert!(block_rows > 0 || range.is_empty());
     // Columns past the packed ones are `dot_columns`, done as dot products.
     let packed_cols = dec.n();
     let mut tmp = vec![0.0; v];
     let mut loss = 0.0;
     let mut r = range.start;
-    for block in out.chunks_mut(BLOCK * v) {
-        let m = block.len() / v;
+    while r < range.end {
+        let m = block_rows.min(range.end - r);
+        let block = &mut scratch[..m * v];
         let states = &top[(r - range.start) * h..][..m * h];
         packed::matmul(m, block, v, false, states, h, dec);
         for (row, s) in block.chunks_exact_mut(v).zip(states.chunks_exact(h)) {
@@ -1067,9 +1080,13 @@ fn score_rows(
             r += 1;
         }
     }
-    debug_assert_eq!(r, range.end);
     loss
 }
+
+/// Positions whose logits scoring holds at once, per thread: 96 × V floats (25 KB at V = 65,
+/// 13 MB for a 33,000-word vocabulary) rather than a whole window's (T × B × V, gigabytes for
+/// word-level streams).
+const SCORE_BLOCK: usize = 96;
 
 impl Work {
     fn run(&mut self, sh: &Shared, state: &[Vec<f32>]) {
@@ -1165,7 +1182,9 @@ impl Work {
             // (deterministic).
             let parts = sh.helpers.min(rows).max(1);
             let targets = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
-            let logits = &mut self.logits[..rows * v];
+            // Each part's scratch: `SCORE_BLOCK` rows of logits (see `build`).
+            let per_part = SCORE_BLOCK.min(rows.div_ceil(parts)) * v;
+            let logits = &mut self.logits[..parts * per_part];
             if parts == 1 {
                 self.loss = score_rows(
                     top,
@@ -1183,7 +1202,7 @@ impl Work {
             let mut r0 = 0;
             for i in 0..parts {
                 let r1 = rows * (i + 1) / parts;
-                let (a, b) = rest.split_at_mut((r1 - r0) * v);
+                let (a, b) = rest.split_at_mut(per_part);
                 pieces.push((r0..r1, a));
                 rest = b;
                 r0 = r1;
