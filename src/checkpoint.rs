@@ -327,26 +327,94 @@ pub fn model_from_tensors(
     Ok(ElmanLM::new(*cfg, vb)?)
 }
 
-/// Serialises named tensors (converted to F32) with string metadata.
-pub fn safetensors_bytes(
-    tensors: &[(String, Tensor)],
+/// One tensor of a safetensors file a save streams out: a candle tensor (F32, turned into bytes
+/// only when its turn to be written comes) or f32 data borrowed as it lies (the optimizer's
+/// moments). A save so never holds a serialised copy of the whole file: at word level that copy
+/// was the largest allocation of a run.
+pub enum Entry<'a> {
+    Tensor(Tensor),
+    F32(&'a [f32], Vec<usize>),
+}
+
+impl<'a> Entry<'a> {
+    /// A tensor as an entry, converted to contiguous F32 (a no-op for the model's own weights).
+    pub fn tensor(t: &Tensor) -> Result<Entry<'static>> {
+        Ok(Entry::Tensor(t.to_dtype(DType::F32)?.contiguous()?))
+    }
+
+    /// Another entry for the same data (a tensor is a shared handle: nothing is copied).
+    pub fn share(&self) -> Entry<'a> {
+        match self {
+            Entry::Tensor(t) => Entry::Tensor(t.clone()),
+            Entry::F32(d, shape) => Entry::F32(d, shape.clone()),
+        }
+    }
+}
+
+impl safetensors::View for &Entry<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Entry::Tensor(t) => t.dims(),
+            Entry::F32(_, shape) => shape,
+        }
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Entry::Tensor(t) => <Tensor as safetensors::View>::data(t),
+            // Safetensors is little-endian, as are the machines candle runs on (its own `View`
+            // writes native bytes too).
+            Entry::F32(d, _) => std::borrow::Cow::Borrowed(bytemuck::cast_slice(d)),
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        4 * match self {
+            Entry::Tensor(t) => t.elem_count(),
+            Entry::F32(d, _) => d.len(),
+        }
+    }
+}
+
+/// Writes named entries as one safetensors file at `path`, tensor by tensor, via a temporary
+/// file in the same folder, fsync and rename (as `write_atomic`).
+pub fn write_entries(
+    path: &Path,
+    entries: &[(String, Entry)],
     metadata: Option<HashMap<String, String>>,
-) -> Result<Vec<u8>> {
-    let f32s: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
-        .collect::<Result<_>>()?;
-    let views: Vec<(&str, &Tensor)> = f32s.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    Ok(safetensors::tensor::serialize(views, metadata)?)
+) -> Result<()> {
+    let tmp = tmp_path(path);
+    safetensors::tensor::serialize_to_file(
+        entries.iter().map(|(n, e)| (n.as_str(), e)),
+        metadata,
+        &tmp,
+    )
+    .map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(io) => file_error(&tmp, &io),
+        e => anyhow!("{}: {e}", tmp.display()),
+    })?;
+    let f = fs::File::open(&tmp).map_err(|e| file_error(&tmp, &e))?;
+    f.sync_all().map_err(|e| file_error(&tmp, &e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| file_error(path, &e))?;
+    Ok(())
 }
 
 /// Everything one save writes.
 pub struct Snapshot<'a> {
     pub config: &'a Config,
     pub tokenizer_json: &'a str,
-    /// Best weights; `None` keeps the existing `model.safetensors` (or, on a first save, the latest).
-    pub best: Option<Vec<u8>>,
-    pub state: Vec<u8>,
+    /// The weights to write as `model.safetensors` (PyTorch names): the best so far, when this
+    /// save follows an evaluation that improved on it, or the latest on a first save without
+    /// one. `None` keeps the existing `model.safetensors`.
+    pub best: Option<Vec<(String, Entry<'a>)>>,
+    /// `state.safetensors`: the latest weights (`param.` names), optimizer slots, hidden state.
+    pub state: Vec<(String, Entry<'a>)>,
+    pub state_meta: HashMap<String, String>,
     pub metrics: &'a [Metric],
 }
 
@@ -387,15 +455,38 @@ pub fn commit(dir: &Path, snap: &Snapshot) -> Result<()> {
 }
 
 fn write_staging(dir: &Path, staging: &Path, snap: &Snapshot) -> Result<()> {
-    let model_bytes: Vec<u8> = match &snap.best {
-        Some(b) => b.clone(),
-        None => match fs::read(dir.join(MODEL_FILE)) {
-            Ok(b) => b,
-            Err(_) => snap.state.clone(),
-        },
-    };
-    write_atomic(&staging.join(MODEL_FILE), &model_bytes)?;
-    write_atomic(&staging.join(STATE_FILE), &snap.state)?;
+    let model = staging.join(MODEL_FILE);
+    match &snap.best {
+        Some(best) => write_entries(&model, best, None)?,
+        None => {
+            let old = dir.join(MODEL_FILE);
+            if old.exists() {
+                // The previous version's best weights carry over (copied, not read into memory).
+                let tmp = tmp_path(&model);
+                fs::copy(&old, &tmp).map_err(|e| file_error(&old, &e))?;
+                fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| file_error(&tmp, &e))?;
+                fs::rename(&tmp, &model).map_err(|e| file_error(&model, &e))?;
+            } else {
+                // Gone from the folder: the latest weights stand in, under their model names.
+                let latest: Vec<(String, Entry)> = snap
+                    .state
+                    .iter()
+                    .filter_map(|(n, e)| {
+                        let name = n.strip_prefix("param.")?.to_string();
+                        Some((name, e.share()))
+                    })
+                    .collect();
+                write_entries(&model, &latest, None)?;
+            }
+        }
+    }
+    write_entries(
+        &staging.join(STATE_FILE),
+        &snap.state,
+        Some(snap.state_meta.clone()),
+    )?;
     write_atomic(
         &staging.join(TOKENIZER_FILE),
         snap.tokenizer_json.as_bytes(),
@@ -428,18 +519,23 @@ fn write_staging(dir: &Path, staging: &Path, snap: &Snapshot) -> Result<()> {
 
 /// Writes `bytes` to `path` via a temporary file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension()
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
+    let tmp = tmp_path(path);
     let mut f = fs::File::create(&tmp).map_err(|e| file_error(&tmp, &e))?;
     f.write_all(bytes).map_err(|e| file_error(&tmp, &e))?;
     f.sync_all().map_err(|e| file_error(&tmp, &e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| file_error(path, &e))?;
     Ok(())
+}
+
+/// `path` with `.tmp` added to its extension: where `write_atomic` writes before the rename.
+fn tmp_path(path: &Path) -> PathBuf {
+    path.with_extension(format!(
+        "{}.tmp",
+        path.extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ))
 }
 
 fn sync_dir(dir: &Path) {

@@ -143,21 +143,23 @@ impl Optimizer {
         Ok(())
     }
 
-    /// State tensors for a checkpoint: `optim.{slot}.{param}`.
-    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+    /// The state for a checkpoint, borrowed as it lies (a save streams it out): one
+    /// (`optim.{slot}.{param}`, data, shape) per slot and parameter.
+    pub fn state_slices(&self) -> Vec<(String, &[f32], Vec<usize>)> {
         let mut out = Vec::new();
         for ((name, var), st) in self.params.iter().zip(&self.state) {
             for (slot, t) in self.kind.slots().iter().zip(st) {
                 out.push((
                     format!("optim.{slot}.{name}"),
-                    Tensor::from_slice(t, var.shape(), var.device())?,
+                    t.as_slice(),
+                    var.dims().to_vec(),
                 ));
             }
         }
-        Ok(out)
+        out
     }
 
-    /// Restores what `state_tensors` saved.
+    /// Restores what `state_slices` saved.
     pub fn load_state(&mut self, get: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
         for ((name, var), st) in self.params.iter().zip(self.state.iter_mut()) {
             for (slot, t) in self.kind.slots().iter().zip(st.iter_mut()) {

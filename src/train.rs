@@ -13,7 +13,7 @@
 //! weights as one that never stopped. Evaluations at a session's end are recorded but do not steer
 //! the learning rate (only the scheduled ones every `eval_every` steps do), for the same reason.
 
-use crate::checkpoint::{self, Config, CorpusInfo, LoopState, Metric, Progress, Snapshot};
+use crate::checkpoint::{self, Config, CorpusInfo, Entry, LoopState, Metric, Progress, Snapshot};
 use crate::eval::{score, window};
 use crate::fast::{FastBptt, Params};
 use crate::model::{cross_entropy, init_params, ElmanLM, ModelConfig};
@@ -636,7 +636,6 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     let mut since_eval_time = Duration::ZERO;
     let mut last_val_bpc: Option<f64> = metrics.last().map(|m| m.val_bpc);
     let mut last_eval_step = metrics.last().map(|m| m.step);
-    let mut best_bytes: Option<Vec<u8>> = None;
 
     let val_score = |model: &ElmanLM| -> Result<(f64, f64)> {
         let s = score(model, data.val(), val_streams, tc.bptt, args.threads)?;
@@ -765,13 +764,13 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             last_val_bpc = Some(val_bpc);
             last_eval_step = Some(ls.step);
             say(format_metric(&m));
-            record(&mut config, &mut metrics, &mut best_bytes, m, &model)?;
+            let best = record(&mut config, &mut metrics, m);
             ls.train_seconds = prior_seconds + session_start.elapsed().as_secs_f64();
             save(
                 &dir,
                 &config,
                 &tokenizer_json,
-                best_bytes.take(),
+                best,
                 &model,
                 &opt,
                 &state,
@@ -784,6 +783,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     };
 
     // ---- end of session: evaluate (unless just done or interrupted) and save ----
+    let mut best = false;
     if stopped != "interrupted" && last_eval_step != Some(ls.step) {
         let (val_loss, val_bpc) = val_score(&model)?;
         let m = Metric {
@@ -799,14 +799,14 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             train_loss_sampled: tc.softmax_samples.is_some(),
         };
         say(format_metric(&m));
-        record(&mut config, &mut metrics, &mut best_bytes, m, &model)?;
+        best = record(&mut config, &mut metrics, m);
     }
     ls.train_seconds = prior_seconds + session_start.elapsed().as_secs_f64();
     save(
         &dir,
         &config,
         &tokenizer_json,
-        best_bytes.take(),
+        best,
         &model,
         &opt,
         &state,
@@ -970,24 +970,18 @@ fn format_metric(m: &Metric) -> String {
     )
 }
 
-/// Adds an evaluation to the metrics and, when it is the best so far, takes the weights as the
-/// new `model.safetensors`.
-fn record(
-    config: &mut Config,
-    metrics: &mut Vec<Metric>,
-    best_bytes: &mut Option<Vec<u8>>,
-    m: Metric,
-    model: &ElmanLM,
-) -> Result<()> {
-    if config.progress.best_val_loss.is_none_or(|b| m.val_loss < b) {
+/// Adds an evaluation to the metrics; true when it is the best so far (the save that follows
+/// then writes the current weights as the new `model.safetensors`).
+fn record(config: &mut Config, metrics: &mut Vec<Metric>, m: Metric) -> bool {
+    let best = config.progress.best_val_loss.is_none_or(|b| m.val_loss < b);
+    if best {
         config.progress.best_val_loss = Some(m.val_loss);
         config.progress.best_val_bpc = Some(m.val_bpc);
         config.progress.best_step = Some(m.step);
-        *best_bytes = Some(checkpoint::safetensors_bytes(&model.named_tensors(), None)?);
     }
     config.progress.last_val_loss = Some(m.val_loss);
     metrics.push(m);
-    Ok(())
+    best
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -995,7 +989,7 @@ fn save(
     dir: &Path,
     config: &Config,
     tokenizer_json: &str,
-    best: Option<Vec<u8>>,
+    best: bool,
     model: &ElmanLM,
     opt: &Optimizer,
     hidden: &[Vec<f32>],
@@ -1011,41 +1005,39 @@ fn save(
     config.progress.lr = ls.lr;
     config.progress.train_seconds = ls.train_seconds;
     config.progress.stopped = stopped.map(str::to_string);
-    let mut tensors: Vec<(String, Tensor)> = model
+    // Everything is streamed out from where it lies: the weights are candle tensors, the
+    // optimizer's moments and the hidden state plain slices.
+    let weights: Vec<(String, Entry)> = model
         .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (format!("param.{n}"), t))
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), Entry::tensor(t)?)))
+        .collect::<Result<_>>()?;
+    let mut state: Vec<(String, Entry)> = weights
+        .iter()
+        .map(|(n, e)| (format!("param.{n}"), e.share()))
         .collect();
-    tensors.extend(opt.state_tensors()?);
-    let batch = config.training.batch;
-    let dev = Device::Cpu;
-    for (k, t) in state_tensors(hidden, batch, config.model.hidden, &dev)?
-        .into_iter()
-        .enumerate()
-    {
-        tensors.push((format!("hidden.l{k}"), t));
+    for (name, data, shape) in opt.state_slices() {
+        state.push((name, Entry::F32(data, shape)));
     }
-    let mut meta = HashMap::new();
-    meta.insert("loop".to_string(), serde_json::to_string(ls)?);
+    let (batch, h) = (config.training.batch, config.model.hidden);
+    for (k, layer) in hidden.iter().enumerate() {
+        state.push((format!("hidden.l{k}"), Entry::F32(layer, vec![batch, h])));
+    }
+    let mut state_meta = HashMap::new();
+    state_meta.insert("loop".to_string(), serde_json::to_string(ls)?);
     if let Some(p) = plateau_best {
-        meta.insert("plateau_best".to_string(), format!("{p:?}"));
+        state_meta.insert("plateau_best".to_string(), format!("{p:?}"));
     }
-    let state = checkpoint::safetensors_bytes(&tensors, Some(meta))?;
-    let best = match best {
-        Some(b) => Some(b),
-        // First save with no evaluation yet (interrupted early): the latest weights.
-        None if config.progress.best_step.is_none() => {
-            Some(checkpoint::safetensors_bytes(&model.named_tensors(), None)?)
-        }
-        None => None,
-    };
+    // A first save with no evaluation yet (interrupted early) writes the latest weights.
+    let best = best || config.progress.best_step.is_none();
     checkpoint::commit(
         dir,
         &Snapshot {
             config: &config,
             tokenizer_json,
-            best,
+            best: best.then_some(weights),
             state,
+            state_meta,
             metrics,
         },
     )

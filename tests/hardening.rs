@@ -281,6 +281,92 @@ fn a_full_disk_or_read_only_folder_keeps_the_previous_checkpoint() {
     });
 }
 
+/// A save with no new best weights carries `model.safetensors` over byte for byte; if the file is
+/// gone from the folder, the latest weights (`param.*` in the state) take its place under their
+/// model names. Both are written tensor by tensor, never serialised whole in memory.
+#[test]
+fn a_save_without_new_best_weights_keeps_or_restores_the_model_file() {
+    use elman::checkpoint::{self, Entry, Snapshot};
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(tmp.path(), "k");
+    let config = checkpoint::read_config(&ck).unwrap();
+    let tokenizer = std::fs::read_to_string(ck.join("tokenizer.json")).unwrap();
+    let metrics = checkpoint::read_metrics(&ck).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let (state, meta) =
+        checkpoint::read_weights(&ck.join("state.safetensors"), &config.model, "param.", &dev)
+            .unwrap();
+    let mut names: Vec<&String> = state.keys().collect();
+    names.sort();
+    let moment = vec![0.25f32; 6];
+    let mut entries: Vec<(String, Entry)> = names
+        .iter()
+        .map(|n| ((*n).clone(), Entry::tensor(&state[*n]).unwrap()))
+        .collect();
+    entries.push(("extra.slice".into(), Entry::F32(&moment, vec![2, 3])));
+    let save = || {
+        checkpoint::commit(
+            &ck,
+            &Snapshot {
+                config: &config,
+                tokenizer_json: &tokenizer,
+                best: None,
+                state: entries
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.share()))
+                    .collect(),
+                state_meta: meta.clone(),
+                metrics: &metrics,
+            },
+        )
+        .unwrap()
+    };
+    let model_before = std::fs::read(ck.join("model.safetensors")).unwrap();
+    save();
+    assert_eq!(
+        std::fs::read(ck.join("model.safetensors")).unwrap(),
+        model_before
+    );
+    // The state file reads back as written: every tensor, the borrowed slice and the metadata.
+    let (again, meta_again) =
+        checkpoint::read_weights(&ck.join("state.safetensors"), &config.model, "param.", &dev)
+            .unwrap();
+    assert_eq!(meta_again, meta);
+    for n in &names {
+        let (a, b) = (&state[*n], &again[*n]);
+        assert_eq!(a.dims(), b.dims(), "{n}");
+        let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(a), flat(b), "{n}");
+    }
+    let slice = again["extra.slice"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(
+        (again["extra.slice"].dims(), slice),
+        (&[2usize, 3][..], moment.clone())
+    );
+    // Without a model file, the latest weights become it.
+    std::fs::remove_file(ck.join("model.safetensors")).unwrap();
+    save();
+    let (model, _) =
+        checkpoint::read_weights(&ck.join("model.safetensors"), &config.model, "", &dev).unwrap();
+    assert_eq!(model.len(), config.model.param_shapes().len());
+    for (name, _) in config.model.param_shapes() {
+        let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(
+            flat(&model[&name]),
+            flat(&state[&format!("param.{name}")]),
+            "{name}"
+        );
+    }
+    elman(tmp.path())
+        .args(["info", "-m", "k"])
+        .assert()
+        .success();
+}
+
 fn load_never_panics(dir: &Path) {
     let r = std::panic::catch_unwind(|| {
         let _ = elman::checkpoint::load(dir, &candle_core::Device::Cpu);
