@@ -56,23 +56,13 @@ pub fn score(
         });
     }
     let cfg = model.config;
-    let flat: Vec<Vec<f32>> = model
-        .named_tensors()
-        .iter()
-        .map(|(_, t)| {
-            t.to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1()
-        })
-        .collect::<candle_core::Result<_>>()?;
-    let params = Params {
-        flat: flat.iter().map(|v| v.as_slice()).collect(),
-    };
     let chunk = chunk.clamp(1, len - 1);
     let threads = threads.max(1);
-    Ok(score_groups(
-        &params, cfg, ids, streams, len, chunk, threads,
-    ))
+    let tensors = model.named_tensors();
+    let refs: Vec<&Tensor> = tensors.iter().map(|(_, t)| t).collect();
+    Ok(crate::fast::with_params(&refs, |params| {
+        score_groups(params, cfg, ids, streams, len, chunk, threads)
+    })?)
 }
 
 /// Streams are independent when nothing is trained, so they are scored in groups, each with its

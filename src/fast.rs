@@ -379,6 +379,47 @@ impl Params<'_> {
     }
 }
 
+/// Runs `f` on the tensors' data as `Params`, read in place where a tensor is a contiguous f32 CPU
+/// tensor (the model's own weights are: no copy of them, tens of MB at the word level), else
+/// through a converted copy. The tensors are read-locked meanwhile: `f` must not write them.
+pub fn with_params<R>(
+    tensors: &[&candle_core::Tensor],
+    f: impl FnOnce(&Params) -> R,
+) -> candle_core::Result<R> {
+    use candle_core::{CpuStorage, DType, Storage};
+    let in_place = |t: &candle_core::Tensor| {
+        t.dtype() == DType::F32 && t.device().is_cpu() && t.is_contiguous()
+    };
+    // Copies first, for the others (before any lock is held).
+    let copies: Vec<Option<Vec<f32>>> = tensors
+        .iter()
+        .map(|t| {
+            if in_place(t) {
+                Ok(None)
+            } else {
+                Ok(Some(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?))
+            }
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let guards: Vec<_> = tensors
+        .iter()
+        .zip(&copies)
+        .map(|(t, c)| c.is_none().then(|| t.storage_and_layout()))
+        .collect();
+    let mut flat = Vec::with_capacity(tensors.len());
+    for (g, c) in guards.iter().zip(&copies) {
+        flat.push(match (g, c) {
+            (_, Some(c)) => c.as_slice(),
+            (Some((storage, layout)), None) => match (&**storage, layout.contiguous_offsets()) {
+                (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) => &data[a..b],
+                _ => candle_core::bail!("a parameter changed layout while being read"),
+            },
+            (None, None) => unreachable!("every tensor is either locked or copied"),
+        });
+    }
+    Ok(f(&Params { flat }))
+}
+
 /// The shared negatives of one sampled-softmax step (TensorFlow's `sampled_softmax_loss` with its
 /// log-uniform sampler): K distinct ids drawn from Q(id) = ln((id+2)/(id+1)) / ln(V+1), which fits
 /// ids sorted by frequency (the vocabulary's order). Each logit in the loss is corrected by the log

@@ -81,64 +81,26 @@ impl Optimizer {
     }
 
     /// One update with every gradient (flat, in parameter order) multiplied by `scale` (the
-    /// clipping factor). Plain loops over the flat values: no tensor is built per operation.
+    /// clipping factor), written into each parameter's own storage: plain loops over the values
+    /// as they lie, no tensor built per operation and no copy of the weights (tens of MB at the
+    /// word level, read out and written back every step before).
     pub fn step(&mut self, grads: &[Vec<f32>], scale: f64) -> Result<()> {
-        let values = self
-            .params
-            .iter()
-            .map(|(_, v)| Ok(v.as_tensor().flatten_all()?.to_vec1()?))
-            .collect::<Result<Vec<Vec<f32>>>>()?;
-        self.step_values(values, grads, scale)
-    }
-
-    /// [`Optimizer::step`] for a caller that already holds the parameters' current values (flat,
-    /// in order), so they are not read out of the tensors a second time.
-    pub fn step_values(
-        &mut self,
-        values: Vec<Vec<f32>>,
-        grads: &[Vec<f32>],
-        scale: f64,
-    ) -> Result<()> {
         self.t += 1;
-        assert_eq!(values.len(), self.params.len());
         assert_eq!(grads.len(), self.params.len());
-        let lr = self.lr as f32;
-        let sc = scale as f32;
-        let bc1 = (1.0 - BETA1.powi(self.t as i32)) as f32;
-        let bc2 = (1.0 - BETA2.powi(self.t as i32)) as f32;
-        // 1 − β in f64 first (as PyTorch passes it): 1 − 0.999f32 would be off by 5e-5.
-        let (b1, b2) = (BETA1 as f32, BETA2 as f32);
-        let (c1, c2) = ((1.0 - BETA1) as f32, (1.0 - BETA2) as f32);
-        let per_param = self.params.iter().zip(self.state.iter_mut()).zip(grads);
-        for ((((_, var), st), g), mut p) in per_param.zip(values) {
-            assert_eq!(p.len(), g.len());
-            match self.kind {
-                OptimizerKind::Sgd => {
-                    for (p, &g) in p.iter_mut().zip(g) {
-                        *p -= lr * (g * sc);
-                    }
-                }
-                OptimizerKind::Adagrad => {
-                    let sum = &mut st[0];
-                    for ((p, &g), s) in p.iter_mut().zip(g).zip(sum.iter_mut()) {
-                        let g = g * sc;
-                        *s += g * g;
-                        *p -= lr * g / (s.sqrt() + ADAGRAD_EPS as f32);
-                    }
-                }
-                OptimizerKind::Adam => {
-                    let (m, v) = st.split_at_mut(1);
-                    let (m, v) = (&mut m[0], &mut v[0]);
-                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                    {
-                        let g = g * sc;
-                        *m = b1 * *m + c1 * g;
-                        *v = b2 * *v + c2 * g * g;
-                        *p -= lr * (*m / bc1) / ((*v / bc2).sqrt() + ADAM_EPS as f32);
-                    }
-                }
-            }
-            var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
+        let k = Constants {
+            kind: self.kind,
+            lr: self.lr as f32,
+            scale: scale as f32,
+            bc1: (1.0 - BETA1.powi(self.t as i32)) as f32,
+            bc2: (1.0 - BETA2.powi(self.t as i32)) as f32,
+        };
+        for (((_, var), st), g) in self.params.iter().zip(self.state.iter_mut()).zip(grads) {
+            assert_eq!(var.elem_count(), g.len());
+            var.as_tensor().inplace_op1(&InPlace {
+                k: &k,
+                grad: g,
+                state: std::cell::RefCell::new(st),
+            })?;
         }
         Ok(())
     }
@@ -207,6 +169,84 @@ pub fn clip_scale(grads: &[Vec<f32>], max_norm: f64) -> Result<(f64, f64)> {
         1.0
     };
     Ok((norm, scale))
+}
+
+/// What one update applies to every parameter.
+struct Constants {
+    kind: OptimizerKind,
+    lr: f32,
+    /// The clipping factor every gradient is multiplied by.
+    scale: f32,
+    /// Adam's bias corrections, 1 − βᵗ.
+    bc1: f32,
+    bc2: f32,
+}
+
+/// The update of one parameter, run by candle on the parameter's storage (`inplace_op1`: the
+/// only public way to write a `Var`'s data without building a tensor to copy from).
+struct InPlace<'a> {
+    k: &'a Constants,
+    grad: &'a [f32],
+    /// The parameter's optimizer slots (`cpu_fwd` takes `&self`).
+    state: std::cell::RefCell<&'a mut Vec<Vec<f32>>>,
+}
+
+impl candle_core::InplaceOp1 for InPlace<'_> {
+    fn name(&self) -> &'static str {
+        "elman-optimizer-step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let (candle_core::CpuStorage::F32(data), Some((a, b))) =
+            (storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("elman trains contiguous f32 parameters only");
+        };
+        let p = &mut data[a..b];
+        let (k, sc) = (self.k, self.k.scale);
+        let st = &mut **self.state.borrow_mut();
+        let lr = k.lr;
+        assert_eq!(p.len(), self.grad.len());
+        match k.kind {
+            OptimizerKind::Sgd => {
+                for (p, &g) in p.iter_mut().zip(self.grad) {
+                    *p -= lr * (g * sc);
+                }
+            }
+            OptimizerKind::Adagrad => {
+                let sum = &mut st[0];
+                for ((p, &g), s) in p.iter_mut().zip(self.grad).zip(sum.iter_mut()) {
+                    let g = g * sc;
+                    *s += g * g;
+                    *p -= lr * g / (s.sqrt() + ADAGRAD_EPS as f32);
+                }
+            }
+            OptimizerKind::Adam => {
+                // 1 − β in f64 first (as PyTorch passes it): 1 − 0.999f32 would be off by 5e-5.
+                let (b1, b2) = (BETA1 as f32, BETA2 as f32);
+                let (c1, c2) = ((1.0 - BETA1) as f32, (1.0 - BETA2) as f32);
+                let (bc1, bc2) = (k.bc1, k.bc2);
+                let (m, v) = st.split_at_mut(1);
+                let (m, v) = (&mut m[0], &mut v[0]);
+                for (((p, &g), m), v) in p
+                    .iter_mut()
+                    .zip(self.grad)
+                    .zip(m.iter_mut())
+                    .zip(v.iter_mut())
+                {
+                    let g = g * sc;
+                    *m = b1 * *m + c1 * g;
+                    *v = b2 * *v + c2 * g * g;
+                    *p -= lr * (*m / bc1) / ((*v / bc2).sqrt() + ADAM_EPS as f32);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

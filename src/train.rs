@@ -15,7 +15,7 @@
 
 use crate::checkpoint::{self, Config, CorpusInfo, Entry, LoopState, Metric, Progress, Snapshot};
 use crate::eval::{score, window};
-use crate::fast::{FastBptt, Params};
+use crate::fast::FastBptt;
 use crate::model::{cross_entropy, init_params, ElmanLM, ModelConfig};
 use crate::optim::{clip_scale, grads_in_order, Optimizer, OptimizerKind};
 use crate::vocab::{Vocab, VocabOptions};
@@ -891,27 +891,21 @@ impl Stepper {
     ) -> Result<StepResult> {
         let dev = Device::Cpu;
         let (loss, grads) = if let Some(fast) = self.fast.as_mut() {
-            let flat: Vec<Vec<f32>> = opt
-                .params()
-                .iter()
-                .map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>())
-                .collect::<candle_core::Result<_>>()?;
-            let params = Params {
-                flat: flat.iter().map(|v| v.as_slice()).collect(),
-            };
+            // The weights are read where they lie (the optimizer then updates them in place).
+            let vars: Vec<&Tensor> = opt.params().iter().map(|(_, v)| v.as_tensor()).collect();
             let mut next = state.to_vec();
-            let loss = match self.samples {
-                None => fast.step(&params, inp, tgt, &mut next),
+            let (samples, step_index) = (self.samples, self.step_index);
+            let vocab = self.model.config.vocab_size;
+            let loss = crate::fast::with_params(&vars, |params| match samples {
+                None => fast.step(params, inp, tgt, &mut next),
                 Some((k, seed)) => {
                     let mut rng = rand::rngs::StdRng::seed_from_u64(
-                        seed ^ 0x5A3F_0C1E_u64
-                            ^ self.step_index.wrapping_mul(0xD1B5_4A32_D192_ED03),
+                        seed ^ 0x5A3F_0C1E_u64 ^ step_index.wrapping_mul(0xD1B5_4A32_D192_ED03),
                     );
-                    let sample =
-                        crate::fast::Sample::draw(self.model.config.vocab_size, k, &mut rng);
-                    fast.step_sampled(&params, inp, tgt, &mut next, &sample)
+                    let sample = crate::fast::Sample::draw(vocab, k, &mut rng);
+                    fast.step_sampled(params, inp, tgt, &mut next, &sample)
                 }
-            };
+            })?;
             self.step_index += 1;
             if !loss.is_finite() || loss > self.diverge_limit {
                 return Ok(StepResult::Diverged(format!("loss {loss}")));
@@ -921,8 +915,7 @@ impl Stepper {
             if !norm.is_finite() {
                 return Ok(StepResult::Diverged(format!("gradient norm {norm}")));
             }
-            drop(params);
-            opt.step_values(flat, &fast.grads, scale)?;
+            opt.step(&fast.grads, scale)?;
             return Ok(StepResult::Ok(loss));
         } else {
             let hidden = self.model.config.hidden;
