@@ -373,7 +373,7 @@ struct TrainCmd {
     /// Fraction of the text (its end) held out for validation [default: 0.1].
     #[arg(long, value_name = "F", help_heading = "Training")]
     val_fraction: Option<f64>,
-    /// Evaluate and save every N steps [default: 200].
+    /// Evaluate and save every N steps [default: 200, more when scoring the validation text costs over a fifth of that training: a large vocabulary with the sampled softmax].
     #[arg(long, value_name = "N", help_heading = "Training")]
     eval_every: Option<u64>,
     /// Random seed (initial weights, epoch offsets) [default: 1234].

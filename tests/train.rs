@@ -251,3 +251,46 @@ fn anneal_lowers_the_rate_linearly_to_the_end_of_the_budget() {
     let cfg = checkpoint::read_config(&out).unwrap();
     assert!(cfg.training.anneal);
 }
+
+#[test]
+fn evaluations_are_spaced_out_only_where_validation_is_expensive() {
+    use elman::model::{Activation, ModelConfig};
+    use elman::train::default_eval_every;
+    let training = |samples: Option<usize>| -> checkpoint::TrainConfig {
+        serde_json::from_value(serde_json::json!({
+            "batch": 32, "bptt": 64, "optimizer": "adam", "lr": 0.002, "clip": 5.0,
+            "lr_decay": 0.5, "patience": 1, "val_fraction": 0.1, "eval_every": 200,
+            "epochs": null, "steps": null, "time_limit_s": null, "seed": 1234, "threads": 2,
+            "softmax_samples": samples, "anneal": false
+        }))
+        .unwrap()
+    };
+    let model = |vocab_size, hidden| ModelConfig {
+        vocab_size,
+        hidden,
+        layers: 1,
+        activation: Activation::Tanh,
+    };
+    // Char level, tiny Shakespeare's validation tenth: the fixed default.
+    assert_eq!(
+        default_eval_every(&model(65, 512), &training(None), 111_540),
+        200
+    );
+    // WikiText-2 with the sampled softmax. By hand: a step is 6·(H² + H·4097)·2048 = 13.7 GFLOP,
+    // validation 2·(H² + H·33278)·217646 = 3.74 TFLOP = 272.3 steps; five times that, rounded up
+    // to a hundred.
+    assert_eq!(
+        default_eval_every(&model(33_278, 256), &training(Some(4096)), 217_646),
+        1_400
+    );
+    // The same with the full softmax: each step already pays for the whole decoder.
+    assert_eq!(
+        default_eval_every(&model(33_278, 256), &training(None), 217_646),
+        200
+    );
+    // No validation text at all.
+    assert_eq!(
+        default_eval_every(&model(33_278, 256), &training(Some(4096)), 0),
+        200
+    );
+}
