@@ -118,27 +118,38 @@ fn score_groups(
             })
             .collect(),
     );
-    let worker = || loop {
-        let (g, mut group) = {
-            let mut b = board.lock().expect("scoring board");
-            let next = (0..groups)
-                .filter_map(|g| Some((g, b[g].as_ref()?.pos)))
-                .filter(|&(_, pos)| pos + 1 < len)
-                .min_by_key(|&(_, pos)| pos);
-            let Some((g, _)) = next else { break };
-            (g, b[g].take().expect("an idle group"))
-        };
-        let (s, pos) = (group.streams.clone(), group.pos);
-        let t = chunk.min(len - 1 - pos);
-        let ids = &ids[s.start * len..s.end * len];
-        window_into(ids, s.len(), len, pos, t, &mut group.inp, &mut group.tgt);
-        weights.to_rows(&mut group.inp);
-        let (inp, tgt) = (&group.inp, &group.tgt);
-        group.nats += group
-            .fast
-            .score_with(&weights, params, inp, tgt, &mut group.state, t);
-        group.pos += t;
-        board.lock().expect("scoring board")[g] = Some(group);
+    let worker = || {
+        // The decoder's logits, lent to each group this thread scores: one set per thread, not
+        // one per group.
+        let mut scratch = Vec::new();
+        loop {
+            let (g, mut group) = {
+                let mut b = board.lock().expect("scoring board");
+                let next = (0..groups)
+                    .filter_map(|g| Some((g, b[g].as_ref()?.pos)))
+                    .filter(|&(_, pos)| pos + 1 < len)
+                    .min_by_key(|&(_, pos)| pos);
+                let Some((g, _)) = next else { break };
+                (g, b[g].take().expect("an idle group"))
+            };
+            let (s, pos) = (group.streams.clone(), group.pos);
+            let t = chunk.min(len - 1 - pos);
+            let ids = &ids[s.start * len..s.end * len];
+            window_into(ids, s.len(), len, pos, t, &mut group.inp, &mut group.tgt);
+            weights.to_rows(&mut group.inp);
+            let (inp, tgt) = (&group.inp, &group.tgt);
+            group.nats += group.fast.score_with(
+                &weights,
+                params,
+                inp,
+                tgt,
+                &mut group.state,
+                t,
+                &mut scratch,
+            );
+            group.pos += t;
+            board.lock().expect("scoring board")[g] = Some(group);
+        }
     };
     std::thread::scope(|sc| {
         for _ in 1..workers {

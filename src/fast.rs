@@ -558,16 +558,9 @@ impl FastBptt {
                 .map(|(_, s)| vec![0.0; s.iter().product()])
                 .collect()
         };
-        // Training keeps a window's logits for the backward pass; scoring only `SCORE_BLOCK`
-        // rows per helper thread (`full_decoder` cuts its scratch the same way).
-        let logits_len = |rows: usize| {
-            if training {
-                rows * v
-            } else {
-                let parts = helpers.min(rows).max(1);
-                parts * SCORE_BLOCK.min(rows.div_ceil(parts)) * v
-            }
-        };
+        // Training keeps a window's logits for the backward pass. Scoring's (`SCORE_BLOCK` rows
+        // per helper thread) are lent by the caller of `score_with` for each call.
+        let logits_len = |rows: usize| if training { rows * v } else { 0 };
         let works = (0..threads)
             .map(|i| {
                 let s0 = batch * i / threads;
@@ -726,7 +719,10 @@ impl FastBptt {
     /// Forward only over `t_len ≤ bptt` steps, with weights prepared once in `weights` (`params`
     /// are the slices they were made from): the summed −ln p of the targets (nats), no gradients.
     /// `inputs` are rows of `weights`' input table (`ScoreWeights::to_rows`), `targets` token ids.
-    /// What each of `eval::score`'s groups of streams runs.
+    /// `scratch` holds the decoder's logits during the call (grown as needed and handed back, so a
+    /// thread scoring many groups in turn keeps one set: `SCORE_BLOCK` × V floats per helper, 13
+    /// MB at a 33k-word vocabulary). What each of `eval::score`'s groups of streams runs.
+    #[allow(clippy::too_many_arguments)]
     pub fn score_with(
         &mut self,
         weights: &ScoreWeights,
@@ -735,6 +731,7 @@ impl FastBptt {
         targets: &[u32],
         state: &mut [Vec<f32>],
         t_len: usize,
+        scratch: &mut Vec<Vec<f32>>,
     ) -> f64 {
         assert!(t_len <= self.bptt);
         assert_eq!(inputs.len(), t_len * self.batch);
@@ -756,7 +753,15 @@ impl FastBptt {
             column_parts: self.column_parts,
             sampled: None,
         };
-        execute(&mut self.works, &mut self.grads, &shared, state)
+        scratch.resize_with(self.works.len(), Vec::new);
+        for (w, s) in self.works.iter_mut().zip(scratch.iter_mut()) {
+            std::mem::swap(&mut w.logits, s);
+        }
+        let loss = execute(&mut self.works, &mut self.grads, &shared, state);
+        for (w, s) in self.works.iter_mut().zip(scratch.iter_mut()) {
+            std::mem::swap(&mut w.logits, s);
+        }
+        loss
     }
 }
 
@@ -1223,8 +1228,11 @@ impl Work {
             // (deterministic).
             let parts = sh.helpers.min(rows).max(1);
             let targets = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
-            // Each part's scratch: `SCORE_BLOCK` rows of logits (see `build`).
+            // Each part's scratch: `SCORE_BLOCK` rows of logits, in the buffer `score_with` lent.
             let per_part = SCORE_BLOCK.min(rows.div_ceil(parts)) * v;
+            if self.logits.len() < parts * per_part {
+                self.logits.resize(parts * per_part, 0.0);
+            }
             let logits = &mut self.logits[..parts * per_part];
             if parts == 1 {
                 self.loss = score_rows(
