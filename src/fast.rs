@@ -479,13 +479,21 @@ struct Work {
     dh: Vec<f32>,
     /// T·b × H: dS for the layer below.
     dx: Vec<f32>,
-    /// V × H: dUᵀ of layer 0 (scattered by token), transposed into `grads` at the end.
-    du_t: Vec<f32>,
-    /// Sampled softmax: K × H, the gradient of the sampled decoder rows.
-    dvs: Vec<f32>,
-    /// The distinct tokens this share of streams read in the window, and their marks (V).
-    touched: Vec<u32>,
-    mark: Vec<bool>,
+    /// Layer 0's dU, compact: a row of H (dUᵀ) per distinct token this share read in the window,
+    /// `in_ids[j]` the token of row j; `execute` scatters them into the summed gradient. Only the
+    /// columns of tokens read are non-zero, and a full H × V buffer per thread was tens of MB
+    /// at the word level, cleared and summed every step.
+    in_ids: Vec<u32>,
+    du_rows: Vec<f32>,
+    /// Sampled softmax: the decoder's gradient rows, compact the same way: the K samples (in
+    /// `Sample::ids` order), then this share's targets that are not among them.
+    out_ids: Vec<u32>,
+    dv_rows: Vec<f32>,
+    /// Token → its row in `du_rows` / `dv_rows` (`u32::MAX` when none; reset every window).
+    in_row: Vec<u32>,
+    out_row: Vec<u32>,
+    /// Gradients in `param_shapes` order; layer 0's U (`in_ids`/`du_rows`) and, with the sampled
+    /// softmax, the decoder weights (`out_ids`/`dv_rows`) are held compact instead.
     grads: Vec<Vec<f32>>,
     loss: f64,
 }
@@ -574,11 +582,20 @@ impl FastBptt {
                     logits: vec![0.0; logits_len(t * b)],
                     dh: vec![0.0; t * b * th],
                     dx: vec![0.0; t * b * th],
-                    du_t: vec![0.0; tv * th],
-                    dvs: Vec::new(),
-                    touched: Vec::new(),
-                    mark: vec![false; tv],
-                    grads: zeros(),
+                    in_ids: Vec::new(),
+                    du_rows: Vec::new(),
+                    out_ids: Vec::new(),
+                    dv_rows: Vec::new(),
+                    in_row: vec![u32::MAX; tv],
+                    out_row: vec![u32::MAX; tv],
+                    // Layer 0's U is held compact (`du_rows`).
+                    grads: {
+                        let mut g = zeros();
+                        if let Some(u) = g.first_mut() {
+                            *u = Vec::new();
+                        }
+                        g
+                    },
                     loss: 0.0,
                 }
             })
@@ -624,9 +641,6 @@ impl FastBptt {
             self.slot[id] = j as u32;
             self.dec_s[j * h..(j + 1) * h].copy_from_slice(&dec_w[id * h..(id + 1) * h]);
             self.bias_s[j] = dec_b[id] - sample.log_expected(id as u32);
-        }
-        for w in &mut self.works {
-            w.dvs.resize(k * h, 0.0);
         }
         let loss = self.train_window(params, inputs, targets, state, Some(sample));
         for &id in &sample.ids {
@@ -873,12 +887,44 @@ fn execute(
             }
         });
     }
-    // Reduce in thread order; hand back the last state.
+    // Reduce in thread order (element by element the same sums as adding whole buffers); hand
+    // back the last state.
     let mut loss = 0.0;
+    let ng = grads.len();
+    let sampled = shared.sampled.is_some();
     for (gi, g) in grads.iter_mut().enumerate().filter(|_| backward) {
-        g.copy_from_slice(&works[0].grads[gi]);
-        for w in &works[1..] {
-            g.iter_mut().zip(&w.grads[gi]).for_each(|(a, b)| *a += b);
+        if gi == 0 {
+            // Layer 0's U (H × V): each thread's compact columns. Row by row of U, so that the
+            // writes run forward through memory (a token's column is H floats V apart).
+            g.fill(0.0);
+            let v = shared.cfg.vocab_size;
+            for w in works.iter() {
+                let mut order: Vec<(u32, usize)> =
+                    w.in_ids.iter().enumerate().map(|(r, &x)| (x, r)).collect();
+                order.sort_unstable();
+                for (i, row) in g.chunks_exact_mut(v).enumerate() {
+                    for &(x, r) in &order {
+                        row[x as usize] += w.du_rows[r * h + i];
+                    }
+                }
+            }
+        } else if gi == ng - 2 && sampled {
+            // The decoder's weights (V × H) under the sampled softmax: each thread's rows.
+            g.fill(0.0);
+            for w in works.iter() {
+                for (j, &id) in w.out_ids.iter().enumerate() {
+                    let id = id as usize;
+                    g[id * h..(id + 1) * h]
+                        .iter_mut()
+                        .zip(&w.dv_rows[j * h..(j + 1) * h])
+                        .for_each(|(a, b)| *a += b);
+                }
+            }
+        } else {
+            g.copy_from_slice(&works[0].grads[gi]);
+            for w in &works[1..] {
+                g.iter_mut().zip(&w.grads[gi]).for_each(|(a, b)| *a += b);
+            }
         }
     }
     for w in works.iter() {
@@ -1379,18 +1425,33 @@ impl Work {
         if !sh.backward {
             return;
         }
-        let ng = self.grads.len();
-        let (_, g_rest) = self.grads.split_at_mut(ng - 2);
-        let (gw, gb) = g_rest.split_at_mut(1);
-        let (gw, gb) = (&mut gw[0], &mut gb[0]);
-        gw.iter_mut().for_each(|x| *x = 0.0);
+        let gb = self.grads.last_mut().expect("the decoder bias's gradient");
         gb.iter_mut().for_each(|x| *x = 0.0);
-        // dV_S = G_negᵀ · S, scattered to the sampled rows; dc_S = column sums of G_neg.
+        // The decoder rows this share's gradient touches, compact: the K samples, then its
+        // targets that are not among them (`execute` scatters them into the V × H gradient).
+        for &id in &self.out_ids {
+            self.out_row[id as usize] = u32::MAX;
+        }
+        self.out_ids.clear();
+        for &id in &sm.sample.ids {
+            self.out_row[id as usize] = self.out_ids.len() as u32;
+            self.out_ids.push(id);
+        }
+        for r in 0..rows {
+            let y = target(r);
+            if self.out_row[y] == u32::MAX {
+                self.out_row[y] = self.out_ids.len() as u32;
+                self.out_ids.push(y as u32);
+            }
+        }
+        self.dv_rows.clear();
+        self.dv_rows.resize(self.out_ids.len() * h, 0.0);
+        // dV_S = G_negᵀ · S, the first K rows; dc_S = column sums of G_neg.
         mm(
             k,
             h,
             rows,
-            &mut self.dvs,
+            &mut self.dv_rows[..k * h],
             (h, 1),
             false,
             &self.logits[1..],
@@ -1398,13 +1459,6 @@ impl Work {
             top,
             (h, 1),
         );
-        for (j, &id) in sm.sample.ids.iter().enumerate() {
-            let id = id as usize;
-            gw[id * h..(id + 1) * h]
-                .iter_mut()
-                .zip(&self.dvs[j * h..(j + 1) * h])
-                .for_each(|(a, b)| *a += b);
-        }
         // Row by row (contiguous), not column by column (a stride of K + 1 per read).
         for row in self.logits[..rows * w].chunks_exact(w) {
             for (&id, &g) in sm.sample.ids.iter().zip(&row[1..]) {
@@ -1428,7 +1482,8 @@ impl Work {
             let y = target(r);
             let g0 = self.logits[r * w];
             let s_r = &top[r * h..(r + 1) * h];
-            gw[y * h..(y + 1) * h]
+            let j = self.out_row[y] as usize;
+            self.dv_rows[j * h..(j + 1) * h]
                 .iter_mut()
                 .zip(s_r)
                 .for_each(|(a, s)| *a += g0 * s);
@@ -1442,7 +1497,7 @@ impl Work {
 
     /// dS (in `dh`) back through every layer and step: the recurrent and input gradients.
     fn backward_through_time(&mut self, sh: &Shared) {
-        let (v, h, t_len, bsz) = (sh.cfg.vocab_size, sh.cfg.hidden, sh.bptt, sh.batch);
+        let (h, t_len, bsz) = (sh.cfg.hidden, sh.bptt, sh.batch);
         let (b, s0) = (self.b, self.s0);
         let act = sh.cfg.activation;
         let p = sh.params;
@@ -1479,36 +1534,32 @@ impl Work {
             let (a, bb) = self.grads.split_at_mut(base + 3);
             bb[0].copy_from_slice(&a[base + 2]);
             if l == 0 {
-                // dU[:, x] += dP row for every position that read token x. Only the columns of
-                // tokens read are non-zero: clear and fill just those (the rest is one memset).
+                // dU[:, x] += dP row for every position that read token x, into one compact row
+                // per distinct token (`execute` scatters them into the H × V gradient).
                 let read = |t: usize, j: usize| sh.inputs[t * bsz + s0 + j] as usize;
-                self.touched.clear();
+                for &x in &self.in_ids {
+                    self.in_row[x as usize] = u32::MAX;
+                }
+                self.in_ids.clear();
                 for t in 0..t_len {
                     for j in 0..b {
                         let x = read(t, j);
-                        if !std::mem::replace(&mut self.mark[x], true) {
-                            self.touched.push(x as u32);
-                            self.du_t[x * h..(x + 1) * h].fill(0.0);
+                        if self.in_row[x] == u32::MAX {
+                            self.in_row[x] = self.in_ids.len() as u32;
+                            self.in_ids.push(x as u32);
                         }
                     }
                 }
+                self.du_rows.clear();
+                self.du_rows.resize(self.in_ids.len() * h, 0.0);
                 for t in 0..t_len {
                     for j in 0..b {
-                        let x = read(t, j);
+                        let r = self.in_row[read(t, j)] as usize;
                         let src = &self.dh[t * bh + j * h..t * bh + (j + 1) * h];
-                        self.du_t[x * h..(x + 1) * h]
+                        self.du_rows[r * h..(r + 1) * h]
                             .iter_mut()
                             .zip(src)
                             .for_each(|(a, b)| *a += b);
-                    }
-                }
-                let g = &mut self.grads[base];
-                g.fill(0.0);
-                for &x in &self.touched {
-                    let x = x as usize;
-                    self.mark[x] = false;
-                    for (i, &val) in self.du_t[x * h..(x + 1) * h].iter().enumerate() {
-                        g[i * v + x] = val;
                     }
                 }
             } else {

@@ -107,6 +107,24 @@ fn check_loss(
         flat: flat.iter().map(|v| v.as_slice()).collect(),
     };
     let mut fast = FastBptt::new(cfg, batch, bptt, threads);
+    // A window on other tokens (and other samples) first, through the same trainer: the checked
+    // one must not see anything it leaves behind (the compact gradient rows and their maps).
+    {
+        let other: Vec<u32> = targets
+            .iter()
+            .rev()
+            .map(|&x| (x * 3 + 2) % vocab as u32)
+            .collect();
+        let mut st = h0.clone();
+        match samples {
+            None => fast.step(&params, &other, &inputs, &mut st),
+            Some(k) => {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+                let s2 = Sample::draw(vocab, k, &mut rng);
+                fast.step_sampled(&params, &other, &inputs, &mut st, &s2)
+            }
+        };
+    }
     let mut state = h0.clone();
     let got_loss = match &sample {
         None => fast.step(&params, &inputs, &targets, &mut state),
