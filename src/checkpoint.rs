@@ -366,9 +366,11 @@ impl safetensors::View for &Entry<'_> {
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
         match self {
             Entry::Tensor(t) => <Tensor as safetensors::View>::data(t),
-            // Safetensors is little-endian, as are the machines candle runs on (its own `View`
-            // writes native bytes too).
-            Entry::F32(d, _) => std::borrow::Cow::Borrowed(bytemuck::cast_slice(d)),
+            // Safetensors is little-endian: the data as it lies on a little-endian machine.
+            Entry::F32(d, _) if cfg!(target_endian = "little") => {
+                std::borrow::Cow::Borrowed(bytemuck::cast_slice(d))
+            }
+            Entry::F32(d, _) => d.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
     }
 
@@ -397,11 +399,7 @@ pub fn write_entries(
         safetensors::SafeTensorError::IoError(io) => file_error(&tmp, &io),
         e => anyhow!("{}: {e}", tmp.display()),
     })?;
-    let f = fs::File::open(&tmp).map_err(|e| file_error(&tmp, &e))?;
-    f.sync_all().map_err(|e| file_error(&tmp, &e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| file_error(path, &e))?;
-    Ok(())
+    sync_and_rename(&tmp, path)
 }
 
 /// Everything one save writes.
@@ -464,10 +462,7 @@ fn write_staging(dir: &Path, staging: &Path, snap: &Snapshot) -> Result<()> {
                 // The previous version's best weights carry over (copied, not read into memory).
                 let tmp = tmp_path(&model);
                 fs::copy(&old, &tmp).map_err(|e| file_error(&old, &e))?;
-                fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| file_error(&tmp, &e))?;
-                fs::rename(&tmp, &model).map_err(|e| file_error(&model, &e))?;
+                sync_and_rename(&tmp, &model)?;
             } else {
                 // Gone from the folder: the latest weights stand in, under their model names.
                 let latest: Vec<(String, Entry)> = snap
@@ -522,9 +517,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     let mut f = fs::File::create(&tmp).map_err(|e| file_error(&tmp, &e))?;
     f.write_all(bytes).map_err(|e| file_error(&tmp, &e))?;
-    f.sync_all().map_err(|e| file_error(&tmp, &e))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(|e| file_error(path, &e))?;
+    sync_and_rename(&tmp, path)
+}
+
+/// Flushes the finished temporary file `tmp` to disk and renames it to `path`.
+fn sync_and_rename(tmp: &Path, path: &Path) -> Result<()> {
+    fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| file_error(tmp, &e))?;
+    fs::rename(tmp, path).map_err(|e| file_error(path, &e))?;
     Ok(())
 }
 

@@ -170,7 +170,11 @@ pub fn clip_scale(grads: &[Vec<f32>], max_norm: f64) -> Result<(f64, f64)> {
                     *a += (x as f64) * (x as f64);
                 }
             }
-            let tail: f64 = quads.remainder().iter().map(|&x| (x as f64) * (x as f64)).sum();
+            let tail: f64 = quads
+                .remainder()
+                .iter()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum();
             (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
         })
         .sum();
