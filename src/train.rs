@@ -364,7 +364,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             !args.quiet,
         )?;
         let optimizer = h.optimizer.unwrap_or(OptimizerKind::Adam);
-        let tc = checkpoint::TrainConfig {
+        let mut tc = checkpoint::TrainConfig {
             batch: h.batch.unwrap_or(DEFAULT_BATCH),
             bptt: h.bptt.unwrap_or(DEFAULT_BPTT),
             optimizer,
@@ -405,7 +405,6 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             layers: h.layers.unwrap_or(1),
             activation: h.activation.unwrap_or(crate::model::Activation::Tanh),
         };
-        let mut tc = tc;
         if h.eval_every.is_none() {
             tc.eval_every = default_eval_every(&mc, &tc, data.val().len());
         }
@@ -631,10 +630,10 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
     ));
     if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
         say(format!(
-            "evaluating every {} steps: scoring the {} validation tokens with the full softmax is worth ~{} training steps in FLOPs (--eval-every sets it)",
+            "evaluating every {} steps: scoring the {} validation tokens with the full softmax is worth ~{:.0} training steps in FLOPs (--eval-every sets it)",
             tc.eval_every,
             data.val().len(),
-            tc.eval_every / 5,
+            validation_in_steps(&mc, &tc, data.val().len()),
         ));
     }
 
@@ -852,18 +851,23 @@ pub fn default_eval_every(
     tc: &checkpoint::TrainConfig,
     val_tokens: usize,
 ) -> u64 {
+    let steps = (5.0 * validation_in_steps(mc, tc, val_tokens)).ceil();
+    if steps <= DEFAULT_EVAL_EVERY as f64 {
+        DEFAULT_EVAL_EVERY
+    } else {
+        (steps.min(1e12) as u64).div_ceil(100) * 100
+    }
+}
+
+/// What scoring `val_tokens` validation tokens costs, in training steps' FLOPs.
+fn validation_in_steps(mc: &ModelConfig, tc: &checkpoint::TrainConfig, val_tokens: usize) -> f64 {
     let (h, v) = (mc.hidden as f64, mc.vocab_size as f64);
     // Recurrent and (above layer 0) input products per token; layer 0's input is a lookup.
     let recurrence = (2 * mc.layers - 1) as f64 * h * h;
     let trained_outputs = tc.softmax_samples.map_or(v, |k| (k + 1) as f64);
     let step = 6.0 * (recurrence + h * trained_outputs) * (tc.batch * tc.bptt) as f64;
     let validation = 2.0 * (recurrence + h * v) * val_tokens as f64;
-    let steps = (5.0 * validation / step.max(1.0)).ceil();
-    if steps <= DEFAULT_EVAL_EVERY as f64 {
-        DEFAULT_EVAL_EVERY
-    } else {
-        (steps.min(1e12) as u64).div_ceil(100) * 100
-    }
+    validation / step.max(1.0)
 }
 
 /// What one training step came to.
