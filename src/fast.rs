@@ -715,6 +715,7 @@ impl FastBptt {
             bias: &self.bias,
             w_fwd: &self.w_fwd,
             w_bwd: &self.w_bwd,
+            // Read by scoring only (training's decoder products go through `mm`).
             dec_fwd: &PackedB::default(),
             inputs,
             targets,
