@@ -304,5 +304,17 @@ mod tests {
         assert!((scale - 1.0 / (5.0 + 1e-6)).abs() < 1e-12);
         assert_eq!(clip_scale(&g, 10.0).unwrap().1, 1.0);
         assert_eq!(clip_scale(&g, 0.0).unwrap().1, 1.0);
+        // Lengths that leave 0–3 elements past the last group of four: 1² + … + 11² = 506, plus
+        // 2² + 2² + 2² + 2² = 16 and 1.5² · 3 = 6.75.
+        let g = vec![
+            (1..=11).map(|x| x as f32).collect(),
+            vec![2.0f32; 4],
+            vec![1.5f32; 3],
+            vec![],
+        ];
+        assert_eq!(
+            clip_scale(&g, 0.0).unwrap().0,
+            (506.0f64 + 16.0 + 6.75).sqrt()
+        );
     }
 }
