@@ -480,7 +480,7 @@ struct Work {
     /// T·b × H: dS for the layer below.
     dx: Vec<f32>,
     /// Layer 0's dU, compact: a row of H (dUᵀ) per distinct token this share read in the window,
-    /// `in_ids[j]` the token of row j; `execute` scatters them into the summed gradient. Only the
+    /// `in_ids[j]` (ascending) the token of row j; `execute` scatters them into the summed gradient. Only the
     /// columns of tokens read are non-zero, and a full H × V buffer per thread was tens of MB
     /// at the word level, cleared and summed every step.
     in_ids: Vec<u32>,
@@ -900,11 +900,8 @@ fn execute(
             g.fill(0.0);
             let v = shared.cfg.vocab_size;
             for w in works.iter() {
-                let mut order: Vec<(u32, usize)> =
-                    w.in_ids.iter().enumerate().map(|(r, &x)| (x, r)).collect();
-                order.sort_unstable();
                 for (i, row) in g.chunks_exact_mut(v).enumerate() {
-                    for &(x, r) in &order {
+                    for (r, &x) in w.in_ids.iter().enumerate() {
                         row[x as usize] += w.du_rows[r * h + i];
                     }
                 }
@@ -1546,10 +1543,16 @@ impl Work {
                     for j in 0..b {
                         let x = read(t, j);
                         if self.in_row[x] == u32::MAX {
-                            self.in_row[x] = self.in_ids.len() as u32;
+                            self.in_row[x] = 0;
                             self.in_ids.push(x as u32);
                         }
                     }
+                }
+                // In id order, here on this thread: `execute` then writes each row of U front to
+                // back without sorting anything itself.
+                self.in_ids.sort_unstable();
+                for (r, &x) in self.in_ids.iter().enumerate() {
+                    self.in_row[x as usize] = r as u32;
                 }
                 self.du_rows.clear();
                 self.du_rows.resize(self.in_ids.len() * h, 0.0);

@@ -321,6 +321,7 @@ fn a_save_without_new_best_weights_keeps_or_restores_the_model_file() {
         )
         .unwrap()
     };
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let model_before = std::fs::read(ck.join("model.safetensors")).unwrap();
     save();
     assert_eq!(
@@ -335,7 +336,6 @@ fn a_save_without_new_best_weights_keeps_or_restores_the_model_file() {
     for n in &names {
         let (a, b) = (&state[*n], &again[*n]);
         assert_eq!(a.dims(), b.dims(), "{n}");
-        let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(flat(a), flat(b), "{n}");
     }
     let slice = again["extra.slice"]
@@ -354,7 +354,6 @@ fn a_save_without_new_best_weights_keeps_or_restores_the_model_file() {
         checkpoint::read_weights(&ck.join("model.safetensors"), &config.model, "", &dev).unwrap();
     assert_eq!(model.len(), config.model.param_shapes().len());
     for (name, _) in config.model.param_shapes() {
-        let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(
             flat(&model[&name]),
             flat(&state[&format!("param.{name}")]),

@@ -277,7 +277,7 @@ fn evaluations_are_spaced_out_only_where_validation_is_expensive() {
         200
     );
     // WikiText-2 with the sampled softmax. By hand: a step is 6·(H² + H·4097)·2048 = 13.7 GFLOP,
-    // validation 2·(H² + H·33278)·217646 = 3.74 TFLOP = 272.3 steps; five times that, rounded up
+    // validation 2·(H² + H·33278)·217646 = 3.74 TFLOP = 272.9 steps; five times that, rounded up
     // to a hundred.
     assert_eq!(
         default_eval_every(&model(33_278, 256), &training(Some(4096)), 217_646),
