@@ -75,6 +75,9 @@ pub struct TrainConfig {
     /// The learning rate falls linearly to 0 over each session's budget (--steps, --time, --epochs).
     #[serde(default)]
     pub anneal: bool,
+    /// Dropout probability on the layers' outputs while training (0: none).
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -18,7 +18,7 @@
 //!
 //! `model.rs`'s candle graph stays the reference: tests hold this path's loss and gradients to it.
 
-use crate::model::{Activation, ModelConfig};
+use crate::model::{Activation, Dropout, ModelConfig};
 use crate::packed::{self, PackedB};
 use gemm::{gemm, Parallelism};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -495,6 +495,10 @@ struct Work {
     /// Gradients in `param_shapes` order; layer 0's U (`in_ids`/`du_rows`) and, with the sampled
     /// softmax, the decoder weights (`out_ids`/`dv_rows`) are held compact instead.
     grads: Vec<Vec<f32>>,
+    /// Dropout (training only; empty without it): per layer, T·b × H masks (0 or 1/(1 − p)) and
+    /// the masked outputs that go up to the next layer or the decoder.
+    masks: Vec<Vec<f32>>,
+    dropped: Vec<Vec<f32>>,
     loss: f64,
 }
 
@@ -528,6 +532,8 @@ pub struct FastBptt {
     helpers: usize,
     /// Threads that share each recurrence step of a stream-share when only scoring.
     column_parts: usize,
+    /// Dropout for the next training window (`set_dropout`).
+    dropout: Option<Dropout>,
 }
 
 impl FastBptt {
@@ -596,6 +602,8 @@ impl FastBptt {
                         }
                         g
                     },
+                    masks: Vec::new(),
+                    dropped: Vec::new(),
                     loss: 0.0,
                 }
             })
@@ -616,7 +624,14 @@ impl FastBptt {
             seen: Vec::new(),
             helpers,
             column_parts,
+            dropout: None,
         }
+    }
+
+    /// Dropout for the windows that follow (`None`, or p = 0: none); its `step` picks the masks,
+    /// so set it before every window.
+    pub fn set_dropout(&mut self, dropout: Option<Dropout>) {
+        self.dropout = dropout.filter(|d| d.p > 0.0);
     }
 
     /// One window with a sampled softmax (the decoder sees the targets and `sample`'s K ids, not
@@ -721,6 +736,7 @@ impl FastBptt {
             targets,
             helpers: self.helpers,
             column_parts: self.column_parts,
+            dropout: self.dropout,
             sampled: sample.map(|smp| Sampled {
                 sample: smp,
                 dec_s: &self.dec_s,
@@ -766,6 +782,8 @@ impl FastBptt {
             targets,
             helpers: self.helpers,
             column_parts: self.column_parts,
+            // Scoring runs the plain model.
+            dropout: None,
             sampled: None,
         };
         scratch.resize_with(self.works.len(), Vec::new);
@@ -1115,6 +1133,8 @@ struct Shared<'a> {
     sampled: Option<Sampled<'a>>,
     helpers: usize,
     column_parts: usize,
+    /// Training with dropout on the layers' outputs (`model::Dropout`).
+    dropout: Option<Dropout>,
 }
 
 /// What every thread reads in a sampled-softmax step.
@@ -1203,8 +1223,12 @@ impl Work {
                     first: s0,
                 }
             } else {
-                // P = X · U_lᵀ for all steps at once; U_l is (H × H) row-major.
-                let x = &below[l - 1][bh..];
+                // P = X · U_lᵀ for all steps at once; U_l is (H × H) row-major. X is the layer
+                // below's output, masked when training with dropout.
+                let x = match sh.dropout {
+                    Some(_) => &self.dropped[l - 1][..rows * h],
+                    None => &below[l - 1][bh..],
+                };
                 mm(
                     rows,
                     h,
@@ -1241,6 +1265,25 @@ impl Work {
                     input.activate(act, !sh.backward, t, j, row, 0);
                 }
             }
+            if let Some(d) = sh.dropout {
+                // The copy of this layer's outputs that goes up, masked (the states themselves
+                // stay as they are: the next step and the backward pass read them).
+                self.masks.resize_with(sh.cfg.layers, Vec::new);
+                self.dropped.resize_with(sh.cfg.layers, Vec::new);
+                let (mask, out) = (&mut self.masks[l], &mut self.dropped[l]);
+                mask.resize(rows * h, 0.0);
+                out.resize(rows * h, 0.0);
+                for (r, (m, (o, s))) in mask
+                    .chunks_exact_mut(h)
+                    .zip(out.chunks_exact_mut(h).zip(hs[bh..].chunks_exact(h)))
+                    .enumerate()
+                {
+                    d.mask_row(l, r / b, s0 + r % b, m);
+                    o.iter_mut()
+                        .zip(m.iter().zip(s))
+                        .for_each(|(o, (m, s))| *o = m * s);
+                }
+            }
         }
 
         // ---- decoder and loss ----
@@ -1263,7 +1306,10 @@ impl Work {
         let p = sh.params;
         let rows = t_len * b;
         let bh = b * h;
-        let top = &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh];
+        let top: &[f32] = match sh.dropout {
+            Some(_) => &self.dropped[sh.cfg.layers - 1][..rows * h],
+            None => &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh],
+        };
         let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
         let scale = 1.0 / (t_len * bsz) as f32;
         if !sh.backward {
@@ -1381,7 +1427,10 @@ impl Work {
         let bh = b * h;
         let k = sm.sample.ids.len();
         let w = k + 1;
-        let top = &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh];
+        let top: &[f32] = match sh.dropout {
+            Some(_) => &self.dropped[sh.cfg.layers - 1][..rows * h],
+            None => &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh],
+        };
         let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
         let target = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
         // Negatives: one (rows × H)·(H × K) product, then their corrected biases.
@@ -1504,6 +1553,13 @@ impl Work {
 
         // ---- backward through time, top layer down ----
         for l in (0..sh.cfg.layers).rev() {
+            if sh.dropout.is_some() {
+                // `dh` holds the gradient of this layer's masked outputs: through the mask.
+                self.dh
+                    .iter_mut()
+                    .zip(&self.masks[l])
+                    .for_each(|(d, m)| *d *= m);
+            }
             let hs = &self.hs[l];
             let w = &sh.w_bwd[l];
             for t in (0..t_len).rev() {
@@ -1567,7 +1623,10 @@ impl Work {
                     }
                 }
             } else {
-                let x = &self.hs[l - 1][bh..];
+                let x = match sh.dropout {
+                    Some(_) => &self.dropped[l - 1][..rows * h],
+                    None => &self.hs[l - 1][bh..],
+                };
                 mm(
                     h,
                     h,

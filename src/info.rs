@@ -61,6 +61,7 @@ pub fn render(i: &Info) -> String {
         "training     {} lr {} (now {:.3e}), clip {}, batch {} × bptt {}, seed {}, eval every {} steps, lr decay ×{} after {} bad eval(s){}\n",
         t.optimizer, t.lr, p.lr, t.clip, t.batch, t.bptt, t.seed, t.eval_every, t.lr_decay, t.patience,
         t.softmax_samples.map_or(String::new(), |k| format!(", sampled softmax K={k}"))
+            + &if t.dropout > 0.0 { format!(", dropout {}", t.dropout) } else { String::new() }
     );
     s += &format!(
         "corpus       {}{} ({} chars, {} train / {} val tokens, sha256 {}…)\n",

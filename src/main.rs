@@ -370,6 +370,17 @@ struct TrainCmd {
     /// Evaluations without improvement before the learning rate decays [default: 1].
     #[arg(long, value_name = "N", help_heading = "Training")]
     patience: Option<u32>,
+    /// Dropout: while training, zero each unit of a layer's output with probability P on its way
+    /// up (to the layer above and the decoder; never along the recurrence), scaling the rest by
+    /// 1/(1 − P). Fights overfitting of big models on small texts (0.2–0.5 is usual); sampling,
+    /// scoring and validation run the whole network [default: 0].
+    #[arg(
+        long,
+        value_name = "P",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
+    dropout: Option<f64>,
     /// Fraction of the text (its end) held out for validation [default: 0.1].
     #[arg(long, value_name = "F", help_heading = "Training")]
     val_fraction: Option<f64>,
@@ -630,6 +641,7 @@ fn run(cmd: Command, threads: usize) -> Result<ExitCode> {
                     segmenter: c.segmenter,
                     sampled_softmax: c.sampled_softmax,
                     anneal: c.anneal,
+                    dropout: c.dropout,
                 },
                 epochs: c.epochs,
                 steps: c.steps,

@@ -80,6 +80,74 @@ impl std::fmt::Display for Activation {
     }
 }
 
+/// Dropout on the non-recurrent connections only (Zaremba et al., 2014): while training, each
+/// layer's output s(t) is masked on its way up (into the layer above, or into the decoder), never
+/// on its way to s(t+1), so the recurrence the chapter describes is left intact. A unit is dropped
+/// with probability `p` and a kept one is scaled by 1/(1 − p), so nothing changes at evaluation,
+/// where no mask applies (sampling, scoring and validation run the plain model).
+///
+/// Every mask is a pure function of (seed, step, layer, t, stream): the fused path on any number of
+/// threads and the reference graph draw the same masks, and a resumed run draws what the
+/// uninterrupted one would have.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    pub p: f32,
+    pub seed: u64,
+    /// The training step the masks are for.
+    pub step: u64,
+}
+
+/// SplitMix64's output function: a bijective mix of all 64 bits.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Dropout {
+    /// Fills `out` (one row of H units) with the mask of layer `layer`'s output at time `t` of
+    /// stream `stream`: each entry 0 (dropped) or 1/(1 − p) (kept).
+    pub fn mask_row(&self, layer: usize, t: usize, stream: usize, out: &mut [f32]) {
+        let mut key = mix64(self.seed ^ 0xD50F_0A7B_3C41_9E27);
+        for part in [self.step, layer as u64, t as u64, stream as u64] {
+            key = mix64(key ^ part.wrapping_add(0x9E37_79B9_7F4A_7C15));
+        }
+        // Dropped when a uniform 32-bit draw falls below p · 2³²; two draws per SplitMix64 output.
+        let threshold = (self.p as f64 * 4_294_967_296.0) as u64;
+        let keep = 1.0 / (1.0 - self.p);
+        let mut state = key;
+        for pair in out.chunks_mut(2) {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = mix64(state);
+            for (k, x) in pair.iter_mut().enumerate() {
+                let u = (z >> (32 * k)) & 0xFFFF_FFFF;
+                *x = if u < threshold { 0.0 } else { keep };
+            }
+        }
+    }
+
+    /// The masks of a window as tensors, one (T, batch, H) per layer: what the reference graph
+    /// multiplies each layer's outputs by (stream j of the batch is stream j of `mask_row`).
+    pub fn mask_tensors(
+        &self,
+        layers: usize,
+        t_len: usize,
+        batch: usize,
+        hidden: usize,
+        dev: &Device,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        (0..layers)
+            .map(|l| {
+                let mut m = vec![0f32; t_len * batch * hidden];
+                for (r, row) in m.chunks_exact_mut(hidden).enumerate() {
+                    self.mask_row(l, r / batch, r % batch, row);
+                }
+                Tensor::from_vec(m, (t_len, batch, hidden), dev)
+            })
+            .collect()
+    }
+}
+
 /// Everything that fixes the shapes of the parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -377,7 +445,19 @@ impl ElmanLM {
         ids: &Tensor,
         state: &[Tensor],
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
-        let (hs, last) = self.forward_states(ids, state)?;
+        self.forward_masked(ids, state, &[])
+    }
+
+    /// [`ElmanLM::forward`] with dropout: layer l's outputs are multiplied by `masks[l]`
+    /// (T, batch, H; see [`Dropout::mask_tensors`]) on their way up; the carried states are not.
+    /// No masks: the plain forward.
+    pub fn forward_masked(
+        &self,
+        ids: &Tensor,
+        state: &[Tensor],
+        masks: &[Tensor],
+    ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
+        let (hs, last) = self.forward_states_masked(ids, state, masks)?;
         let logits = hs
             .matmul(&self.decoder.weight().t()?.contiguous()?)?
             .broadcast_add(self.decoder.bias().expect("decoder has a bias"))?;
@@ -391,14 +471,33 @@ impl ElmanLM {
         ids: &Tensor,
         state: &[Tensor],
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
+        self.forward_states_masked(ids, state, &[])
+    }
+
+    /// [`ElmanLM::forward_states`] with dropout masks (as [`ElmanLM::forward_masked`]).
+    pub fn forward_states_masked(
+        &self,
+        ids: &Tensor,
+        state: &[Tensor],
+        masks: &[Tensor],
+    ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         let (t_len, batch) = ids.dims2()?;
         let mut xs: Vec<Tensor> = (0..t_len)
             .map(|t| ids.get(t))
             .collect::<candle_core::Result<_>>()?;
         let mut last = Vec::with_capacity(self.layers.len());
-        for (layer, h0) in self.layers.iter().zip(state) {
+        for (l, (layer, h0)) in self.layers.iter().zip(state).enumerate() {
             xs = layer.run(&xs, h0)?;
             last.push(xs.last().cloned().unwrap_or_else(|| h0.clone()));
+            if let Some(mask) = masks.get(l) {
+                // Only the copy that goes up is masked; `last` (carried to the next window)
+                // and the recurrence inside `run` saw the unmasked states.
+                xs = xs
+                    .iter()
+                    .enumerate()
+                    .map(|(t, x)| x.mul(&mask.get(t)?.to_dtype(x.dtype())?))
+                    .collect::<candle_core::Result<_>>()?;
+            }
         }
         let hs = Tensor::stack(&xs, 0)?.reshape((t_len * batch, self.config.hidden))?;
         Ok((hs, last))

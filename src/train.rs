@@ -16,7 +16,7 @@
 use crate::checkpoint::{self, Config, CorpusInfo, Entry, LoopState, Metric, Progress, Snapshot};
 use crate::eval::{score, window};
 use crate::fast::FastBptt;
-use crate::model::{cross_entropy, init_params, ElmanLM, ModelConfig};
+use crate::model::{cross_entropy, init_params, Dropout, ElmanLM, ModelConfig};
 use crate::optim::{clip_scale, grads_in_order, Optimizer, OptimizerKind};
 use crate::vocab::{Vocab, VocabOptions};
 use anyhow::{anyhow, bail, Context, Result};
@@ -57,6 +57,8 @@ pub struct Hyper {
     pub sampled_softmax: Option<usize>,
     /// Anneal the learning rate linearly to 0 over the session's budget.
     pub anneal: bool,
+    /// Dropout probability on the layers' outputs.
+    pub dropout: Option<f64>,
 }
 
 pub const DEFAULT_HIDDEN: usize = 256;
@@ -81,7 +83,8 @@ impl Hyper {
              clip => "--clip", lr_decay => "--lr-decay", patience => "--patience",
              val_fraction => "--val-fraction", eval_every => "--eval-every", seed => "--seed",
              level => "--level", max_vocab => "--max-vocab", min_count => "--min-count",
-             segmenter => "--segmenter", sampled_softmax => "--sampled-softmax");
+             segmenter => "--segmenter", sampled_softmax => "--sampled-softmax",
+             dropout => "--dropout");
         if self.nfc {
             g.push("--nfc");
         }
@@ -151,6 +154,13 @@ fn check_hyper(tc: &checkpoint::TrainConfig, mc: &ModelConfig) -> Result<()> {
     }
     if !(tc.clip.is_finite() && tc.clip >= 0.0) {
         bail!("--clip {} must be ≥ 0 (0 turns clipping off)", tc.clip);
+    }
+    if !(tc.dropout >= 0.0 && tc.dropout < 1.0) {
+        // (NaN fails this too.)
+        bail!(
+            "--dropout {} must be in [0, 1): the probability of dropping a unit (0 = off)",
+            tc.dropout
+        );
     }
     if !(tc.lr_decay > 0.0 && tc.lr_decay <= 1.0) {
         bail!("--lr-decay {} must be in (0, 1]", tc.lr_decay);
@@ -390,6 +400,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
                 None => None,
             },
             anneal: h.anneal,
+            dropout: h.dropout.unwrap_or(0.0),
         };
         if let Some(k) = tc.softmax_samples {
             if k + 1 > vocab.len() / 2 {
@@ -549,7 +560,8 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         bail!("--reference trains with the full softmax only; this run uses a sampled softmax (--sampled-softmax 0 when starting one)");
     }
     let mut stepper = Stepper::new(&model, tc.batch, tc.bptt, args.threads, args.reference)
-        .with_sampled_softmax(tc.softmax_samples, tc.seed);
+        .with_sampled_softmax(tc.softmax_samples, tc.seed)
+        .with_dropout(tc.dropout, tc.seed);
     let mut metrics: Vec<Metric> = Vec::new();
     let mut plateau_best: Option<f64> = None;
     if resuming {
@@ -611,7 +623,7 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         }
     };
     say(format!(
-        "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, hidden {} × {} layer(s) {}, batch {} × bptt {}, {} lr {}",
+        "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, hidden {} × {} layer(s) {}, batch {} × bptt {}, {} lr {}{}",
         if resuming { "resuming" } else { "training on" },
         corpus.name,
         config.corpus.chars,
@@ -627,6 +639,11 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
         tc.bptt,
         tc.optimizer,
         opt.lr,
+        if tc.dropout > 0.0 {
+            format!(", dropout {}", tc.dropout)
+        } else {
+            String::new()
+        },
     ));
     if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
         say(format!(
@@ -888,7 +905,10 @@ pub struct Stepper {
     diverge_limit: f64,
     /// Sampled softmax: negatives per step and the run's seed.
     samples: Option<(usize, u64)>,
-    /// The step about to run (the sample drawn is a pure function of seed and step).
+    /// Dropout probability and the run's seed (`None`: no dropout).
+    dropout: Option<(f32, u64)>,
+    /// The step about to run (the sample drawn and the dropout masks are pure functions of seed
+    /// and step).
     step_index: u64,
 }
 
@@ -909,8 +929,15 @@ impl Stepper {
             // Far above any loss a learning model has (ln V at the start).
             diverge_limit: 3.0 * (mc.vocab_size as f64).ln() + 10.0,
             samples: None,
+            dropout: None,
             step_index: 0,
         }
+    }
+
+    /// Trains with dropout `p` on the layers' outputs (0: none); the masks derive from `seed`.
+    pub fn with_dropout(mut self, p: f64, seed: u64) -> Self {
+        self.dropout = (p > 0.0).then_some((p as f32, seed));
+        self
     }
 
     /// Trains with a sampled softmax of `samples` negatives per step (`None`: the full softmax).
@@ -935,7 +962,13 @@ impl Stepper {
         clip: f64,
     ) -> Result<StepResult> {
         let dev = Device::Cpu;
+        let dropout = self.dropout.map(|(p, seed)| Dropout {
+            p,
+            seed,
+            step: self.step_index,
+        });
         let (loss, grads) = if let Some(fast) = self.fast.as_mut() {
+            fast.set_dropout(dropout);
             // The weights are read where they lie (the optimizer then updates them in place).
             let vars: Vec<&Tensor> = opt.params().iter().map(|(_, v)| v.as_tensor()).collect();
             let mut next = state.to_vec();
@@ -967,7 +1000,18 @@ impl Stepper {
             let inp_t = Tensor::from_slice(inp, (self.bptt, self.batch), &dev)?;
             let tgt_t = Tensor::from_slice(tgt, self.bptt * self.batch, &dev)?;
             let h0 = state_tensors(state, self.batch, hidden, &dev)?;
-            let (logits, last) = self.model.forward(&inp_t, &h0)?;
+            let masks = match dropout {
+                Some(d) => d.mask_tensors(
+                    self.model.config.layers,
+                    self.bptt,
+                    self.batch,
+                    hidden,
+                    &dev,
+                )?,
+                None => Vec::new(),
+            };
+            let (logits, last) = self.model.forward_masked(&inp_t, &h0, &masks)?;
+            self.step_index += 1;
             let loss_t = cross_entropy(&logits, &tgt_t)?;
             let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss.is_finite() || loss > self.diverge_limit {

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use elman::fast::{FastBptt, Params, Sample};
 use elman::model::{
-    cross_entropy, init_params, sampled_softmax_loss, Activation, ElmanLM, ModelConfig,
+    cross_entropy, init_params, sampled_softmax_loss, Activation, Dropout, ElmanLM, ModelConfig,
 };
 use elman::optim::grads_in_order;
 use rand::SeedableRng;
@@ -23,11 +23,12 @@ fn check_shape(
     vocab: usize,
     hidden: usize,
 ) {
-    check_loss(act, layers, threads, batch, bptt, vocab, hidden, None);
+    check_loss(act, layers, threads, batch, bptt, vocab, hidden, None, None);
 }
 
 /// The fused step against candle's graph: full softmax, or with `samples = Some(K)` the sampled
-/// softmax over K log-uniform negatives.
+/// softmax over K log-uniform negatives; with `dropout = Some(p)` both drop the layers' outputs
+/// with the same masks.
 #[allow(clippy::too_many_arguments)]
 fn check_loss(
     act: Activation,
@@ -38,6 +39,7 @@ fn check_loss(
     vocab: usize,
     hidden: usize,
     samples: Option<usize>,
+    dropout: Option<f32>,
 ) {
     let dev = Device::Cpu;
     let cfg = ModelConfig {
@@ -80,13 +82,18 @@ fn check_loss(
         let mut rng = rand::rngs::StdRng::seed_from_u64(99);
         Sample::draw(vocab, k, &mut rng)
     });
+    let drop_at = |step| dropout.map(|p| Dropout { p, seed: 5, step });
+    let masks = match drop_at(3) {
+        Some(d) => d.mask_tensors(layers, bptt, batch, hidden, &dev).unwrap(),
+        None => Vec::new(),
+    };
     let (loss, last) = match &sample {
         None => {
-            let (logits, last) = model.forward(&inp, &h0_t).unwrap();
+            let (logits, last) = model.forward_masked(&inp, &h0_t, &masks).unwrap();
             (cross_entropy(&logits, &tgt).unwrap(), last)
         }
         Some(smp) => {
-            let (hs, last) = model.forward_states(&inp, &h0_t).unwrap();
+            let (hs, last) = model.forward_states_masked(&inp, &h0_t, &masks).unwrap();
             let w = model.decoder.weight();
             let b = model.decoder.bias().unwrap();
             (
@@ -116,6 +123,8 @@ fn check_loss(
             .map(|&x| (x * 3 + 2) % vocab as u32)
             .collect();
         let mut st = h0.clone();
+        // (Other dropout masks too.)
+        fast.set_dropout(drop_at(2));
         match samples {
             None => fast.step(&params, &other, &inputs, &mut st),
             Some(k) => {
@@ -126,6 +135,7 @@ fn check_loss(
         };
     }
     let mut state = h0.clone();
+    fast.set_dropout(drop_at(3));
     let got_loss = match &sample {
         None => fast.step(&params, &inputs, &targets, &mut state),
         Some(smp) => fast.step_sampled(&params, &inputs, &targets, &mut state, smp),
@@ -183,11 +193,23 @@ fn fused_bptt_matches_autograd_at_training_shapes() {
 fn sampled_softmax_matches_autograd() {
     for act in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
         // 5 of 11 ids sampled: most rows meet their own target among the samples (masked).
-        check_loss(act, 1, 1, 4, 7, 11, 9, Some(5));
+        check_loss(act, 1, 1, 4, 7, 11, 9, Some(5), None);
     }
-    check_loss(Activation::Tanh, 2, 3, 5, 6, 40, 16, Some(12));
+    check_loss(Activation::Tanh, 2, 3, 5, 6, 40, 16, Some(12), None);
     // Training-like shapes, two threads.
-    check_loss(Activation::Tanh, 1, 2, 16, 32, 700, 64, Some(100));
+    check_loss(Activation::Tanh, 1, 2, 16, 32, 700, 64, Some(100), None);
+}
+
+/// Dropout on the layers' outputs: the fused path applies the reference graph's masks, forward and
+/// backward, between layers and before the decoder (full and sampled softmax), on any thread split.
+#[test]
+fn dropout_matches_autograd() {
+    for act in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+        check_loss(act, 1, 1, 4, 7, 11, 9, None, Some(0.3));
+        check_loss(act, 3, 2, 4, 5, 11, 9, None, Some(0.5));
+    }
+    check_loss(Activation::Tanh, 2, 3, 5, 6, 40, 16, Some(12), Some(0.2));
+    check_loss(Activation::Tanh, 2, 2, 16, 32, 97, 72, None, Some(0.25));
 }
 
 #[test]

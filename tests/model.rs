@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, RNN};
-use elman::model::{cross_entropy, init_params, Activation, ElmanLM, ModelConfig};
+use elman::model::{cross_entropy, init_params, Activation, Dropout, ElmanLM, ModelConfig};
 use std::collections::HashMap;
 
 fn tensors(pairs: &[(&str, Vec<f64>, Vec<usize>)]) -> HashMap<String, Tensor> {
@@ -87,12 +87,17 @@ fn sigmoid_is_the_logistic_function() {
 }
 
 /// Loss of a fixed window as a function of the parameters (f64 throughout).
-fn loss_of(m: &ElmanLM, ids: &Tensor, tgt: &Tensor, h0: &[Tensor]) -> Tensor {
-    let (logits, _) = m.forward(ids, h0).unwrap();
+fn loss_of(m: &ElmanLM, ids: &Tensor, tgt: &Tensor, h0: &[Tensor], masks: &[Tensor]) -> Tensor {
+    let (logits, _) = m.forward_masked(ids, h0, masks).unwrap();
     cross_entropy(&logits, tgt).unwrap()
 }
 
 fn gradcheck(activation: Activation, layers: usize) {
+    gradcheck_with(activation, layers, None);
+}
+
+/// Autograd against central differences; with `dropout = Some(p)`, through fixed dropout masks.
+fn gradcheck_with(activation: Activation, layers: usize, dropout: Option<f32>) {
     let dev = Device::Cpu;
     let cfg = ModelConfig {
         vocab_size: 5,
@@ -124,7 +129,17 @@ fn gradcheck(activation: Activation, layers: usize) {
             .unwrap()
         })
         .collect();
-    let grads = loss_of(&m, &ids, &tgt, &h0).backward().unwrap();
+    let masks = match dropout {
+        Some(p) => Dropout {
+            p,
+            seed: 3,
+            step: 0,
+        }
+        .mask_tensors(layers, t, b, 4, &dev)
+        .unwrap(),
+        None => Vec::new(),
+    };
+    let grads = loss_of(&m, &ids, &tgt, &h0, &masks).backward().unwrap();
     let vars: Vec<(String, Var)> = {
         let d = varmap.data().lock().unwrap();
         cfg.param_shapes()
@@ -147,7 +162,9 @@ fn gradcheck(activation: Activation, layers: usize) {
                 p[i] += delta;
                 var.set(&Tensor::from_vec(p, orig.shape(), &dev).unwrap())
                     .unwrap();
-                loss_of(&m, &ids, &tgt, &h0).to_scalar::<f64>().unwrap()
+                loss_of(&m, &ids, &tgt, &h0, &masks)
+                    .to_scalar::<f64>()
+                    .unwrap()
             };
             let fd = (eval_at(eps) - eval_at(-eps)) / (2.0 * eps);
             var.set(&orig).unwrap();
@@ -176,6 +193,61 @@ fn gradients_match_finite_differences_sigmoid() {
 #[test]
 fn gradients_match_finite_differences_relu() {
     gradcheck(Activation::Relu, 1);
+}
+
+#[test]
+fn gradients_match_finite_differences_through_dropout_masks() {
+    for a in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+        gradcheck_with(a, 2, Some(0.5));
+    }
+}
+
+/// Dropout masks: entries are 0 or 1/(1 − p), about a fraction p of them 0, the same for the same
+/// (seed, step, layer, t, stream) and different when any of them changes.
+#[test]
+fn dropout_masks_drop_at_their_rate_and_depend_on_every_key() {
+    let h = 1000;
+    let row = |d: Dropout, l, t, s| {
+        let mut m = vec![f32::NAN; h];
+        d.mask_row(l, t, s, &mut m);
+        m
+    };
+    for p in [0.1f32, 0.5, 0.8] {
+        let d = Dropout {
+            p,
+            seed: 1,
+            step: 7,
+        };
+        let mut zeros = 0;
+        for s in 0..50 {
+            for v in row(d, 0, 3, s) {
+                assert!(v == 0.0 || v == 1.0 / (1.0 - p), "p = {p}: entry {v}");
+                zeros += (v == 0.0) as usize;
+            }
+        }
+        let rate = zeros as f64 / (50 * h) as f64;
+        // 50,000 draws: the standard error is at most 0.0023.
+        assert!((rate - p as f64).abs() < 0.012, "p = {p}: dropped {rate}");
+    }
+    let d = Dropout {
+        p: 0.5,
+        seed: 1,
+        step: 7,
+    };
+    let base = row(d, 1, 2, 3);
+    assert_eq!(base, row(d, 1, 2, 3));
+    for other in [
+        row(Dropout { seed: 2, ..d }, 1, 2, 3),
+        row(Dropout { step: 8, ..d }, 1, 2, 3),
+        row(d, 0, 2, 3),
+        row(d, 1, 3, 3),
+        row(d, 1, 2, 4),
+    ] {
+        assert_ne!(base, other);
+    }
+    assert!(row(Dropout { p: 0.0, ..d }, 0, 0, 0)
+        .iter()
+        .all(|&v| v == 1.0));
 }
 
 #[test]

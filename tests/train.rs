@@ -294,3 +294,54 @@ fn evaluations_are_spaced_out_only_where_validation_is_expensive() {
         200
     );
 }
+
+/// Dropout's masks are a function of the seed and the step: a run stopped and resumed draws the
+/// same ones (same final weights and moments), and the setting is kept in the checkpoint.
+#[test]
+fn a_dropout_run_resumes_exactly_and_differs_from_one_without() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let (whole, parts, plain) = (
+        tmp.path().join("whole"),
+        tmp.path().join("parts"),
+        tmp.path().join("plain"),
+    );
+    let mut args = tiny_args(&f, &whole, 60);
+    args.hyper.layers = Some(2);
+    args.hyper.dropout = Some(0.4);
+    train(&args).unwrap();
+    let mut first = args.clone();
+    first.out = Some(parts.clone());
+    first.steps = Some(23);
+    train(&first).unwrap();
+    let resume = TrainArgs {
+        resume: Some(parts.clone()),
+        steps: Some(60),
+        threads: 1,
+        quiet: true,
+        ..Default::default()
+    };
+    train(&resume).unwrap();
+    assert_eq!(
+        tensors_of(&whole.join(STATE_FILE)),
+        tensors_of(&parts.join(STATE_FILE))
+    );
+    assert_eq!(
+        checkpoint::read_config(&parts).unwrap().training.dropout,
+        0.4
+    );
+    let mut no_drop = args.clone();
+    no_drop.out = Some(plain.clone());
+    no_drop.hyper.dropout = None;
+    train(&no_drop).unwrap();
+    assert_ne!(
+        tensors_of(&whole.join(STATE_FILE)),
+        tensors_of(&plain.join(STATE_FILE))
+    );
+    // A resumed run keeps the checkpoint's setting: changing it is refused.
+    let mut change = resume.clone();
+    change.hyper.dropout = Some(0.1);
+    change.steps = Some(70);
+    let err = train(&change).unwrap_err().to_string();
+    assert!(err.contains("--dropout"), "{err}");
+}
