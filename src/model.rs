@@ -112,15 +112,16 @@ impl Dropout {
         for part in [self.step, layer as u64, t as u64, stream as u64] {
             key = mix64(key ^ part.wrapping_add(0x9E37_79B9_7F4A_7C15));
         }
-        // Dropped when a uniform 32-bit draw falls below p · 2³²; two draws per SplitMix64 output.
-        let threshold = (self.p as f64 * 4_294_967_296.0) as u64;
+        // Dropped when a uniform 16-bit draw falls below p · 2¹⁶ (p to within 1/65536); four
+        // draws per SplitMix64 output keep the masks a few percent of a training step.
+        let threshold = (self.p as f64 * 65_536.0).round() as u64;
         let keep = 1.0 / (1.0 - self.p);
         let mut state = key;
-        for pair in out.chunks_mut(2) {
+        for quad in out.chunks_mut(4) {
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let z = mix64(state);
-            for (k, x) in pair.iter_mut().enumerate() {
-                let u = (z >> (32 * k)) & 0xFFFF_FFFF;
+            for (k, x) in quad.iter_mut().enumerate() {
+                let u = (z >> (16 * k)) & 0xFFFF;
                 *x = if u < threshold { 0.0 } else { keep };
             }
         }
