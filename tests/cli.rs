@@ -185,6 +185,8 @@ fn bad_options_get_one_clear_line() {
         (&["--lr", "NaN"], &["--lr"]),
         (&["--lr", "-1"], &["--lr"]),
         (&["--clip", "-2"], &["--clip"]),
+        (&["--dropout", "1"], &["--dropout", "[0, 1)"]),
+        (&["--dropout", "-0.1"], &["--dropout"]),
         (&["--hidden", "0"], &["--hidden"]),
         (&["--batch", "0"], &["--batch"]),
         (&["--bptt", "100000"], &["--bptt"]),
