@@ -1169,12 +1169,12 @@ fn score_rows(
     target: &dyn Fn(usize) -> usize,
 ) -> f64 {
     let v = dec_b.len();
-    // Blocks of as many rows as the scratch holds (`SCORE_BLOCK` at most).
+    // Blocks of as many rows as the scratch holds less the softmax's row (`SCORE_BLOCK` at most).
+    let (scratch, tmp) = scratch.split_at_mut(scratch.len() - v);
     let block_rows = scratch.len() / v;
     assert!(block_rows > 0 || range.is_empty());
     // Columns past the packed ones are `dot_columns`, done as dot products.
     let packed_cols = dec.n();
-    let mut tmp = vec![0.0; v];
     let mut loss = 0.0;
     let mut r = range.start;
     while r < range.end {
@@ -1186,7 +1186,7 @@ fn score_rows(
             for (q, o) in row.iter_mut().enumerate().skip(packed_cols) {
                 *o = dot(s, &dec_w[q * h..(q + 1) * h]);
             }
-            loss += nll(row, dec_b, target(r), &mut tmp);
+            loss += nll(row, dec_b, target(r), tmp);
             r += 1;
         }
     }
@@ -1318,8 +1318,9 @@ impl Work {
             // (deterministic).
             let parts = sh.helpers.min(rows).max(1);
             let targets = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
-            // Each part's scratch: `SCORE_BLOCK` rows of logits, in the buffer `score_with` lent.
-            let per_part = SCORE_BLOCK.min(rows.div_ceil(parts)) * v;
+            // Each part's scratch: `SCORE_BLOCK` rows of logits and one row for the softmax, in
+            // the buffer `score_with` lent.
+            let per_part = (SCORE_BLOCK.min(rows.div_ceil(parts)) + 1) * v;
             if self.logits.len() < parts * per_part {
                 self.logits.resize(parts * per_part, 0.0);
             }
