@@ -311,6 +311,14 @@ pub fn train(args: &TrainArgs) -> Result<Outcome> {
             );
         }
         let config = checkpoint::read_config(&dir)?;
+        // The settings a resumed run keeps are held to the same bounds as a new run's (a
+        // hand-edited dropout of 1 would divide by zero).
+        check_hyper(&config.training, &config.model).map_err(|e| {
+            anyhow!(
+                "{}: {e}; restore the file, or start a new run",
+                dir.join(checkpoint::CONFIG_FILE).display()
+            )
+        })?;
         let files: Vec<PathBuf> = if args.files.is_empty() {
             config.corpus.files.iter().map(PathBuf::from).collect()
         } else {

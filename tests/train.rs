@@ -344,4 +344,17 @@ fn a_dropout_run_resumes_exactly_and_differs_from_one_without() {
     change.steps = Some(70);
     let err = train(&change).unwrap_err().to_string();
     assert!(err.contains("--dropout"), "{err}");
+    // Nor is a config.json edited out of bounds taken as it is.
+    let cfg_path = parts.join(checkpoint::CONFIG_FILE);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["training"]["dropout"] = serde_json::json!(1.0);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let mut edited = resume.clone();
+    edited.steps = Some(70);
+    let err = train(&edited).unwrap_err().to_string();
+    assert!(
+        err.contains("config.json") && err.contains("--dropout 1 must be in [0, 1)"),
+        "{err}"
+    );
 }
