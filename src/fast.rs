@@ -1193,6 +1193,22 @@ fn score_rows(
     loss
 }
 
+/// What layer `l` passes up (to the layer above, or the decoder) over the window's positions:
+/// its states S_0 … S_{T−1} (`states` holds S_{−1} first, b·H = `bh` values per step; `rows_h` =
+/// T·b·H), or with dropout their masked copy.
+fn passed_up<'a>(
+    states: &'a [f32],
+    dropped: &'a [Vec<f32>],
+    l: usize,
+    sh: &Shared,
+    (bh, rows_h): (usize, usize),
+) -> &'a [f32] {
+    match sh.dropout {
+        Some(_) => &dropped[l][..rows_h],
+        None => &states[bh..bh + rows_h],
+    }
+}
+
 /// Positions whose logits scoring holds at once, per thread: 96 × V floats (25 KB at V = 65,
 /// 13 MB for a 33,000-word vocabulary) rather than a whole window's (T × B × V, gigabytes for
 /// word-level streams).
@@ -1225,10 +1241,7 @@ impl Work {
             } else {
                 // P = X · U_lᵀ for all steps at once; U_l is (H × H) row-major. X is the layer
                 // below's output, masked when training with dropout.
-                let x = match sh.dropout {
-                    Some(_) => &self.dropped[l - 1][..rows * h],
-                    None => &below[l - 1][bh..],
-                };
+                let x = passed_up(&below[l - 1], &self.dropped, l - 1, sh, (bh, rows * h));
                 mm(
                     rows,
                     h,
@@ -1306,10 +1319,8 @@ impl Work {
         let p = sh.params;
         let rows = t_len * b;
         let bh = b * h;
-        let top: &[f32] = match sh.dropout {
-            Some(_) => &self.dropped[sh.cfg.layers - 1][..rows * h],
-            None => &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh],
-        };
+        let top_l = sh.cfg.layers - 1;
+        let top = passed_up(&self.hs[top_l], &self.dropped, top_l, sh, (bh, rows * h));
         let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
         let scale = 1.0 / (t_len * bsz) as f32;
         if !sh.backward {
@@ -1428,10 +1439,8 @@ impl Work {
         let bh = b * h;
         let k = sm.sample.ids.len();
         let w = k + 1;
-        let top: &[f32] = match sh.dropout {
-            Some(_) => &self.dropped[sh.cfg.layers - 1][..rows * h],
-            None => &self.hs[sh.cfg.layers - 1][bh..(t_len + 1) * bh],
-        };
+        let top_l = sh.cfg.layers - 1;
+        let top = passed_up(&self.hs[top_l], &self.dropped, top_l, sh, (bh, rows * h));
         let (dec_w, dec_b) = (p.dec_w(), p.dec_b());
         let target = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
         // Negatives: one (rows × H)·(H × K) product, then their corrected biases.
@@ -1624,10 +1633,7 @@ impl Work {
                     }
                 }
             } else {
-                let x = match sh.dropout {
-                    Some(_) => &self.dropped[l - 1][..rows * h],
-                    None => &self.hs[l - 1][bh..],
-                };
+                let x = passed_up(&self.hs[l - 1], &self.dropped, l - 1, sh, (bh, rows * h));
                 mm(
                     h,
                     h,
