@@ -6,7 +6,7 @@
 //! layout each step reads contiguously, and never allocates in `step`. Tests check it against
 //! `ElmanLM::forward`.
 
-use crate::fast::dot;
+use crate::kernels::math::dot;
 use crate::model::{Activation, ElmanLM, ModelConfig};
 use anyhow::Result;
 

@@ -16,9 +16,10 @@ pub mod gradflow;
 pub mod heatmap;
 pub mod infer;
 pub mod info;
+pub mod kernels;
 pub mod model;
 pub mod optim;
-pub mod packed;
+
 pub mod plot;
 pub mod repl;
 pub mod report;

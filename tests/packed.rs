@@ -4,7 +4,7 @@
 //! panel and panel counts that are not a multiple of 4, depths past the 512-deep cache block, padded strides, both
 //! ways of reading B (W and Wᵀ), and accumulating into C or overwriting it.
 
-use elman::packed::{matmul, matmul_portable, PackedB};
+use elman::kernels::packed::{matmul, matmul_portable, PackedB};
 
 /// A deterministic, irregular fill in [−1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {
@@ -142,8 +142,26 @@ fn panel_ranges_write_only_their_columns_and_tile_the_product() {
             let mut only = vec![f32::NAN; m * n];
             // SAFETY: `only`/`parts` are m × n with row stride n, and this thread alone uses them.
             unsafe {
-                elman::packed::matmul_columns(m, only.as_mut_ptr(), n, false, &a, k, &pb, lo..hi);
-                elman::packed::matmul_columns(m, parts.as_mut_ptr(), n, false, &a, k, &pb, lo..hi);
+                elman::kernels::packed::matmul_columns(
+                    m,
+                    only.as_mut_ptr(),
+                    n,
+                    false,
+                    &a,
+                    k,
+                    &pb,
+                    lo..hi,
+                );
+                elman::kernels::packed::matmul_columns(
+                    m,
+                    parts.as_mut_ptr(),
+                    n,
+                    false,
+                    &a,
+                    k,
+                    &pb,
+                    lo..hi,
+                );
             }
             for r in 0..m {
                 for q in 0..n {

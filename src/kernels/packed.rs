@@ -8,6 +8,16 @@
 //! broadcast: 15 of the 16 registers, so nothing spills) runs over it. Tested against a plain
 //! triple loop (`tests/packed.rs`); measured in `elman bench`.
 
+use super::Isa;
+
+/// The register tile this level runs (for `elman bench`'s report).
+pub fn path(isa: Isa) -> &'static str {
+    match isa {
+        Isa::Avx2 => "avx2+fma, 6×16 register tile",
+        Isa::Portable => "portable, one row × 16 columns",
+    }
+}
+
 /// Columns per packed panel: two 8-float AVX2 vectors.
 pub const NR: usize = 16;
 /// Rows of C per register tile.
@@ -128,11 +138,9 @@ pub unsafe fn matmul_columns(
     }
     check_a(m, a, lda, k);
     #[cfg(target_arch = "x86_64")]
-    if k > 0
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-    {
-        // SAFETY: the CPU has AVX2 and FMA; A is checked above, C is the caller's promise.
+    if k > 0 && super::isa() >= Isa::Avx2 {
+        // SAFETY: `isa()` only reports what the CPU has (AVX2 and FMA here); A is checked above,
+        // C is the caller's promise.
         unsafe { avx2::matmul(m, c, ldc, accumulate, a, lda, b, panels) };
         return;
     }

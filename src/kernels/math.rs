@@ -1,0 +1,309 @@
+//! Element-wise maths: e^x, the activations and their derivatives, softmax cross-entropy, dot
+//! products. Written without libm calls so that LLVM vectorises them; each is compiled per
+//! instruction-set level by `dispatch!` (see the module above), and scoring's tanh has an AVX2
+//! version written in intrinsics.
+
+use super::Isa;
+use crate::model::Activation;
+
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+
+/// e^x to ~1 ulp for x in [−87, 88] (Cephes' expf polynomial), branch-free.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // n = round(x / ln 2) with the 1.5·2²³ trick (no floor call): `shifted` = 1.5·2²³ + n exactly,
+    // so its bit pattern is 0x4B40_0000 + n and n is read back with integer ops. (An `as i32`
+    // conversion is saturating in Rust and LLVM scalarises it: it made this function 2–3× slower.)
+    let shifted = x * LOG2E + 12_582_912.0;
+    let n = shifted - 12_582_912.0;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
+    e * scale
+}
+
+#[inline(always)]
+pub fn act_fwd_scalar(act: Activation, p: f32) -> f32 {
+    match act {
+        Activation::Tanh => {
+            // tanh(p) = 1 − 2/(e^{2p} + 1): exact at ±∞, ~1e-7 absolute near 0.
+            1.0 - 2.0 / (exp_f32(2.0 * p) + 1.0)
+        }
+        Activation::Sigmoid => 1.0 / (1.0 + exp_f32(-p)),
+        Activation::Relu => p.max(0.0),
+    }
+}
+
+#[inline(always)]
+fn act_fwd_generic(act: Activation, xs: &mut [f32]) {
+    for x in xs {
+        *x = act_fwd_scalar(act, *x);
+    }
+}
+
+/// `xs ← σ(xs + add)`: the input term added where the activation reads it anyway.
+#[inline(always)]
+fn act_fwd_add_generic(act: Activation, xs: &mut [f32], add: &[f32]) {
+    for (x, a) in xs.iter_mut().zip(add) {
+        *x = act_fwd_scalar(act, *x + a);
+    }
+}
+
+/// dP = dS ⊙ σ′ written from the output s = σ(p): tanh 1 − s², sigmoid s(1 − s), relu [s > 0].
+#[inline(always)]
+fn act_bwd_generic(act: Activation, ds: &mut [f32], s: &[f32]) {
+    match act {
+        Activation::Tanh => ds.iter_mut().zip(s).for_each(|(d, &s)| *d *= 1.0 - s * s),
+        Activation::Sigmoid => ds.iter_mut().zip(s).for_each(|(d, &s)| *d *= s * (1.0 - s)),
+        Activation::Relu => ds
+            .iter_mut()
+            .zip(s)
+            .for_each(|(d, &s)| *d = if s > 0.0 { *d } else { 0.0 }),
+    }
+}
+
+/// The largest element, in 8 independent lanes so LLVM keeps it in vector registers (a plain fold
+/// is a serial dependency chain it may not reorder).
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    for &x in chunks.remainder() {
+        acc[0] = acc[0].max(x);
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// Σ e^(x − m), writing each term back into `xs`, summed in 8 lanes (see `lane_max`).
+#[inline(always)]
+fn exp_in_place_sum(xs: &mut [f32], m: f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = xs.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *x = exp_f32(*x - m);
+            *a += *x;
+        }
+    }
+    for x in chunks.into_remainder() {
+        *x = exp_f32(*x - m);
+        acc[0] += *x;
+    }
+    acc.iter().sum()
+}
+
+/// Softmax cross-entropy of one row: returns −log p(y) and writes (softmax − onehot(y))·scale.
+#[inline(always)]
+fn softmax_ce_generic(row: &mut [f32], y: usize, scale: f32) -> f64 {
+    let m = lane_max(row);
+    // −log p(y) = log Σ e^(o−m) − (o_y − m), from the logit itself: e^(o_y−m) may be clamped
+    // (exp_f32 stops at e^−87) when the target is extremely unlikely.
+    let below = (row[y] - m) as f64;
+    let sum = exp_in_place_sum(row, m);
+    let nll = (sum as f64).ln() - below;
+    let k = scale / sum;
+    for v in row.iter_mut() {
+        *v *= k;
+    }
+    row[y] -= scale;
+    nll
+}
+
+/// −log softmax(row + bias)[y] for scoring: no gradient to write, so the logits stay as they are
+/// and the bias is added on the fly. `tmp` is scratch of the row's length.
+#[inline(always)]
+fn nll_generic(row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64 {
+    tmp.iter_mut()
+        .zip(row.iter().zip(bias))
+        .for_each(|(t, (&o, &c))| *t = o + c);
+    let m = lane_max(tmp);
+    let below = (tmp[y] - m) as f64;
+    (exp_in_place_sum(tmp, m) as f64).ln() - below
+}
+
+dispatch!(pub act_fwd / act_fwd_on, act_fwd_generic, (act: Activation, xs: &mut [f32]) -> ());
+dispatch!(pub act_fwd_add / act_fwd_add_on, act_fwd_add_generic, (act: Activation, xs: &mut [f32], add: &[f32]) -> ());
+dispatch!(pub act_bwd / act_bwd_on, act_bwd_generic, (act: Activation, ds: &mut [f32], s: &[f32]) -> ());
+dispatch!(pub softmax_ce / softmax_ce_on, softmax_ce_generic, (row: &mut [f32], y: usize, scale: f32) -> f64);
+dispatch!(pub nll / nll_on, nll_generic, (row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64);
+
+/// `xs ← tanh(xs [+ add])` for scoring. With AVX2 and FMA: tanh|p| = 1 − 2/(e^{2|p|} + 1) with
+/// the reciprocal from `rcp` refined by one Newton step instead of a division (the division was
+/// half of the activation's time in scoring), FMAs in `exp_f32`'s polynomial, and the sign put
+/// back; within 3e-7 of tanh like `act_fwd_scalar` (a test holds both), NaN stays NaN. Training
+/// keeps the division, so its numbers and every checkpoint stay what they were.
+pub fn scoring_tanh(xs: &mut [f32], add: Option<&[f32]>) {
+    scoring_tanh_on(super::isa(), xs, add)
+}
+
+/// [`scoring_tanh`] at a given level.
+pub fn scoring_tanh_on(isa: Isa, xs: &mut [f32], add: Option<&[f32]>) {
+    isa.assert_supported();
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        // SAFETY: `assert_supported` checked that the CPU has AVX2 and FMA.
+        unsafe { tanh_avx2::tanh_add(xs, add) };
+        return;
+    }
+    match add {
+        Some(add) => act_fwd_add_on(isa, Activation::Tanh, xs, add),
+        None => act_fwd_on(isa, Activation::Tanh, xs),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tanh_avx2 {
+    use super::{act_fwd_scalar, Activation, LN2_HI, LN2_LO, LOG2E};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tanh_add(xs: &mut [f32], add: Option<&[f32]>) {
+        if let Some(add) = add {
+            assert_eq!(xs.len(), add.len());
+        }
+        let n = xs.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            let p = _mm256_loadu_ps(xs.as_ptr().add(i));
+            let p = match add {
+                Some(add) => _mm256_add_ps(p, _mm256_loadu_ps(add.as_ptr().add(i))),
+                None => p,
+            };
+            _mm256_storeu_ps(xs.as_mut_ptr().add(i), tanh8(p));
+            i += 8;
+        }
+        for (k, x) in xs.iter_mut().enumerate().skip(i) {
+            let a = add.map_or(0.0, |a| a[k]);
+            *x = act_fwd_scalar(Activation::Tanh, *x + a);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn tanh8(p: __m256) -> __m256 {
+        let sign_bit = _mm256_set1_ps(-0.0);
+        let sign = _mm256_and_ps(p, sign_bit);
+        // |p| ≤ 9 (tanh 9 rounds to 1 in f32); `min(9, a)` returns a when a is NaN.
+        let a = _mm256_min_ps(_mm256_set1_ps(9.0), _mm256_andnot_ps(sign_bit, p));
+        // e^{2a}, 2a in [0, 18]: `exp_f32`'s reduction and polynomial.
+        let x = _mm256_add_ps(a, a);
+        let magic = _mm256_set1_ps(12_582_912.0);
+        let shifted = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E), magic);
+        let k = _mm256_sub_ps(shifted, magic);
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_LO), r);
+        let mut q = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5e-1,
+        ] {
+            q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(c));
+        }
+        let e = _mm256_add_ps(
+            _mm256_fmadd_ps(q, _mm256_mul_ps(r, r), r),
+            _mm256_set1_ps(1.0),
+        );
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_sub_epi32(
+            _mm256_castps_si256(shifted),
+            _mm256_set1_epi32(0x4B40_0000 - 127),
+        )));
+        let d = _mm256_fmadd_ps(e, scale, _mm256_set1_ps(1.0));
+        // 1/d: `rcp`'s 12 bits, then r + r(1 − d·r) (error ~ε², FMA keeps 1 − d·r exact).
+        let one = _mm256_set1_ps(1.0);
+        let r0 = _mm256_rcp_ps(d);
+        let inv = _mm256_fmadd_ps(r0, _mm256_fnmadd_ps(d, r0, one), r0);
+        let t = _mm256_fnmadd_ps(_mm256_set1_ps(2.0), inv, one);
+        _mm256_or_ps(t, sign)
+    }
+}
+
+/// Σ a[i]·b[i] in eight independent lanes (SIMD lanes once compiled for AVX2), then the lanes
+/// and the remainder in order: the same sums on every CPU.
+#[inline(always)]
+fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+dispatch!(pub dot / dot_on, dot_generic, (a: &[f32], b: &[f32]) -> f32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_tanh_are_accurate() {
+        let mut worst_exp = 0f64;
+        let mut worst_tanh = 0f64;
+        let mut x = -20.0f32;
+        while x < 20.0 {
+            let e = exp_f32(x) as f64;
+            worst_exp = worst_exp.max(((e - (x as f64).exp()) / (x as f64).exp()).abs());
+            let t = act_fwd_scalar(Activation::Tanh, x) as f64;
+            worst_tanh = worst_tanh.max((t - (x as f64).tanh()).abs());
+            x += 0.001;
+        }
+        assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
+        assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh}");
+        assert_eq!(act_fwd_scalar(Activation::Tanh, 100.0), 1.0);
+        assert_eq!(act_fwd_scalar(Activation::Tanh, -100.0), -1.0);
+    }
+
+    #[test]
+    fn scoring_tanh_is_accurate() {
+        // Every 0.0007 over [−20, 20] plus edge values, with and without an added row, in rows of
+        // odd length (the last few go through the scalar formula).
+        let mut xs: Vec<f32> = (0..57_143).map(|i| -20.0 + i as f32 * 0.0007).collect();
+        xs.extend([0.0, -0.0, 1e-30, -1e-30, 9.0, -9.0, 1e30, -1e30]);
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE]);
+        let add: Vec<f32> = (0..xs.len())
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.25)
+            .collect();
+        // Every instruction-set path this CPU has.
+        for isa in Isa::available() {
+            for with_add in [false, true] {
+                let mut got = xs.clone();
+                scoring_tanh_on(isa, &mut got, with_add.then_some(&add[..]));
+                for (i, (&g, &x)) in got.iter().zip(&xs).enumerate() {
+                    let p = if with_add { x + add[i] } else { x };
+                    let err = (g as f64 - (p as f64).tanh()).abs();
+                    assert!(err < 3e-7, "{isa}: tanh({p}) = {g}: error {err}");
+                }
+            }
+            let mut nan = [f32::NAN; 9];
+            scoring_tanh_on(isa, &mut nan, None);
+            assert!(nan.iter().all(|x| x.is_nan()), "{isa}");
+        }
+    }
+}
