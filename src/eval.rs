@@ -60,7 +60,7 @@ pub fn score(
     let threads = threads.max(1);
     let tensors = model.named_tensors();
     let refs: Vec<&Tensor> = tensors.iter().map(|(_, t)| t).collect();
-    Ok(crate::fast::with_params(&refs, |params| {
+    Ok(crate::fast::with_params(&cfg, &refs, |params| {
         score_groups(params, cfg, ids, streams, len, chunk, threads)
     })?)
 }

@@ -116,10 +116,11 @@ pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> R
         .collect();
 
     let top = cfg.layers - 1;
-    let w = engine.recurrent_weight(top);
+    let cell = engine.cell();
+    let weights = engine.layer(top);
     let dec = engine.decoder_weight();
     let act = cfg.activation;
-    let w_norm = spectral_norm(w, h);
+    let w_norm = spectral_norm(&weights.w_hh, h);
 
     // A ring of the last max_k + 1 top-layer states: s(t), s(t−1), …, s(t−max_k).
     let ring_len = k_max + 1;
@@ -128,7 +129,7 @@ pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> R
     let mut state = engine.zero_state();
     let mut next = chosen.iter().peekable();
     let mut delta = vec![0f64; h];
-    let mut scaled = vec![0f64; h];
+    let mut scratch = vec![0f64; h];
     for (t, &x) in tokens.iter().enumerate().take(last + 1) {
         engine.step(&mut state, x);
         ring[t % ring_len].copy_from_slice(state.h.last().expect("a layer"));
@@ -152,26 +153,16 @@ pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> R
         }
         sums[0] += norm(&delta);
         for (k, sum) in sums.iter_mut().enumerate().skip(1) {
-            // δ(k) = Wᵀ (σ′(s(t−k+1)) ⊙ δ(k−1)); σ′ from the stored output s.
-            let s = &ring[(t + ring_len - (k - 1)) % ring_len];
-            for ((o, &d), &si) in scaled.iter_mut().zip(delta.iter()).zip(s) {
-                *o = act.derivative_from_output(si) as f64 * d;
-            }
-            delta.iter_mut().for_each(|d| *d = 0.0);
-            for (i, &si) in scaled.iter().enumerate() {
-                if si == 0.0 {
-                    continue;
-                }
-                let row = &w[i * h..(i + 1) * h];
-                for (d, &r) in delta.iter_mut().zip(row) {
-                    *d += si * r as f64;
-                }
-            }
+            // δ(k) from δ(k−1): back through the step that made s(t−k+1), by the cell's own
+            // backward equations.
+            let after = &ring[(t + ring_len - (k - 1)) % ring_len];
+            cell.engine_backward(weights, after, &mut delta, &mut scratch);
             *sum += norm(&delta);
         }
     }
     let mean_norm: Vec<f64> = sums.iter().map(|s| s / count as f64).collect();
-    let rate = w_norm * act.max_slope();
+    // The cell's guaranteed shrink per step, where it has one (none: the bound stays infinite).
+    let rate = cell.gradient_bound_rate(w_norm).unwrap_or(f64::INFINITY);
     let bound = (0..=k_max)
         .map(|k| mean_norm[0] * rate.powi(k as i32))
         .collect();

@@ -6,24 +6,16 @@
 //! layout each step reads contiguously, and never allocates in `step`. Tests check it against
 //! `ElmanLM::forward`.
 
+use crate::cell::{Cell, EngineWeights};
 use crate::kernels::math::dot;
-use crate::model::{Activation, ElmanLM, ModelConfig};
+use crate::model::{ElmanLM, ModelConfig, Param};
 use anyhow::Result;
-
-struct Layer {
-    /// Layer 0: row `x` is Uᵀ x for token x (the one-hot lookup), shape (vocab, hidden).
-    /// Layer k > 0: Uᵀ as stored, shape (hidden, hidden_below), applied as a matrix–vector product.
-    w_ih: Vec<f32>,
-    /// Wᵀ as stored, (hidden, hidden): pre[i] += Σ_j w_hh[i, j] s[j].
-    w_hh: Vec<f32>,
-    /// b_ih + b_hh.
-    bias: Vec<f32>,
-}
 
 /// The network's weights, ready for batch-1 stepping.
 pub struct Engine {
     pub config: ModelConfig,
-    layers: Vec<Layer>,
+    cell: &'static dyn Cell,
+    layers: Vec<EngineWeights>,
     /// (vocab, hidden).
     dec_w: Vec<f32>,
     dec_b: Vec<f32>,
@@ -33,8 +25,10 @@ pub struct Engine {
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
     pub h: Vec<Vec<f32>>,
-    /// Scratch for the next state (kept here so `step` does not allocate).
+    /// Scratch for the cell's step and a layer's input term (kept here so `step` does not
+    /// allocate).
     scratch: Vec<f32>,
+    x_proj: Vec<f32>,
 }
 
 fn to_vec(t: &candle_core::Tensor) -> Result<Vec<f32>> {
@@ -46,26 +40,45 @@ fn to_vec(t: &candle_core::Tensor) -> Result<Vec<f32>> {
 impl Engine {
     pub fn new(model: &ElmanLM) -> Result<Engine> {
         let cfg = model.config;
+        let cell = cfg.cell();
         let mut layers = Vec::with_capacity(cfg.layers);
-        for (k, l) in model.layers.iter().enumerate() {
+        for k in 0..cfg.layers {
+            let w_ih = model.tensor(Param::WeightIh(k));
+            // Layer 0's input is one-hot: row x of the transpose is token x's input term.
             let w_ih = if k == 0 {
-                to_vec(&l.weight_ih.t()?.contiguous()?)?
+                to_vec(&w_ih.t()?.contiguous()?)?
             } else {
-                to_vec(&l.weight_ih)?
+                to_vec(w_ih)?
             };
-            let bias = to_vec(&(&l.bias_ih + &l.bias_hh)?)?;
-            layers.push(Layer {
+            let (b_ih, b_hh) = (
+                to_vec(model.tensor(Param::BiasIh(k)))?,
+                to_vec(model.tensor(Param::BiasHh(k)))?,
+            );
+            let mut bias = vec![0.0; b_ih.len()];
+            cell.input_bias(&b_ih, &b_hh, &mut bias);
+            layers.push(EngineWeights {
                 w_ih,
-                w_hh: to_vec(&l.weight_hh)?,
+                w_hh: to_vec(model.tensor(Param::WeightHh(k)))?,
                 bias,
             });
         }
         Ok(Engine {
             config: cfg,
+            cell,
             layers,
-            dec_w: to_vec(model.decoder.weight())?,
-            dec_b: to_vec(model.decoder.bias().expect("decoder bias"))?,
+            dec_w: to_vec(model.tensor(Param::DecoderWeight))?,
+            dec_b: to_vec(model.tensor(Param::DecoderBias))?,
         })
+    }
+
+    /// The cell the layers are made of.
+    pub fn cell(&self) -> &'static dyn Cell {
+        self.cell
+    }
+
+    /// Layer `k`'s weights.
+    pub fn layer(&self, k: usize) -> &EngineWeights {
+        &self.layers[k]
     }
 
     /// Layer `k`'s recurrent weight as stored, (hidden, hidden): pre[i] += Σ_j w[i, j] s[j].
@@ -89,40 +102,32 @@ impl Engine {
 
     /// s(−1) = 0.
     pub fn zero_state(&self) -> State {
+        let g = self.cell.gates() * self.config.hidden;
         State {
             h: vec![vec![0.0; self.config.hidden]; self.config.layers],
-            scratch: vec![0.0; self.config.hidden],
+            scratch: vec![0.0; g],
+            x_proj: vec![0.0; g],
         }
     }
 
     /// Reads token `x`: s(t) from s(t−1).
     pub fn step(&self, state: &mut State, x: u32) {
-        let hdim = self.config.hidden;
-        let act = self.config.activation;
+        let g = self.cell.gates() * self.config.hidden;
         for k in 0..self.layers.len() {
             let layer = &self.layers[k];
             let (below, rest) = state.h.split_at_mut(k);
-            let h = &mut rest[0];
-            let pre = &mut state.scratch;
-            if k == 0 {
-                let row = &layer.w_ih[x as usize * hdim..(x as usize + 1) * hdim];
-                pre.copy_from_slice(row);
+            let x_proj: &[f32] = if k == 0 {
+                &layer.w_ih[x as usize * g..(x as usize + 1) * g]
             } else {
                 let input = &below[k - 1];
-                for (i, p) in pre.iter_mut().enumerate() {
-                    *p = dot(&layer.w_ih[i * hdim..(i + 1) * hdim], input);
+                let hb = input.len();
+                for (i, p) in state.x_proj.iter_mut().enumerate() {
+                    *p = dot(&layer.w_ih[i * hb..(i + 1) * hb], input);
                 }
-            }
-            for (i, p) in pre.iter_mut().enumerate() {
-                *p += dot(&layer.w_hh[i * hdim..(i + 1) * hdim], h) + layer.bias[i];
-            }
-            for (hi, &p) in h.iter_mut().zip(pre.iter()) {
-                *hi = match act {
-                    Activation::Tanh => p.tanh(),
-                    Activation::Sigmoid => 1.0 / (1.0 + (-p).exp()),
-                    Activation::Relu => p.max(0.0),
-                };
-            }
+                &state.x_proj
+            };
+            self.cell
+                .engine_step(layer, x_proj, &mut rest[0], &mut state.scratch);
         }
     }
 

@@ -6,6 +6,7 @@
 //! (truncated BPTT with [`optim`]) → [`checkpoint`] (the folder on disk) → [`eval`] (scoring).
 
 pub mod bench;
+pub mod cell;
 pub mod checkpoint;
 pub mod corpus;
 pub mod demo;
@@ -23,6 +24,7 @@ pub mod optim;
 pub mod plot;
 pub mod repl;
 pub mod report;
+pub mod runtime;
 pub mod train;
 pub mod vocab;
 pub mod words;

@@ -15,6 +15,7 @@
 //! lookup (`index_select`), never a dense one-hot matrix product. Layer k > 0 reads the hidden
 //! state of the layer below as a dense vector.
 
+use crate::cell::{Cell, GraphWeights};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap, RNN};
@@ -164,29 +165,113 @@ pub const MAX_LAYERS: usize = 16;
 pub const MAX_VOCAB: usize = 1 << 20;
 pub const MAX_PARAMS: usize = 1 << 30;
 
+/// One parameter of the network, by its role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Param {
+    /// `rnn.weight_ih_l{k}`: layer k's input weights, (gates·H) × input (Uᵀ for an Elman layer).
+    WeightIh(usize),
+    /// `rnn.weight_hh_l{k}`: layer k's recurrent weights, (gates·H) × H (Wᵀ).
+    WeightHh(usize),
+    /// `rnn.bias_ih_l{k}`, gates·H.
+    BiasIh(usize),
+    /// `rnn.bias_hh_l{k}`, gates·H.
+    BiasHh(usize),
+    /// `decoder.weight`: Vᵀ, vocab × H.
+    DecoderWeight,
+    /// `decoder.bias`: c, vocab.
+    DecoderBias,
+}
+
+impl Param {
+    /// Its PyTorch name (what `model.safetensors` calls it).
+    pub fn name(self) -> String {
+        match self {
+            Param::WeightIh(k) => format!("rnn.weight_ih_l{k}"),
+            Param::WeightHh(k) => format!("rnn.weight_hh_l{k}"),
+            Param::BiasIh(k) => format!("rnn.bias_ih_l{k}"),
+            Param::BiasHh(k) => format!("rnn.bias_hh_l{k}"),
+            Param::DecoderWeight => "decoder.weight".into(),
+            Param::DecoderBias => "decoder.bias".into(),
+        }
+    }
+}
+
+/// Every parameter with its shape, in the one fixed order used everywhere (optimizer state,
+/// gradient sums, checkpoints, the fused path's slices): layer by layer `WeightIh`, `WeightHh`,
+/// `BiasIh`, `BiasHh`, then the decoder. Code finds a parameter by its role ([`ParamLayout::index`]),
+/// never by arithmetic on positions, so adding one cannot silently shift the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamLayout {
+    entries: Vec<(Param, Vec<usize>)>,
+}
+
+impl ParamLayout {
+    pub fn of(cfg: &ModelConfig) -> ParamLayout {
+        let (v, h) = (cfg.vocab_size, cfg.hidden);
+        let g = crate::cell::of(cfg).gates() * h;
+        let mut entries = Vec::with_capacity(4 * cfg.layers + 2);
+        for k in 0..cfg.layers {
+            let input = if k == 0 { v } else { h };
+            entries.push((Param::WeightIh(k), vec![g, input]));
+            entries.push((Param::WeightHh(k), vec![g, h]));
+            entries.push((Param::BiasIh(k), vec![g]));
+            entries.push((Param::BiasHh(k), vec![g]));
+        }
+        entries.push((Param::DecoderWeight, vec![v, h]));
+        entries.push((Param::DecoderBias, vec![v]));
+        ParamLayout { entries }
+    }
+
+    /// Where `p` lies in the order. Panics if the model has no such parameter (a layer past the
+    /// last, say): a bug, not a user's mistake.
+    pub fn index(&self, p: Param) -> usize {
+        self.entries
+            .iter()
+            .position(|(q, _)| *q == p)
+            .unwrap_or_else(|| panic!("the model has no parameter {p:?}"))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// (role, shape) in order.
+    pub fn iter(&self) -> impl Iterator<Item = &(Param, Vec<usize>)> {
+        self.entries.iter()
+    }
+
+    /// The number of values of each parameter, in order.
+    pub fn sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries.iter().map(|(_, s)| s.iter().product())
+    }
+}
+
 impl ModelConfig {
+    /// The parameters in their fixed order ([`ParamLayout`]).
+    pub fn layout(&self) -> ParamLayout {
+        ParamLayout::of(self)
+    }
+
     /// Parameter names and shapes, in the fixed order used everywhere (optimizer state, gradient
     /// norm, checkpoints): the order is part of what makes runs reproducible.
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let (v, h) = (self.vocab_size, self.hidden);
-        let mut out = Vec::new();
-        for k in 0..self.layers {
-            let input = if k == 0 { v } else { h };
-            out.push((format!("rnn.weight_ih_l{k}"), vec![h, input]));
-            out.push((format!("rnn.weight_hh_l{k}"), vec![h, h]));
-            out.push((format!("rnn.bias_ih_l{k}"), vec![h]));
-            out.push((format!("rnn.bias_hh_l{k}"), vec![h]));
-        }
-        out.push(("decoder.weight".into(), vec![v, h]));
-        out.push(("decoder.bias".into(), vec![v]));
-        out
+        self.layout()
+            .iter()
+            .map(|(p, s)| (p.name(), s.clone()))
+            .collect()
     }
 
     pub fn num_params(&self) -> usize {
-        self.param_shapes()
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum()
+        self.layout().sizes().sum()
+    }
+
+    /// The cell its layers are made of.
+    pub fn cell(&self) -> &'static dyn Cell {
+        crate::cell::of(self)
     }
 
     /// Rejects absurd sizes before anything is allocated.
@@ -219,78 +304,80 @@ impl ModelConfig {
     }
 }
 
-/// Half-width of the uniform initialisation of layer 0's one-hot input columns.
-pub const INPUT_INIT_BOUND: f64 = 0.9;
+pub use crate::cell::elman::INPUT_INIT_BOUND;
 
-/// PyTorch's `nn.RNN`/`nn.Linear` initialisation: every parameter uniform in ±1/√hidden, drawn from
-/// a seeded generator (candle's own CPU RNG cannot be seeded), in `param_shapes` order.
+/// PyTorch's `nn.RNN`/`nn.Linear` initialisation: every parameter uniform in ±1/√hidden (or what
+/// the cell says for it), drawn from a seeded generator (candle's own CPU RNG cannot be seeded),
+/// in layout order.
 pub fn init_params(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> Result<VarMap> {
     cfg.validate()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let bound = 1.0 / (cfg.hidden as f64).sqrt();
+    let cell = cfg.cell();
     let map = VarMap::new();
     {
         let mut data = map.data().lock().expect("fresh VarMap lock");
-        for (name, shape) in cfg.param_shapes() {
+        for (p, shape) in cfg.layout().iter() {
             let n: usize = shape.iter().product();
-            // Layer 0's input is one-hot, so each column of Uᵀ is a token's whole input vector:
-            // give it the scale of an embedding (std ≈ 0.5, as nn.Embedding · W_ih gives PyTorch
-            // users) rather than ±1/√H, which starts the input signal ~20× weaker at H = 512.
-            let b = if name == "rnn.weight_ih_l0" {
-                INPUT_INIT_BOUND.max(bound)
-            } else {
-                bound
+            let b = match p {
+                Param::DecoderWeight | Param::DecoderBias => 1.0 / (cfg.hidden as f64).sqrt(),
+                _ => cell.init_bound(*p, cfg),
             };
             let vals: Vec<f64> = (0..n).map(|_| rng.random_range(-b..b)).collect();
-            let t = Tensor::from_vec(vals, shape, dev)?.to_dtype(dtype)?;
-            data.insert(name, Var::from_tensor(&t)?);
+            let t = Tensor::from_vec(vals, shape.clone(), dev)?.to_dtype(dtype)?;
+            data.insert(p.name(), Var::from_tensor(&t)?);
         }
     }
     Ok(map)
 }
 
-/// The recurrent state of one Elman layer: s(t), shape (batch, hidden).
+/// The recurrent state of one layer: h(t), shape (batch, hidden).
 #[derive(Debug, Clone)]
-pub struct ElmanState {
+pub struct LayerState {
     pub h: Tensor,
 }
 
-/// One Elman layer. Implements candle-nn's [`RNN`] trait: `step` takes either token ids of shape
-/// (batch,) — the one-hot input, looked up — or a dense (batch, input) tensor.
+/// One recurrent layer on candle's graph (the reference). Implements candle-nn's [`RNN`] trait:
+/// `step` takes either token ids of shape (batch,) — the one-hot input, looked up — or a dense
+/// (batch, input) tensor. What happens after the two products is its cell's ([`Cell::graph_step`]).
 #[derive(Debug, Clone)]
-pub struct ElmanLayer {
-    /// Uᵀ: (hidden, input)
+pub struct RecurrentLayer {
+    /// (gates·H, input): Uᵀ for an Elman layer.
     pub weight_ih: Tensor,
-    /// Wᵀ: (hidden, hidden)
+    /// (gates·H, H): Wᵀ.
     pub weight_hh: Tensor,
     pub bias_ih: Tensor,
     pub bias_hh: Tensor,
-    pub activation: Activation,
+    pub cell: &'static dyn Cell,
     pub hidden: usize,
 }
 
-impl ElmanLayer {
+/// The Elman layer of the chapter is a [`RecurrentLayer`] with the Elman cell.
+pub type ElmanLayer = RecurrentLayer;
+
+impl RecurrentLayer {
     /// Reads layer `k`'s parameters (`weight_ih_l{k}`, ...) from `vb` (already at the `rnn` prefix).
     pub fn new(
         input: usize,
         hidden: usize,
         k: usize,
-        activation: Activation,
+        cell: &'static dyn Cell,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
-        Ok(ElmanLayer {
-            weight_ih: vb.get((hidden, input), &format!("weight_ih_l{k}"))?,
-            weight_hh: vb.get((hidden, hidden), &format!("weight_hh_l{k}"))?,
-            bias_ih: vb.get(hidden, &format!("bias_ih_l{k}"))?,
-            bias_hh: vb.get(hidden, &format!("bias_hh_l{k}"))?,
-            activation,
+        let g = cell.gates() * hidden;
+        let name = |p: Param| p.name().trim_start_matches("rnn.").to_string();
+        Ok(RecurrentLayer {
+            weight_ih: vb.get((g, input), &name(Param::WeightIh(k)))?,
+            weight_hh: vb.get((g, hidden), &name(Param::WeightHh(k)))?,
+            bias_ih: vb.get(g, &name(Param::BiasIh(k)))?,
+            bias_hh: vb.get(g, &name(Param::BiasHh(k)))?,
+            cell,
             hidden,
         })
     }
 
     /// The same layer with every parameter cut from the autograd graph (for scoring and sampling).
     pub fn detached(&self) -> Self {
-        ElmanLayer {
+        RecurrentLayer {
             weight_ih: self.weight_ih.detach(),
             weight_hh: self.weight_hh.detach(),
             bias_ih: self.bias_ih.detach(),
@@ -300,25 +387,30 @@ impl ElmanLayer {
     }
 
     /// The per-sequence constants: transposes made contiguous once (a matmul against a transposed
-    /// view is much slower in candle) and the two biases summed.
+    /// view is much slower in candle) and the input bias.
     fn prepared(&self) -> candle_core::Result<PreparedLayer> {
+        let bias = self.cell.graph_input_bias(&self.bias_ih, &self.bias_hh)?;
         Ok(PreparedLayer {
             w_ih_t: self.weight_ih.t()?.contiguous()?,
-            w_hh_t: self.weight_hh.t()?.contiguous()?,
-            bias: (&self.bias_ih + &self.bias_hh)?.unsqueeze(0)?,
-            activation: self.activation,
+            w: GraphWeights {
+                w_hh_t: self.weight_hh.t()?.contiguous()?,
+                b_ih: self.bias_ih.clone(),
+                b_hh: self.bias_hh.clone(),
+                bias: bias.unsqueeze(0)?,
+            },
+            cell: self.cell,
         })
     }
 
     /// Runs the layer over a sequence of inputs (each (batch,) ids or (batch, input) dense),
-    /// starting from `h0`; returns every s(t).
-    pub fn run(&self, inputs: &[Tensor], h0: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+    /// starting from `s0`; returns every state.
+    pub fn run(&self, inputs: &[Tensor], s0: &LayerState) -> candle_core::Result<Vec<LayerState>> {
         let p = self.prepared()?;
         let mut out = Vec::with_capacity(inputs.len());
-        let mut h = h0.clone();
+        let mut s = s0.clone();
         for x in inputs {
-            h = p.step(x, &h)?;
-            out.push(h.clone());
+            s = p.step(x, &s)?;
+            out.push(s.clone());
         }
         Ok(out)
     }
@@ -326,72 +418,65 @@ impl ElmanLayer {
 
 struct PreparedLayer {
     w_ih_t: Tensor,
-    w_hh_t: Tensor,
-    bias: Tensor,
-    activation: Activation,
+    w: GraphWeights,
+    cell: &'static dyn Cell,
 }
 
 impl PreparedLayer {
-    fn step(&self, x: &Tensor, h: &Tensor) -> candle_core::Result<Tensor> {
+    fn step(&self, x: &Tensor, s: &LayerState) -> candle_core::Result<LayerState> {
         let x_proj = if x.dtype().is_int() {
             // One-hot input: Uᵀ x(t) is row x(t) of (Uᵀ)ᵀ = U. A lookup, no FLOPs.
             self.w_ih_t.index_select(x, 0)?
         } else {
             x.matmul(&self.w_ih_t)?
         };
-        let pre = (x_proj + h.matmul(&self.w_hh_t)?)?.broadcast_add(&self.bias)?;
-        self.activation.apply(&pre)
+        self.cell.graph_step(&self.w, &x_proj, s)
     }
 }
 
-impl RNN for ElmanLayer {
-    type State = ElmanState;
+impl RNN for RecurrentLayer {
+    type State = LayerState;
 
-    fn zero_state(&self, batch_dim: usize) -> candle_core::Result<ElmanState> {
+    fn zero_state(&self, batch_dim: usize) -> candle_core::Result<LayerState> {
         let h = Tensor::zeros(
             (batch_dim, self.hidden),
             self.weight_hh.dtype(),
             self.weight_hh.device(),
         )?;
-        Ok(ElmanState { h })
+        Ok(LayerState { h })
     }
 
-    fn step(&self, input: &Tensor, state: &ElmanState) -> candle_core::Result<ElmanState> {
-        Ok(ElmanState {
-            h: self.prepared()?.step(input, &state.h)?,
-        })
+    fn step(&self, input: &Tensor, state: &LayerState) -> candle_core::Result<LayerState> {
+        self.prepared()?.step(input, state)
     }
 
     /// `input` is (batch, seq_len) token ids or (batch, seq_len, features) dense.
-    fn seq_init(&self, input: &Tensor, init: &ElmanState) -> candle_core::Result<Vec<ElmanState>> {
+    fn seq_init(&self, input: &Tensor, init: &LayerState) -> candle_core::Result<Vec<LayerState>> {
         let seq_len = input.dim(1)?;
         let xs: Vec<Tensor> = (0..seq_len)
             .map(|t| input.narrow(1, t, 1)?.squeeze(1)?.contiguous())
             .collect::<candle_core::Result<_>>()?;
-        Ok(self
-            .run(&xs, &init.h)?
-            .into_iter()
-            .map(|h| ElmanState { h })
-            .collect())
+        self.run(&xs, init)
     }
 
-    fn states_to_tensor(&self, states: &[ElmanState]) -> candle_core::Result<Tensor> {
+    fn states_to_tensor(&self, states: &[LayerState]) -> candle_core::Result<Tensor> {
         let hs: Vec<&Tensor> = states.iter().map(|s| &s.h).collect();
         Tensor::stack(&hs, 1)
     }
 }
 
-/// The language model: L stacked Elman layers and the decoder (V, c).
+/// The language model: L stacked recurrent layers and the decoder (V, c).
 #[derive(Debug, Clone)]
 pub struct ElmanLM {
     pub config: ModelConfig,
-    pub layers: Vec<ElmanLayer>,
+    pub layers: Vec<RecurrentLayer>,
     pub decoder: candle_nn::Linear,
 }
 
 impl ElmanLM {
     pub fn new(config: ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let rnn = vb.pp("rnn");
+        let cell = config.cell();
         let layers = (0..config.layers)
             .map(|k| {
                 let input = if k == 0 {
@@ -399,7 +484,7 @@ impl ElmanLM {
                 } else {
                     config.hidden
                 };
-                ElmanLayer::new(input, config.hidden, k, config.activation, rnn.clone())
+                RecurrentLayer::new(input, config.hidden, k, cell, rnn.clone())
             })
             .collect::<candle_core::Result<_>>()?;
         let decoder = candle_nn::linear(config.hidden, config.vocab_size, vb.pp("decoder"))?;
@@ -488,7 +573,8 @@ impl ElmanLM {
             .collect::<candle_core::Result<_>>()?;
         let mut last = Vec::with_capacity(self.layers.len());
         for (l, (layer, h0)) in self.layers.iter().zip(state).enumerate() {
-            xs = layer.run(&xs, h0)?;
+            let states = layer.run(&xs, &LayerState { h: h0.clone() })?;
+            xs = states.into_iter().map(|s| s.h).collect();
             last.push(xs.last().cloned().unwrap_or_else(|| h0.clone()));
             if let Some(mask) = masks.get(l) {
                 // Only the copy that goes up is masked; `last` (carried to the next window)
@@ -504,21 +590,25 @@ impl ElmanLM {
         Ok((hs, last))
     }
 
-    /// Parameters by name, as `param_shapes` orders them.
+    /// Parameters by name, in layout order.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::new();
-        for (k, l) in self.layers.iter().enumerate() {
-            out.push((format!("rnn.weight_ih_l{k}"), l.weight_ih.clone()));
-            out.push((format!("rnn.weight_hh_l{k}"), l.weight_hh.clone()));
-            out.push((format!("rnn.bias_ih_l{k}"), l.bias_ih.clone()));
-            out.push((format!("rnn.bias_hh_l{k}"), l.bias_hh.clone()));
+        self.config
+            .layout()
+            .iter()
+            .map(|(p, _)| (p.name(), self.tensor(*p).clone()))
+            .collect()
+    }
+
+    /// The tensor of one parameter.
+    pub fn tensor(&self, p: Param) -> &Tensor {
+        match p {
+            Param::WeightIh(k) => &self.layers[k].weight_ih,
+            Param::WeightHh(k) => &self.layers[k].weight_hh,
+            Param::BiasIh(k) => &self.layers[k].bias_ih,
+            Param::BiasHh(k) => &self.layers[k].bias_hh,
+            Param::DecoderWeight => self.decoder.weight(),
+            Param::DecoderBias => self.decoder.bias().expect("decoder has a bias"),
         }
-        out.push(("decoder.weight".into(), self.decoder.weight().clone()));
-        out.push((
-            "decoder.bias".into(),
-            self.decoder.bias().expect("bias").clone(),
-        ));
-        out
     }
 }
 

@@ -982,16 +982,17 @@ impl Stepper {
             let mut next = state.to_vec();
             let (samples, step_index) = (self.samples, self.step_index);
             let vocab = self.model.config.vocab_size;
-            let loss = crate::fast::with_params(&vars, |params| match samples {
-                None => fast.step(params, inp, tgt, &mut next),
-                Some((k, seed)) => {
-                    let mut rng = rand::rngs::StdRng::seed_from_u64(
-                        seed ^ 0x5A3F_0C1E_u64 ^ step_index.wrapping_mul(0xD1B5_4A32_D192_ED03),
-                    );
-                    let sample = crate::fast::Sample::draw(vocab, k, &mut rng);
-                    fast.step_sampled(params, inp, tgt, &mut next, &sample)
-                }
-            })?;
+            let loss =
+                crate::fast::with_params(&self.model.config, &vars, |params| match samples {
+                    None => fast.step(params, inp, tgt, &mut next),
+                    Some((k, seed)) => {
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(
+                            seed ^ 0x5A3F_0C1E_u64 ^ step_index.wrapping_mul(0xD1B5_4A32_D192_ED03),
+                        );
+                        let sample = crate::fast::Sample::draw(vocab, k, &mut rng);
+                        fast.step_sampled(params, inp, tgt, &mut next, &sample)
+                    }
+                })?;
             self.step_index += 1;
             if !loss.is_finite() || loss > self.diverge_limit {
                 return Ok(StepResult::Diverged(format!("loss {loss}")));

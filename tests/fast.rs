@@ -110,9 +110,7 @@ fn check_loss(
         .iter()
         .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
         .collect();
-    let params = Params {
-        flat: flat.iter().map(|v| v.as_slice()).collect(),
-    };
+    let params = Params::new(&cfg, flat.iter().map(|v| v.as_slice()).collect());
     let mut fast = FastBptt::new(cfg, batch, bptt, threads);
     // A window on other tokens (and other samples) first, through the same trainer: the checked
     // one must not see anything it leaves behind (the compact gradient rows and their maps).

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Module, VarBuilder};
 use elman::gradflow::{self, spectral_norm, Options};
 use elman::infer::Engine;
-use elman::model::{init_params, Activation, ElmanLM, ModelConfig};
+use elman::model::{init_params, Activation, ElmanLM, LayerState, ModelConfig};
 use elman::vocab::{Level, Vocab, VocabOptions};
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,12 @@ fn autograd_norms(m: &ElmanLM, ids: &[u32], t: usize, max_k: usize) -> Vec<f64> 
         .collect();
     let h0 = Tensor::zeros((1, m.config.hidden), DType::F32, &dev).unwrap();
     let detached = m.detached();
-    let states = detached.layers[0].run(&inputs, &h0).unwrap();
+    let run = |xs: &[Tensor], h: &Tensor| -> Vec<Tensor> {
+        let s0 = LayerState { h: h.clone() };
+        let states = detached.layers[0].run(xs, &s0).unwrap();
+        states.into_iter().map(|s| s.h).collect()
+    };
+    let states = run(&inputs, &h0);
     let target = Tensor::new(&[ids[t + 1]], &dev).unwrap();
     (0..=max_k)
         .map(|k| {
@@ -51,9 +56,7 @@ fn autograd_norms(m: &ElmanLM, ids: &[u32], t: usize, max_k: usize) -> Vec<f64> 
             let rest = if k == 0 {
                 vec![leaf.as_tensor().clone()]
             } else {
-                detached.layers[0]
-                    .run(&inputs[t - k + 1..=t], leaf.as_tensor())
-                    .unwrap()
+                run(&inputs[t - k + 1..=t], leaf.as_tensor())
             };
             let logits = detached.decoder.forward(rest.last().unwrap()).unwrap();
             let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();

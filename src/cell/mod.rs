@@ -1,0 +1,200 @@
+//! The cell seam: what one kind of recurrent cell is, written once for every place elman runs it.
+//!
+//! A layer of the network reads its input term (layer 0: a token's column of `weight_ih_l0`, a
+//! lookup; above: the layer below's outputs times `weight_ih_l{k}`ᵀ), adds the recurrent product
+//! `h(t−1)·weight_hh_l{k}ᵀ`, and turns the two into its new state. Everything up to those two
+//! products is the same for every cell and lives with its user (`model.rs` for the reference
+//! graph, `fast/` for the fused window, `infer.rs` for batch 1); what happens to them — the
+//! pointwise step, its derivative, which states carry over, how the parameters start — is the
+//! cell's, behind [`Cell`]:
+//!
+//! | form | used by | method |
+//! |---|---|---|
+//! | candle graph | `train --reference`, the tests' reference | [`Cell::graph_step`] |
+//! | fused window, forward | training, validation, `eval` | [`Cell::forward_layer`] |
+//! | fused window, backward | training | [`Cell::backward_layer`] |
+//! | batch 1, forward | sample, complete, rank, repl, heatmap | [`Cell::engine_step`] |
+//! | batch 1, backward (f64) | `gradflow` | [`Cell::engine_backward`] |
+//!
+//! Every cell stores its parameters under PyTorch's names and layouts (`weight_ih_l{k}` is
+//! (gates·H) × input, gate blocks stacked by rows), so a checkpoint loads into the matching
+//! `torch.nn` module. Adding a cell is one implementation of this trait, a line in [`of`], and
+//! its tests (the fused path against the graph, the graph against finite differences).
+
+pub mod elman;
+
+pub use elman::Elman;
+
+use crate::kernels::packed::PackedB;
+use crate::model::{Activation, LayerState, ModelConfig, Param};
+
+/// A kind of recurrent cell. Implementations are stateless descriptions (the weights live with
+/// each form's user); [`of`] gives the one a model uses.
+pub trait Cell: Sync + Send + std::fmt::Debug {
+    /// Its name in `config.json`, `--help` and reports.
+    fn name(&self) -> &'static str;
+
+    /// Gate blocks per hidden unit: `weight_ih_l{k}` and `weight_hh_l{k}` have gates·H rows.
+    fn gates(&self) -> usize;
+
+    /// Half-width of the uniform initialisation of `p` (PyTorch draws every weight of its
+    /// recurrent modules from ±1/√H).
+    fn init_bound(&self, p: Param, cfg: &ModelConfig) -> f64;
+
+    /// The bias folded into a layer's input term (added once per token row or per position,
+    /// never inside the recurrence), from the layer's two stored biases.
+    fn input_bias(&self, b_ih: &[f32], b_hh: &[f32], out: &mut [f32]);
+
+    /// [`Cell::input_bias`] on the graph (differentiable: both biases get their gradients).
+    fn graph_input_bias(
+        &self,
+        b_ih: &candle_core::Tensor,
+        b_hh: &candle_core::Tensor,
+    ) -> candle_core::Result<candle_core::Tensor>;
+
+    /// The reference graph: one step of a layer for a batch. `x_proj` is the input term without
+    /// any bias ((batch, gates·H)); `w` holds the layer's recurrent weight and biases.
+    fn graph_step(
+        &self,
+        w: &GraphWeights,
+        x_proj: &candle_core::Tensor,
+        state: &LayerState,
+    ) -> candle_core::Result<LayerState>;
+
+    /// The fused window's forward pass through one layer for one thread's streams: reads
+    /// `buf.states[..b·H]` (the carried state) and `input`, writes the states of every step.
+    fn forward_layer(&self, cx: &LayerFwd, input: &LayerInput, buf: &mut LayerBuf);
+
+    /// The fused window's backward pass through one layer's recurrence: on entry `d_out` holds
+    /// ∂loss/∂(this layer's outputs) for every step (T·b × H); on return the gradient with
+    /// respect to the layer's pre-activations is where the returned [`PreGrad`] says.
+    fn backward_layer(&self, cx: &LayerBwd, buf: &LayerBuf, d_out: &mut [f32]) -> PreGrad;
+
+    /// Batch 1: one step of a layer. `x_proj` is the input term without bias (gates·H); `h` the
+    /// layer's state, updated in place; `scratch` has gates·H floats.
+    fn engine_step(&self, w: &EngineWeights, x_proj: &[f32], h: &mut [f32], scratch: &mut [f32]);
+
+    /// Batch 1, in f64, for `gradflow`: `d` holds ∂L/∂h(τ) on entry and ∂L/∂h(τ−1) on return,
+    /// through this layer's own recurrence (the exact path for the top layer); `h_after` is the
+    /// layer's state after step τ. `scratch` has H floats.
+    fn engine_backward(
+        &self,
+        w: &EngineWeights,
+        h_after: &[f32],
+        d: &mut [f64],
+        scratch: &mut [f64],
+    );
+
+    /// A guaranteed per-step shrink factor of that gradient, when the cell has one (the
+    /// chapter's ‖W‖₂ · sup σ′ for an Elman layer); `w_hh_norm` is ‖W‖₂.
+    fn gradient_bound_rate(&self, w_hh_norm: f64) -> Option<f64>;
+}
+
+/// The cell a model is made of.
+pub fn of(cfg: &ModelConfig) -> &'static dyn Cell {
+    static ELMAN: [Elman; 3] = [
+        Elman {
+            act: Activation::Tanh,
+        },
+        Elman {
+            act: Activation::Sigmoid,
+        },
+        Elman {
+            act: Activation::Relu,
+        },
+    ];
+    match cfg.activation {
+        Activation::Tanh => &ELMAN[0],
+        Activation::Sigmoid => &ELMAN[1],
+        Activation::Relu => &ELMAN[2],
+    }
+}
+
+/// A layer's recurrent weight and biases as the reference graph reads them.
+pub struct GraphWeights {
+    /// `weight_hh`ᵀ, (H, gates·H), contiguous.
+    pub w_hh_t: candle_core::Tensor,
+    pub b_ih: candle_core::Tensor,
+    pub b_hh: candle_core::Tensor,
+    /// `Cell::input_bias` of the two, (1, gates·H).
+    pub bias: candle_core::Tensor,
+}
+
+/// The shape of one thread's share of a window: `t_len` steps of `b` streams, H units.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub t_len: usize,
+    pub b: usize,
+    pub h: usize,
+}
+
+/// What a layer's forward pass reads besides its input.
+pub struct LayerFwd<'a> {
+    pub win: Window,
+    /// `weight_hh`ᵀ packed for S(t−1)·Wᵀ (H × gates·H).
+    pub w_fwd: &'a PackedB,
+    /// Nothing will be differentiated (validation, `eval`): faster activations may be used.
+    pub scoring: bool,
+    /// Threads that share each step's product by columns (scoring a single stream); 1 otherwise.
+    pub column_parts: usize,
+}
+
+/// What a layer's backward pass reads.
+pub struct LayerBwd<'a> {
+    pub win: Window,
+    /// `weight_hh` packed for dP(t+1)·W (gates·H × H).
+    pub w_bwd: &'a PackedB,
+}
+
+/// Where a layer's input term comes from.
+pub enum LayerInput<'a> {
+    /// Layer 0: stream j at step t reads row `ids[t · stride + first + j]` of `table`, which holds
+    /// the token's column of `weight_ih_l0` plus the input bias (gates·H floats per row).
+    Tokens {
+        table: &'a [f32],
+        ids: &'a [u32],
+        stride: usize,
+        first: usize,
+    },
+    /// A layer above the first: the layer below's outputs `x` (T·b × input), times `w_ih`ᵀ
+    /// (`w_ih` is gates·H × input) plus `bias` (gates·H).
+    Dense {
+        x: &'a [f32],
+        w_ih: &'a [f32],
+        bias: &'a [f32],
+    },
+}
+
+/// One layer's buffers in one thread's share of a window.
+#[derive(Debug, Default)]
+pub struct LayerBuf {
+    /// S(−1), S(0) … S(T−1), each b × H: the layer's outputs, the carried state first.
+    pub states: Vec<f32>,
+}
+
+impl LayerBuf {
+    pub fn new(win: Window) -> LayerBuf {
+        LayerBuf {
+            states: vec![0.0; (win.t_len + 1) * win.b * win.h],
+        }
+    }
+}
+
+/// Where [`Cell::backward_layer`] left the gradient with respect to the pre-activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreGrad {
+    /// In `d_out`, in place (T·b × H): one gate, whose input and recurrent terms are simply added.
+    InPlace,
+}
+
+/// A layer's weights at batch 1.
+#[derive(Debug, Clone)]
+pub struct EngineWeights {
+    /// Layer 0: row x is token x's input term (`weight_ih_l0` transposed, vocab × gates·H);
+    /// above: `weight_ih` as stored (gates·H × input).
+    pub w_ih: Vec<f32>,
+    /// `weight_hh` as stored (gates·H × H).
+    pub w_hh: Vec<f32>,
+    /// `Cell::input_bias` of the layer's biases.
+    pub bias: Vec<f32>,
+}
