@@ -419,6 +419,150 @@ pub struct Snapshot<'a> {
     pub metrics: &'a [Metric],
 }
 
+/// One optimizer slot of one parameter, borrowed as it lies (Adam's `exp_avg` of
+/// `rnn.weight_hh_l0`, say).
+pub struct OptimizerSlot<'a> {
+    pub slot: &'static str,
+    pub param: &'a str,
+    pub data: &'a [f32],
+    pub shape: Vec<usize>,
+}
+
+/// Everything `--resume` needs beyond `config.json`: the latest weights, the optimizer's slots,
+/// each layer's carried state, the loop position and the plateau rule's best loss. In
+/// `state.safetensors` they are `param.{name}`, `optim.{slot}.{name}`, `hidden.l{k}`, and the
+/// metadata `loop` and `plateau_best`. [`TrainingState::entries`] is the one writer of that file
+/// and [`TrainingState::read`] its one reader: bit-exact resume depends on the two agreeing.
+pub struct TrainingState<'a> {
+    /// The latest weights under their model names.
+    pub weights: Vec<(String, Entry<'a>)>,
+    pub optimizer: Vec<OptimizerSlot<'a>>,
+    /// Each layer's carried state, batch × hidden.
+    pub hidden: Vec<Entry<'a>>,
+    pub loop_state: LoopState,
+    pub plateau_best: Option<f64>,
+}
+
+/// What [`TrainingState::read`] gives back.
+pub struct RestoredState {
+    /// The latest weights by model name.
+    pub weights: HashMap<String, Tensor>,
+    /// The optimizer's slots by (slot, parameter name).
+    pub optimizer: HashMap<(String, String), Tensor>,
+    /// Each layer's carried state, batch × hidden, flat.
+    pub hidden: Vec<Vec<f32>>,
+    pub loop_state: LoopState,
+    pub plateau_best: Option<f64>,
+}
+
+const PARAM_PREFIX: &str = "param.";
+
+/// Named tensors as a safetensors file lists them.
+pub type Entries<'a> = Vec<(String, Entry<'a>)>;
+
+impl<'a> TrainingState<'a> {
+    /// The tensors and metadata of `state.safetensors`.
+    fn entries(&self) -> Result<(Entries<'a>, HashMap<String, String>)> {
+        let mut out: Vec<(String, Entry)> = self
+            .weights
+            .iter()
+            .map(|(n, e)| (format!("{PARAM_PREFIX}{n}"), e.share()))
+            .collect();
+        for s in &self.optimizer {
+            out.push((
+                format!("optim.{}.{}", s.slot, s.param),
+                Entry::F32(s.data, s.shape.clone()),
+            ));
+        }
+        for (k, h) in self.hidden.iter().enumerate() {
+            out.push((format!("hidden.l{k}"), h.share()));
+        }
+        let mut meta = HashMap::new();
+        meta.insert("loop".to_string(), serde_json::to_string(&self.loop_state)?);
+        if let Some(p) = self.plateau_best {
+            meta.insert("plateau_best".to_string(), format!("{p:?}"));
+        }
+        Ok((out, meta))
+    }
+
+    /// Reads `dir`'s `state.safetensors` for a run of `config`, checking every tensor a resume
+    /// needs: the weights, `slots` of the optimizer for every parameter, each layer's carried
+    /// state at the run's batch.
+    pub fn read(dir: &Path, config: &Config, slots: &[&str]) -> Result<RestoredState> {
+        let mc = &config.model;
+        let path = dir.join(STATE_FILE);
+        let (mut ts, meta) = read_weights(&path, mc, PARAM_PREFIX, &Device::Cpu)
+            .context("reading the training state to resume")?;
+        let mut take = |key: &str| {
+            ts.remove(key)
+                .ok_or_else(|| anyhow!("the training state has no {key}"))
+        };
+        let names: Vec<String> = mc.param_shapes().into_iter().map(|(n, _)| n).collect();
+        let mut weights = HashMap::new();
+        for n in &names {
+            weights.insert(n.clone(), take(&format!("{PARAM_PREFIX}{n}"))?);
+        }
+        let mut optimizer = HashMap::new();
+        for slot in slots {
+            for n in &names {
+                let key = format!("optim.{slot}.{n}");
+                let t = take(&key)?;
+                let want = weights[n].dims();
+                if t.dims() != want {
+                    bail!("{key} has shape {:?}, expected {want:?}", t.dims());
+                }
+                optimizer.insert((slot.to_string(), n.clone()), t);
+            }
+        }
+        let (batch, h) = (config.training.batch, mc.hidden);
+        let mut hidden = Vec::with_capacity(mc.layers);
+        for k in 0..mc.layers {
+            let key = format!("hidden.l{k}");
+            let t = take(&key)?;
+            if t.dims() != [batch, h] {
+                bail!("{key} has shape {:?}", t.dims());
+            }
+            hidden.push(t.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let loop_json = meta
+            .get("loop")
+            .ok_or_else(|| anyhow!("the training state has no loop position"))?;
+        let loop_state =
+            serde_json::from_str(loop_json).context("the training state's loop position")?;
+        Ok(RestoredState {
+            weights,
+            optimizer,
+            hidden,
+            loop_state,
+            plateau_best: meta.get("plateau_best").and_then(|s| s.parse().ok()),
+        })
+    }
+}
+
+/// Saves a training run: the config with its progress, the tokenizer, the metrics, the best
+/// weights when `best` is given, and the state to resume from, as one atomic folder swap.
+pub fn save_run(
+    dir: &Path,
+    config: &Config,
+    tokenizer_json: &str,
+    best: Option<Vec<(String, Entry)>>,
+    training: &TrainingState,
+    metrics: &[Metric],
+) -> Result<()> {
+    let (state, state_meta) = training.entries()?;
+    commit(
+        dir,
+        &Snapshot {
+            config,
+            tokenizer_json,
+            best,
+            state,
+            state_meta,
+            metrics,
+        },
+    )
+}
+
 /// Writes a complete new version of the checkpoint folder and swaps it in atomically.
 pub fn commit(dir: &Path, snap: &Snapshot) -> Result<()> {
     let parent = match dir.parent() {

@@ -5,15 +5,16 @@
 //! the model learned about things flying over places and about measure words.
 
 use crate::checkpoint;
-use crate::generate::{encode_prompt, generate, rank, warm_up, RankBy, SampleOptions};
+use crate::generate::{encode_prompt, rank, stream, warm_up, RankBy, SampleOptions, Until};
 use crate::infer::Engine;
 use crate::report;
+use crate::runtime::Runtime;
 use crate::train::{self, Hyper, TrainArgs};
-use crate::vocab::Detokenizer;
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 pub const DEMO_CORPUS: &str = "corpora/elman-demo.txt";
 pub const SHOWCASE_PROMPT: &str = "天空飞过一只";
@@ -21,6 +22,9 @@ pub const SHOWCASE_CANDIDATES: [&str; 5] = ["小鸟", "蜻蜓", "人", "坦克",
 /// Steps of the demo run: about 30 s on this project's 2-core machine. Counted in steps
 /// rather than time so every machine trains the same model.
 pub const DEMO_STEPS: u64 = 1200;
+/// The demo trains on this many threads whatever `--threads` says, so every machine trains the
+/// same demo model (the split of streams over threads changes the order of floating-point sums).
+pub const DEMO_THREADS: usize = 2;
 
 pub struct DemoArgs {
     pub corpus: PathBuf,
@@ -28,7 +32,6 @@ pub struct DemoArgs {
     pub steps: u64,
     /// Use the checkpoint at `out` if there is one instead of training.
     pub reuse: bool,
-    pub threads: usize,
     pub quiet: bool,
 }
 
@@ -39,7 +42,6 @@ impl Default for DemoArgs {
             out: PathBuf::from("checkpoints/elman-demo"),
             steps: DEMO_STEPS,
             reuse: false,
-            threads: 1,
             quiet: false,
         }
     }
@@ -61,9 +63,6 @@ pub fn train_args(a: &DemoArgs) -> TrainArgs {
             ..Default::default()
         },
         steps: Some(a.steps),
-        // Fixed, so every machine trains the same demo model (the split of streams over threads
-        // changes the order of floating-point sums).
-        threads: 2,
         quiet: a.quiet,
         ..Default::default()
     }
@@ -76,6 +75,7 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
             a.corpus.display()
         );
     }
+    let rt = Runtime::with_threads(DEMO_THREADS);
     let have = a.out.join(checkpoint::CONFIG_FILE).exists();
     if !(a.reuse && have) {
         writeln!(
@@ -84,9 +84,9 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
             a.corpus.display(),
             a.steps
         )?;
-        train::train(&train_args(a))?;
+        train::train(&train_args(a), &rt)?;
     }
-    let loaded = checkpoint::load(&a.out, &candle_core::Device::Cpu)?;
+    let loaded = checkpoint::load(&a.out, &rt.device)?;
     let engine = Engine::new(&loaded.model)?;
     let vocab = &loaded.vocab;
     let p = &loaded.config.progress;
@@ -107,22 +107,12 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
     for prompt in ["天空中", "小明在", "The bird", "In the morning,"] {
         let ids = encode_prompt(vocab, prompt, "prompt")?.ids;
         let mut st = warm_up(&engine, vocab, &ids)?;
-        let mut detok = Detokenizer::new(prompt);
         write!(out, "  {prompt}")?;
-        let mut stop = false;
-        generate(&engine, &mut st, 120, &opts, &mut rng, |x| {
-            let piece = detok.piece(vocab, x);
-            if let Some((line_end, _)) = piece.split_once('\n') {
-                let _ = write!(out, "{line_end}");
-                stop = true;
-                return false;
-            }
-            let _ = write!(out, "{piece}");
-            !stop
-        });
-        if !stop {
-            write!(out, "{}", detok.finish(vocab))?;
-        }
+        let never = AtomicBool::new(false);
+        let (len, until) = (120, Until::LineEnd);
+        stream(
+            &engine, vocab, &mut st, prompt, len, &opts, &mut rng, until, &never, out,
+        )?;
         writeln!(out)?;
     }
 

@@ -74,16 +74,23 @@ impl Default for SampleOptions {
 }
 
 impl SampleOptions {
+    /// The bounds of every setting, for the command line's options.
     pub fn validate(&self) -> Result<()> {
+        self.validate_as(["--temperature", "--top-k", "--top-p"])
+    }
+
+    /// The bounds of every setting (the one place they are checked), each named as the caller
+    /// calls it: the command line's `--top-p`, the repl's `:topp`.
+    pub fn validate_as(&self, [temperature, top_k, top_p]: [&str; 3]) -> Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            bail!("--temperature {} must be a number ≥ 0", self.temperature);
+            bail!("{temperature} {} must be a number ≥ 0", self.temperature);
         }
         if self.top_k == Some(0) {
-            bail!("--top-k must be at least 1");
+            bail!("{top_k} must be at least 1");
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
-                bail!("--top-p {p} must be in (0, 1]");
+                bail!("{top_p} {p} must be in (0, 1]");
             }
         }
         Ok(())
@@ -175,6 +182,64 @@ pub fn generate(
         }
     }
     out
+}
+
+/// Where a streamed generation stops besides its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// `length` tokens (or a cancel).
+    Length,
+    /// The first line break too, which is not written (the demo's one-line samples).
+    LineEnd,
+}
+
+/// The one streamed-generation loop (`sample`, the repl, the demo): draws up to `length` tokens
+/// after `state` and writes each piece of text to `out` as it comes, flushed, glued the way text
+/// is written after `after` (the prompt or context). Stops early at `until` or when `cancel` is
+/// set (Ctrl-C), and at the first write error, which it returns (a closed pipe, say). Returns the
+/// text generated.
+#[allow(clippy::too_many_arguments)]
+pub fn stream(
+    engine: &Engine,
+    vocab: &Vocab,
+    state: &mut State,
+    after: &str,
+    length: usize,
+    opts: &SampleOptions,
+    rng: &mut impl Rng,
+    until: Until,
+    cancel: &std::sync::atomic::AtomicBool,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<String> {
+    use std::sync::atomic::Ordering;
+    let mut detok = crate::vocab::Detokenizer::new(after);
+    let mut text = String::new();
+    let mut failed: Option<std::io::Error> = None;
+    let mut line_ended = false;
+    generate(engine, state, length, opts, rng, |x| {
+        let piece = detok.piece(vocab, x);
+        let piece = match (until, piece.split_once('\n')) {
+            (Until::LineEnd, Some((head, _))) => {
+                line_ended = true;
+                head
+            }
+            _ => piece.as_str(),
+        };
+        if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+            failed = Some(e);
+        }
+        text.push_str(piece);
+        !line_ended && failed.is_none() && !cancel.load(Ordering::SeqCst)
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if !line_ended {
+        let tail = detok.finish(vocab);
+        out.write_all(tail.as_bytes())?;
+        text.push_str(&tail);
+    }
+    Ok(text)
 }
 
 /// One entry of the next-token distribution.

@@ -330,11 +330,11 @@ pub struct Report {
 }
 
 /// Runs a [`Request`]: loads or creates the models, reads the text, measures every curve.
-pub fn run(req: &Request) -> Result<Report> {
+pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
     use crate::checkpoint;
     use crate::model::{init_params, ElmanLM, ModelConfig};
-    use candle_core::{DType, Device};
-    let dev = Device::Cpu;
+    use candle_core::DType;
+    let dev = rt.device.clone();
     let loaded = match &req.model {
         Some(m) => Some(checkpoint::load(m, &dev)?),
         None => None,

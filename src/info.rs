@@ -15,10 +15,10 @@ pub struct Info {
     pub last: Option<Metric>,
 }
 
-pub fn info(dir: &Path) -> Result<Info> {
+pub fn info(dir: &Path, rt: &crate::runtime::Runtime) -> Result<Info> {
     let dir = checkpoint::resolve_dir(dir);
     // A full load checks weights and vocabulary against the config, so `info` also vets a file.
-    let loaded = checkpoint::load(&dir, &candle_core::Device::Cpu)?;
+    let loaded = checkpoint::load(&dir, &rt.device)?;
     let metrics = checkpoint::read_metrics(&dir)?;
     Ok(Info {
         dir: dir.display().to_string(),

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cell;
 pub mod checkpoint;
+pub mod cli;
 pub mod corpus;
 pub mod demo;
 pub mod eval;

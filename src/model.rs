@@ -274,20 +274,21 @@ impl ModelConfig {
         crate::cell::of(self)
     }
 
-    /// Rejects absurd sizes before anything is allocated.
-    pub fn validate(&self) -> Result<()> {
+    /// The hidden size and layer count within elman's limits, each named as its source calls it
+    /// (`--hidden`, or `hidden size` in a config.json).
+    pub fn validate_sizes(&self, (hidden, layers): (&str, &str)) -> Result<()> {
         if self.hidden == 0 || self.hidden > MAX_HIDDEN {
-            bail!(
-                "hidden size {} is out of range 1..={MAX_HIDDEN}",
-                self.hidden
-            );
+            bail!("{hidden} {} is out of range 1..={MAX_HIDDEN}", self.hidden);
         }
         if self.layers == 0 || self.layers > MAX_LAYERS {
-            bail!(
-                "layer count {} is out of range 1..={MAX_LAYERS}",
-                self.layers
-            );
+            bail!("{layers} {} is out of range 1..={MAX_LAYERS}", self.layers);
         }
+        Ok(())
+    }
+
+    /// Rejects absurd sizes before anything is allocated.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_sizes(("hidden size", "layer count"))?;
         if self.vocab_size < 2 || self.vocab_size > MAX_VOCAB {
             bail!(
                 "vocabulary size {} is out of range 2..={MAX_VOCAB}",

@@ -8,6 +8,7 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -105,33 +106,36 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The state for a checkpoint, borrowed as it lies (a save streams it out): one
-    /// (`optim.{slot}.{param}`, data, shape) per slot and parameter.
-    pub fn state_slices(&self) -> Vec<(String, &[f32], Vec<usize>)> {
+    /// The names of the per-parameter state this optimizer keeps (Adam: `exp_avg`, `exp_avg_sq`).
+    pub fn slot_names(&self) -> &'static [&'static str] {
+        self.kind.slots()
+    }
+
+    /// The state for a checkpoint, borrowed as it lies (a save streams it out): every slot of
+    /// every parameter.
+    pub fn slots(&self) -> Vec<crate::checkpoint::OptimizerSlot<'_>> {
         let mut out = Vec::new();
         for ((name, var), st) in self.params.iter().zip(&self.state) {
             for (slot, t) in self.kind.slots().iter().zip(st) {
-                out.push((
-                    format!("optim.{slot}.{name}"),
-                    t.as_slice(),
-                    var.dims().to_vec(),
-                ));
+                out.push(crate::checkpoint::OptimizerSlot {
+                    slot,
+                    param: name,
+                    data: t.as_slice(),
+                    shape: var.dims().to_vec(),
+                });
             }
         }
         out
     }
 
-    /// Restores what `state_slices` saved.
-    pub fn load_state(&mut self, get: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
-        for ((name, var), st) in self.params.iter().zip(self.state.iter_mut()) {
+    /// Restores what `slots` saved, by (slot, parameter name) (`checkpoint::TrainingState::read`
+    /// checked that each is there with its parameter's shape).
+    pub fn restore(&mut self, saved: &HashMap<(String, String), Tensor>) -> Result<()> {
+        for ((name, _), st) in self.params.iter().zip(self.state.iter_mut()) {
             for (slot, t) in self.kind.slots().iter().zip(st.iter_mut()) {
-                let key = format!("optim.{slot}.{name}");
-                let Some(v) = get(&key) else {
-                    bail!("the training state has no {key}");
+                let Some(v) = saved.get(&(slot.to_string(), name.clone())) else {
+                    bail!("the training state has no optim.{slot}.{name}");
                 };
-                if v.dims() != var.dims() {
-                    bail!("{key} has shape {:?}, expected {:?}", v.dims(), var.dims());
-                }
                 *t = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
             }
         }

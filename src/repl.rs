@@ -7,11 +7,12 @@
 //! stdin piped, lines are read plainly, so sessions can be scripted and tested.
 
 use crate::generate::{
-    beam_search, encode_prompt, generate, rank, split_candidates, top_next, RankBy, SampleOptions,
+    beam_search, encode_prompt, rank, split_candidates, stream, top_next, RankBy, SampleOptions,
+    Until,
 };
 use crate::infer::{Engine, State};
 use crate::report;
-use crate::vocab::{Detokenizer, Vocab};
+use crate::vocab::Vocab;
 use anyhow::Result;
 use rand::SeedableRng;
 use std::io::{BufRead, IsTerminal, Write};
@@ -34,6 +35,9 @@ type text to continue it; the context carries over from line to line
   :show       show the settings
   :help       this text
   :quit       leave (or Ctrl-D)";
+
+/// The sampling settings as the repl's commands name them (for `SampleOptions::validate_as`).
+const REPL_NAMES: [&str; 3] = [":temp", ":topk", ":topp"];
 
 pub struct Settings {
     pub sample: SampleOptions,
@@ -96,28 +100,21 @@ impl<'a> Session<'a> {
             let next = top_next(self.engine, self.vocab, &state, self.settings.next);
             writeln!(out, "next: {}", report::next_line(&next))?;
         }
-        let mut detok = Detokenizer::new(&self.context_text);
         write!(out, "{line}")?;
         CANCEL.store(false, Ordering::SeqCst);
-        let mut text = String::new();
         let opts = self.settings.sample;
-        generate(
+        let text = stream(
             self.engine,
+            self.vocab,
             &mut state,
+            &self.context_text,
             self.settings.length,
             &opts,
             &mut self.rng,
-            |x| {
-                let piece = detok.piece(self.vocab, x);
-                text.push_str(&piece);
-                let _ = write!(out, "{piece}");
-                let _ = out.flush();
-                !CANCEL.load(Ordering::SeqCst)
-            },
-        );
-        let tail = detok.finish(self.vocab);
-        text.push_str(&tail);
-        write!(out, "{tail}")?;
+            Until::Length,
+            &CANCEL,
+            out,
+        )?;
         if CANCEL.swap(false, Ordering::SeqCst) {
             write!(out, " [cancelled]")?;
         }
@@ -147,10 +144,14 @@ impl<'a> Session<'a> {
             "help" | "h" | "?" => writeln!(out, "{HELP}")?,
             "temp" | "temperature" => {
                 let t = parse!(f64, "a number ≥ 0");
-                if !(t.is_finite() && t >= 0.0) {
-                    writeln!(out, "error: :temp needs a number ≥ 0")?;
+                let o = SampleOptions {
+                    temperature: t,
+                    ..s.sample
+                };
+                if let Err(e) = o.validate_as(REPL_NAMES) {
+                    writeln!(out, "error: {e}")?;
                 } else {
-                    s.sample.temperature = t;
+                    s.sample = o;
                     writeln!(out, "temperature = {t}")?;
                 }
             }
@@ -161,8 +162,12 @@ impl<'a> Session<'a> {
             }
             "topp" => {
                 let p = parse!(f64, "a number in (0, 1]");
-                if !(p > 0.0 && p <= 1.0) {
-                    writeln!(out, "error: :topp needs a number in (0, 1]")?;
+                let o = SampleOptions {
+                    top_p: Some(p),
+                    ..s.sample
+                };
+                if let Err(e) = o.validate_as(REPL_NAMES) {
+                    writeln!(out, "error: {e}")?;
                 } else {
                     s.sample.top_p = (p < 1.0).then_some(p);
                     writeln!(out, "top-p = {}", if p < 1.0 { p.to_string() } else { "off".into() })?;

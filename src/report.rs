@@ -120,3 +120,25 @@ pub fn beam_table(prompt: &str, beams: &[Continuation]) -> String {
     }
     s
 }
+
+/// `elman eval`'s table.
+pub fn eval_table(r: &crate::eval::EvalReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("model          {}\n", r.model));
+    out.push_str(&format!(
+        "text           {} ({} chars)\n",
+        r.files.join(", "),
+        r.chars
+    ));
+    out.push_str(&format!(
+        "tokens         {} ({} predicted)\n",
+        r.tokens, r.predicted
+    ));
+    if r.unknown > 0 {
+        out.push_str(&format!("unknown        {} mapped to <unk>\n", r.unknown));
+    }
+    out.push_str(&format!("nats/token     {:.4}\n", r.nats_per_token));
+    out.push_str(&format!("bits/char      {:.4}\n", r.bits_per_char));
+    out.push_str(&format!("perplexity     {:.3}\n", r.perplexity));
+    out
+}

@@ -265,23 +265,25 @@ fn fused_training_follows_the_reference_loss_curve() {
     std::fs::write(&f, text).unwrap();
     let run = |name: &str, reference: bool| {
         let out = tmp.path().join(name);
-        train(&TrainArgs {
-            files: vec![f.clone()],
-            out: Some(out.clone()),
-            hyper: Hyper {
-                hidden: Some(20),
-                layers: Some(2),
-                batch: Some(4),
-                bptt: Some(12),
-                eval_every: Some(10),
+        train(
+            &TrainArgs {
+                files: vec![f.clone()],
+                out: Some(out.clone()),
+                hyper: Hyper {
+                    hidden: Some(20),
+                    layers: Some(2),
+                    batch: Some(4),
+                    bptt: Some(12),
+                    eval_every: Some(10),
+                    ..Default::default()
+                },
+                steps: Some(40),
+                quiet: true,
+                reference,
                 ..Default::default()
             },
-            steps: Some(40),
-            threads: 2,
-            quiet: true,
-            reference,
-            ..Default::default()
-        })
+            &elman::runtime::Runtime::with_threads(2),
+        )
         .unwrap();
         elman::checkpoint::read_metrics(&out).unwrap()
     };

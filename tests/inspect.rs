@@ -144,11 +144,15 @@ fn sigmoid_gradient_stays_under_the_books_quarter_power_bound() {
     let tmp = tempfile::tempdir().unwrap();
     let text = write_corpus(tmp.path());
     // ‖W‖₂ = 0.95 ≤ 1, so for the sigmoid ‖δ(k)‖ ≤ ‖δ(0)‖ (0.95/4)^k ≤ ‖δ(0)‖ (1/4)^k.
-    let r = gradflow::run(&request(
-        text.clone(),
-        vec![Activation::Sigmoid, Activation::Tanh],
-        Some(0.95),
-    ))
+    let rt = elman::runtime::Runtime::default();
+    let r = gradflow::run(
+        &request(
+            text.clone(),
+            vec![Activation::Sigmoid, Activation::Tanh],
+            Some(0.95),
+        ),
+        &rt,
+    )
     .unwrap();
     let (sig, tanh) = (&r.curves[0], &r.curves[1]);
     assert!((sig.w_spectral_norm - 0.95).abs() < 1e-4);
@@ -169,7 +173,7 @@ fn sigmoid_gradient_stays_under_the_books_quarter_power_bound() {
 
     // With ‖W‖₂ = 8 the sigmoid's guarantee (8/4)^k no longer vanishes, and the measured curve
     // does rise above (1/4)^k: the check above is one that can fail.
-    let big = gradflow::run(&request(text, vec![Activation::Sigmoid], Some(8.0))).unwrap();
+    let big = gradflow::run(&request(text, vec![Activation::Sigmoid], Some(8.0)), &rt).unwrap();
     let c = &big.curves[0];
     assert!((1..=20).any(|k| c.mean_norm[k] > c.mean_norm[0] * 0.25f64.powi(k as i32)));
 }

@@ -2,6 +2,7 @@
 
 use candle_core::{Device, Tensor};
 use elman::checkpoint::{self, STATE_FILE};
+use elman::runtime::Runtime;
 use elman::train::{train, Hyper, TrainArgs};
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,10 @@ fn write_corpus(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+fn one_thread() -> Runtime {
+    Runtime::with_threads(1)
 }
 
 fn tiny_args(file: &Path, out: &Path, steps: u64) -> TrainArgs {
@@ -24,7 +29,6 @@ fn tiny_args(file: &Path, out: &Path, steps: u64) -> TrainArgs {
             ..Default::default()
         },
         steps: Some(steps),
-        threads: 1,
         quiet: true,
         ..Default::default()
     }
@@ -55,7 +59,7 @@ fn a_repetitive_corpus_is_learned_to_near_zero_loss() {
     let text = "天空飞过一只小鸟。the bird flies! ".repeat(150);
     let f = write_corpus(tmp.path(), "loop.txt", &text);
     let out = tmp.path().join("ckpt");
-    let o = train(&tiny_args(&f, &out, 300)).unwrap();
+    let o = train(&tiny_args(&f, &out, 300), &one_thread()).unwrap();
     let best = o.best_val_loss.unwrap();
     assert!(best < 0.05, "validation loss {best} nats/token");
     // The numbers in config.json are the ones the run reported.
@@ -95,11 +99,11 @@ fn same_seed_gives_identical_runs_and_a_different_seed_does_not() {
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
     let c = tmp.path().join("c");
-    train(&tiny_args(&f, &a, 60)).unwrap();
-    train(&tiny_args(&f, &b, 60)).unwrap();
+    train(&tiny_args(&f, &a, 60), &one_thread()).unwrap();
+    train(&tiny_args(&f, &b, 60), &one_thread()).unwrap();
     let mut other = tiny_args(&f, &c, 60);
     other.hyper.seed = Some(99);
-    train(&other).unwrap();
+    train(&other, &one_thread()).unwrap();
     let ma = checkpoint::read_metrics(&a).unwrap();
     let mb = checkpoint::read_metrics(&b).unwrap();
     let mc = checkpoint::read_metrics(&c).unwrap();
@@ -129,21 +133,20 @@ fn resuming_an_interrupted_run_ends_with_the_same_weights() {
     let mut args = tiny_args(&f, &whole, 130);
     args.hyper.patience = Some(1);
     args.hyper.lr = Some(0.05); // high enough that the plateau schedule kicks in
-    train(&args).unwrap();
+    train(&args, &one_thread()).unwrap();
     // Stop at 37 (mid-window of evaluations, mid-epoch), resume to 80, then to 130.
     let mut first = args.clone();
     first.out = Some(parts.clone());
     first.steps = Some(37);
-    train(&first).unwrap();
+    train(&first, &one_thread()).unwrap();
     for steps in [80, 130] {
         let resume = TrainArgs {
             resume: Some(parts.clone()),
             steps: Some(steps),
-            threads: 1,
             quiet: true,
             ..Default::default()
         };
-        let o = train(&resume).unwrap();
+        let o = train(&resume, &one_thread()).unwrap();
         assert_eq!(o.step, steps);
     }
     // Weights, optimizer moments and hidden state are identical.
@@ -176,7 +179,7 @@ fn a_saved_model_loads_with_identical_logits() {
     let mut args = tiny_args(&f, &out, 50);
     args.hyper.layers = Some(2);
     args.hyper.eval_every = Some(50);
-    train(&args).unwrap();
+    train(&args, &one_thread()).unwrap();
     let loaded = checkpoint::load(&out, &Device::Cpu).unwrap();
     // The live weights of the last step are the best ones here (one evaluation at step 50), and the
     // state file keeps them under `param.`: build a model from those and compare logits.
@@ -227,7 +230,7 @@ fn anneal_lowers_the_rate_linearly_to_the_end_of_the_budget() {
     let out = tmp.path().join("m");
     let mut args = tiny_args(&f, &out, 100);
     args.hyper.anneal = true;
-    train(&args).unwrap();
+    train(&args, &one_thread()).unwrap();
     let metrics = checkpoint::read_metrics(&out).unwrap();
     // Evaluations after steps 25, 50, 75, 100: the last step before each (0-based index 24, 49,
     // 74, 99) ran at 0.01 · (1 − index/100). No plateau can lower the base rate in between
@@ -309,19 +312,18 @@ fn a_dropout_run_resumes_exactly_and_differs_from_one_without() {
     let mut args = tiny_args(&f, &whole, 60);
     args.hyper.layers = Some(2);
     args.hyper.dropout = Some(0.4);
-    train(&args).unwrap();
+    train(&args, &one_thread()).unwrap();
     let mut first = args.clone();
     first.out = Some(parts.clone());
     first.steps = Some(23);
-    train(&first).unwrap();
+    train(&first, &one_thread()).unwrap();
     let resume = TrainArgs {
         resume: Some(parts.clone()),
         steps: Some(60),
-        threads: 1,
         quiet: true,
         ..Default::default()
     };
-    train(&resume).unwrap();
+    train(&resume, &one_thread()).unwrap();
     assert_eq!(
         tensors_of(&whole.join(STATE_FILE)),
         tensors_of(&parts.join(STATE_FILE))
@@ -333,7 +335,7 @@ fn a_dropout_run_resumes_exactly_and_differs_from_one_without() {
     let mut no_drop = args.clone();
     no_drop.out = Some(plain.clone());
     no_drop.hyper.dropout = None;
-    train(&no_drop).unwrap();
+    train(&no_drop, &one_thread()).unwrap();
     assert_ne!(
         tensors_of(&whole.join(STATE_FILE)),
         tensors_of(&plain.join(STATE_FILE))
@@ -342,7 +344,7 @@ fn a_dropout_run_resumes_exactly_and_differs_from_one_without() {
     let mut change = resume.clone();
     change.hyper.dropout = Some(0.1);
     change.steps = Some(70);
-    let err = train(&change).unwrap_err().to_string();
+    let err = train(&change, &one_thread()).unwrap_err().to_string();
     assert!(err.contains("--dropout"), "{err}");
     // Nor is a config.json edited out of bounds taken as it is.
     let cfg_path = parts.join(checkpoint::CONFIG_FILE);
@@ -352,7 +354,7 @@ fn a_dropout_run_resumes_exactly_and_differs_from_one_without() {
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let mut edited = resume.clone();
     edited.steps = Some(70);
-    let err = train(&edited).unwrap_err().to_string();
+    let err = train(&edited, &one_thread()).unwrap_err().to_string();
     assert!(
         err.contains("config.json") && err.contains("--dropout 1 must be in [0, 1)"),
         "{err}"

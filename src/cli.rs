@@ -1,0 +1,558 @@
+//! The command line's options: one clap struct per subcommand (`main.rs` holds the subcommand
+//! list and runs each), and the groups several share (a prompt, the sampling rules). `train`'s
+//! model and training settings are [`Hyper`], flattened in as they are.
+
+use crate::demo;
+use crate::generate::{RankBy, SampleOptions};
+use crate::model::Activation;
+use crate::train::{self, Hyper};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+#[command(
+    long_about = "Measure elman's throughput on this machine: training tokens/s at the four reference \
+shapes of the PyTorch peer (vocabulary 65, random tokens, Adam, clipping 5), batch-1 sampling chars/s, \
+scoring tokens/s, and the fp32 GEMM rate with the share of it that training turns into useful work \
+(6·(H² + H·V) FLOP per token). scripts/bench-vs-pytorch.sh runs this and the PyTorch peer interleaved \
+and prints the ratios.\n\nExamples:\n  elman bench\n  elman bench --only train --shape 256,64,64 --seconds 5 --json"
+)]
+pub struct BenchCmd {
+    /// Seconds to measure each item (after a warm-up).
+    #[arg(long, default_value_t = 3.0, value_name = "S")]
+    pub seconds: f64,
+    /// Only these parts (train, sample, eval, gemm), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "PARTS")]
+    pub only: Vec<String>,
+    /// Training shapes HIDDEN,BATCH,BPTT (repeatable) [default: the four reference shapes].
+    #[arg(long, value_name = "H,B,T")]
+    pub shape: Vec<String>,
+    /// Vocabulary size of the measured models (the peer's reference is 65).
+    #[arg(long, default_value_t = crate::bench::VOCAB, value_name = "V")]
+    pub vocab: usize,
+    /// Measure training with a sampled softmax of K negatives.
+    #[arg(long, value_name = "K")]
+    pub sampled_softmax: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How to pick tokens (shared by sample and repl).
+#[derive(Args, Clone)]
+pub struct SamplingFlags {
+    /// Softmax temperature: below 1 is safer, above 1 wilder, 0 always takes the most likely token.
+    #[arg(
+        long,
+        short,
+        default_value_t = 0.8,
+        value_name = "T",
+        allow_negative_numbers = true
+    )]
+    pub temperature: f64,
+    /// Sample only from the K most likely tokens.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Sample only from the smallest set of tokens whose probability reaches P (nucleus sampling).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub top_p: Option<f64>,
+    /// Random seed: the same seed gives the same text [default: random, printed with --json].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingFlags {
+    pub fn options(&self) -> Result<SampleOptions> {
+        let o = SampleOptions {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+        };
+        o.validate()?;
+        Ok(o)
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(rand::random)
+    }
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Generate text with a trained model. The hidden state is first warmed up on the whole \
+prompt; tokens are then drawn one by one and printed as they come. Ctrl-C stops.\n\n\
+Examples:\n  elman sample --model checkpoints/elman-demo --prompt 天空中 --length 200\n  \
+elman sample --model elman-demo --prompt \"The bird\" --temperature 0.5 --count 3 --seed 1\n  \
+elman sample --model elman-demo --top-p 0.9 --json"
+)]
+pub struct SampleCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Text to start from (any Unicode) [default: the start of a line].
+    #[arg(long, short, default_value = "")]
+    pub prompt: String,
+    /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    pub prompt_file: Option<PathBuf>,
+    /// Tokens to generate per sample.
+    #[arg(
+        long,
+        short,
+        visible_alias = "max-tokens",
+        default_value_t = 200,
+        value_name = "N"
+    )]
+    pub length: usize,
+    /// Number of samples.
+    #[arg(long, short = 'n', default_value_t = 1, value_name = "N")]
+    pub count: usize,
+    #[command(flatten)]
+    pub sampling: SamplingFlags,
+    /// Print one JSON object (seed, settings, samples) instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Show what a model expects after a prompt: the K most likely next tokens with their \
+probabilities, or with --beam W the W most probable continuations found by beam search (each stops at a \
+line break, sentence-final punctuation, or --max-tokens).\n\n\
+Examples:\n  elman complete --model elman-demo --prompt 天空中飞过一只\n  \
+elman complete --model elman-demo --prompt \"A bird flew\" --beam 5 --max-tokens 30 --json"
+)]
+pub struct CompleteCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// How many next tokens to show.
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    pub top: usize,
+    /// Beam width: search for the W most probable continuations.
+    #[arg(long, value_name = "W")]
+    pub beam: Option<usize>,
+    /// Longest continuation for --beam, in tokens.
+    #[arg(long, visible_alias = "length", default_value_t = 20, value_name = "N")]
+    pub max_tokens: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Score candidate completions of a prompt. Each candidate is scored token by token \
+from the same prompt state: its total log-probability (the probability of the whole candidate), the mean \
+per token, and its probability normalised over the candidate set. Candidates may have different lengths.\n\n\
+Example (the chapter's):\n  elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪"
+)]
+pub struct RankCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// Comma-separated candidates (also ， or 、); spaces around them are trimmed.
+    #[arg(
+        long,
+        short,
+        value_name = "A,B,C",
+        required_unless_present = "candidates_file"
+    )]
+    pub candidates: Option<String>,
+    /// A file with one candidate per line.
+    #[arg(long, value_name = "FILE", conflicts_with = "candidates")]
+    pub candidates_file: Option<PathBuf>,
+    /// Sort by total or mean per-token log-probability.
+    #[arg(long, value_enum, default_value_t = RankBy::Total)]
+    pub by: RankBy,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "An interactive session with a model. Each line you type continues the running \
+context (it carries over from line to line), shows the most likely next tokens and streams a completion. \
+Commands: :temp T, :topk K, :topp P, :len N, :seed S, :rank a,b,c, :beam W, :next K, :reset, :show, \
+:help, :quit. Ctrl-C cancels a generation, Ctrl-D leaves. With stdin piped, lines are read plainly.\n\n\
+Example:\n  elman repl --model elman-demo"
+)]
+pub struct ReplCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Tokens to generate after each line.
+    #[arg(long, short, default_value_t = 100, value_name = "N")]
+    pub length: usize,
+    #[command(flatten)]
+    pub sampling: SamplingFlags,
+}
+
+#[derive(Args)]
+pub struct DemoCmd {
+    /// The corpus to train on.
+    #[arg(long, default_value = demo::DEMO_CORPUS, value_name = "FILE")]
+    pub corpus: PathBuf,
+    /// Where the demo model goes.
+    #[arg(
+        long,
+        short,
+        default_value = "checkpoints/elman-demo",
+        value_name = "DIR"
+    )]
+    pub out: PathBuf,
+    /// Training steps.
+    #[arg(long, default_value_t = demo::DEMO_STEPS, value_name = "N")]
+    pub steps: u64,
+    /// Skip training when the demo model is already there.
+    #[arg(long)]
+    pub reuse: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct TrainCmd {
+    /// Text files or folders (UTF-8). With --resume, defaults to the files the run was started on.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Validation text of its own (files or folders), instead of the last --val-fraction of FILE;
+    /// the vocabulary is built from both.
+    #[arg(long = "val", value_name = "FILE")]
+    pub val_files: Vec<PathBuf>,
+    /// Checkpoint folder to write [default: checkpoints/<name of the first file>].
+    #[arg(long, short, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run saved in DIR exactly where it stopped (weights, optimizer, data position).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "force"])]
+    pub resume: Option<PathBuf>,
+    /// Replace an existing checkpoint at --out.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub hyper: Hyper,
+
+    /// Stop after N epochs [default: 10 when neither --steps nor --time is given].
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Stopping (whichever comes first)"
+    )]
+    pub epochs: Option<u64>,
+    /// Stop when the run reaches N steps in total (a resumed run counts its earlier steps).
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Stopping (whichever comes first)"
+    )]
+    pub steps: Option<u64>,
+    /// Stop after this much training time in this session: 90s, 10m, 1h30m. The final validation
+    /// runs after it (a minute at a 33k-word vocabulary), as benchmarks with a training budget expect.
+    #[arg(long, value_name = "DURATION", value_parser = parse_time, help_heading = "Stopping (whichever comes first)")]
+    pub time: Option<std::time::Duration>,
+
+    /// No progress bar or evaluation lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Train through candle's autograd graph, step by step, instead of the fused BPTT path: much
+    /// slower; the reference the fused path is tested against.
+    #[arg(long)]
+    pub reference: bool,
+}
+
+pub fn parse_time(s: &str) -> Result<std::time::Duration, String> {
+    train::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Score UTF-8 text with a trained model. Reports the number of tokens, nats per \
+token, bits per character and perplexity of the whole text, as one stream from an empty state (the \
+exact likelihood).\n\nExample:\n  elman eval --model checkpoints/elman-demo corpora/elman-demo.txt --json"
+)]
+pub struct EvalCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Text files or folders to score.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Score the text as N parallel streams (faster, slightly pessimistic: each starts from s = 0).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub streams: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Measure ‖∂loss(t)/∂s(t−k)‖, the gradient that back-propagation through time carries \
+from the loss at position t to the hidden state k steps earlier, for k = 0..K, averaged over many \
+positions of real text. The chapter's point: with the sigmoid σ′ ≤ 1/4, so the gradient shrinks about \
+(1/4)^k (exactly: at least as fast as (‖W‖₂/4)^k); tanh and ReLU keep more of it.\n\n\
+Measures a trained model (--model), fresh untrained ones (--compare, or --activation), or both; prints a \
+table and writes an SVG chart with one curve per model and the bound for sigmoid.\n\n\
+Examples:\n  elman gradflow --model checkpoints/elman-demo\n  \
+elman gradflow --compare sigmoid,tanh,relu --hidden 128 --out gradflow.svg\n  \
+elman gradflow --model elman-demo --compare sigmoid,tanh,relu --text corpora/elman-demo.txt\n  \
+elman gradflow --activation sigmoid --w-norm 0.9        # ‖W‖₂ ≤ 1: under (1/4)^k"
+)]
+pub struct GradflowCmd {
+    /// A trained checkpoint to measure (fresh models then share its vocabulary and size).
+    #[arg(long, short, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Text to take positions from [default: the model's training files, or the bundled corpus].
+    #[arg(long, value_name = "FILE")]
+    pub text: Vec<PathBuf>,
+    /// Also measure fresh, untrained models with these activations (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ACTS")]
+    pub compare: Vec<Activation>,
+    /// Measure a fresh model with this activation (the default without --model: sigmoid).
+    #[arg(long, value_enum)]
+    pub activation: Option<Activation>,
+    /// Hidden size of fresh models [default: the model's, or 256].
+    #[arg(long, value_name = "H")]
+    pub hidden: Option<usize>,
+    /// Seed of fresh models' weights.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Rescale fresh models' recurrent weight W to this spectral norm ‖W‖₂.
+    #[arg(long, value_name = "X")]
+    pub w_norm: Option<f64>,
+    /// Largest number of steps back, K.
+    #[arg(long, default_value_t = 30, value_name = "K")]
+    pub max_k: usize,
+    /// Positions of the text averaged over.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub positions: usize,
+    /// Read at most this many tokens of the text.
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    pub max_tokens: usize,
+    /// Where the chart goes.
+    #[arg(long, short, default_value = "gradflow.svg", value_name = "FILE")]
+    pub out: PathBuf,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Draw the training and validation loss of one or more runs against tokens seen, in one \
+SVG chart (each training run also keeps its own loss.svg, refreshed at every evaluation).\n\n\
+Example:\n  elman plot checkpoints/small checkpoints/big --out compare.svg"
+)]
+pub struct PlotCmd {
+    /// Checkpoint folders (or names under checkpoints/).
+    #[arg(value_name = "DIR", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where the chart goes.
+    #[arg(long, short, default_value = "loss.svg", value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+#[command(
+    long_about = "Write a self-contained HTML page showing a text as the model reads it: every token \
+shaded by its surprisal −log₂ p (white: expected, red: surprising), the model's top predictions at that \
+point on hover, and with --unit N one hidden unit's activation as a second view (as in Karpathy's \
+char-rnn visualisations). Open the page in any browser; it needs no network.\n\n\
+Examples:\n  elman heatmap --model checkpoints/elman-demo corpora/elman-demo.txt --max-tokens 2000\n  \
+elman heatmap --model elman-demo story.txt --unit 17 --out story.html"
+)]
+pub struct HeatmapCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The text to show (UTF-8 files or folders).
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where the page goes.
+    #[arg(long, short, default_value = "heatmap.html", value_name = "FILE")]
+    pub out: PathBuf,
+    /// Also show this hidden unit's activation.
+    #[arg(long, value_name = "N")]
+    pub unit: Option<usize>,
+    /// The layer of --unit, from 0 [default: the top layer].
+    #[arg(long, value_name = "L", requires = "unit")]
+    pub layer: Option<usize>,
+    /// Predictions shown on hover.
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    pub top: usize,
+    /// Show at most the first N tokens of the text.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_tokens: usize,
+    /// Print a JSON summary (tokens, nats/token, bits/char) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct InfoCmd {
+    /// Checkpoint folder (or a name under checkpoints/).
+    #[arg(long, short, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A prompt that must be given, on the command line or in a file (complete, rank).
+#[derive(Args)]
+pub struct PromptArgs {
+    /// The text to continue (any Unicode).
+    #[arg(long, short, required_unless_present = "prompt_file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    pub prompt_file: Option<PathBuf>,
+}
+
+/// The prompt from `--prompt` or `--prompt-file`.
+pub fn prompt_text(prompt: Option<String>, file: &Option<PathBuf>) -> Result<String> {
+    match file {
+        Some(f) => {
+            let bytes = std::fs::read(f).map_err(|e| crate::corpus::file_error(f, &e))?;
+            String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: invalid UTF-8 at byte offset {}",
+                    f.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })
+        }
+        None => Ok(prompt.unwrap_or_default()),
+    }
+}
+
+impl TrainCmd {
+    /// What `train::train` takes (the model and training settings pass as they are).
+    pub fn into_args(self) -> train::TrainArgs {
+        train::TrainArgs {
+            files: self.files,
+            val_files: self.val_files,
+            out: self.out,
+            resume: self.resume,
+            force: self.force,
+            hyper: self.hyper,
+            epochs: self.epochs,
+            steps: self.steps,
+            time: self.time,
+            quiet: self.quiet,
+            reference: self.reference,
+        }
+    }
+}
+
+impl RankCmd {
+    /// The candidates from `--candidates` or `--candidates-file` (one per line, blank lines
+    /// skipped).
+    pub fn candidates(&self) -> Result<Vec<String>> {
+        Ok(match (&self.candidates, &self.candidates_file) {
+            (Some(s), _) => crate::generate::split_candidates(s),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| crate::corpus::file_error(f, &e))?
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            (None, None) => unreachable!("clap requires one"),
+        })
+    }
+}
+
+impl BenchCmd {
+    /// The checked measurement plan.
+    pub fn to_args(&self, threads: usize) -> Result<crate::bench::BenchArgs> {
+        if !(self.seconds.is_finite() && self.seconds > 0.0) {
+            anyhow::bail!("--seconds must be a positive number");
+        }
+        let want = |p: &str| self.only.is_empty() || self.only.iter().any(|x| x == p);
+        for p in &self.only {
+            if !["train", "sample", "eval", "gemm"].contains(&p.as_str()) {
+                anyhow::bail!("--only {p}: expected train, sample, eval or gemm");
+            }
+        }
+        let shapes = if self.shape.is_empty() {
+            crate::bench::TRAIN_SHAPES.to_vec()
+        } else {
+            self.shape
+                .iter()
+                .map(|s| {
+                    let v: Vec<usize> =
+                        s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+                    match v.as_slice() {
+                        [h, b, t] if *h > 0 && *b > 0 && *t > 0 && *h <= 4096 => Ok((*h, *b, *t)),
+                        _ => Err(anyhow::anyhow!(
+                            "--shape {s:?}: expected HIDDEN,BATCH,BPTT, e.g. 256,64,64"
+                        )),
+                    }
+                })
+                .collect::<Result<_>>()?
+        };
+        if self.vocab < 2 || self.vocab > crate::model::MAX_VOCAB {
+            anyhow::bail!(
+                "--vocab {} is out of range 2..={}",
+                self.vocab,
+                crate::model::MAX_VOCAB
+            );
+        }
+        if self
+            .sampled_softmax
+            .is_some_and(|k| k == 0 || k >= self.vocab / 2)
+        {
+            anyhow::bail!("--sampled-softmax must be between 1 and half the vocabulary");
+        }
+        Ok(crate::bench::BenchArgs {
+            threads,
+            vocab: self.vocab,
+            samples: self.sampled_softmax,
+            seconds: self.seconds,
+            shapes: if want("train") { shapes } else { Vec::new() },
+            sample: want("sample"),
+            eval: want("eval"),
+            gemm: want("gemm"),
+        })
+    }
+}
+
+impl GradflowCmd {
+    /// The measurement asked for, where the chart goes, and whether to print JSON.
+    pub fn into_request(self) -> Result<(crate::gradflow::Request, PathBuf, bool)> {
+        let mut fresh = self.compare.clone();
+        if let Some(a) = self.activation {
+            if !fresh.contains(&a) {
+                fresh.push(a);
+            }
+        }
+        if fresh.is_empty() && self.model.is_none() {
+            fresh.push(Activation::Sigmoid);
+        }
+        if self.max_k == 0 {
+            anyhow::bail!("--max-k must be at least 1");
+        }
+        let req = crate::gradflow::Request {
+            model: self.model,
+            text: self.text,
+            fresh,
+            hidden: self.hidden,
+            seed: self.seed,
+            w_norm: self.w_norm,
+            options: crate::gradflow::Options {
+                max_k: self.max_k,
+                positions: self.positions,
+            },
+            max_tokens: self.max_tokens,
+        };
+        Ok((req, self.out, self.json))
+    }
+}

@@ -1,0 +1,114 @@
+//! The schedule of a run: which windows an epoch reads, when to evaluate, how the learning rate
+//! anneals over a budget, and the `--time` durations.
+
+use crate::checkpoint::TrainConfig;
+use crate::model::ModelConfig;
+use anyhow::{anyhow, Result};
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+
+use super::setup::DEFAULT_EVAL_EVERY;
+
+/// Number of windows in `epoch` and the offset it starts at: each epoch starts at an offset in
+/// [0, bptt) drawn from (seed, epoch), so window edges move between epochs.
+pub fn epoch_plan(seed: u64, epoch: u64, stream_len: usize, bptt: usize) -> (u64, usize) {
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let max_off = (stream_len - 1).saturating_sub(bptt);
+    let offset = rng.random_range(0..bptt).min(max_off);
+    (((stream_len - 1 - offset) / bptt) as u64, offset)
+}
+
+/// Parses `90`, `90s`, `10m`, `1h30m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let err = || anyhow!("--time {s:?}: expected a duration such as 90s, 10m or 1h30m");
+    if s.is_empty() {
+        return Err(err());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs > 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(err());
+    }
+    let mut total = 0.0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+        } else {
+            let n: f64 = num.parse().map_err(|_| err())?;
+            num.clear();
+            total += n * match c {
+                's' => 1.0,
+                'm' => 60.0,
+                'h' => 3600.0,
+                'd' => 86400.0,
+                _ => return Err(err()),
+            };
+        }
+    }
+    if !num.is_empty() || total <= 0.0 {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// The default evaluation interval: `DEFAULT_EVAL_EVERY` steps, or more when scoring the
+/// validation text (always with the full softmax) would take over a fifth of the training time
+/// between two evaluations. Only a large vocabulary trained with the sampled softmax gets there:
+/// WikiText-2's 217,646 validation tokens at 33,278 words and H = 256 cost as much as ~270
+/// sampled-softmax steps, and every 200 steps they took ~45% of the run's time. Counted in
+/// FLOPs (a pure function of the shapes, so a run's schedule does not depend on the machine),
+/// rounded up to a hundred steps.
+pub fn default_eval_every(mc: &ModelConfig, tc: &TrainConfig, val_tokens: usize) -> u64 {
+    let steps = (5.0 * validation_in_steps(mc, tc, val_tokens)).ceil();
+    if steps <= DEFAULT_EVAL_EVERY as f64 {
+        DEFAULT_EVAL_EVERY
+    } else {
+        (steps.min(1e12) as u64).div_ceil(100) * 100
+    }
+}
+
+/// What scoring `val_tokens` validation tokens costs, in training steps' FLOPs.
+pub fn validation_in_steps(mc: &ModelConfig, tc: &TrainConfig, val_tokens: usize) -> f64 {
+    let (h, v) = (mc.hidden as f64, mc.vocab_size as f64);
+    // Recurrent and (above layer 0) input products per token; layer 0's input is a lookup.
+    let recurrence = (2 * mc.layers - 1) as f64 * h * h;
+    let trained_outputs = tc.softmax_samples.map_or(v, |k| (k + 1) as f64);
+    let step = 6.0 * (recurrence + h * trained_outputs) * (tc.batch * tc.bptt) as f64;
+    let validation = 2.0 * (recurrence + h * v) * val_tokens as f64;
+    validation / step.max(1.0)
+}
+
+/// Where a session is in its budget, for `--anneal`.
+pub struct Budget {
+    /// Steps, epoch (with the fraction of the current one done) and time so far in this session.
+    pub steps_done: u64,
+    pub epoch_at: f64,
+    pub elapsed: Duration,
+}
+
+/// `--anneal`: the share of the base learning rate a step uses, the share of the session's budget
+/// still ahead (whichever stopping rule is nearest sets the pace). `steps` is the run's total
+/// (a resumed run counts its earlier steps), `first_step` where this session began.
+pub fn anneal_factor(
+    tc: &TrainConfig,
+    time: Option<Duration>,
+    first_step: u64,
+    at: &Budget,
+) -> f64 {
+    let mut done: f64 = 0.0;
+    if let Some(s) = tc.steps {
+        let span = s.saturating_sub(first_step).max(1);
+        done = done.max(at.steps_done as f64 / span as f64);
+    }
+    if let Some(t) = time {
+        done = done.max(at.elapsed.as_secs_f64() / t.as_secs_f64());
+    }
+    if let Some(e) = tc.epochs {
+        done = done.max(at.epoch_at / e.max(1) as f64);
+    }
+    (1.0 - done).clamp(0.0, 1.0)
+}

@@ -1,0 +1,539 @@
+//! A training session: the model, the optimizer and the loop's position, opened from a [`Run`]
+//! (fresh or restored from `state.safetensors`), stepped window by window, evaluated and saved.
+
+use super::schedule::{self, epoch_plan, Budget};
+use super::setup::{Data, Run, DEFAULT_EPOCHS, DEFAULT_EVAL_EVERY};
+use super::stepper::{StepResult, Stepper};
+use super::{Outcome, TrainArgs, INTERRUPTED};
+use crate::checkpoint::{self, Config, Entry, LoopState, Metric, TrainingState};
+use crate::eval::{score, window};
+use crate::model::{init_params, ElmanLM, ModelConfig};
+use crate::optim::Optimizer;
+use crate::runtime::Runtime;
+use anyhow::{bail, Result};
+use candle_core::{DType, Var};
+use candle_nn::{VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Why a session stopped, as `config.json` records it.
+pub type Stopped = &'static str;
+
+pub(super) struct Session<'a> {
+    args: &'a TrainArgs,
+    rt: &'a Runtime,
+    dir: PathBuf,
+    config: Config,
+    data: Data,
+    tokenizer_json: String,
+    model: ElmanLM,
+    opt: Optimizer,
+    stepper: Stepper,
+    /// The hidden state each stream carries into the next window, per layer (B × H, row-major).
+    state: Vec<Vec<f32>>,
+    ls: LoopState,
+    metrics: Vec<Metric>,
+    /// The best validation loss the plateau rule compares with (scheduled evaluations only).
+    plateau_best: Option<f64>,
+    stream_len: usize,
+    val_streams: usize,
+    progress: Progress,
+    clock: Clock,
+}
+
+/// Time and throughput bookkeeping of a session.
+struct Clock {
+    start: Instant,
+    first_step: u64,
+    /// Training time of the sessions before this one.
+    prior_seconds: f64,
+    /// The rate the last step used (differs from the base rate under --anneal); metrics report it.
+    last_step_lr: f64,
+    since_eval_tokens: u64,
+    since_eval_time: Duration,
+    last_val_bpc: Option<f64>,
+    last_eval_step: Option<u64>,
+}
+
+impl Clock {
+    fn tokens_per_s(&self) -> f64 {
+        self.since_eval_tokens as f64 / self.since_eval_time.as_secs_f64().max(1e-9)
+    }
+
+    fn wall_time_s(&self) -> f64 {
+        self.prior_seconds + self.start.elapsed().as_secs_f64()
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Sets the session's stopping rules, checks the data fits a window, and builds (or
+    /// restores) the model, the optimizer and the loop's position.
+    pub(super) fn open(run: Run, args: &'a TrainArgs, rt: &'a Runtime) -> Result<Session<'a>> {
+        let Run {
+            dir,
+            mut config,
+            vocab,
+            corpus,
+            data,
+            resuming,
+        } = run;
+        config.training.epochs = args
+            .epochs
+            .or((args.steps.is_none() && args.time.is_none()).then_some(DEFAULT_EPOCHS));
+        config.training.steps = args.steps;
+        config.training.time_limit_s = args.time.map(|d| d.as_secs_f64());
+        config.training.threads = rt.threads;
+        let (tc, mc) = (config.training.clone(), config.model);
+
+        let stream_len = data.train().len() / tc.batch;
+        let files = corpus
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if stream_len < tc.bptt + 1 {
+            bail!(
+                "{files}: the corpus is too short for one training window: {} training tokens in {} streams give {} tokens each, but --bptt {} needs {}; lower --batch or --bptt, or give more text",
+                data.train().len(),
+                tc.batch,
+                stream_len,
+                tc.bptt,
+                tc.bptt + 1
+            );
+        }
+        if data.val().len() < 2 {
+            bail!(
+                "{files}: the validation split holds {} token(s): raise --val-fraction or give more text",
+                data.val().len()
+            );
+        }
+        let val_streams = tc.batch.min(data.val().len() / (tc.bptt + 1)).max(1);
+        config.corpus.train_tokens = data.train().len();
+        config.corpus.val_tokens = data.val().len();
+        config.corpus.val_chars = data.val_chars;
+
+        // ---- model, optimizer, loop state ----
+        let (model, vars) = new_model(&mc, tc.seed, rt)?;
+        let mut opt = Optimizer::new(tc.optimizer, tc.lr, vars.clone())?;
+        let mut ls = LoopState {
+            lr: tc.lr,
+            ..Default::default()
+        };
+        let mut state: Vec<Vec<f32>> = vec![vec![0.0; tc.batch * mc.hidden]; mc.layers];
+        // Checked here, not only for fresh runs: a resumed sampled-softmax run has the same limit.
+        if args.reference && tc.softmax_samples.is_some() {
+            bail!("--reference trains with the full softmax only; this run uses a sampled softmax (--sampled-softmax 0 when starting one)");
+        }
+        let stepper = Stepper::new(&model, tc.batch, tc.bptt, rt.threads, args.reference)
+            .with_sampled_softmax(tc.softmax_samples, tc.seed)
+            .with_dropout(tc.dropout, tc.seed);
+        let mut metrics: Vec<Metric> = Vec::new();
+        let mut plateau_best: Option<f64> = None;
+        if resuming {
+            let r = TrainingState::read(&dir, &config, opt.slot_names())?;
+            for (name, var) in &vars {
+                var.set(&r.weights[name])?;
+            }
+            opt.restore(&r.optimizer)?;
+            state = r.hidden;
+            ls = r.loop_state;
+            plateau_best = r.plateau_best;
+            opt.t = ls.optimizer_t;
+            opt.lr = ls.lr;
+            metrics = checkpoint::read_metrics(&dir)?;
+        }
+        let tokenizer_json = vocab.to_tokenizer_json()?;
+
+        let (epoch_windows, _) = epoch_plan(tc.seed, 0, stream_len, tc.bptt);
+        let mut total_steps = tc.epochs.map(|e| e * epoch_windows);
+        if let Some(s) = tc.steps {
+            total_steps = Some(total_steps.map_or(s, |t| t.min(s)));
+        }
+        let progress = Progress::new(args.quiet, total_steps, ls.step);
+        progress.say(format!(
+            "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, hidden {} × {} layer(s) {}, batch {} × bptt {}, {} lr {}{}",
+            if resuming { "resuming" } else { "training on" },
+            corpus.name,
+            config.corpus.chars,
+            data.train().len(),
+            data.val().len(),
+            vocab.len(),
+            config.vocab.level,
+            mc.num_params(),
+            mc.hidden,
+            mc.layers,
+            mc.activation,
+            tc.batch,
+            tc.bptt,
+            tc.optimizer,
+            opt.lr,
+            if tc.dropout > 0.0 {
+                format!(", dropout {}", tc.dropout)
+            } else {
+                String::new()
+            },
+        ));
+        if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
+            progress.say(format!(
+                "evaluating every {} steps: scoring the {} validation tokens with the full softmax is worth ~{:.0} training steps in FLOPs (--eval-every sets it)",
+                tc.eval_every,
+                data.val().len(),
+                schedule::validation_in_steps(&mc, &tc, data.val().len()),
+            ));
+        }
+        let clock = Clock {
+            start: Instant::now(),
+            first_step: ls.step,
+            prior_seconds: ls.train_seconds,
+            last_step_lr: opt.lr,
+            since_eval_tokens: 0,
+            since_eval_time: Duration::ZERO,
+            last_val_bpc: metrics.last().map(|m| m.val_bpc),
+            last_eval_step: metrics.last().map(|m| m.step),
+        };
+        Ok(Session {
+            args,
+            rt,
+            dir,
+            config,
+            data,
+            tokenizer_json,
+            model,
+            opt,
+            stepper,
+            state,
+            ls,
+            metrics,
+            plateau_best,
+            stream_len,
+            val_streams,
+            progress,
+            clock,
+        })
+    }
+
+    fn tc(&self) -> &checkpoint::TrainConfig {
+        &self.config.training
+    }
+
+    /// Moves to the next epoch when this one's windows are done (from s = 0 again); then says
+    /// whether a stopping rule has been reached, and which.
+    pub(super) fn stop_reason(&mut self) -> Option<Stopped> {
+        let tc = self.config.training.clone();
+        loop {
+            let (n_windows, _) = epoch_plan(tc.seed, self.ls.epoch, self.stream_len, tc.bptt);
+            if self.ls.window < n_windows {
+                break;
+            }
+            self.ls.epoch += 1;
+            self.ls.window = 0;
+            self.state
+                .iter_mut()
+                .for_each(|h| h.iter_mut().for_each(|x| *x = 0.0));
+        }
+        if tc.steps.is_some_and(|s| self.ls.step >= s) {
+            return Some("steps");
+        }
+        if tc.epochs.is_some_and(|e| self.ls.epoch >= e) {
+            return Some("epochs");
+        }
+        if self
+            .args
+            .time
+            .is_some_and(|t| self.clock.start.elapsed() >= t)
+        {
+            return Some("time");
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Some("interrupted");
+        }
+        None
+    }
+
+    /// One step of truncated BPTT on the next window, with the optimizer's update.
+    pub(super) fn step(&mut self) -> Result<()> {
+        let tc = self.config.training.clone();
+        let t0 = Instant::now();
+        let (n_windows, offset) = epoch_plan(tc.seed, self.ls.epoch, self.stream_len, tc.bptt);
+        let pos = offset + (self.ls.window as usize) * tc.bptt;
+        let (inp, tgt) = window(self.data.train(), tc.batch, self.stream_len, pos, tc.bptt);
+        self.stepper.at_step(self.ls.step);
+        // --anneal: this step's rate is the (plateau-managed) base rate times the share of the
+        // session's budget still ahead.
+        let base_lr = self.opt.lr;
+        if tc.anneal {
+            let at = Budget {
+                steps_done: self.ls.step - self.clock.first_step,
+                epoch_at: self.ls.epoch as f64 + self.ls.window as f64 / n_windows.max(1) as f64,
+                elapsed: self.clock.start.elapsed(),
+            };
+            let factor = schedule::anneal_factor(&tc, self.args.time, self.clock.first_step, &at);
+            self.opt.lr = base_lr * factor;
+        }
+        self.clock.last_step_lr = self.opt.lr;
+        let result = self
+            .stepper
+            .step(&mut self.opt, &inp, &tgt, &mut self.state, tc.clip);
+        self.opt.lr = base_lr;
+        let loss = match result? {
+            StepResult::Ok(l) => l,
+            StepResult::Diverged(what) => {
+                self.progress.finish();
+                bail!(
+                    "training diverged at step {} ({what}); {} — try a lower --lr (it was {}) or a smaller --clip",
+                    self.ls.step + 1,
+                    if self.dir.join(checkpoint::CONFIG_FILE).exists() {
+                        format!("the last good checkpoint is kept in {}", self.dir.display())
+                    } else {
+                        "no checkpoint had been saved yet".to_string()
+                    },
+                    self.opt.lr
+                );
+            }
+        };
+        let ls = &mut self.ls;
+        ls.step += 1;
+        ls.window += 1;
+        ls.optimizer_t = self.opt.t;
+        ls.train_loss_sum += loss;
+        ls.train_loss_count += 1;
+        let step_tokens = (tc.batch * tc.bptt) as u64;
+        ls.tokens_seen += step_tokens;
+        self.clock.since_eval_tokens += step_tokens;
+        self.clock.since_eval_time += t0.elapsed();
+        self.progress.update(
+            ls.step,
+            format!(
+                "loss {loss:.3} | val bpc {} | {:.0} tok/s",
+                self.clock
+                    .last_val_bpc
+                    .map_or("-".into(), |b| format!("{b:.3}")),
+                self.clock.tokens_per_s()
+            ),
+        );
+        Ok(())
+    }
+
+    /// A scheduled evaluation is due after this step.
+    pub(super) fn eval_due(&self) -> bool {
+        self.ls.step.is_multiple_of(self.tc().eval_every)
+    }
+
+    /// Scores the validation text: (nats per token, bits per character).
+    fn validate(&self) -> Result<(f64, f64)> {
+        let (val, bptt) = (self.data.val(), self.tc().bptt);
+        let s = score(&self.model, val, self.val_streams, bptt, self.rt.threads)?;
+        Ok((
+            s.nats_per_token(),
+            s.bits_per_char(val.len(), self.data.val_chars.max(1)),
+        ))
+    }
+
+    /// The evaluation record for this point of the run.
+    fn metric(&self, val_loss: f64, val_bpc: f64) -> Metric {
+        Metric {
+            step: self.ls.step,
+            epoch: self.ls.epoch,
+            tokens_seen: self.ls.tokens_seen,
+            train_loss: self.ls.train_loss_sum / self.ls.train_loss_count.max(1) as f64,
+            val_loss,
+            val_bpc,
+            tokens_per_s: self.clock.tokens_per_s(),
+            lr: self.clock.last_step_lr,
+            wall_time_s: self.clock.wall_time_s(),
+            train_loss_sampled: self.tc().softmax_samples.is_some(),
+        }
+    }
+
+    /// A scheduled evaluation and save: the only evaluations that may lower the learning rate
+    /// (so that a resumed run takes the same decisions as an uninterrupted one).
+    pub(super) fn evaluate_and_save(&mut self) -> Result<()> {
+        let (val_loss, val_bpc) = self.validate()?;
+        let m = self.metric(val_loss, val_bpc);
+        self.ls.train_loss_sum = 0.0;
+        self.ls.train_loss_count = 0;
+        self.clock.since_eval_tokens = 0;
+        self.clock.since_eval_time = Duration::ZERO;
+        if self.plateau_best.is_none_or(|b| val_loss < b) {
+            self.plateau_best = Some(val_loss);
+            self.ls.bad_evals = 0;
+        } else {
+            self.ls.bad_evals += 1;
+            if self.ls.bad_evals >= self.tc().patience {
+                self.opt.lr *= self.tc().lr_decay;
+                self.ls.bad_evals = 0;
+                self.progress.say(format!(
+                    "validation stopped improving: learning rate lowered to {:.3e}",
+                    self.opt.lr
+                ));
+            }
+        }
+        self.ls.lr = self.opt.lr;
+        self.clock.last_val_bpc = Some(val_bpc);
+        self.clock.last_eval_step = Some(self.ls.step);
+        self.progress.say(format_metric(&m));
+        let best = self.record(m);
+        self.ls.train_seconds = self.clock.wall_time_s();
+        self.save(best, None)
+    }
+
+    /// Ends the session: a last evaluation unless one was just made (or Ctrl-C asked to stop),
+    /// which never steers the learning rate, then the final save.
+    pub(super) fn finish(mut self, stopped: Stopped) -> Result<Outcome> {
+        let mut best = false;
+        if stopped != "interrupted" && self.clock.last_eval_step != Some(self.ls.step) {
+            let (val_loss, val_bpc) = self.validate()?;
+            let m = self.metric(val_loss, val_bpc);
+            self.progress.say(format_metric(&m));
+            best = self.record(m);
+        }
+        self.ls.train_seconds = self.clock.wall_time_s();
+        self.save(best, Some(stopped))?;
+        self.progress.finish();
+        let p = &self.config.progress;
+        Ok(Outcome {
+            dir: self.dir.clone(),
+            step: self.ls.step,
+            stopped: stopped.to_string(),
+            best_val_loss: p.best_val_loss,
+            best_val_bpc: p.best_val_bpc,
+        })
+    }
+
+    /// Adds an evaluation to the metrics; true when it is the best so far (the save that follows
+    /// then writes the current weights as the new `model.safetensors`).
+    fn record(&mut self, m: Metric) -> bool {
+        let p = &mut self.config.progress;
+        let best = p.best_val_loss.is_none_or(|b| m.val_loss < b);
+        if best {
+            p.best_val_loss = Some(m.val_loss);
+            p.best_val_bpc = Some(m.val_bpc);
+            p.best_step = Some(m.step);
+        }
+        p.last_val_loss = Some(m.val_loss);
+        self.metrics.push(m);
+        best
+    }
+
+    /// Saves the checkpoint: everything is streamed out from where it lies (the weights are
+    /// candle tensors, the optimizer's moments and the hidden state plain slices).
+    fn save(&self, best: bool, stopped: Option<Stopped>) -> Result<()> {
+        let ls = &self.ls;
+        let mut config = self.config.clone();
+        config.progress.step = ls.step;
+        config.progress.epoch = ls.epoch;
+        config.progress.tokens_seen = ls.tokens_seen;
+        config.progress.lr = ls.lr;
+        config.progress.train_seconds = ls.train_seconds;
+        config.progress.stopped = stopped.map(str::to_string);
+        let weights: Vec<(String, Entry)> = self
+            .model
+            .named_tensors()
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), Entry::tensor(t)?)))
+            .collect::<Result<_>>()?;
+        let (batch, h) = (config.training.batch, config.model.hidden);
+        let training = TrainingState {
+            weights: weights
+                .iter()
+                .map(|(n, e)| (n.clone(), e.share()))
+                .collect(),
+            optimizer: self.opt.slots(),
+            hidden: self
+                .state
+                .iter()
+                .map(|layer| Entry::F32(layer, vec![batch, h]))
+                .collect(),
+            loop_state: ls.clone(),
+            plateau_best: self.plateau_best,
+        };
+        // A first save with no evaluation yet (interrupted early) writes the latest weights.
+        let best = best || config.progress.best_step.is_none();
+        checkpoint::save_run(
+            &self.dir,
+            &config,
+            &self.tokenizer_json,
+            best.then_some(weights),
+            &training,
+            &self.metrics,
+        )
+    }
+}
+
+/// A fresh model of `mc` drawn from `seed`, and its parameters as variables in layout order (what
+/// the optimizer updates in place).
+fn new_model(mc: &ModelConfig, seed: u64, rt: &Runtime) -> Result<(ElmanLM, Vec<(String, Var)>)> {
+    let varmap: VarMap = init_params(mc, seed, DType::F32, &rt.device)?;
+    let model = ElmanLM::new(
+        *mc,
+        VarBuilder::from_varmap(&varmap, DType::F32, &rt.device),
+    )?;
+    let data = varmap.data().lock().expect("varmap lock");
+    let vars = mc
+        .param_shapes()
+        .into_iter()
+        .map(|(n, _)| {
+            let v = data[&n].clone();
+            (n, v)
+        })
+        .collect();
+    Ok((model, vars))
+}
+
+fn format_metric(m: &Metric) -> String {
+    format!(
+        "step {:>6}  epoch {:>3}  train loss {:.4}  val loss {:.4} nats/token  val {:.4} bpc  {:.0} tok/s  lr {:.2e}",
+        m.step, m.epoch, m.train_loss, m.val_loss, m.val_bpc, m.tokens_per_s, m.lr
+    )
+}
+
+/// The progress bar on a terminal, and the evaluation lines (above the bar, or plain lines on a
+/// pipe); nothing with `--quiet`.
+struct Progress {
+    bar: ProgressBar,
+    quiet: bool,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool, total_steps: Option<u64>, at: u64) -> Progress {
+        let tty = std::io::stderr().is_terminal();
+        let bar = if quiet || !tty {
+            ProgressBar::hidden()
+        } else {
+            let pb = ProgressBar::with_draw_target(total_steps, ProgressDrawTarget::stderr());
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:28.cyan/blue}] step {pos}/{len} {msg} ETA {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            pb.set_position(at);
+            pb
+        };
+        Progress { bar, quiet, tty }
+    }
+
+    fn say(&self, line: String) {
+        if self.quiet {
+        } else if self.tty {
+            self.bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn update(&self, step: u64, msg: String) {
+        self.bar.set_position(step);
+        self.bar.set_message(msg);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,483 @@
+//! Configuring a run: the options a checkpoint fixes ([`Hyper`]), their defaults and bounds
+//! (checked in one place, [`check_hyper`]), and the two ways a run starts — fresh from text
+//! files, or resumed from a checkpoint folder — both ending in a [`Run`]: where it is saved, its
+//! config, its vocabulary and its token ids.
+
+use super::TrainArgs;
+use crate::checkpoint::{self, Config, CorpusInfo, Progress, TrainConfig};
+use crate::model::{Activation, ModelConfig};
+use crate::optim::OptimizerKind;
+use crate::vocab::{Level, Segmenter, Vocab, VocabOptions};
+use anyhow::{anyhow, bail, Result};
+use std::path::{Path, PathBuf};
+
+/// Hyperparameters fixed by a checkpoint; `None` means "the default" for a new run and "keep" when
+/// resuming (giving one when resuming is an error, since it would break the run). The command
+/// line's `elman train` options, flattened into it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Hyper {
+    /// Token level: one token per character, or words and punctuation [default: char].
+    #[arg(long, value_enum, help_heading = "Vocabulary")]
+    pub level: Option<Level>,
+    /// Word level: how text is cut into words. auto: jieba for text with Chinese, else words;
+    /// words: spaces and punctuation (Chinese characters one by one); jieba: Chinese words by
+    /// jieba, other text as words; spaces: whitespace only (WikiText) [default: auto].
+    #[arg(long, value_enum, help_heading = "Vocabulary")]
+    pub segmenter: Option<Segmenter>,
+    /// Normalise the text to Unicode NFC first.
+    #[arg(long, help_heading = "Vocabulary")]
+    pub nfc: bool,
+    /// Keep only the N most frequent tokens (special tokens included); the rest become <unk>.
+    #[arg(long, value_name = "N", help_heading = "Vocabulary")]
+    pub max_vocab: Option<usize>,
+    /// Tokens seen fewer than N times become <unk> [default: 1].
+    #[arg(long, value_name = "N", help_heading = "Vocabulary")]
+    pub min_count: Option<u64>,
+
+    /// Hidden units per layer [default: 256].
+    #[arg(long, value_name = "H", help_heading = "Model")]
+    pub hidden: Option<usize>,
+    /// Stacked Elman layers [default: 1].
+    #[arg(long, value_name = "L", help_heading = "Model")]
+    pub layers: Option<usize>,
+    /// Hidden nonlinearity σ: tanh, or the book's sigmoid, or relu [default: tanh].
+    #[arg(long, value_enum, help_heading = "Model")]
+    pub activation: Option<Activation>,
+
+    /// Train the decoder with a sampled softmax of K negatives per step instead of the full one
+    /// (0 = full). Validation and every use of the model stay exact [default: 4096 for vocabularies
+    /// of 20,000 tokens or more, else 0].
+    #[arg(long, value_name = "K", help_heading = "Training")]
+    pub sampled_softmax: Option<usize>,
+    /// Parallel streams the text is cut into (the batch size) [default: 32].
+    #[arg(long, value_name = "B", help_heading = "Training")]
+    pub batch: Option<usize>,
+    /// Steps of back-propagation through time per window [default: 64].
+    #[arg(long, value_name = "T", help_heading = "Training")]
+    pub bptt: Option<usize>,
+    /// adam, adagrad or sgd [default: adam].
+    #[arg(long, value_enum, help_heading = "Training")]
+    pub optimizer: Option<OptimizerKind>,
+    /// Learning rate [default: 0.002 for adam, 0.05 adagrad, 1.0 sgd].
+    #[arg(
+        long,
+        value_name = "LR",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
+    pub lr: Option<f64>,
+    /// Clip the global gradient norm to this (0 = off) [default: 5].
+    #[arg(
+        long,
+        value_name = "NORM",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
+    pub clip: Option<f64>,
+    /// Multiply the learning rate by this when validation stops improving [default: 0.5].
+    #[arg(long, value_name = "F", help_heading = "Training")]
+    pub lr_decay: Option<f64>,
+    /// Lower the learning rate linearly to 0 over this session's budget (--steps, --time or
+    /// --epochs, whichever ends first): usually a better final model for a fixed budget.
+    #[arg(long, help_heading = "Training")]
+    pub anneal: bool,
+    /// Evaluations without improvement before the learning rate decays [default: 1].
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub patience: Option<u32>,
+    /// Dropout: while training, zero each unit of a layer's output with probability P on its way
+    /// up (to the layer above and the decoder; never along the recurrence), scaling the rest by
+    /// 1/(1 − P). Fights overfitting of big models on small texts (0.2–0.5 is usual); sampling,
+    /// scoring and validation run the whole network [default: 0].
+    #[arg(
+        long,
+        value_name = "P",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
+    pub dropout: Option<f64>,
+    /// Fraction of the text (its end) held out for validation [default: 0.1].
+    #[arg(long, value_name = "F", help_heading = "Training")]
+    pub val_fraction: Option<f64>,
+    /// Evaluate and save every N steps [default: 200, more when scoring the validation text costs over a fifth of that training: a large vocabulary with the sampled softmax].
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub eval_every: Option<u64>,
+    /// Random seed (initial weights, epoch offsets) [default: 1234].
+    #[arg(long, help_heading = "Training")]
+    pub seed: Option<u64>,
+}
+
+pub const DEFAULT_HIDDEN: usize = 256;
+pub const DEFAULT_BATCH: usize = 32;
+pub const DEFAULT_BPTT: usize = 64;
+pub const DEFAULT_CLIP: f64 = 5.0;
+pub const DEFAULT_EPOCHS: u64 = 10;
+/// Vocabularies at least this large train with a sampled softmax unless told otherwise: the full
+/// decoder would be nearly all of the work (see the README's WikiText-2 section).
+pub const SAMPLED_SOFTMAX_FROM: usize = 20_000;
+pub const DEFAULT_SAMPLES: usize = 4096;
+/// Steps between evaluations unless `--eval-every` says otherwise.
+pub const DEFAULT_EVAL_EVERY: u64 = 200;
+
+impl Hyper {
+    /// Names of the options that were given (for the resume check).
+    pub(super) fn given(&self) -> Vec<&'static str> {
+        let mut g = Vec::new();
+        macro_rules! chk {
+            ($($f:ident => $n:literal),*) => { $( if self.$f.is_some() { g.push($n); } )* };
+        }
+        chk!(hidden => "--hidden", layers => "--layers", activation => "--activation",
+             batch => "--batch", bptt => "--bptt", optimizer => "--optimizer", lr => "--lr",
+             clip => "--clip", lr_decay => "--lr-decay", patience => "--patience",
+             val_fraction => "--val-fraction", eval_every => "--eval-every", seed => "--seed",
+             level => "--level", max_vocab => "--max-vocab", min_count => "--min-count",
+             segmenter => "--segmenter", sampled_softmax => "--sampled-softmax",
+             dropout => "--dropout");
+        if self.nfc {
+            g.push("--nfc");
+        }
+        if self.anneal {
+            g.push("--anneal");
+        }
+        g
+    }
+}
+
+/// Validates a run's hyperparameters (one message per bad value): the one place these bounds
+/// live, for new runs and for the settings a resumed run reads back.
+pub fn check_hyper(tc: &TrainConfig, mc: &ModelConfig) -> Result<()> {
+    if tc.batch == 0 || tc.batch > 1 << 16 {
+        bail!("--batch {} is out of range 1..=65536", tc.batch);
+    }
+    if tc.bptt == 0 || tc.bptt > 1 << 16 {
+        bail!("--bptt {} is out of range 1..=65536", tc.bptt);
+    }
+    if !(tc.lr.is_finite() && tc.lr > 0.0) {
+        bail!("--lr {} must be a positive number", tc.lr);
+    }
+    if !(tc.clip.is_finite() && tc.clip >= 0.0) {
+        bail!("--clip {} must be ≥ 0 (0 turns clipping off)", tc.clip);
+    }
+    if !(tc.dropout >= 0.0 && tc.dropout < 1.0) {
+        // (NaN fails this too.)
+        bail!(
+            "--dropout {} must be in [0, 1): the probability of dropping a unit (0 = off)",
+            tc.dropout
+        );
+    }
+    if !(tc.lr_decay > 0.0 && tc.lr_decay <= 1.0) {
+        bail!("--lr-decay {} must be in (0, 1]", tc.lr_decay);
+    }
+    if !(tc.val_fraction > 0.0 && tc.val_fraction < 1.0) {
+        // (NaN fails this too.)
+        bail!(
+            "--val-fraction {} must be strictly between 0 and 1",
+            tc.val_fraction
+        );
+    }
+    if tc.eval_every == 0 {
+        bail!("--eval-every must be at least 1");
+    }
+    // The model's sizes, in the words of the options that set them (`ModelConfig::validate`
+    // then checks the parameter count as for any config.json).
+    mc.validate_sizes(("--hidden", "--layers"))
+}
+
+/// The token ids of a corpus: training tokens, then validation tokens, in one allocation (the only
+/// corpus-sized memory training holds: 4 bytes per token).
+pub struct Data {
+    ids: Vec<u32>,
+    cut: usize,
+    pub val_chars: usize,
+}
+
+impl Data {
+    pub fn train(&self) -> &[u32] {
+        &self.ids[..self.cut]
+    }
+    pub fn val(&self) -> &[u32] {
+        &self.ids[self.cut..]
+    }
+}
+
+/// Where a corpus came from, once its text is gone.
+pub struct CorpusMeta {
+    pub name: String,
+    pub files: Vec<PathBuf>,
+    pub sha256: String,
+    pub chars: usize,
+}
+
+/// A run ready to train: where it is saved, its config, its vocabulary and its data.
+pub struct Run {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub vocab: Vocab,
+    pub corpus: CorpusMeta,
+    pub data: Data,
+    pub resuming: bool,
+}
+
+/// Reads and tokenises the corpus ([`crate::corpus::load`]: streamed, the text never held).
+fn load_data(
+    files: &[PathBuf],
+    val_files: &[PathBuf],
+    vocab_opts: &VocabOptions,
+    existing: Option<&Vocab>,
+    val_fraction: f64,
+    progress: bool,
+) -> Result<(CorpusMeta, Vocab, Data)> {
+    let l = crate::corpus::load(
+        files,
+        val_files,
+        vocab_opts,
+        existing,
+        val_fraction,
+        progress,
+        Some(&super::INTERRUPTED),
+    )?;
+    let meta = CorpusMeta {
+        name: l.name,
+        files: l.files,
+        sha256: l.sha256,
+        chars: l.chars,
+    };
+    let data = Data {
+        ids: l.ids,
+        cut: l.cut,
+        val_chars: l.val_chars,
+    };
+    Ok((meta, l.vocab, data))
+}
+
+/// A run continued from the checkpoint in `r`: everything but the stopping rules comes from its
+/// `config.json`, and the corpus must be the one it was trained on.
+pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
+    let dir = checkpoint::resolve_dir(r);
+    let given = args.hyper.given();
+    if !given.is_empty() {
+        bail!(
+            "{} cannot be changed when resuming ({} fixes it); only --steps, --epochs, --time, --threads and --quiet apply",
+            given.join(", "),
+            dir.display()
+        );
+    }
+    let config = checkpoint::read_config(&dir)?;
+    // The settings a resumed run keeps are held to the same bounds as a new run's (a
+    // hand-edited dropout of 1 would divide by zero).
+    check_hyper(&config.training, &config.model).map_err(|e| {
+        anyhow!(
+            "{}: {e}; restore the file, or start a new run",
+            dir.join(checkpoint::CONFIG_FILE).display()
+        )
+    })?;
+    let or_saved = |given: &[PathBuf], saved: &[String]| -> Vec<PathBuf> {
+        if given.is_empty() {
+            saved.iter().map(PathBuf::from).collect()
+        } else {
+            given.to_vec()
+        }
+    };
+    let files = or_saved(&args.files, &config.corpus.files);
+    let val_files = or_saved(&args.val_files, &config.corpus.val_files);
+    let vocab = Vocab::from_tokenizer_json(
+        &dir.join(checkpoint::TOKENIZER_FILE),
+        config.vocab.level,
+        config.vocab.nfc,
+        config.vocab.segmenter,
+    )?;
+    let vopts = VocabOptions {
+        level: config.vocab.level,
+        nfc: config.vocab.nfc,
+        max_vocab: config.vocab.max_vocab,
+        min_count: config.vocab.min_count,
+        segmenter: config.vocab.segmenter,
+    };
+    let (corpus, vocab, data) = load_data(
+        &files,
+        &val_files,
+        &vopts,
+        Some(&vocab),
+        config.training.val_fraction,
+        !args.quiet,
+    )?;
+    if corpus.sha256 != config.corpus.sha256 {
+        bail!(
+            "the corpus ({}) is not the one {} was trained on (its SHA-256 differs); give the original file(s)",
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+            dir.display()
+        );
+    }
+    Ok(Run {
+        dir,
+        config,
+        vocab,
+        corpus,
+        data,
+        resuming: true,
+    })
+}
+
+/// A new run on `args.files`, with `args.hyper`'s settings and the defaults for the rest.
+pub fn fresh(args: &TrainArgs) -> Result<Run> {
+    let h = &args.hyper;
+    let vopts = VocabOptions {
+        level: h.level.unwrap_or(Level::Char),
+        nfc: h.nfc,
+        max_vocab: h.max_vocab,
+        min_count: h.min_count.unwrap_or(1),
+        segmenter: h.segmenter.unwrap_or(Segmenter::Auto),
+    };
+    if h.segmenter.is_some() && vopts.level != Level::Word {
+        bail!("--segmenter applies to word-level vocabularies: add --level word");
+    }
+    if !args.val_files.is_empty() && h.val_fraction.is_some() {
+        bail!("--val and --val-fraction exclude each other: the validation text is either its own file or the end of the training text");
+    }
+    let (corpus, vocab, data) = load_data(
+        &args.files,
+        &args.val_files,
+        &vopts,
+        None,
+        h.val_fraction.unwrap_or(0.1),
+        !args.quiet,
+    )?;
+    let mut tc = train_config(h, vocab.len())?;
+    let mc = ModelConfig {
+        vocab_size: vocab.len(),
+        hidden: h.hidden.unwrap_or(DEFAULT_HIDDEN),
+        layers: h.layers.unwrap_or(1),
+        activation: h.activation.unwrap_or(Activation::Tanh),
+    };
+    if h.eval_every.is_none() {
+        tc.eval_every = super::schedule::default_eval_every(&mc, &tc, data.val().len());
+    }
+    check_hyper(&tc, &mc)?;
+    if mc.vocab_size > crate::model::MAX_VOCAB {
+        bail!(
+            "the corpus has {} distinct tokens, more than elman's limit of {}; pass --max-vocab (e.g. --max-vocab 50000) to map rare ones to <unk>",
+            mc.vocab_size,
+            crate::model::MAX_VOCAB
+        );
+    }
+    mc.validate()?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("checkpoints").join(&corpus.name));
+    claim_folder(&dir, args.force)?;
+    let config = Config {
+        format_version: checkpoint::FORMAT_VERSION,
+        elman_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: mc,
+        vocab: checkpoint::VocabConfig {
+            level: vopts.level,
+            nfc: vopts.nfc,
+            max_vocab: vopts.max_vocab,
+            min_count: vopts.min_count,
+            segmenter: vocab.segmenter,
+            size: vocab.len(),
+            unk: vocab.unk,
+            eos: vocab.eos,
+        },
+        training: tc,
+        corpus: CorpusInfo {
+            name: corpus.name.clone(),
+            files: corpus
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            val_files: args
+                .val_files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            sha256: corpus.sha256.clone(),
+            chars: corpus.chars,
+            train_tokens: 0,
+            val_tokens: 0,
+            val_chars: 0,
+        },
+        progress: Progress::default(),
+    };
+    Ok(Run {
+        dir,
+        config,
+        vocab,
+        corpus,
+        data,
+        resuming: false,
+    })
+}
+
+/// The training settings of a new run: what was given, the defaults for the rest.
+fn train_config(h: &Hyper, vocab_len: usize) -> Result<TrainConfig> {
+    let optimizer = h.optimizer.unwrap_or(OptimizerKind::Adam);
+    let tc = TrainConfig {
+        batch: h.batch.unwrap_or(DEFAULT_BATCH),
+        bptt: h.bptt.unwrap_or(DEFAULT_BPTT),
+        optimizer,
+        lr: h.lr.unwrap_or(match optimizer {
+            OptimizerKind::Adam => 2e-3,
+            OptimizerKind::Adagrad => 0.05,
+            OptimizerKind::Sgd => 1.0,
+        }),
+        clip: h.clip.unwrap_or(DEFAULT_CLIP),
+        lr_decay: h.lr_decay.unwrap_or(0.5),
+        patience: h.patience.unwrap_or(1),
+        val_fraction: h.val_fraction.unwrap_or(0.1),
+        eval_every: h.eval_every.unwrap_or(DEFAULT_EVAL_EVERY),
+        epochs: None,
+        steps: None,
+        time_limit_s: None,
+        seed: h.seed.unwrap_or(1234),
+        threads: 1,
+        softmax_samples: match h.sampled_softmax {
+            Some(0) => None,
+            Some(k) => Some(k),
+            None if vocab_len >= SAMPLED_SOFTMAX_FROM => Some(DEFAULT_SAMPLES),
+            None => None,
+        },
+        anneal: h.anneal,
+        dropout: h.dropout.unwrap_or(0.0),
+    };
+    if let Some(k) = tc.softmax_samples {
+        if k + 1 > vocab_len / 2 {
+            bail!(
+                "--sampled-softmax {k}: the vocabulary has {vocab_len} tokens; sample fewer than half of them, or pass 0 for the full softmax"
+            );
+        }
+    }
+    Ok(tc)
+}
+
+/// Makes sure a new run may write `dir`: absent, empty, or (with `force`) a checkpoint to replace;
+/// never a folder of something else.
+fn claim_folder(dir: &Path, force: bool) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let is_ckpt = dir.join(checkpoint::CONFIG_FILE).exists();
+    let empty = dir
+        .read_dir()
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    if empty {
+        std::fs::remove_dir(dir).ok();
+        return Ok(());
+    }
+    if !is_ckpt {
+        bail!(
+            "{}: exists and is not an elman checkpoint; refusing to replace it (choose another --out)",
+            dir.display()
+        );
+    }
+    if !force {
+        bail!(
+            "{}: a checkpoint is already there; continue it with `elman train --resume {}`, or replace it with --force",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
