@@ -208,6 +208,75 @@ fn visible(s: &str) -> String {
     o
 }
 
+/// The page's style sheet.
+const STYLE: &str = r##"body { font-family: system-ui, "Noto Sans", "Noto Sans CJK SC", sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.2em; margin: 0 0 .3em 0; }
+.meta { color: #555; font-size: .9em; margin: .2em 0; }
+#text { font-family: ui-monospace, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", monospace; white-space: pre-wrap;
+        line-height: 1.6; font-size: 15px; border: 1px solid #ddd; padding: .8em; }
+span.t { border-radius: 2px; cursor: default; }
+span.t:hover { outline: 1px solid #000; }
+.sw { display: inline-block; width: 1.1em; height: .9em; vertical-align: middle; border: 1px solid #ccc; }
+#tip { position: fixed; display: none; background: #fffff4; border: 1px solid #999; padding: .4em .6em;
+       font-size: 13px; box-shadow: 2px 2px 6px rgba(0,0,0,.2); pointer-events: none; white-space: pre; }
+#tip td { padding: 0 .5em 0 0; }
+"##;
+
+/// The page's script: the hover panel with the top predictions, and switching the shading
+/// between surprisal and a hidden unit's activation. It reads the JSON data block.
+const SCRIPT: &str = r##""use strict";
+const data = JSON.parse(document.getElementById("data").textContent);
+const spans = document.querySelectorAll("#text span.t");
+let sum = 0, n = 0;
+for (const t of data.tokens) if (t.bits !== null) { sum += t.bits; n++; }
+const summary = document.getElementById("js-summary");
+summary.dataset.predicted = n;
+summary.dataset.natsPerToken = (sum * Math.LN2 / n).toString();
+summary.textContent = "Page data: " + n + " predicted tokens, mean " + (sum * Math.LN2 / n).toFixed(6) +
+  " nats/token. Hover over a token for the model's predictions there.";
+function mix(a, b, t) {
+  t = Math.min(1, Math.max(0, t));
+  return "rgb(" + a.map((x, i) => Math.round(x + (b[i] - x) * t)).join(",") + ")";
+}
+function unitColor(v) {
+  let x = v;
+  if (data.activation === "sigmoid") x = 2 * v - 1;
+  if (data.activation === "relu") x = v / (data.unitMax || 1);
+  return x < 0 ? mix([255, 255, 255], [49, 130, 189], -x) : mix([255, 255, 255], [26, 152, 80], x);
+}
+data.unitMax = Math.max(1e-9, ...data.tokens.map(t => Math.abs(t.unit || 0)));
+const surprisalBg = Array.from(spans, s => s.style.background);
+for (const r of document.querySelectorAll("input[name=shade]")) {
+  r.addEventListener("change", () => {
+    spans.forEach((s, i) => {
+      s.style.background = r.value === "unit" ? unitColor(data.tokens[i].unit) : surprisalBg[i];
+    });
+  });
+}
+const tip = document.getElementById("tip");
+const show = t => t.replace(/\n/g, "↵").replace(/ /g, "␣").replace(/\t/g, "⇥");
+function esc(s) { const d = document.createElement("div"); d.textContent = s; return d.innerHTML; }
+document.getElementById("text").addEventListener("mousemove", e => {
+  const s = e.target.closest("span.t");
+  if (!s) { tip.style.display = "none"; return; }
+  const t = data.tokens[+s.dataset.i];
+  let h = "<b>" + esc(show(t.token)) + "</b>";
+  if (t.bits === null) h += "  first token: not predicted";
+  else h += "  " + t.bits.toFixed(2) + " bits (p = " + Math.pow(2, -t.bits).toPrecision(3) + ")";
+  if (t.unit !== null) h += "\nunit " + data.unit + ": " + t.unit.toFixed(3);
+  if (t.top.length) {
+    h += "\n<table>";
+    for (const [w, p] of t.top) h += "<tr><td>" + esc(show(w)) + "</td><td>" + (100 * p).toFixed(1) + "%</td></tr>";
+    h += "</table>";
+  }
+  tip.innerHTML = h;
+  tip.style.display = "block";
+  tip.style.left = Math.min(e.clientX + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
+  tip.style.top = Math.min(e.clientY + 14, window.innerHeight - tip.offsetHeight - 8) + "px";
+});
+document.getElementById("text").addEventListener("mouseleave", () => { tip.style.display = "none"; });
+"##;
+
 /// The self-contained HTML page.
 pub fn page(h: &Heatmap) -> Result<String> {
     let mut body = String::new();
@@ -247,18 +316,7 @@ pub fn page(h: &Heatmap) -> Result<String> {
 <meta charset="utf-8">
 <title>elman heatmap: {title}</title>
 <style>
-body {{ font-family: system-ui, "Noto Sans", "Noto Sans CJK SC", sans-serif; margin: 1.5em; color: #222; }}
-h1 {{ font-size: 1.2em; margin: 0 0 .3em 0; }}
-.meta {{ color: #555; font-size: .9em; margin: .2em 0; }}
-#text {{ font-family: ui-monospace, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", monospace; white-space: pre-wrap;
-        line-height: 1.6; font-size: 15px; border: 1px solid #ddd; padding: .8em; }}
-span.t {{ border-radius: 2px; cursor: default; }}
-span.t:hover {{ outline: 1px solid #000; }}
-.sw {{ display: inline-block; width: 1.1em; height: .9em; vertical-align: middle; border: 1px solid #ccc; }}
-#tip {{ position: fixed; display: none; background: #fffff4; border: 1px solid #999; padding: .4em .6em;
-       font-size: 13px; box-shadow: 2px 2px 6px rgba(0,0,0,.2); pointer-events: none; white-space: pre; }}
-#tip td {{ padding: 0 .5em 0 0; }}
-</style>
+{STYLE}</style>
 </head>
 <body>
 <h1>What <code>{model}</code> expects in <code>{title}</code></h1>
@@ -271,58 +329,7 @@ span.t:hover {{ outline: 1px solid #000; }}
 <div id="tip"></div>
 <script type="application/json" id="data">{data}</script>
 <script>
-"use strict";
-const data = JSON.parse(document.getElementById("data").textContent);
-const spans = document.querySelectorAll("#text span.t");
-let sum = 0, n = 0;
-for (const t of data.tokens) if (t.bits !== null) {{ sum += t.bits; n++; }}
-const summary = document.getElementById("js-summary");
-summary.dataset.predicted = n;
-summary.dataset.natsPerToken = (sum * Math.LN2 / n).toString();
-summary.textContent = "Page data: " + n + " predicted tokens, mean " + (sum * Math.LN2 / n).toFixed(6) +
-  " nats/token. Hover over a token for the model's predictions there.";
-function mix(a, b, t) {{
-  t = Math.min(1, Math.max(0, t));
-  return "rgb(" + a.map((x, i) => Math.round(x + (b[i] - x) * t)).join(",") + ")";
-}}
-function unitColor(v) {{
-  let x = v;
-  if (data.activation === "sigmoid") x = 2 * v - 1;
-  if (data.activation === "relu") x = v / (data.unitMax || 1);
-  return x < 0 ? mix([255, 255, 255], [49, 130, 189], -x) : mix([255, 255, 255], [26, 152, 80], x);
-}}
-data.unitMax = Math.max(1e-9, ...data.tokens.map(t => Math.abs(t.unit || 0)));
-const surprisalBg = Array.from(spans, s => s.style.background);
-for (const r of document.querySelectorAll("input[name=shade]")) {{
-  r.addEventListener("change", () => {{
-    spans.forEach((s, i) => {{
-      s.style.background = r.value === "unit" ? unitColor(data.tokens[i].unit) : surprisalBg[i];
-    }});
-  }});
-}}
-const tip = document.getElementById("tip");
-const show = t => t.replace(/\n/g, "↵").replace(/ /g, "␣").replace(/\t/g, "⇥");
-function esc(s) {{ const d = document.createElement("div"); d.textContent = s; return d.innerHTML; }}
-document.getElementById("text").addEventListener("mousemove", e => {{
-  const s = e.target.closest("span.t");
-  if (!s) {{ tip.style.display = "none"; return; }}
-  const t = data.tokens[+s.dataset.i];
-  let h = "<b>" + esc(show(t.token)) + "</b>";
-  if (t.bits === null) h += "  first token: not predicted";
-  else h += "  " + t.bits.toFixed(2) + " bits (p = " + Math.pow(2, -t.bits).toPrecision(3) + ")";
-  if (t.unit !== null) h += "\nunit " + data.unit + ": " + t.unit.toFixed(3);
-  if (t.top.length) {{
-    h += "\n<table>";
-    for (const [w, p] of t.top) h += "<tr><td>" + esc(show(w)) + "</td><td>" + (100 * p).toFixed(1) + "%</td></tr>";
-    h += "</table>";
-  }}
-  tip.innerHTML = h;
-  tip.style.display = "block";
-  tip.style.left = Math.min(e.clientX + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
-  tip.style.top = Math.min(e.clientY + 14, window.innerHeight - tip.offsetHeight - 8) + "px";
-}});
-document.getElementById("text").addEventListener("mouseleave", () => {{ tip.style.display = "none"; }});
-</script>
+{SCRIPT}</script>
 </body>
 </html>
 "##,

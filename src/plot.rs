@@ -62,8 +62,11 @@ pub fn human_count(x: f64) -> String {
     }
 }
 
-/// Renders the chart as an SVG document.
-pub fn svg(chart: &Chart) -> Result<String> {
+/// The chart's points that can be drawn (finite; positive on a log axis, as log10), per series,
+/// and the ranges of the axes (x0, x1, y0, y1) that hold them with a little room.
+type Drawable<'a> = (Vec<(&'a Series, Vec<(f64, f64)>)>, (f64, f64, f64, f64));
+
+fn drawable(chart: &Chart) -> Result<Drawable<'_>> {
     // A log axis is drawn as log10 values on a linear axis labelled 1e-k: plotters' own log axis
     // leaves most decades unlabelled when the values span many of them.
     let log_y = chart.log_y;
@@ -100,7 +103,13 @@ pub fn svg(chart: &Chart) -> Result<String> {
     let pad = ((y1 - y0) * 0.05).max(if log_y { 0.2 } else { 1e-3 });
     y0 -= pad;
     y1 += pad;
+    Ok((series, (x0, x1, y0, y1)))
+}
 
+/// Renders the chart as an SVG document.
+pub fn svg(chart: &Chart) -> Result<String> {
+    let log_y = chart.log_y;
+    let (series, (x0, x1, y0, y1)) = drawable(chart)?;
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing the chart: {e}");
     let mut out = String::new();
     {

@@ -26,6 +26,166 @@ fn check_shape(
     check_loss(act, layers, threads, batch, bptt, vocab, hidden, None, None);
 }
 
+/// One window's inputs, targets and carried state, and the model they run through.
+struct Fixture {
+    cfg: ModelConfig,
+    model: ElmanLM,
+    vars: Vec<(String, candle_core::Var)>,
+    batch: usize,
+    bptt: usize,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    h0: Vec<Vec<f32>>,
+    sample: Option<Sample>,
+    dropout: Option<f32>,
+}
+
+/// What a window gives: its mean loss, the gradients in layout order, each layer's last state.
+struct Outcome {
+    loss: f64,
+    grads: Vec<Vec<f32>>,
+    last: Vec<Vec<f32>>,
+}
+
+impl Fixture {
+    fn new(
+        cfg: ModelConfig,
+        (batch, bptt): (usize, usize),
+        samples: Option<usize>,
+        dropout: Option<f32>,
+    ) -> Fixture {
+        let dev = Device::Cpu;
+        let (vocab, hidden, layers) = (cfg.vocab_size, cfg.hidden, cfg.layers);
+        let vm = init_params(&cfg, 17, DType::F32, &dev).unwrap();
+        for (_, v) in vm.data().lock().unwrap().iter() {
+            v.set(&v.as_tensor().affine(3.0, 0.0).unwrap()).unwrap();
+        }
+        let model = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let vars: Vec<(String, candle_core::Var)> = {
+            let d = vm.data().lock().unwrap();
+            cfg.param_shapes()
+                .into_iter()
+                .map(|(n, _)| (n.clone(), d[&n].clone()))
+                .collect()
+        };
+        let n = bptt * batch;
+        let h0: Vec<Vec<f32>> = (0..layers)
+            .map(|l| {
+                (0..batch * hidden)
+                    .map(|i| 0.4 * ((i * 3 + l) as f32).sin())
+                    .collect()
+            })
+            .collect();
+        let sample = samples.map(|k| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+            Sample::draw(vocab, k, &mut rng)
+        });
+        Fixture {
+            cfg,
+            model,
+            vars,
+            batch,
+            bptt,
+            inputs: (0..n).map(|i| ((i * 7 + 3) % vocab) as u32).collect(),
+            targets: (0..n).map(|i| ((i * 5 + 1) % vocab) as u32).collect(),
+            h0,
+            sample,
+            dropout,
+        }
+    }
+
+    fn dropout_at(&self, step: u64) -> Option<Dropout> {
+        self.dropout.map(|p| Dropout { p, seed: 5, step })
+    }
+
+    /// The window through candle's graph and autograd.
+    fn reference(&self) -> Outcome {
+        let dev = Device::Cpu;
+        let (batch, bptt, n) = (self.batch, self.bptt, self.batch * self.bptt);
+        let (layers, hidden) = (self.cfg.layers, self.cfg.hidden);
+        let model = &self.model;
+        let inp = Tensor::from_vec(self.inputs.clone(), (bptt, batch), &dev).unwrap();
+        let tgt = Tensor::from_vec(self.targets.clone(), n, &dev).unwrap();
+        let h0_t: Vec<Tensor> = self
+            .h0
+            .iter()
+            .map(|h| Tensor::from_slice(h, (batch, hidden), &dev).unwrap())
+            .collect();
+        let masks = match self.dropout_at(3) {
+            Some(d) => d.mask_tensors(layers, bptt, batch, hidden, &dev).unwrap(),
+            None => Vec::new(),
+        };
+        let (loss, last) = match &self.sample {
+            None => {
+                let (logits, last) = model.forward_masked(&inp, &h0_t, &masks).unwrap();
+                (cross_entropy(&logits, &tgt).unwrap(), last)
+            }
+            Some(smp) => {
+                let (hs, last) = model.forward_states_masked(&inp, &h0_t, &masks).unwrap();
+                let w = model.decoder.weight();
+                let b = model.decoder.bias().unwrap();
+                (
+                    sampled_softmax_loss(&hs, w, b, &self.targets, smp).unwrap(),
+                    last,
+                )
+            }
+        };
+        Outcome {
+            loss: loss.to_scalar::<f32>().unwrap() as f64,
+            grads: grads_in_order(&loss.backward().unwrap(), &self.vars).unwrap(),
+            last: last
+                .iter()
+                .map(|h| h.flatten_all().unwrap().to_vec1().unwrap())
+                .collect(),
+        }
+    }
+
+    /// The window on the fused path with `threads` threads.
+    fn fused(&self, threads: usize) -> Outcome {
+        let flat: Vec<Vec<f32>> = self
+            .vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+        let params = Params::new(&self.cfg, flat.iter().map(|v| v.as_slice()).collect());
+        let mut fast = FastBptt::new(self.cfg, self.batch, self.bptt, threads);
+        // A window on other tokens (and other samples) first, through the same trainer: the checked
+        // one must not see anything it leaves behind (the compact gradient rows and their maps).
+        {
+            let vocab = self.cfg.vocab_size as u32;
+            let other: Vec<u32> = self
+                .targets
+                .iter()
+                .rev()
+                .map(|&x| (x * 3 + 2) % vocab)
+                .collect();
+            let mut st = self.h0.clone();
+            // (Other dropout masks too.)
+            fast.set_dropout(self.dropout_at(2));
+            match &self.sample {
+                None => fast.step(&params, &other, &self.inputs, &mut st),
+                Some(smp) => {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+                    let s2 = Sample::draw(self.cfg.vocab_size, smp.ids.len(), &mut rng);
+                    fast.step_sampled(&params, &other, &self.inputs, &mut st, &s2)
+                }
+            };
+        }
+        let mut state = self.h0.clone();
+        fast.set_dropout(self.dropout_at(3));
+        let (inputs, targets) = (&self.inputs, &self.targets);
+        let loss = match &self.sample {
+            None => fast.step(&params, inputs, targets, &mut state),
+            Some(smp) => fast.step_sampled(&params, inputs, targets, &mut state, smp),
+        };
+        Outcome {
+            loss,
+            grads: fast.grads.clone(),
+            last: state,
+        }
+    }
+}
+
 /// The fused step against candle's graph: full softmax, or with `samples = Some(K)` the sampled
 /// softmax over K log-uniform negatives; with `dropout = Some(p)` both drop the layers' outputs
 /// with the same masks.
@@ -41,108 +201,22 @@ fn check_loss(
     samples: Option<usize>,
     dropout: Option<f32>,
 ) {
-    let dev = Device::Cpu;
     let cfg = ModelConfig {
         vocab_size: vocab,
         hidden,
         layers,
         activation: act,
     };
-    let vm = init_params(&cfg, 17, DType::F32, &dev).unwrap();
-    for (_, v) in vm.data().lock().unwrap().iter() {
-        v.set(&v.as_tensor().affine(3.0, 0.0).unwrap()).unwrap();
-    }
-    let model = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
-    let vars: Vec<(String, candle_core::Var)> = {
-        let d = vm.data().lock().unwrap();
-        cfg.param_shapes()
-            .into_iter()
-            .map(|(n, _)| (n.clone(), d[&n].clone()))
-            .collect()
-    };
-    let n = bptt * batch;
-    let inputs: Vec<u32> = (0..n).map(|i| ((i * 7 + 3) % vocab) as u32).collect();
-    let targets: Vec<u32> = (0..n).map(|i| ((i * 5 + 1) % vocab) as u32).collect();
-    let h0: Vec<Vec<f32>> = (0..layers)
-        .map(|l| {
-            (0..batch * hidden)
-                .map(|i| 0.4 * ((i * 3 + l) as f32).sin())
-                .collect()
-        })
-        .collect();
-
-    // Reference: candle's graph.
-    let inp = Tensor::from_vec(inputs.clone(), (bptt, batch), &dev).unwrap();
-    let tgt = Tensor::from_vec(targets.clone(), n, &dev).unwrap();
-    let h0_t: Vec<Tensor> = h0
-        .iter()
-        .map(|h| Tensor::from_slice(h, (batch, hidden), &dev).unwrap())
-        .collect();
-    let sample = samples.map(|k| {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(99);
-        Sample::draw(vocab, k, &mut rng)
-    });
-    let drop_at = |step| dropout.map(|p| Dropout { p, seed: 5, step });
-    let masks = match drop_at(3) {
-        Some(d) => d.mask_tensors(layers, bptt, batch, hidden, &dev).unwrap(),
-        None => Vec::new(),
-    };
-    let (loss, last) = match &sample {
-        None => {
-            let (logits, last) = model.forward_masked(&inp, &h0_t, &masks).unwrap();
-            (cross_entropy(&logits, &tgt).unwrap(), last)
-        }
-        Some(smp) => {
-            let (hs, last) = model.forward_states_masked(&inp, &h0_t, &masks).unwrap();
-            let w = model.decoder.weight();
-            let b = model.decoder.bias().unwrap();
-            (
-                sampled_softmax_loss(&hs, w, b, &targets, smp).unwrap(),
-                last,
-            )
-        }
-    };
-    let want_loss: f32 = loss.to_scalar().unwrap();
-    let want = grads_in_order(&loss.backward().unwrap(), &vars).unwrap();
-
-    // Fused.
-    let flat: Vec<Vec<f32>> = vars
-        .iter()
-        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
-        .collect();
-    let params = Params::new(&cfg, flat.iter().map(|v| v.as_slice()).collect());
-    let mut fast = FastBptt::new(cfg, batch, bptt, threads);
-    // A window on other tokens (and other samples) first, through the same trainer: the checked
-    // one must not see anything it leaves behind (the compact gradient rows and their maps).
-    {
-        let other: Vec<u32> = targets
-            .iter()
-            .rev()
-            .map(|&x| (x * 3 + 2) % vocab as u32)
-            .collect();
-        let mut st = h0.clone();
-        // (Other dropout masks too.)
-        fast.set_dropout(drop_at(2));
-        match samples {
-            None => fast.step(&params, &other, &inputs, &mut st),
-            Some(k) => {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-                let s2 = Sample::draw(vocab, k, &mut rng);
-                fast.step_sampled(&params, &other, &inputs, &mut st, &s2)
-            }
-        };
-    }
-    let mut state = h0.clone();
-    fast.set_dropout(drop_at(3));
-    let got_loss = match &sample {
-        None => fast.step(&params, &inputs, &targets, &mut state),
-        Some(smp) => fast.step_sampled(&params, &inputs, &targets, &mut state, smp),
-    };
+    let fx = Fixture::new(cfg, (batch, bptt), samples, dropout);
+    let want = fx.reference();
+    let got = fx.fused(threads);
     assert!(
-        (got_loss - want_loss as f64).abs() < 1e-5 * (want_loss as f64).abs(),
-        "{act} L={layers}: loss {got_loss} vs {want_loss}"
+        (got.loss - want.loss).abs() < 1e-5 * want.loss.abs(),
+        "{act} L={layers}: loss {} vs {}",
+        got.loss,
+        want.loss
     );
-    for ((name, _), (g, w)) in vars.iter().zip(fast.grads.iter().zip(&want)) {
+    for ((name, _), (g, w)) in fx.vars.iter().zip(got.grads.iter().zip(&want.grads)) {
         let diff: f64 = g
             .iter()
             .zip(w)
@@ -155,9 +229,8 @@ fn check_loss(
             "{act} L={layers} threads={threads} {name}: |Δ| {diff} vs |g| {norm}"
         );
     }
-    for (l, h) in last.iter().enumerate() {
-        let want: Vec<f32> = h.flatten_all().unwrap().to_vec1().unwrap();
-        for (a, b) in state[l].iter().zip(&want) {
+    for (l, want) in want.last.iter().enumerate() {
+        for (a, b) in got.last[l].iter().zip(want) {
             assert!(
                 (a - b).abs() < 1e-5 * b.abs().max(1.0),
                 "{act} L={layers} last state {a} vs {b}"

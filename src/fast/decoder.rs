@@ -115,6 +115,70 @@ pub(super) fn score_rows(
 /// word-level streams).
 pub(super) const SCORE_BLOCK: usize = 96;
 
+/// Scoring only (no gradient): −ln p of every position's target, summed. The positions'
+/// decoder rows are independent; with helper threads (one exact stream) they are split over
+/// them and the losses added in order (deterministic).
+fn scoring_decoder(
+    sh: &Shared,
+    (b, s0): (usize, usize),
+    top: &[f32],
+    scratch: &mut Vec<f32>,
+) -> f64 {
+    let (v, h, t_len, bsz) = (sh.cfg.vocab_size, sh.cfg.hidden, sh.bptt, sh.batch);
+    let rows = t_len * b;
+    let p = sh.params;
+    let (dec_w, dec_b) = (p.get(Param::DecoderWeight), p.get(Param::DecoderBias));
+    // Scoring only: the positions' decoder rows are independent; with helper threads
+    // (one exact stream) they are split over them and the losses added in order
+    // (deterministic).
+    let parts = sh.helpers.min(rows).max(1);
+    let targets = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
+    // Each part's scratch: `SCORE_BLOCK` rows of logits and one row for the softmax, in
+    // the buffer `score_with` lent.
+    let per_part = (SCORE_BLOCK.min(rows.div_ceil(parts)) + 1) * v;
+    if scratch.len() < parts * per_part {
+        scratch.resize(parts * per_part, 0.0);
+    }
+    let logits = &mut scratch[..parts * per_part];
+    if parts == 1 {
+        return score_rows(
+            top,
+            h,
+            0..rows,
+            logits,
+            sh.dec_fwd,
+            (dec_w, dec_b),
+            &targets,
+        );
+    }
+    let mut pieces = Vec::with_capacity(parts);
+    let mut rest = logits;
+    let mut r0 = 0;
+    for i in 0..parts {
+        let r1 = rows * (i + 1) / parts;
+        let (a, b) = rest.split_at_mut(per_part);
+        pieces.push((r0..r1, a));
+        rest = b;
+        r0 = r1;
+    }
+    let losses: Vec<f64> = std::thread::scope(|sc| {
+        let handles: Vec<_> = pieces
+            .into_iter()
+            .map(|(range, out)| {
+                let targets = &targets;
+                let top = &top[range.start * h..range.end * h];
+                let dec = (dec_w, dec_b);
+                sc.spawn(move || score_rows(top, h, range, out, sh.dec_fwd, dec, targets))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|hd| hd.join().expect("a scoring thread panicked"))
+            .collect()
+    });
+    losses.iter().sum()
+}
+
 impl Work {
     /// The full softmax over the vocabulary: loss, and with `backward` the decoder's gradients and
     /// dS in `dh`.
@@ -135,56 +199,7 @@ impl Work {
         let (dec_w, dec_b) = (p.get(Param::DecoderWeight), p.get(Param::DecoderBias));
         let scale = 1.0 / (t_len * bsz) as f32;
         if !sh.backward {
-            // Scoring only: the positions' decoder rows are independent; with helper threads
-            // (one exact stream) they are split over them and the losses added in order
-            // (deterministic).
-            let parts = sh.helpers.min(rows).max(1);
-            let targets = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
-            // Each part's scratch: `SCORE_BLOCK` rows of logits and one row for the softmax, in
-            // the buffer `score_with` lent.
-            let per_part = (SCORE_BLOCK.min(rows.div_ceil(parts)) + 1) * v;
-            if self.logits.len() < parts * per_part {
-                self.logits.resize(parts * per_part, 0.0);
-            }
-            let logits = &mut self.logits[..parts * per_part];
-            if parts == 1 {
-                self.loss = score_rows(
-                    top,
-                    h,
-                    0..rows,
-                    logits,
-                    sh.dec_fwd,
-                    (dec_w, dec_b),
-                    &targets,
-                );
-                return;
-            }
-            let mut pieces = Vec::with_capacity(parts);
-            let mut rest = logits;
-            let mut r0 = 0;
-            for i in 0..parts {
-                let r1 = rows * (i + 1) / parts;
-                let (a, b) = rest.split_at_mut(per_part);
-                pieces.push((r0..r1, a));
-                rest = b;
-                r0 = r1;
-            }
-            let losses: Vec<f64> = std::thread::scope(|sc| {
-                let handles: Vec<_> = pieces
-                    .into_iter()
-                    .map(|(range, out)| {
-                        let targets = &targets;
-                        let top = &top[range.start * h..range.end * h];
-                        let dec = (dec_w, dec_b);
-                        sc.spawn(move || score_rows(top, h, range, out, sh.dec_fwd, dec, targets))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|hd| hd.join().expect("a scoring thread panicked"))
-                    .collect()
-            });
-            self.loss = losses.iter().sum();
+            self.loss = scoring_decoder(sh, (self.b, self.s0), top, &mut self.logits);
             return;
         }
         mm(
@@ -296,9 +311,32 @@ impl Work {
             }
         }
         self.loss = loss;
-        if !sh.backward {
-            return;
+        if sh.backward {
+            self.sampled_decoder_backward(sh, sm);
         }
+    }
+
+    /// The sampled softmax's gradients: the decoder rows involved (compact, scattered into the
+    /// full-size gradient by `reduce`), their biases, and dS in `dh`. `logits` holds each row's
+    /// (softmax − onehot) / (T·B) from the forward part.
+    fn sampled_decoder_backward(&mut self, sh: &Shared, sm: &Sampled) {
+        let (h, t_len, bsz) = (sh.cfg.hidden, sh.bptt, sh.batch);
+        let (b, s0) = (self.b, self.s0);
+        let p = sh.params;
+        let rows = t_len * b;
+        let bh = b * h;
+        let k = sm.sample.ids.len();
+        let w = k + 1;
+        let top_l = sh.cfg.layers - 1;
+        let top = passed_up(
+            &self.layers[top_l].states,
+            &self.dropped,
+            top_l,
+            sh,
+            (bh, rows * h),
+        );
+        let dec_w = p.get(Param::DecoderWeight);
+        let target = |r: usize| sh.targets[(r / b) * bsz + s0 + r % b] as usize;
         let gb = &mut self.grads[sh.layout.index(Param::DecoderBias)];
         gb.iter_mut().for_each(|x| *x = 0.0);
         // The decoder rows this share's gradient touches, compact: the K samples, then its

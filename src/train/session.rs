@@ -88,29 +88,7 @@ impl<'a> Session<'a> {
         config.training.threads = rt.threads;
         let (tc, mc) = (config.training.clone(), config.model);
 
-        let stream_len = data.train().len() / tc.batch;
-        let files = corpus
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        if stream_len < tc.bptt + 1 {
-            bail!(
-                "{files}: the corpus is too short for one training window: {} training tokens in {} streams give {} tokens each, but --bptt {} needs {}; lower --batch or --bptt, or give more text",
-                data.train().len(),
-                tc.batch,
-                stream_len,
-                tc.bptt,
-                tc.bptt + 1
-            );
-        }
-        if data.val().len() < 2 {
-            bail!(
-                "{files}: the validation split holds {} token(s): raise --val-fraction or give more text",
-                data.val().len()
-            );
-        }
+        let stream_len = check_fits(&data, &tc, &corpus.files)?;
         let val_streams = tc.batch.min(data.val().len() / (tc.bptt + 1)).max(1);
         config.corpus.train_tokens = data.train().len();
         config.corpus.val_tokens = data.val().len();
@@ -134,16 +112,14 @@ impl<'a> Session<'a> {
         let mut metrics: Vec<Metric> = Vec::new();
         let mut plateau_best: Option<f64> = None;
         if resuming {
+            // Everything that steers the weights, as the interrupted session left it.
             let r = TrainingState::read(&dir, &config, opt.slot_names())?;
             for (name, var) in &vars {
                 var.set(&r.weights[name])?;
             }
             opt.restore(&r.optimizer)?;
-            state = r.hidden;
-            ls = r.loop_state;
-            plateau_best = r.plateau_best;
-            opt.t = ls.optimizer_t;
-            opt.lr = ls.lr;
+            (state, ls, plateau_best) = (r.hidden, r.loop_state, r.plateau_best);
+            (opt.t, opt.lr) = (ls.optimizer_t, ls.lr);
             metrics = checkpoint::read_metrics(&dir)?;
         }
         let tokenizer_json = vocab.to_tokenizer_json()?;
@@ -154,29 +130,7 @@ impl<'a> Session<'a> {
             total_steps = Some(total_steps.map_or(s, |t| t.min(s)));
         }
         let progress = Progress::new(args.quiet, total_steps, ls.step);
-        progress.say(format!(
-            "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, hidden {} × {} layer(s) {}, batch {} × bptt {}, {} lr {}{}",
-            if resuming { "resuming" } else { "training on" },
-            corpus.name,
-            config.corpus.chars,
-            data.train().len(),
-            data.val().len(),
-            vocab.len(),
-            config.vocab.level,
-            mc.num_params(),
-            mc.hidden,
-            mc.layers,
-            mc.activation,
-            tc.batch,
-            tc.bptt,
-            tc.optimizer,
-            opt.lr,
-            if tc.dropout > 0.0 {
-                format!(", dropout {}", tc.dropout)
-            } else {
-                String::new()
-            },
-        ));
+        progress.say(intro_line(&config, &corpus.name, &data, opt.lr, resuming));
         if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
             progress.say(format!(
                 "evaluating every {} steps: scoring the {} validation tokens with the full softmax is worth ~{:.0} training steps in FLOPs (--eval-every sets it)",
@@ -482,6 +436,62 @@ fn new_model(mc: &ModelConfig, seed: u64, rt: &Runtime) -> Result<(ElmanLM, Vec<
         })
         .collect();
     Ok((model, vars))
+}
+
+/// Checks that the data fits one training window and holds a validation split; returns the
+/// length of each of the batch's streams.
+fn check_fits(data: &Data, tc: &checkpoint::TrainConfig, files: &[PathBuf]) -> Result<usize> {
+    let stream_len = data.train().len() / tc.batch;
+    let files = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if stream_len < tc.bptt + 1 {
+        bail!(
+            "{files}: the corpus is too short for one training window: {} training tokens in {} streams give {} tokens each, but --bptt {} needs {}; lower --batch or --bptt, or give more text",
+            data.train().len(),
+            tc.batch,
+            stream_len,
+            tc.bptt,
+            tc.bptt + 1
+        );
+    }
+    if data.val().len() < 2 {
+        bail!(
+            "{files}: the validation split holds {} token(s): raise --val-fraction or give more text",
+            data.val().len()
+        );
+    }
+    Ok(stream_len)
+}
+
+/// The line a session starts with: the corpus, the model and the training settings.
+fn intro_line(config: &Config, name: &str, data: &Data, lr: f64, resuming: bool) -> String {
+    let (mc, tc) = (&config.model, &config.training);
+    format!(
+        "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, hidden {} × {} layer(s) {}, batch {} × bptt {}, {} lr {}{}",
+        if resuming { "resuming" } else { "training on" },
+        name,
+        config.corpus.chars,
+        data.train().len(),
+        data.val().len(),
+        mc.vocab_size,
+        config.vocab.level,
+        mc.num_params(),
+        mc.hidden,
+        mc.layers,
+        mc.activation,
+        tc.batch,
+        tc.bptt,
+        tc.optimizer,
+        lr,
+        if tc.dropout > 0.0 {
+            format!(", dropout {}", tc.dropout)
+        } else {
+            String::new()
+        },
+    )
 }
 
 fn format_metric(m: &Metric) -> String {
