@@ -12,6 +12,7 @@
 use crate::eval::score;
 use crate::generate::{generate, SampleOptions};
 use crate::infer::Engine;
+use crate::kernels::{self, gemm::mm};
 use crate::model::{init_params, Activation, ElmanLM, ModelConfig};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::train::{StepResult, Stepper};
@@ -57,6 +58,8 @@ pub struct Report {
     pub sample_chars_per_s: Vec<RateResult>,
     pub eval_tokens_per_s: Vec<RateResult>,
     pub gemm_gflops: Option<f64>,
+    /// The instruction-set path each kernel family ran: every figure above names its code.
+    pub kernels: kernels::Paths,
 }
 
 fn model(hidden: usize, vocab: usize, seed: u64) -> Result<ElmanLM> {
@@ -185,30 +188,7 @@ pub fn gemm_rate(threads: usize, budget: Duration) -> Result<f64> {
                     let mut c = vec![0.0f32; n * n];
                     let mut k = 0;
                     while k == 0 || start.elapsed() < budget {
-                        // SAFETY: three distinct n×n row-major buffers of exactly that size.
-                        unsafe {
-                            gemm::gemm(
-                                n,
-                                n,
-                                n,
-                                c.as_mut_ptr(),
-                                1,
-                                n as isize,
-                                false,
-                                a.as_ptr(),
-                                1,
-                                n as isize,
-                                b.as_ptr(),
-                                1,
-                                n as isize,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
+                        mm(n, n, n, &mut c, (n, 1), false, &a, (n, 1), &b, (n, 1));
                         k += 1;
                     }
                     k
@@ -247,6 +227,7 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
         sample_chars_per_s: Vec::new(),
         eval_tokens_per_s: Vec::new(),
         gemm_gflops: None,
+        kernels: kernels::paths(),
     };
     for &(h, b, t) in &a.shapes {
         progress(&format!("training H={h} B={b} T={t}"));
@@ -318,5 +299,14 @@ pub fn render(r: &Report) -> String {
     if let Some(g) = r.gemm_gflops {
         s += &format!("GEMM 2048³ (gemm crate)   {g:>9.1} GFLOP/s\n");
     }
+    s += &kernels_line(&r.kernels);
     s
+}
+
+/// Which code ran: the instruction-set level and each kernel family's path.
+pub fn kernels_line(k: &kernels::Paths) -> String {
+    format!(
+        "kernels: {} (recurrence: {}; large products: {}; element-wise: {})\n",
+        k.isa, k.packed, k.gemm, k.elementwise
+    )
 }

@@ -169,16 +169,8 @@ fn streamed_equals_in_memory(
         "{what}: split"
     );
     // And with the vocabulary given (resuming), the same ids.
-    let again = elman::corpus::load(
-        files,
-        val_files,
-        opts,
-        Some(&got.vocab),
-        frac,
-        false,
-        None,
-    )
-    .unwrap();
+    let again =
+        elman::corpus::load(files, val_files, opts, Some(&got.vocab), frac, false, None).unwrap();
     assert!(
         again.ids == ids && again.cut == cut,
         "{what}: existing vocabulary"

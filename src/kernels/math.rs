@@ -306,4 +306,73 @@ mod tests {
             assert!(nan.iter().all(|x| x.is_nan()), "{isa}");
         }
     }
+
+    /// Every element-wise kernel, on every instruction-set level this CPU runs, against the
+    /// portable build of the same code: the activations and their derivatives, softmax
+    /// cross-entropy and its gradient, scoring's loss, dot products. Row lengths leave remainders
+    /// past every vector width.
+    #[test]
+    fn every_level_matches_the_portable_kernels() {
+        let row = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    ((((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 - 1000.0) / 97.0
+                })
+                .collect()
+        };
+        let close = |a: f32, b: f32, tol: f32| (a - b).abs() <= tol * (1.0 + b.abs());
+        let levels = Isa::available();
+        eprintln!("element-wise kernels checked at: {levels:?}");
+        for isa in levels {
+            for n in [1usize, 7, 8, 9, 31, 65, 256, 1000] {
+                let (x, y) = (row(n, 1), row(n, 2));
+                for act in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+                    let (mut a, mut b) = (x.clone(), x.clone());
+                    act_fwd_on(isa, act, &mut a);
+                    act_fwd_on(Isa::Portable, act, &mut b);
+                    assert!(
+                        a.iter().zip(&b).all(|(a, b)| close(*a, *b, 1e-6)),
+                        "{isa} {act} fwd"
+                    );
+                    let (mut a, mut b) = (x.clone(), x.clone());
+                    act_fwd_add_on(isa, act, &mut a, &y);
+                    act_fwd_add_on(Isa::Portable, act, &mut b, &y);
+                    assert!(
+                        a.iter().zip(&b).all(|(a, b)| close(*a, *b, 1e-6)),
+                        "{isa} {act} add"
+                    );
+                    let s: Vec<f32> = b.clone();
+                    let (mut a, mut b) = (y.clone(), y.clone());
+                    act_bwd_on(isa, act, &mut a, &s);
+                    act_bwd_on(Isa::Portable, act, &mut b, &s);
+                    assert!(
+                        a.iter().zip(&b).all(|(a, b)| close(*a, *b, 1e-6)),
+                        "{isa} {act} bwd"
+                    );
+                }
+                let target = n / 2;
+                let (mut a, mut b) = (x.clone(), x.clone());
+                let la = softmax_ce_on(isa, &mut a, target, 0.5);
+                let lb = softmax_ce_on(Isa::Portable, &mut b, target, 0.5);
+                assert!(
+                    (la - lb).abs() <= 1e-5 * (1.0 + lb.abs()),
+                    "{isa} softmax loss"
+                );
+                assert!(
+                    a.iter().zip(&b).all(|(a, b)| close(*a, *b, 1e-5)),
+                    "{isa} softmax grad"
+                );
+                let (mut ta, mut tb) = (vec![0.0; n], vec![0.0; n]);
+                let na = nll_on(isa, &x, &y, target, &mut ta);
+                let nb = nll_on(Isa::Portable, &x, &y, target, &mut tb);
+                assert!((na - nb).abs() <= 1e-5 * (1.0 + nb.abs()), "{isa} nll");
+                let (da, db) = (dot_on(isa, &x, &y), dot_on(Isa::Portable, &x, &y));
+                let scale: f32 = x.iter().zip(&y).map(|(a, b)| (a * b).abs()).sum();
+                assert!(
+                    (da - db).abs() <= 1e-5 * (1.0 + scale),
+                    "{isa} dot {da} vs {db}"
+                );
+            }
+        }
+    }
 }
