@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Load an elman checkpoint into PyTorch's own nn.RNN + nn.Linear and check it gives the same numbers.
+"""Load an elman checkpoint into PyTorch's own nn.RNN / nn.LSTM / nn.GRU + nn.Linear and check it gives the same numbers.
 
     python3 -m pip install torch safetensors tokenizers jieba
     python3 examples/pytorch_load.py checkpoints/elman-demo corpora/elman-demo.txt --elman target/release/elman
 
-The weights load with `load_state_dict(strict=True)`: elman stores them under PyTorch's names
-(rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, ..., decoder.weight, decoder.bias).
-The input is one-hot, as in the book (nn.RNN(input_size=vocab)). The script scores the text with PyTorch and,
+The weights load with `load_state_dict(strict=True)`: elman stores them under PyTorch's names and layouts
+(rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, ..., decoder.weight, decoder.bias; for an
+LSTM weight_ih_l0 is (4H, vocab) with the gates i, f, g, o stacked, for a GRU (3H, vocab) with r, z, n).
+The input is one-hot, as in the book (nn.RNN(input_size=vocab), and the same for nn.LSTM and nn.GRU). The script scores the text with PyTorch and,
 with --elman, runs `elman eval --json` on the same text and compares nats per token (they agree to float
 rounding). A sigmoid model (the book's σ, which nn.RNN does not offer) is run with an explicit loop over the
 same weights.
@@ -24,11 +25,16 @@ from tokenizers import Tokenizer
 
 
 class ElmanLM(torch.nn.Module):
-    def __init__(self, vocab: int, hidden: int, layers: int, activation: str):
+    def __init__(self, vocab: int, hidden: int, layers: int, activation: str, cell: str = "elman"):
         super().__init__()
         self.activation = activation
-        # nn.RNN has tanh and relu; sigmoid models keep the same parameter names and use forward_loop.
-        self.rnn = torch.nn.RNN(vocab, hidden, layers, nonlinearity="relu" if activation == "relu" else "tanh")
+        if cell == "lstm":
+            self.rnn = torch.nn.LSTM(vocab, hidden, layers)
+        elif cell == "gru":
+            self.rnn = torch.nn.GRU(vocab, hidden, layers)
+        else:
+            # nn.RNN has tanh and relu; sigmoid models keep the same parameter names and use forward_loop.
+            self.rnn = torch.nn.RNN(vocab, hidden, layers, nonlinearity="relu" if activation == "relu" else "tanh")
         self.decoder = torch.nn.Linear(hidden, vocab)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -87,7 +93,8 @@ def main() -> int:
 
     cfg = json.loads((args.checkpoint / "config.json").read_text())
     m = cfg["model"]
-    model = ElmanLM(m["vocab_size"], m["hidden"], m["layers"], m["activation"])
+    cell = m.get("cell", "elman")
+    model = ElmanLM(m["vocab_size"], m["hidden"], m["layers"], m["activation"], cell)
     model.load_state_dict(load_file(str(args.checkpoint / "model.safetensors")), strict=True)
     model.eval()
     tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))
@@ -97,7 +104,8 @@ def main() -> int:
     with torch.no_grad():
         logits = model(ids)
         nats = torch.nn.functional.cross_entropy(logits[:-1].double(), ids[1:]).item()
-    print(f"PyTorch nn.RNN ({m['activation']}, {m['layers']}×{m['hidden']}, vocab {m['vocab_size']}): "
+    module = {"lstm": "nn.LSTM", "gru": "nn.GRU"}.get(cell, f"nn.RNN ({m['activation']})")
+    print(f"PyTorch {module} ({m['layers']}×{m['hidden']}, vocab {m['vocab_size']}): "
           f"{len(ids)} tokens, {nats:.6f} nats/token")
     print("first logits:", [round(x, 5) for x in logits[0, :5].tolist()])
 

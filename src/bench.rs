@@ -9,11 +9,12 @@
 //!   the H = 1024 training run turns into useful work, counted as 6·(H² + H·V) FLOP per token
 //!   (forward: recurrence 2H², decoder 2HV; backward: twice that; the one-hot input is a lookup).
 
+use crate::cell::CellKind;
 use crate::eval::score;
 use crate::generate::{generate, SampleOptions};
 use crate::infer::Engine;
 use crate::kernels::{self, gemm::mm};
-use crate::model::{init_params, Activation, ElmanLM, ModelConfig};
+use crate::model::{init_params, ElmanLM, ModelConfig};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::train::{StepResult, Stepper};
 use anyhow::{bail, Result};
@@ -52,6 +53,7 @@ pub struct RateResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub threads: usize,
+    pub cell: CellKind,
     pub vocab: usize,
     pub sampled_softmax: Option<usize>,
     pub train: Vec<TrainResult>,
@@ -62,12 +64,10 @@ pub struct Report {
     pub kernels: kernels::Paths,
 }
 
-fn model(hidden: usize, vocab: usize, seed: u64) -> Result<ElmanLM> {
+fn model(cell: CellKind, hidden: usize, vocab: usize, seed: u64) -> Result<ElmanLM> {
     let cfg = ModelConfig {
-        vocab_size: vocab,
-        hidden,
-        layers: 1,
-        activation: Activation::Tanh,
+        cell,
+        ..ModelConfig::new(vocab, hidden)
     };
     let vm = init_params(&cfg, seed, DType::F32, &Device::Cpu)?;
     Ok(ElmanLM::new(
@@ -91,6 +91,7 @@ fn rate(budget: Duration, mut f: impl FnMut() -> Result<usize>) -> Result<f64> {
 /// Training tokens/s for one shape.
 #[allow(clippy::too_many_arguments)]
 pub fn train_rate(
+    cell: CellKind,
     hidden: usize,
     batch: usize,
     bptt: usize,
@@ -99,7 +100,8 @@ pub fn train_rate(
     threads: usize,
     budget: Duration,
 ) -> Result<TrainResult> {
-    let m = model(hidden, vocab, 1)?;
+    let m = model(cell, hidden, vocab, 1)?;
+    let gates = m.config.cell().gates();
     let vars = m
         .named_tensors()
         .into_iter()
@@ -119,7 +121,7 @@ pub fn train_rate(
         Stepper::new(&m, batch, bptt, threads, false).with_sampled_softmax(samples, 1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let n = batch * bptt;
-    let mut state = vec![vec![0.0f32; batch * hidden]; 1];
+    let mut state = vec![vec![0.0f32; batch * hidden]; m.config.cell().carried()];
     let tps = rate(budget, || {
         let inp: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab as u32)).collect();
         let tgt: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab as u32)).collect();
@@ -133,17 +135,18 @@ pub fn train_rate(
         batch,
         bptt,
         tokens_per_s: tps,
-        // With a sampled softmax the decoder's work is its K + 1 rows per token.
+        // With a sampled softmax the decoder's work is its K + 1 rows per token; a gated cell's
+        // recurrence is its gates' worth of H × H products.
         useful_gflops: 6.0
-            * (hidden * hidden + hidden * samples.map_or(vocab, |k| k + 1)) as f64
+            * (gates * hidden * hidden + hidden * samples.map_or(vocab, |k| k + 1)) as f64
             * tps
             / 1e9,
     })
 }
 
 /// Batch-1 sampling chars/s.
-pub fn sample_rate(hidden: usize, vocab: usize, budget: Duration) -> Result<f64> {
-    let m = model(hidden, vocab, 2)?;
+pub fn sample_rate(cell: CellKind, hidden: usize, vocab: usize, budget: Duration) -> Result<f64> {
+    let m = model(cell, hidden, vocab, 2)?;
     let e = Engine::new(&m)?;
     let mut st = e.zero_state();
     e.step(&mut st, 0);
@@ -156,13 +159,14 @@ pub fn sample_rate(hidden: usize, vocab: usize, budget: Duration) -> Result<f64>
 
 /// Scoring tokens/s: `streams` streams, windows of 64.
 pub fn eval_rate(
+    cell: CellKind,
     hidden: usize,
     vocab: usize,
     streams: usize,
     threads: usize,
     budget: Duration,
 ) -> Result<f64> {
-    let m = model(hidden, vocab, 3)?;
+    let m = model(cell, hidden, vocab, 3)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let ids: Vec<u32> = (0..streams * 1024)
         .map(|_| rng.random_range(0..vocab as u32))
@@ -206,6 +210,8 @@ pub fn gemm_rate(threads: usize, budget: Duration) -> Result<f64> {
 /// What to measure.
 pub struct BenchArgs {
     pub threads: usize,
+    /// The cell of every measured model.
+    pub cell: CellKind,
     pub seconds: f64,
     pub shapes: Vec<(usize, usize, usize)>,
     /// Vocabulary size of every measurement.
@@ -221,6 +227,7 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
     let budget = Duration::from_secs_f64(a.seconds);
     let mut rep = Report {
         threads: a.threads,
+        cell: a.cell,
         vocab: a.vocab,
         sampled_softmax: a.samples,
         train: Vec::new(),
@@ -231,15 +238,16 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
     };
     for &(h, b, t) in &a.shapes {
         progress(&format!("training H={h} B={b} T={t}"));
-        rep.train
-            .push(train_rate(h, b, t, a.vocab, a.samples, a.threads, budget)?);
+        rep.train.push(train_rate(
+            a.cell, h, b, t, a.vocab, a.samples, a.threads, budget,
+        )?);
     }
     if a.sample {
         for h in [256, 512] {
             progress(&format!("sampling H={h}"));
             rep.sample_chars_per_s.push(RateResult {
                 hidden: h,
-                per_s: sample_rate(h, a.vocab, budget)?,
+                per_s: sample_rate(a.cell, h, a.vocab, budget)?,
             });
         }
     }
@@ -248,7 +256,7 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
             progress(&format!("scoring H={h}"));
             rep.eval_tokens_per_s.push(RateResult {
                 hidden: h,
-                per_s: eval_rate(h, a.vocab, 64, a.threads, budget)?,
+                per_s: eval_rate(a.cell, h, a.vocab, 64, a.threads, budget)?,
             });
         }
     }
@@ -261,7 +269,8 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
 
 pub fn render(r: &Report) -> String {
     let mut s = format!(
-        "elman bench ({} thread(s), fp32, vocabulary {}{})\n",
+        "elman bench ({} cell, {} thread(s), fp32, vocabulary {}{})\n",
+        r.cell,
         r.threads,
         r.vocab,
         r.sampled_softmax

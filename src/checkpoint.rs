@@ -27,7 +27,18 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest checkpoint format this elman reads. Version 2 adds the `cell` of a model (an LSTM
+/// or GRU); an Elman network is still written as version 1, which every elman reads.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format version a checkpoint of `mc` is written with: the oldest that describes it, so that
+/// an older elman reads what it can and names the upgrade for what it cannot.
+pub fn format_version_for(mc: &ModelConfig) -> u32 {
+    match mc.cell {
+        crate::cell::CellKind::Elman => 1,
+        _ => 2,
+    }
+}
 /// Size limits checked before a checkpoint file is read, so a damaged or hostile file cannot make
 /// elman allocate without bound.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -208,7 +219,7 @@ pub fn read_config(dir: &Path) -> Result<Config> {
         .map_err(|e| anyhow!("{}: not valid JSON ({e})", path.display()))?;
     let ver = v.get("format_version").and_then(|x| x.as_u64());
     match ver {
-        Some(x) if x == FORMAT_VERSION as u64 => {}
+        Some(x) if (1..=FORMAT_VERSION as u64).contains(&x) => {}
         Some(x) if x > FORMAT_VERSION as u64 => bail!(
             "{}: checkpoint format version {x} is newer than this elman understands ({FORMAT_VERSION}); upgrade elman",
             path.display()
@@ -437,8 +448,10 @@ pub struct TrainingState<'a> {
     /// The latest weights under their model names.
     pub weights: Vec<(String, Entry<'a>)>,
     pub optimizer: Vec<OptimizerSlot<'a>>,
-    /// Each layer's carried state, batch × hidden.
+    /// Each layer's carried state, batch × hidden: every layer's h, then (LSTM) every layer's c.
     pub hidden: Vec<Entry<'a>>,
+    /// Vectors carried per layer (1, or 2 for an LSTM).
+    pub carried: usize,
     pub loop_state: LoopState,
     pub plateau_best: Option<f64>,
 }
@@ -449,13 +462,23 @@ pub struct RestoredState {
     pub weights: HashMap<String, Tensor>,
     /// The optimizer's slots by (slot, parameter name).
     pub optimizer: HashMap<(String, String), Tensor>,
-    /// Each layer's carried state, batch × hidden, flat.
+    /// The carried state, batch × hidden each, flat: every layer's h, then every layer's c.
     pub hidden: Vec<Vec<f32>>,
     pub loop_state: LoopState,
     pub plateau_best: Option<f64>,
 }
 
 const PARAM_PREFIX: &str = "param.";
+
+/// The name of carried state `i` (every layer's h, then every layer's c): `hidden.l{k}`,
+/// `cell.l{k}`.
+fn carried_name(i: usize, layers: usize) -> String {
+    if i < layers {
+        format!("hidden.l{i}")
+    } else {
+        format!("cell.l{}", i - layers)
+    }
+}
 
 /// Named tensors as a safetensors file lists them.
 pub type Entries<'a> = Vec<(String, Entry<'a>)>;
@@ -474,8 +497,9 @@ impl<'a> TrainingState<'a> {
                 Entry::F32(s.data, s.shape.clone()),
             ));
         }
-        for (k, h) in self.hidden.iter().enumerate() {
-            out.push((format!("hidden.l{k}"), h.share()));
+        let layers = self.hidden.len() / self.carried.max(1);
+        for (i, h) in self.hidden.iter().enumerate() {
+            out.push((carried_name(i, layers), h.share()));
         }
         let mut meta = HashMap::new();
         meta.insert("loop".to_string(), serde_json::to_string(&self.loop_state)?);
@@ -515,9 +539,10 @@ impl<'a> TrainingState<'a> {
             }
         }
         let (batch, h) = (config.training.batch, mc.hidden);
-        let mut hidden = Vec::with_capacity(mc.layers);
-        for k in 0..mc.layers {
-            let key = format!("hidden.l{k}");
+        let carried = mc.layers * mc.cell().carried();
+        let mut hidden = Vec::with_capacity(carried);
+        for i in 0..carried {
+            let key = carried_name(i, mc.layers);
             let t = take(&key)?;
             if t.dims() != [batch, h] {
                 bail!("{key} has shape {:?}", t.dims());

@@ -34,6 +34,9 @@ pub struct BenchCmd {
     /// Measure training with a sampled softmax of K negatives.
     #[arg(long, value_name = "K")]
     pub sampled_softmax: Option<usize>,
+    /// The cell of the measured models.
+    #[arg(long, value_enum, default_value_t = crate::cell::CellKind::Elman)]
+    pub cell: crate::cell::CellKind,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -313,10 +316,11 @@ pub struct GradflowCmd {
     /// Text to take positions from [default: the model's training files, or the bundled corpus].
     #[arg(long, value_name = "FILE")]
     pub text: Vec<PathBuf>,
-    /// Also measure fresh, untrained models with these activations (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "ACTS")]
-    pub compare: Vec<Activation>,
-    /// Measure a fresh model with this activation (the default without --model: sigmoid).
+    /// Also measure fresh, untrained models of these kinds (comma-separated): Elman networks by
+    /// their nonlinearity (sigmoid, tanh, relu; elman is tanh), or the gated cells lstm and gru.
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    pub compare: Vec<crate::gradflow::Kind>,
+    /// Measure a fresh Elman model with this activation (the default without --model: sigmoid).
     #[arg(long, value_enum)]
     pub activation: Option<Activation>,
     /// Hidden size of fresh models [default: the model's, or 256].
@@ -382,6 +386,9 @@ pub struct HeatmapCmd {
     /// Also show this hidden unit's activation.
     #[arg(long, value_name = "N")]
     pub unit: Option<usize>,
+    /// With --unit on an LSTM: show the unit's cell state c instead of its output h.
+    #[arg(long, requires = "unit")]
+    pub cell_state: bool,
     /// The layer of --unit, from 0 [default: the top layer].
     #[arg(long, value_name = "L", requires = "unit")]
     pub layer: Option<usize>,
@@ -514,6 +521,7 @@ impl BenchCmd {
         }
         Ok(crate::bench::BenchArgs {
             threads,
+            cell: self.cell,
             vocab: self.vocab,
             samples: self.sampled_softmax,
             seconds: self.seconds,
@@ -528,14 +536,18 @@ impl BenchCmd {
 impl GradflowCmd {
     /// The measurement asked for, where the chart goes, and whether to print JSON.
     pub fn into_request(self) -> Result<(crate::gradflow::Request, PathBuf, bool)> {
+        let elman = |activation| crate::gradflow::Kind {
+            cell: crate::cell::CellKind::Elman,
+            activation,
+        };
         let mut fresh = self.compare.clone();
         if let Some(a) = self.activation {
-            if !fresh.contains(&a) {
-                fresh.push(a);
+            if !fresh.contains(&elman(a)) {
+                fresh.push(elman(a));
             }
         }
         if fresh.is_empty() && self.model.is_none() {
-            fresh.push(Activation::Sigmoid);
+            fresh.push(elman(Activation::Sigmoid));
         }
         if self.max_k == 0 {
             anyhow::bail!("--max-k must be at least 1");

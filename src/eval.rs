@@ -108,7 +108,11 @@ fn score_groups(
                 let streams = streams * g / groups..streams * (g + 1) / groups;
                 Some(Group {
                     fast: FastBptt::for_scoring(cfg, streams.len(), chunk, helpers),
-                    state: vec![vec![0.0f32; streams.len() * cfg.hidden]; cfg.layers],
+                    // Each layer's h, then (LSTM) each layer's c.
+                    state: vec![
+                        vec![0.0f32; streams.len() * cfg.hidden];
+                        cfg.layers * cfg.cell().carried()
+                    ],
                     streams,
                     pos: 0,
                     nats: 0.0,

@@ -15,6 +15,7 @@
 //! With several layers the curve is the top layer's state, whose only paths to L(t) are its own
 //! recurrence and the decoder, so the recursion above is exact for it too.
 
+use crate::cell::{CellKind, StateGrad, StepRecord};
 use crate::infer::Engine;
 use crate::model::Activation;
 use anyhow::{bail, Result};
@@ -29,10 +30,57 @@ pub struct Options {
     pub positions: usize,
 }
 
+/// A kind of fresh model to measure: an Elman network with a nonlinearity, or a gated cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Kind {
+    pub cell: CellKind,
+    pub activation: Activation,
+}
+
+impl Kind {
+    pub fn name(&self) -> String {
+        match self.cell {
+            CellKind::Elman => self.activation.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+
+    /// `sigmoid`, `tanh`, `relu` (Elman networks), `elman` (tanh), `lstm`, `gru`.
+    fn from_str(s: &str) -> Result<Kind, String> {
+        let elman = |activation| Kind {
+            cell: CellKind::Elman,
+            activation,
+        };
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "sigmoid" => elman(Activation::Sigmoid),
+            "tanh" | "elman" => elman(Activation::Tanh),
+            "relu" => elman(Activation::Relu),
+            "lstm" => Kind {
+                cell: CellKind::Lstm,
+                activation: Activation::Tanh,
+            },
+            "gru" => Kind {
+                cell: CellKind::Gru,
+                activation: Activation::Tanh,
+            },
+            other => {
+                return Err(format!(
+                    "{other:?}: expected sigmoid, tanh, relu, elman, lstm or gru"
+                ))
+            }
+        })
+    }
+}
+
 /// One measured curve.
 #[derive(Debug, Clone, Serialize)]
 pub struct Curve {
     pub label: String,
+    pub cell: CellKind,
     pub activation: Activation,
     pub hidden: usize,
     /// ‖W‖₂ of the top layer's recurrent weight (its largest singular value).
@@ -41,14 +89,17 @@ pub struct Curve {
     pub positions: usize,
     /// mean over positions of ‖∂L(t)/∂s(t−k)‖₂, for k = 0..=max_k.
     pub mean_norm: Vec<f64>,
-    /// The guaranteed bound mean_norm[0] · (‖W‖₂ · sup σ′)^k.
+    /// The guaranteed bound mean_norm[0] · (‖W‖₂ · sup σ′)^k (infinite where the cell has none).
     pub bound: Vec<f64>,
+    /// What `relative` divides by: mean_norm[0], or for an LSTM's cell-state curve its hidden
+    /// state's (∂L(t)/∂c(t) is 0 with h(t) held apart).
+    pub norm0: f64,
 }
 
 impl Curve {
-    /// mean_norm[k] / mean_norm[0].
+    /// mean_norm[k] / norm0.
     pub fn relative(&self) -> Vec<f64> {
-        let n0 = self.mean_norm[0];
+        let n0 = self.norm0;
         self.mean_norm
             .iter()
             .map(|&x| if n0 > 0.0 { x / n0 } else { 0.0 })
@@ -58,15 +109,20 @@ impl Curve {
 
 /// The largest singular value of a row-major n×n matrix, by power iteration on AᵀA (in f64).
 pub fn spectral_norm(a: &[f32], n: usize) -> f64 {
+    spectral_norm_of(a, n, n)
+}
+
+/// The largest singular value of a row-major m×n matrix (a gated cell's stacked W_hh).
+pub fn spectral_norm_of(a: &[f32], m: usize, n: usize) -> f64 {
     let mut v: Vec<f64> = (0..n).map(|i| 1.0 + (i % 7) as f64 * 0.1).collect();
     let mut sigma = 0.0;
     for _ in 0..300 {
         // u = A v, w = Aᵀ u
-        let u: Vec<f64> = (0..n)
+        let u: Vec<f64> = (0..m)
             .map(|i| (0..n).map(|j| a[i * n + j] as f64 * v[j]).sum())
             .collect();
         let mut w = vec![0f64; n];
-        for i in 0..n {
+        for i in 0..m {
             for j in 0..n {
                 w[j] += a[i * n + j] as f64 * u[i];
             }
@@ -87,8 +143,10 @@ pub fn spectral_norm(a: &[f32], n: usize) -> f64 {
 }
 
 /// Measures ‖∂L(t)/∂s(t−k)‖ for k = 0..=max_k, averaged over `positions` positions t spread
-/// evenly over `tokens` (each t has at least max_k tokens of history before it).
-pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> Result<Curve> {
+/// evenly over `tokens` (each t has at least max_k tokens of history before it), by the cell's own
+/// backward step ([`Cell::engine_backward`]). An LSTM gives a second curve, ‖∂L(t)/∂c(t−k)‖ for
+/// its cell state (with h(t−k) held apart: the gradient that travels along c).
+pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> Result<Vec<Curve>> {
     let cfg = engine.config;
     let (h, k_max) = (cfg.hidden, opts.max_k);
     if opts.positions == 0 {
@@ -119,45 +177,50 @@ pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> R
     let cell = engine.cell();
     let weights = engine.layer(top);
     let dec = engine.decoder_weight();
-    let act = cfg.activation;
-    let w_norm = spectral_norm(&weights.w_hh, h);
+    let w_norm = spectral_norm_of(&weights.w_hh, cell.gates() * h, h);
 
-    // A ring of the last max_k + 1 top-layer states: s(t), s(t−1), …, s(t−max_k).
-    let ring_len = k_max + 1;
-    let mut ring = vec![vec![0f32; h]; ring_len];
-    let mut sums = vec![0f64; k_max + 1];
+    // A ring of what the last max_k + 2 steps of the top layer left (step t back to t−max_k−1:
+    // the backward step through τ reads τ − 1's record too).
+    let ring_len = k_max + 2;
+    let mut ring = vec![StepRecord::default(); ring_len];
+    let (mut sums, mut sums_c) = (vec![0f64; k_max + 1], vec![0f64; k_max + 1]);
     let mut state = engine.zero_state();
     let mut next = chosen.iter().peekable();
-    let mut delta = vec![0f64; h];
-    let mut scratch = vec![0f64; h];
+    let mut d = StateGrad::new(cell, h);
     for (t, &x) in tokens.iter().enumerate().take(last + 1) {
         engine.step(&mut state, x);
-        ring[t % ring_len].copy_from_slice(state.h.last().expect("a layer"));
+        let r = &mut ring[t % ring_len];
+        r.h.clone_from(&state.h[top]);
+        r.c.clone_from(&state.c[top]);
+        r.gates.clear();
+        r.gates.extend_from_slice(state.gates());
         if next.peek() != Some(&&t) {
             continue;
         }
         next.next();
-        // δ(0) = Vᵀ (p − onehot(target)).
+        // δ(0) = Vᵀ (p − onehot(target)); nothing reaches c(t) but through h(t).
         let lp = engine.log_probs(&state);
         let target = tokens[t + 1] as usize;
-        delta.iter_mut().for_each(|d| *d = 0.0);
+        d.h.iter_mut().for_each(|v| *v = 0.0);
+        d.c.iter_mut().for_each(|v| *v = 0.0);
         for (v, &l) in lp.iter().enumerate() {
             let g = l.exp() - if v == target { 1.0 } else { 0.0 };
             if g == 0.0 {
                 continue;
             }
             let row = &dec[v * h..(v + 1) * h];
-            for (d, &r) in delta.iter_mut().zip(row) {
-                *d += g * r as f64;
+            for (dv, &r) in d.h.iter_mut().zip(row) {
+                *dv += g * r as f64;
             }
         }
-        sums[0] += norm(&delta);
-        for (k, sum) in sums.iter_mut().enumerate().skip(1) {
-            // δ(k) from δ(k−1): back through the step that made s(t−k+1), by the cell's own
-            // backward equations.
+        sums[0] += norm(&d.h);
+        for k in 1..=k_max {
+            // Back through the step that made s(t−k+1), by the cell's own backward equations.
             let after = &ring[(t + ring_len - (k - 1)) % ring_len];
-            cell.engine_backward(weights, after, &mut delta, &mut scratch);
-            *sum += norm(&delta);
+            let before = &ring[(t + ring_len - k) % ring_len];
+            cell.engine_backward(weights, after, before, &mut d);
+            sums[k] += norm(&d.h);
+            sums_c[k] += norm(&d.c);
         }
     }
     let mean_norm: Vec<f64> = sums.iter().map(|s| s / count as f64).collect();
@@ -166,15 +229,27 @@ pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> R
     let bound = (0..=k_max)
         .map(|k| mean_norm[0] * rate.powi(k as i32))
         .collect();
-    Ok(Curve {
+    let curve = Curve {
         label: label.to_string(),
-        activation: act,
+        cell: cell.kind(),
+        activation: cfg.activation,
         hidden: h,
         w_spectral_norm: w_norm,
         positions: count,
+        norm0: mean_norm[0],
         mean_norm,
         bound,
-    })
+    };
+    let mut curves = vec![curve.clone()];
+    if cell.carried() > 1 {
+        curves.push(Curve {
+            label: format!("{label}, cell state c"),
+            mean_norm: sums_c.iter().map(|s| s / count as f64).collect(),
+            bound: vec![f64::INFINITY; k_max + 1],
+            ..curve
+        });
+    }
+    Ok(curves)
 }
 
 /// 1, 0.133, 2.30e-3: a ratio readable at a glance.
@@ -230,7 +305,18 @@ pub fn table(curves: &[Curve]) -> String {
         }
         out.push('\n');
     }
-    for c in curves {
+    for c in curves.iter().filter(|c| c.norm0 == c.mean_norm[0]) {
+        if c.cell != CellKind::Elman {
+            out.push_str(&format!(
+                "{}: no such bound; {}\n",
+                c.label,
+                match c.cell {
+                    CellKind::Lstm => "its cell state c is updated by addition (∂c(t)/∂c(t−1) = f, a learned gate)",
+                    _ => "its update gate z mixes h(t−1) straight into h(t) (∂h(t)/∂h(t−1) ⊇ z, a learned gate)",
+                }
+            ));
+            continue;
+        }
         let rate = c.w_spectral_norm * c.activation.max_slope();
         out.push_str(&format!(
             "{}: ‖W‖₂ = {:.3}, sup σ′ = {}, so ‖∂L/∂s(t−k)‖ ≤ ‖∂L/∂s(t)‖ · {:.3}^k{}\n",
@@ -268,7 +354,7 @@ pub fn chart(curves: &[Curve], text_name: &str) -> crate::plot::Chart {
             dashed: false,
             color: i,
         });
-        if c.activation == Activation::Sigmoid {
+        if c.cell == CellKind::Elman && c.activation == Activation::Sigmoid {
             series.push(Series {
                 label: format!("bound ‖δ0‖·(‖W‖/4)^k, ‖W‖ = {:.2}", c.w_spectral_norm),
                 points: c
@@ -282,7 +368,10 @@ pub fn chart(curves: &[Curve], text_name: &str) -> crate::plot::Chart {
             });
         }
     }
-    if let Some(c) = curves.iter().find(|c| c.activation == Activation::Sigmoid) {
+    if let Some(c) = curves
+        .iter()
+        .find(|c| c.cell == CellKind::Elman && c.activation == Activation::Sigmoid)
+    {
         series.push(Series {
             label: "(1/4)^k, the book".into(),
             points: (0..c.mean_norm.len())
@@ -309,8 +398,8 @@ pub struct Request {
     pub model: Option<std::path::PathBuf>,
     /// The text positions come from [default: the model's training files, or the bundled corpus].
     pub text: Vec<std::path::PathBuf>,
-    /// Fresh (untrained) models to measure, one per activation.
-    pub fresh: Vec<Activation>,
+    /// Fresh (untrained) models to measure, one per kind.
+    pub fresh: Vec<Kind>,
     /// Fresh models' hidden size [default: the model's, or 256].
     pub hidden: Option<usize>,
     pub seed: u64,
@@ -391,20 +480,25 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
             .dir
             .file_name()
             .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-        let label = format!("{name} ({}, trained)", l.config.model.activation);
-        curves.push(measure(&engine, &tokens, req.options, &label)?);
+        let mc = &l.config.model;
+        let kind = Kind {
+            cell: mc.cell,
+            activation: mc.activation,
+        };
+        let label = format!("{name} ({}, trained)", kind.name());
+        curves.extend(measure(&engine, &tokens, req.options, &label)?);
     }
     let hidden = req
         .hidden
         .or(loaded.as_ref().map(|l| l.config.model.hidden))
         .unwrap_or(256);
-    for &act in &req.fresh {
+    for &kind in &req.fresh {
         let cfg = ModelConfig {
-            vocab_size: vocab.len(),
-            hidden,
-            layers: 1,
-            activation: act,
+            activation: kind.activation,
+            cell: kind.cell,
+            ..ModelConfig::new(vocab.len(), hidden)
         };
+        let act = kind.name();
         let vm = init_params(&cfg, req.seed, DType::F32, &dev)?;
         let model = ElmanLM::new(
             cfg,
@@ -416,11 +510,12 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
             if !(target.is_finite() && target >= 0.0) {
                 bail!("--w-norm must be a non-negative number");
             }
-            let now = spectral_norm(engine.recurrent_weight(0), hidden);
+            let gates = engine.cell().gates();
+            let now = spectral_norm_of(engine.recurrent_weight(0), gates * hidden, hidden);
             engine.scale_recurrent_weight(0, (target / now) as f32);
             label = format!("{act} (fresh, ‖W‖={target})");
         }
-        curves.push(measure(&engine, &tokens, req.options, &label)?);
+        curves.extend(measure(&engine, &tokens, req.options, &label)?);
     }
     Ok(Report {
         text: text_files.iter().map(|f| f.display().to_string()).collect(),

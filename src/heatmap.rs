@@ -36,6 +36,9 @@ pub struct Heatmap {
     pub model: String,
     pub text_name: String,
     pub activation: Activation,
+    pub cell: crate::cell::CellKind,
+    /// What `unit` shows: "hidden" (the unit's output h) or "cell" (an LSTM's cell state c).
+    pub state: &'static str,
     pub unit: Option<usize>,
     pub layer: usize,
     pub tokens: Vec<Token>,
@@ -60,6 +63,8 @@ pub struct Options {
     pub top: usize,
     /// Only the first this many tokens are shown.
     pub max_tokens: usize,
+    /// Show the unit's cell state c (an LSTM) instead of its output h.
+    pub cell_state: bool,
 }
 
 /// Scores `text` token by token.
@@ -78,6 +83,12 @@ pub fn analyse(
             "--layer {layer}: the model has {} layer(s), numbered 0 to {}",
             cfg.layers,
             cfg.layers - 1
+        );
+    }
+    if opts.cell_state && engine.cell().carried() < 2 {
+        bail!(
+            "--cell-state: a {} model has no cell state (only an LSTM does); drop --cell-state to show the unit's output",
+            cfg.cell
         );
     }
     if let Some(u) = opts.unit {
@@ -123,7 +134,13 @@ pub fn analyse(
             token: vocab.token(sp.id).to_string(),
             bits,
             top,
-            unit: opts.unit.map(|u| state.h[layer][u]),
+            unit: opts.unit.map(|u| {
+                if opts.cell_state {
+                    state.c[layer][u]
+                } else {
+                    state.h[layer][u]
+                }
+            }),
         });
     }
     let tail = if truncated {
@@ -138,6 +155,8 @@ pub fn analyse(
         model: model.to_string(),
         text_name: text_name.to_string(),
         activation: cfg.activation,
+        cell: cfg.cell,
+        state: if opts.cell_state { "cell" } else { "hidden" },
         unit: opts.unit,
         layer,
         tokens,
@@ -241,7 +260,7 @@ function mix(a, b, t) {
 function unitColor(v) {
   let x = v;
   if (data.activation === "sigmoid") x = 2 * v - 1;
-  if (data.activation === "relu") x = v / (data.unitMax || 1);
+  if (data.activation === "relu" || data.state === "cell") x = v / (data.unitMax || 1);
   return x < 0 ? mix([255, 255, 255], [49, 130, 189], -x) : mix([255, 255, 255], [26, 152, 80], x);
 }
 data.unitMax = Math.max(1e-9, ...data.tokens.map(t => Math.abs(t.unit || 0)));
@@ -292,15 +311,24 @@ pub fn page(h: &Heatmap) -> Result<String> {
     // `<` never appears in JSON outside strings, and inside them \u003c means the same: this keeps
     // a `</script>` in the text from ending the data block.
     let data = serde_json::to_string(h)?.replace('<', "\\u003c");
-    let unit_control = match h.unit {
-        Some(u) => format!(
-            "<label><input type=\"radio\" name=\"shade\" value=\"unit\"> unit {u} of layer {} \
+    let unit_control =
+        match h.unit {
+            Some(u) => format!(
+            "<label><input type=\"radio\" name=\"shade\" value=\"unit\"> {}unit {u} of layer {} \
              ({}: <span class=\"sw\" style=\"background:#3182bd\"></span> low, \
              <span class=\"sw\" style=\"background:#1a9850\"></span> high)</label>",
-            h.layer, h.activation
+            if h.state == "cell" { "the cell state of " } else { "" },
+            h.layer,
+            if h.state == "cell" {
+                "scaled to its largest |c|".to_string()
+            } else if h.cell == crate::cell::CellKind::Elman {
+                h.activation.to_string()
+            } else {
+                format!("{} output", h.cell)
+            }
         ),
-        None => String::new(),
-    };
+            None => String::new(),
+        };
     let legend: String = (0..=10)
         .map(|b| {
             format!(
@@ -320,7 +348,7 @@ pub fn page(h: &Heatmap) -> Result<String> {
 </head>
 <body>
 <h1>What <code>{model}</code> expects in <code>{title}</code></h1>
-<p class="meta">{n} tokens{trunc} · {nats:.4} nats/token · {bpc:.4} bits/char · activation {act}</p>
+<p class="meta">{n} tokens{trunc} · {nats:.4} nats/token · {bpc:.4} bits/char · {act}</p>
 <p class="meta">Shade by:
 <label><input type="radio" name="shade" value="surprisal" checked> surprisal −log₂ p: 0 bits {legend} {max_bits} bits or more</label>
 {unit_control}</p>
@@ -343,7 +371,11 @@ pub fn page(h: &Heatmap) -> Result<String> {
         },
         nats = h.nats_per_token,
         bpc = h.bits_per_char,
-        act = h.activation,
+        act = if h.cell == crate::cell::CellKind::Elman {
+            format!("activation {}", h.activation)
+        } else {
+            format!("cell {}", h.cell)
+        },
         max_bits = MAX_BITS,
     ))
 }

@@ -21,14 +21,23 @@ pub struct Engine {
     dec_b: Vec<f32>,
 }
 
-/// The hidden state s(t) of every layer.
+/// The hidden state s(t) of every layer (and an LSTM's cell states).
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
     pub h: Vec<Vec<f32>>,
+    /// Each layer's cell state c(t) (LSTM; empty vectors for other cells).
+    pub c: Vec<Vec<f32>>,
     /// Scratch for the cell's step and a layer's input term (kept here so `step` does not
     /// allocate).
     scratch: Vec<f32>,
     x_proj: Vec<f32>,
+}
+
+impl State {
+    /// What the last step left in the top layer's scratch: its gate values (`gradflow` reads them).
+    pub fn gates(&self) -> &[f32] {
+        &self.scratch
+    }
 }
 
 fn to_vec(t: &candle_core::Tensor) -> Result<Vec<f32>> {
@@ -60,6 +69,7 @@ impl Engine {
                 w_ih,
                 w_hh: to_vec(model.tensor(Param::WeightHh(k)))?,
                 bias,
+                b_hh,
             });
         }
         Ok(Engine {
@@ -102,11 +112,13 @@ impl Engine {
 
     /// s(−1) = 0.
     pub fn zero_state(&self) -> State {
-        let g = self.cell.gates() * self.config.hidden;
+        let h = self.config.hidden;
+        let c = if self.cell.carried() > 1 { h } else { 0 };
         State {
-            h: vec![vec![0.0; self.config.hidden]; self.config.layers],
-            scratch: vec![0.0; g],
-            x_proj: vec![0.0; g],
+            h: vec![vec![0.0; h]; self.config.layers],
+            c: vec![vec![0.0; c]; self.config.layers],
+            scratch: vec![0.0; self.cell.engine_scratch(h)],
+            x_proj: vec![0.0; self.cell.gates() * h],
         }
     }
 
@@ -126,8 +138,13 @@ impl Engine {
                 }
                 &state.x_proj
             };
-            self.cell
-                .engine_step(layer, x_proj, &mut rest[0], &mut state.scratch);
+            self.cell.engine_step(
+                layer,
+                x_proj,
+                &mut rest[0],
+                &mut state.c[k],
+                &mut state.scratch,
+            );
         }
     }
 

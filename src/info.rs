@@ -54,8 +54,15 @@ pub fn render(i: &Info) -> String {
         }
     );
     s += &format!(
-        "model        Elman RNN, {} layer(s) × {} hidden, {} activation, {} parameters\n",
-        c.model.layers, c.model.hidden, c.model.activation, i.parameters
+        "model        {}, {} layer(s) × {} hidden, {} parameters (loads into torch {})\n",
+        match c.model.cell {
+            crate::cell::CellKind::Elman => format!("Elman RNN ({})", c.model.activation),
+            other => other.name().to_uppercase(),
+        },
+        c.model.layers,
+        c.model.hidden,
+        i.parameters,
+        c.model.cell.torch_module()
     );
     s += &format!(
         "training     {} lr {} (now {:.3e}), clip {}, batch {} × bptt {}, seed {}, eval every {} steps, lr decay ×{} after {} bad eval(s){}\n",

@@ -377,6 +377,7 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
         layer: c.layer,
         top: c.top,
         max_tokens: c.max_tokens,
+        cell_state: c.cell_state,
     };
     let model_name = loaded.dir.display().to_string();
     let h = elman::heatmap::analyse(

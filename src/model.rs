@@ -15,7 +15,7 @@
 //! lookup (`index_select`), never a dense one-hot matrix product. Layer k > 0 reads the hidden
 //! state of the layer below as a dense vector.
 
-use crate::cell::{Cell, GraphWeights};
+use crate::cell::{Cell, CellKind, GraphWeights};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap, RNN};
@@ -156,7 +156,11 @@ pub struct ModelConfig {
     pub vocab_size: usize,
     pub hidden: usize,
     pub layers: usize,
+    /// σ of an Elman cell (gated cells have their own: tanh here).
     pub activation: Activation,
+    /// The kind of cell (checkpoints before there was a choice are Elman networks).
+    #[serde(default)]
+    pub cell: CellKind,
 }
 
 /// Hard limits that keep a typo (or a hostile config.json) from asking for terabytes.
@@ -251,6 +255,18 @@ impl ParamLayout {
 }
 
 impl ModelConfig {
+    /// One tanh Elman layer of `hidden` units over a vocabulary of `vocab_size` (change the rest
+    /// with struct update syntax: `ModelConfig { layers: 2, ..ModelConfig::new(v, h) }`).
+    pub fn new(vocab_size: usize, hidden: usize) -> ModelConfig {
+        ModelConfig {
+            vocab_size,
+            hidden,
+            layers: 1,
+            activation: Activation::Tanh,
+            cell: CellKind::Elman,
+        }
+    }
+
     /// The parameters in their fixed order ([`ParamLayout`]).
     pub fn layout(&self) -> ParamLayout {
         ParamLayout::of(self)
@@ -286,9 +302,16 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Rejects absurd sizes before anything is allocated.
+    /// Rejects absurd sizes (before anything is allocated) and settings the cell has no use for.
     pub fn validate(&self) -> Result<()> {
         self.validate_sizes(("hidden size", "layer count"))?;
+        if self.cell != CellKind::Elman && self.activation != Activation::Tanh {
+            bail!(
+                "--activation {} applies to Elman cells only (an {} has its own gates)",
+                self.activation,
+                self.cell.name().to_uppercase()
+            );
+        }
         if self.vocab_size < 2 || self.vocab_size > MAX_VOCAB {
             bail!(
                 "vocabulary size {} is out of range 2..={MAX_VOCAB}",
@@ -331,10 +354,11 @@ pub fn init_params(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> 
     Ok(map)
 }
 
-/// The recurrent state of one layer: h(t), shape (batch, hidden).
+/// The recurrent state of one layer: h(t), shape (batch, hidden), and an LSTM's cell state c(t).
 #[derive(Debug, Clone)]
 pub struct LayerState {
     pub h: Tensor,
+    pub c: Option<Tensor>,
 }
 
 /// One recurrent layer on candle's graph (the reference). Implements candle-nn's [`RNN`] trait:
@@ -444,7 +468,8 @@ impl RNN for RecurrentLayer {
             self.weight_hh.dtype(),
             self.weight_hh.device(),
         )?;
-        Ok(LayerState { h })
+        let c = (self.cell.carried() > 1).then(|| h.clone());
+        Ok(LayerState { h, c })
     }
 
     fn step(&self, input: &Tensor, state: &LayerState) -> candle_core::Result<LayerState> {
@@ -516,17 +541,23 @@ impl ElmanLM {
         self.decoder.weight().device()
     }
 
-    /// s(−1) = 0 for every layer.
+    /// s(−1) = 0 for every layer: each layer's h, then (LSTM) each layer's c; the layout
+    /// `forward` takes and returns.
     pub fn zero_state(&self, batch: usize) -> candle_core::Result<Vec<Tensor>> {
-        self.layers
-            .iter()
-            .map(|l| l.zero_state(batch).map(|s| s.h))
-            .collect()
+        let mut hs = Vec::new();
+        let mut cs = Vec::new();
+        for l in &self.layers {
+            let s = l.zero_state(batch)?;
+            hs.push(s.h);
+            cs.extend(s.c);
+        }
+        hs.extend(cs);
+        Ok(hs)
     }
 
     /// Forward over a window. `ids` is time-major (T, batch) u32; `state` holds each layer's
-    /// s(t−1). Returns the logits o(t), shape (T·batch, vocab) in time-major order, and each layer's
-    /// last state.
+    /// s(t−1) (then, for an LSTM, each layer's c(t−1): [`ElmanLM::zero_state`]'s layout). Returns
+    /// the logits o(t), shape (T·batch, vocab) in time-major order, and the last state.
     pub fn forward(
         &self,
         ids: &Tensor,
@@ -572,11 +603,19 @@ impl ElmanLM {
         let mut xs: Vec<Tensor> = (0..t_len)
             .map(|t| ids.get(t))
             .collect::<candle_core::Result<_>>()?;
-        let mut last = Vec::with_capacity(self.layers.len());
-        for (l, (layer, h0)) in self.layers.iter().zip(state).enumerate() {
-            let states = layer.run(&xs, &LayerState { h: h0.clone() })?;
+        let layers = self.layers.len();
+        let mut last = Vec::with_capacity(state.len());
+        let mut last_c = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let s0 = LayerState {
+                h: state[l].clone(),
+                c: state.get(layers + l).cloned(),
+            };
+            let states = layer.run(&xs, &s0)?;
+            let end = states.last().cloned().unwrap_or(s0);
+            last.push(end.h);
+            last_c.extend(end.c);
             xs = states.into_iter().map(|s| s.h).collect();
-            last.push(xs.last().cloned().unwrap_or_else(|| h0.clone()));
             if let Some(mask) = masks.get(l) {
                 // Only the copy that goes up is masked; `last` (carried to the next window)
                 // and the recurrence inside `run` saw the unmasked states.
@@ -587,6 +626,7 @@ impl ElmanLM {
                     .collect::<candle_core::Result<_>>()?;
             }
         }
+        last.extend(last_c);
         let hs = Tensor::stack(&xs, 0)?.reshape((t_len * batch, self.config.hidden))?;
         Ok((hs, last))
     }

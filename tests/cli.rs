@@ -380,14 +380,23 @@ fn pytorch_loads_the_checkpoint_with_the_same_numbers() {
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pytorch_load.py");
     let bin = assert_cmd::cargo::cargo_bin("elman");
-    for (act, level) in [("tanh", "char"), ("relu", "word"), ("sigmoid", "char")] {
-        let out = format!("m_{act}");
+    let runs = [
+        ("elman", "tanh", "char"),
+        ("elman", "relu", "word"),
+        ("elman", "sigmoid", "char"),
+        ("lstm", "tanh", "char"),
+        ("gru", "tanh", "word"),
+    ];
+    for (cell, act, level) in runs {
+        let out = format!("m_{cell}_{act}");
         elman(d)
             .args([
                 "train",
                 "c.txt",
                 "--out",
                 &out,
+                "--cell",
+                cell,
                 "--activation",
                 act,
                 "--level",
@@ -408,7 +417,7 @@ fn pytorch_loads_the_checkpoint_with_the_same_numbers() {
         let stdout = String::from_utf8_lossy(&run.stdout);
         assert!(
             run.status.success() && stdout.contains("match"),
-            "{act}/{level}: {stdout}{}",
+            "{cell}/{act}/{level}: {stdout}{}",
             String::from_utf8_lossy(&run.stderr)
         );
     }

@@ -69,7 +69,8 @@ impl Fixture {
                 .collect()
         };
         let n = bptt * batch;
-        let h0: Vec<Vec<f32>> = (0..layers)
+        // Each layer's h, then (LSTM) each layer's c.
+        let h0: Vec<Vec<f32>> = (0..layers * cfg.cell().carried())
             .map(|l| {
                 (0..batch * hidden)
                     .map(|i| 0.4 * ((i * 3 + l) as f32).sin())
@@ -206,13 +207,27 @@ fn check_loss(
         hidden,
         layers,
         activation: act,
+        cell: elman::cell::CellKind::Elman,
     };
+    check_cfg(cfg, threads, (batch, bptt), samples, dropout);
+}
+
+/// The fused window of `cfg` against the graph (see `check_loss`).
+fn check_cfg(
+    cfg: ModelConfig,
+    threads: usize,
+    (batch, bptt): (usize, usize),
+    samples: Option<usize>,
+    dropout: Option<f32>,
+) {
+    let (act, layers) = (cfg.activation, cfg.layers);
+    let what = format!("{} {act}", cfg.cell);
     let fx = Fixture::new(cfg, (batch, bptt), samples, dropout);
     let want = fx.reference();
     let got = fx.fused(threads);
     assert!(
         (got.loss - want.loss).abs() < 1e-5 * want.loss.abs(),
-        "{act} L={layers}: loss {} vs {}",
+        "{what} L={layers}: loss {} vs {}",
         got.loss,
         want.loss
     );
@@ -226,14 +241,15 @@ fn check_loss(
         let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
         assert!(
             diff <= 1e-5 * norm.max(1e-3),
-            "{act} L={layers} threads={threads} {name}: |Δ| {diff} vs |g| {norm}"
+            "{what} L={layers} threads={threads} {name}: |Δ| {diff} vs |g| {norm}"
         );
     }
+    assert_eq!(got.last.len(), want.last.len(), "{what}: carried state");
     for (l, want) in want.last.iter().enumerate() {
         for (a, b) in got.last[l].iter().zip(want) {
             assert!(
                 (a - b).abs() < 1e-5 * b.abs().max(1.0),
-                "{act} L={layers} last state {a} vs {b}"
+                "{what} L={layers} last state {l}: {a} vs {b}"
             );
         }
     }
@@ -387,17 +403,21 @@ fn model_of(cfg: ModelConfig, seed: u64) -> ElmanLM {
 fn fused_scoring_matches_the_reference_graph() {
     // Vocabularies of 13 (one partial decoder panel), 35 (two panels and 3 columns as dot
     // products) and 44 (two panels and a partial one).
-    for (act, layers, vocab) in [
-        (Activation::Tanh, 1, 13),
-        (Activation::Sigmoid, 2, 35),
-        (Activation::Relu, 2, 44),
-        (Activation::Tanh, 1, 35),
+    use elman::cell::CellKind;
+    for (cell, act, layers, vocab) in [
+        (CellKind::Elman, Activation::Tanh, 1, 13),
+        (CellKind::Elman, Activation::Sigmoid, 2, 35),
+        (CellKind::Elman, Activation::Relu, 2, 44),
+        (CellKind::Elman, Activation::Tanh, 1, 35),
+        (CellKind::Lstm, Activation::Tanh, 2, 35),
+        (CellKind::Gru, Activation::Tanh, 2, 44),
     ] {
         let cfg = ModelConfig {
             vocab_size: vocab,
             hidden: 10,
             layers,
             activation: act,
+            cell,
         };
         let model = model_of(cfg, 23);
         let ids: Vec<u32> = (0..1001)
@@ -430,7 +450,7 @@ fn fused_scoring_matches_the_reference_graph() {
             );
             assert!(
                 (a.nats - b.nats).abs() < 1e-5 * b.nats,
-                "{act} L={layers} V={vocab} streams={streams}: {} vs {}",
+                "{cell} {act} L={layers} V={vocab} streams={streams}: {} vs {}",
                 a.nats,
                 b.nats
             );
@@ -449,6 +469,7 @@ fn single_stream_scoring_shares_each_step_across_threads_exactly() {
         hidden: 40,
         layers: 2,
         activation: Activation::Tanh,
+        cell: elman::cell::CellKind::Elman,
     };
     let model = model_of(cfg, 31);
     let ids: Vec<u32> = (0..700).map(|i| ((i * 5 + i / 7) % 9) as u32).collect();
@@ -471,5 +492,25 @@ fn single_stream_scoring_shares_each_step_across_threads_exactly() {
             got.nats,
             one.nats
         );
+    }
+}
+
+/// The gated cells on the fused path against the graph: one to three layers, the threads
+/// splitting the streams unevenly, the sampled softmax, dropout, and training-like shapes.
+#[test]
+fn gated_cells_fused_bptt_matches_autograd() {
+    use elman::cell::CellKind;
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        let cfg = |layers, vocab, hidden| ModelConfig {
+            layers,
+            cell,
+            ..ModelConfig::new(vocab, hidden)
+        };
+        check_cfg(cfg(1, 11, 9), 1, (4, 7), None, None);
+        check_cfg(cfg(2, 11, 9), 2, (5, 6), None, None);
+        check_cfg(cfg(3, 11, 9), 3, (4, 5), None, Some(0.5));
+        check_cfg(cfg(1, 11, 9), 1, (4, 7), Some(5), None);
+        check_cfg(cfg(2, 40, 16), 3, (5, 6), Some(12), Some(0.2));
+        check_cfg(cfg(1, 65, 64), 2, (16, 32), None, None);
     }
 }

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
+use elman::cell::CellKind;
 use elman::generate::{
     beam_search, encode_prompt, generate, rank, sample_next, sampling_distribution, warm_up,
     RankBy, SampleOptions,
@@ -21,12 +22,24 @@ fn model_for(
     act: Activation,
     seed: u64,
 ) -> (Vocab, ElmanLM) {
+    model_of_cell(text, hidden, layers, CellKind::Elman, act, seed)
+}
+
+fn model_of_cell(
+    text: &str,
+    hidden: usize,
+    layers: usize,
+    cell: CellKind,
+    act: Activation,
+    seed: u64,
+) -> (Vocab, ElmanLM) {
     let vocab = Vocab::build(text, &VocabOptions::default()).unwrap();
     let cfg = ModelConfig {
         vocab_size: vocab.len(),
         hidden,
         layers,
         activation: act,
+        cell,
     };
     let vm = init_params(&cfg, seed, DType::F32, &Device::Cpu).unwrap();
     for (_, v) in vm.data().lock().unwrap().iter() {
@@ -48,9 +61,16 @@ fn candle_log_probs(m: &ElmanLM, ids: &[u32]) -> Vec<Vec<f64>> {
 
 #[test]
 fn engine_matches_candle_forward() {
-    for act in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+    let kinds = [
+        (CellKind::Elman, Activation::Tanh),
+        (CellKind::Elman, Activation::Sigmoid),
+        (CellKind::Elman, Activation::Relu),
+        (CellKind::Lstm, Activation::Tanh),
+        (CellKind::Gru, Activation::Tanh),
+    ];
+    for (cell, act) in kinds {
         for layers in [1, 2] {
-            let (vocab, m) = model_for("天空飞过一只小鸟 bird!", 19, layers, act, 5);
+            let (vocab, m) = model_of_cell("天空飞过一只小鸟 bird!", 19, layers, cell, act, 5);
             let ids = vocab.encode("一只小鸟飞过天空 bird bird!").unwrap();
             let want = candle_log_probs(&m, &ids);
             let e = Engine::new(&m).unwrap();
@@ -62,7 +82,7 @@ fn engine_matches_candle_forward() {
                     // f32 sums in another order: relative agreement (relu activations grow large).
                     assert!(
                         (a - b).abs() < 1e-4 * b.abs().max(1.0),
-                        "{act} L={layers} t={t}: {a} vs {b}"
+                        "{cell} {act} L={layers} t={t}: {a} vs {b}"
                     );
                 }
             }

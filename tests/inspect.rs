@@ -6,7 +6,8 @@ mod common;
 use common::*;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Module, VarBuilder};
+use candle_nn::{Module, VarBuilder, RNN};
+use elman::cell::CellKind;
 use elman::gradflow::{self, spectral_norm, Options};
 use elman::infer::Engine;
 use elman::model::{init_params, Activation, ElmanLM, LayerState, ModelConfig};
@@ -18,12 +19,11 @@ const TEXT: &str = "天空飞过一只小鸟。The bird flew over the hill, and 
 /// HTML's special characters, a script end tag and a line break.
 const SPECIAL: &str = "一只小鸟 <b>&</b> </script> \"bird\"\nThe dragonfly flew.";
 
-fn fresh(vocab: &Vocab, hidden: usize, act: Activation, seed: u64) -> ElmanLM {
+fn fresh_cell(vocab: &Vocab, hidden: usize, cell: CellKind, act: Activation, seed: u64) -> ElmanLM {
     let cfg = ModelConfig {
-        vocab_size: vocab.len(),
-        hidden,
-        layers: 1,
         activation: act,
+        cell,
+        ..ModelConfig::new(vocab.len(), hidden)
     };
     let vm = init_params(&cfg, seed, DType::F32, &Device::Cpu).unwrap();
     // Stronger weights than the default init, so the curves are far from trivial.
@@ -33,52 +33,69 @@ fn fresh(vocab: &Vocab, hidden: usize, act: Activation, seed: u64) -> ElmanLM {
     ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap()
 }
 
-/// ‖∂L(t)/∂s(t−k)‖ for k = 0..=max_k by candle's autograd. candle keeps gradients only for leaf
-/// variables, so for each k the state s(t−k) is made a leaf and the graph from it to L(t) rebuilt.
-fn autograd_norms(m: &ElmanLM, ids: &[u32], t: usize, max_k: usize) -> Vec<f64> {
+/// ‖∂L(t)/∂s(t−k)‖ for k = 0..=max_k by candle's autograd, and for an LSTM ‖∂L(t)/∂c(t−k)‖ too.
+/// candle keeps gradients only for leaf variables, so for each k the state at t−k (h, and an
+/// LSTM's c, each its own leaf) is made a leaf and the graph from it to L(t) rebuilt.
+fn autograd_norms(m: &ElmanLM, ids: &[u32], t: usize, max_k: usize) -> (Vec<f64>, Vec<f64>) {
     let dev = Device::Cpu;
     let inputs: Vec<Tensor> = ids[..=t]
         .iter()
         .map(|&x| Tensor::new(&[x], &dev).unwrap())
         .collect();
-    let h0 = Tensor::zeros((1, m.config.hidden), DType::F32, &dev).unwrap();
     let detached = m.detached();
-    let run = |xs: &[Tensor], h: &Tensor| -> Vec<Tensor> {
-        let s0 = LayerState { h: h.clone() };
-        let states = detached.layers[0].run(xs, &s0).unwrap();
-        states.into_iter().map(|s| s.h).collect()
-    };
-    let states = run(&inputs, &h0);
+    let layer = &detached.layers[0];
+    let run = |xs: &[Tensor], s0: &LayerState| -> Vec<LayerState> { layer.run(xs, s0).unwrap() };
+    let states = run(&inputs, &layer.zero_state(1).unwrap());
     let target = Tensor::new(&[ids[t + 1]], &dev).unwrap();
-    (0..=max_k)
-        .map(|k| {
-            let leaf = candle_core::Var::from_tensor(&states[t - k]).unwrap();
-            let rest = if k == 0 {
-                vec![leaf.as_tensor().clone()]
-            } else {
-                run(&inputs[t - k + 1..=t], leaf.as_tensor())
-            };
-            let logits = detached.decoder.forward(rest.last().unwrap()).unwrap();
-            let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();
-            let grads = loss.backward().unwrap();
-            let g = grads.get(leaf.as_tensor()).expect("gradient of the leaf");
+    let norm = |g: Option<&Tensor>| -> f64 {
+        g.map_or(0.0, |g| {
             let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
             v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()
         })
-        .collect()
+    };
+    (0..=max_k)
+        .map(|k| {
+            let at = &states[t - k];
+            let h = candle_core::Var::from_tensor(&at.h).unwrap();
+            let c =
+                at.c.as_ref()
+                    .map(|c| candle_core::Var::from_tensor(c).unwrap());
+            let leaf = LayerState {
+                h: h.as_tensor().clone(),
+                c: c.as_ref().map(|c| c.as_tensor().clone()),
+            };
+            let top = if k == 0 {
+                leaf.h.clone()
+            } else {
+                run(&inputs[t - k + 1..=t], &leaf).pop().unwrap().h
+            };
+            let logits = detached.decoder.forward(&top).unwrap();
+            let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();
+            let grads = loss.backward().unwrap();
+            let dc = c.as_ref().map_or(0.0, |c| norm(grads.get(c.as_tensor())));
+            (norm(grads.get(h.as_tensor())), dc)
+        })
+        .unzip()
 }
 
 #[test]
-fn gradflow_equals_autograd_for_every_activation() {
+fn gradflow_equals_autograd_for_every_cell() {
     let vocab = Vocab::build(TEXT, &VocabOptions::default()).unwrap();
     let ids = vocab.encode(TEXT).unwrap();
-    for act in [Activation::Sigmoid, Activation::Tanh, Activation::Relu] {
-        let m = fresh(&vocab, 12, act, 3);
+    let kinds = [
+        (CellKind::Elman, Activation::Sigmoid),
+        (CellKind::Elman, Activation::Tanh),
+        (CellKind::Elman, Activation::Relu),
+        (CellKind::Lstm, Activation::Tanh),
+        (CellKind::Gru, Activation::Tanh),
+    ];
+    for (cell, act) in kinds {
+        let m = fresh_cell(&vocab, 12, cell, act, 3);
         let engine = Engine::new(&m).unwrap();
         // One position: measure picks the last one, t = len − 2.
         for len in [20, 41, ids.len()] {
             let max_k = 15;
-            let c = gradflow::measure(
+            let curves = gradflow::measure(
                 &engine,
                 &ids[..len],
                 Options {
@@ -88,14 +105,26 @@ fn gradflow_equals_autograd_for_every_activation() {
                 "x",
             )
             .unwrap();
-            let want = autograd_norms(&m, &ids[..len], len - 2, max_k);
+            let (want, want_c) = autograd_norms(&m, &ids[..len], len - 2, max_k);
+            let c = &curves[0];
             for (k, (&g, &w)) in c.mean_norm.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-4 * w.abs() + 1e-9,
-                    "{act} len {len} k {k}: gradflow {g:e} vs autograd {w:e}"
+                    "{cell} {act} len {len} k {k}: gradflow {g:e} vs autograd {w:e}"
                 );
             }
             assert!(c.mean_norm[max_k] > 0.0 || act == Activation::Relu);
+            // An LSTM's cell-state curve too; no other cell has one.
+            assert_eq!(curves.len(), 1 + usize::from(cell == CellKind::Lstm));
+            if let Some(cc) = curves.get(1) {
+                for (k, (&g, &w)) in cc.mean_norm.iter().zip(&want_c).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs() + 1e-9,
+                        "{cell} len {len} k {k}: cell state {g:e} vs autograd {w:e}"
+                    );
+                }
+                assert!(cc.mean_norm[max_k] > 0.0);
+            }
         }
     }
 }
@@ -127,7 +156,13 @@ fn request(text: PathBuf, fresh: Vec<Activation>, w_norm: Option<f64>) -> gradfl
     gradflow::Request {
         model: None,
         text: vec![text],
-        fresh,
+        fresh: fresh
+            .into_iter()
+            .map(|activation| gradflow::Kind {
+                cell: CellKind::Elman,
+                activation,
+            })
+            .collect(),
         hidden: Some(32),
         seed: 9,
         w_norm,

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, RNN};
+use elman::cell::CellKind;
 use elman::model::{cross_entropy, init_params, Activation, Dropout, ElmanLM, ModelConfig};
 use std::collections::HashMap;
 
@@ -31,6 +32,7 @@ fn hand_worked_forward_pass_on_two_tokens() {
         hidden: 1,
         layers: 1,
         activation: Activation::Tanh,
+        cell: elman::cell::CellKind::Elman,
     };
     let ts = tensors(&[
         ("rnn.weight_ih_l0", vec![0.5, -0.5], vec![1, 2]),
@@ -70,6 +72,7 @@ fn sigmoid_is_the_logistic_function() {
         hidden: 1,
         layers: 1,
         activation: Activation::Sigmoid,
+        cell: elman::cell::CellKind::Elman,
     };
     let ts = tensors(&[
         ("rnn.weight_ih_l0", vec![0.5, -0.5], vec![1, 2]),
@@ -96,15 +99,21 @@ fn gradcheck(activation: Activation, layers: usize) {
     gradcheck_with(activation, layers, None);
 }
 
-/// Autograd against central differences; with `dropout = Some(p)`, through fixed dropout masks.
 fn gradcheck_with(activation: Activation, layers: usize, dropout: Option<f32>) {
-    let dev = Device::Cpu;
     let cfg = ModelConfig {
         vocab_size: 5,
         hidden: 4,
         layers,
         activation,
+        cell: elman::cell::CellKind::Elman,
     };
+    gradcheck_cfg(cfg, dropout);
+}
+
+/// Autograd against central differences; with `dropout = Some(p)`, through fixed dropout masks.
+fn gradcheck_cfg(cfg: ModelConfig, dropout: Option<f32>) {
+    let dev = Device::Cpu;
+    let (layers, activation) = (cfg.layers, cfg.activation);
     let varmap = init_params(&cfg, 7, DType::F64, &dev).unwrap();
     // Larger weights than the default init, so every term matters in the check.
     for (_, v) in varmap.data().lock().unwrap().iter() {
@@ -116,8 +125,8 @@ fn gradcheck_with(activation: Activation, layers: usize, dropout: Option<f32>) {
     let tgt: Vec<u32> = (0..t * b).map(|i| ((i * 3 + 1) % 5) as u32).collect();
     let ids = Tensor::from_vec(ids, (t, b), &dev).unwrap();
     let tgt = Tensor::from_vec(tgt, t * b, &dev).unwrap();
-    // A non-zero carried-in state: its path is part of BPTT too.
-    let h0: Vec<Tensor> = (0..layers)
+    // A non-zero carried-in state: its path is part of BPTT too (an LSTM's c as well).
+    let h0: Vec<Tensor> = (0..layers * cfg.cell().carried())
         .map(|k| {
             Tensor::from_vec(
                 (0..b * 4)
@@ -171,7 +180,8 @@ fn gradcheck_with(activation: Activation, layers: usize, dropout: Option<f32>) {
             let err = (fd - g[i]).abs() / (fd.abs() + g[i].abs()).max(1e-7);
             assert!(
                 err < 1e-5 || (fd - g[i]).abs() < 1e-9,
-                "{activation} L={layers} {name}[{i}]: autograd {} vs finite difference {fd}",
+                "{} {activation} L={layers} {name}[{i}]: autograd {} vs finite difference {fd}",
+                cfg.cell,
                 g[i]
             );
             checked += 1;
@@ -266,6 +276,7 @@ fn elman_layer_fits_candle_rnn_trait() {
         hidden: 3,
         layers: 2,
         activation: Activation::Tanh,
+        cell: elman::cell::CellKind::Elman,
     };
     let varmap = init_params(&cfg, 3, DType::F64, &dev).unwrap();
     let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
@@ -315,10 +326,83 @@ fn absurd_sizes_are_rejected_before_allocating() {
         hidden: 1_000_000_000,
         layers: 1,
         activation: Activation::Tanh,
+        cell: elman::cell::CellKind::Elman,
     };
     let err = match init_params(&cfg, 1, DType::F32, &Device::Cpu) {
         Ok(_) => panic!("a 10^9-wide model was accepted"),
         Err(e) => e,
     };
     assert!(err.to_string().contains("hidden size"), "{err}");
+}
+
+/// The gated cells' graphs against central differences: one and two layers, an LSTM's carried c
+/// included, and through dropout masks.
+#[test]
+fn gated_cells_gradients_match_finite_differences() {
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        for (layers, dropout) in [(1, None), (2, None), (2, Some(0.4))] {
+            gradcheck_cfg(
+                ModelConfig {
+                    layers,
+                    cell,
+                    ..ModelConfig::new(5, 4)
+                },
+                dropout,
+            );
+        }
+    }
+}
+
+/// Our LSTM and GRU layers are PyTorch's: candle-nn's own `LSTM` and `GRU` (written to
+/// `nn.LSTM`'s and `nn.GRU`'s equations), reading the very same variables and fed the one-hot
+/// input as a dense tensor, give the same states step by step.
+#[test]
+fn gated_layers_equal_candle_nns_lstm_and_gru() {
+    let dev = Device::Cpu;
+    let (v, h, b, t) = (7usize, 5usize, 2usize, 6usize);
+    let ids: Vec<u32> = (0..b * t).map(|i| ((i * 5 + 2) % v) as u32).collect();
+    let ids_bt = Tensor::from_vec(ids.clone(), (b, t), &dev).unwrap();
+    let onehot: Vec<f32> = ids
+        .iter()
+        .flat_map(|&x| (0..v).map(move |j| if j == x as usize { 1.0 } else { 0.0 }))
+        .collect();
+    let onehot = Tensor::from_vec(onehot, (b, t, v), &dev).unwrap();
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        let cfg = ModelConfig {
+            cell,
+            ..ModelConfig::new(v, h)
+        };
+        let vm = init_params(&cfg, 11, DType::F32, &dev).unwrap();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let m = ElmanLM::new(cfg, vb.clone()).unwrap();
+        let ours = m.layers[0].seq(&ids_bt).unwrap();
+        let ours: Vec<Vec<f32>> = ours
+            .iter()
+            .map(|s| s.h.flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+        let theirs: Vec<Vec<f32>> = match cell {
+            CellKind::Lstm => {
+                let l = candle_nn::lstm(v, h, Default::default(), vb.pp("rnn")).unwrap();
+                l.seq(&onehot)
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.h.flatten_all().unwrap().to_vec1().unwrap())
+                    .collect()
+            }
+            _ => {
+                let g = candle_nn::gru(v, h, Default::default(), vb.pp("rnn")).unwrap();
+                g.seq(&onehot)
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.h.flatten_all().unwrap().to_vec1().unwrap())
+                    .collect()
+            }
+        };
+        assert_eq!(ours.len(), t);
+        for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() < 1e-5, "{cell} step {step}: {x} vs {y}");
+            }
+        }
+    }
 }

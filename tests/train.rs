@@ -273,6 +273,7 @@ fn evaluations_are_spaced_out_only_where_validation_is_expensive() {
         hidden,
         layers: 1,
         activation: Activation::Tanh,
+        cell: elman::cell::CellKind::Elman,
     };
     // Char level, tiny Shakespeare's validation tenth: the fixed default.
     assert_eq!(
@@ -359,4 +360,58 @@ fn a_dropout_run_resumes_exactly_and_differs_from_one_without() {
         err.contains("config.json") && err.contains("--dropout 1 must be in [0, 1)"),
         "{err}"
     );
+}
+
+/// LSTM and GRU runs stop and resume exactly like Elman ones: an LSTM's carried cell state is part
+/// of the saved state (`cell.l{k}`), and the checkpoint says which cell it holds (format 2).
+#[test]
+fn gated_cells_resume_bit_exact_and_say_what_they_are() {
+    use elman::cell::CellKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        let whole = tmp.path().join(format!("{cell}-whole"));
+        let parts = tmp.path().join(format!("{cell}-parts"));
+        let mut args = tiny_args(&f, &whole, 70);
+        args.hyper.cell = Some(cell);
+        args.hyper.layers = Some(2);
+        train(&args, &one_thread()).unwrap();
+        let mut first = args.clone();
+        first.out = Some(parts.clone());
+        first.steps = Some(23);
+        train(&first, &one_thread()).unwrap();
+        let resume = TrainArgs {
+            resume: Some(parts.clone()),
+            steps: Some(70),
+            quiet: true,
+            ..Default::default()
+        };
+        train(&resume, &one_thread()).unwrap();
+        let (a, b) = (
+            tensors_of(&whole.join(STATE_FILE)),
+            tensors_of(&parts.join(STATE_FILE)),
+        );
+        assert_eq!(a, b, "{cell}");
+        let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names.contains(&"cell.l1"),
+            cell == CellKind::Lstm,
+            "{cell}: {names:?}"
+        );
+        let config = checkpoint::read_config(&whole).unwrap();
+        assert_eq!((config.model.cell, config.format_version), (cell, 2));
+        let loaded = checkpoint::load(&whole, &Device::Cpu).unwrap();
+        assert_eq!(
+            loaded.model.layers[0].weight_ih.dims()[0],
+            cell_gates(cell) * 24
+        );
+    }
+}
+
+fn cell_gates(cell: elman::cell::CellKind) -> usize {
+    match cell {
+        elman::cell::CellKind::Elman => 1,
+        elman::cell::CellKind::Lstm => 4,
+        elman::cell::CellKind::Gru => 3,
+    }
 }

@@ -8,7 +8,8 @@
 //! ```
 
 use super::{
-    Cell, EngineWeights, GraphWeights, LayerBuf, LayerBwd, LayerFwd, LayerInput, PreGrad, Window,
+    BwdBufs, Cell, CellKind, EngineWeights, GraphWeights, LayerBuf, LayerBwd, LayerFwd, LayerInput,
+    PreGrad, StateGrad, StepRecord, Window,
 };
 use crate::fast::columns;
 use crate::kernels::gemm::{add_rows, mm};
@@ -27,8 +28,8 @@ pub struct Elman {
 }
 
 impl Cell for Elman {
-    fn name(&self) -> &'static str {
-        "elman"
+    fn kind(&self) -> CellKind {
+        CellKind::Elman
     }
 
     fn gates(&self) -> usize {
@@ -65,6 +66,7 @@ impl Cell for Elman {
         let pre = (x_proj + state.h.matmul(&w.w_hh_t)?)?.broadcast_add(&w.bias)?;
         Ok(LayerState {
             h: self.act.apply(&pre)?,
+            c: None,
         })
     }
 
@@ -109,8 +111,9 @@ impl Cell for Elman {
         }
     }
 
-    fn backward_layer(&self, cx: &LayerBwd, buf: &LayerBuf, d_out: &mut [f32]) -> PreGrad {
+    fn backward_layer(&self, cx: &LayerBwd, buf: &LayerBuf, g: &mut BwdBufs) -> PreGrad {
         let Window { t_len, b, h } = cx.win;
+        let d_out = &mut *g.d_out;
         let bh = b * h;
         let hs = &buf.states;
         for t in (0..t_len).rev() {
@@ -124,7 +127,14 @@ impl Cell for Elman {
         PreGrad::InPlace
     }
 
-    fn engine_step(&self, w: &EngineWeights, x_proj: &[f32], h: &mut [f32], pre: &mut [f32]) {
+    fn engine_step(
+        &self,
+        w: &EngineWeights,
+        x_proj: &[f32],
+        h: &mut [f32],
+        _c: &mut [f32],
+        pre: &mut [f32],
+    ) {
         let hdim = h.len();
         for (i, p) in pre.iter_mut().enumerate() {
             *p = x_proj[i] + (dot(&w.w_hh[i * hdim..(i + 1) * hdim], h) + w.bias[i]);
@@ -141,22 +151,23 @@ impl Cell for Elman {
     fn engine_backward(
         &self,
         w: &EngineWeights,
-        h_after: &[f32],
-        d: &mut [f64],
-        scaled: &mut [f64],
+        after: &StepRecord,
+        _before: &StepRecord,
+        d: &mut StateGrad,
     ) {
         // δ(k) = Wᵀ (σ′(s(t−k+1)) ⊙ δ(k−1)); σ′ from the stored output s.
-        let h = d.len();
-        for ((o, &dd), &si) in scaled.iter_mut().zip(d.iter()).zip(h_after) {
+        let h = d.h.len();
+        let scaled = &mut d.scratch[..h];
+        for ((o, &dd), &si) in scaled.iter_mut().zip(d.h.iter()).zip(&after.h) {
             *o = self.act.derivative_from_output(si) as f64 * dd;
         }
-        d.iter_mut().for_each(|x| *x = 0.0);
+        d.h.iter_mut().for_each(|x| *x = 0.0);
         for (i, &si) in scaled.iter().enumerate() {
             if si == 0.0 {
                 continue;
             }
             let row = &w.w_hh[i * h..(i + 1) * h];
-            for (x, &r) in d.iter_mut().zip(row) {
+            for (x, &r) in d.h.iter_mut().zip(row) {
                 *x += si * r as f64;
             }
         }

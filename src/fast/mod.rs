@@ -30,7 +30,7 @@ mod score;
 pub use decoder::Sample;
 pub use score::ScoreWeights;
 
-use crate::cell::{Cell, LayerBuf, LayerBwd, LayerFwd, LayerInput, PreGrad, Window};
+use crate::cell::{BwdBufs, Cell, LayerBuf, LayerBwd, LayerFwd, LayerInput, PreGrad, Window};
 use crate::kernels::gemm::{col_sums, mm};
 use crate::kernels::packed::{self, PackedB};
 use crate::model::{Dropout, ModelConfig, Param, ParamLayout};
@@ -120,6 +120,11 @@ struct Work {
     dh: Vec<f32>,
     /// T·b × H: dS for the layer below.
     dx: Vec<f32>,
+    /// Gated cells: T·b × G, the gradient with respect to the pre-activations (and, where the
+    /// recurrent side's differs, its own), and the cell's backward scratch.
+    d_pre: Vec<f32>,
+    d_rec: Vec<f32>,
+    bwd_scratch: Vec<f32>,
     /// Layer 0's dU, compact: a row of G (dUᵀ) per distinct token this share read in the window,
     /// `in_ids[j]` (ascending) the token of row j; `execute` scatters them into the summed gradient. Only the
     /// columns of tokens read are non-zero, and a full G × V buffer per thread was tens of MB
@@ -250,10 +255,20 @@ impl FastBptt {
                 Work {
                     s0,
                     b,
-                    layers: (0..config.layers).map(|_| LayerBuf::new(win)).collect(),
+                    layers: (0..config.layers).map(|_| cell.layer_buf(win)).collect(),
                     logits: vec![0.0; logits_len(t * b)],
                     dh: vec![0.0; t * b * th],
                     dx: vec![0.0; t * b * th],
+                    d_pre: vec![0.0; if g > h { t * b * th / h.max(1) * g } else { 0 }],
+                    d_rec: vec![
+                        0.0;
+                        if cell.gates() == 3 {
+                            t * b * th / h.max(1) * g
+                        } else {
+                            0
+                        }
+                    ],
+                    bwd_scratch: Vec::new(),
                     in_ids: Vec::new(),
                     du_rows: Vec::new(),
                     out_ids: Vec::new(),
@@ -452,6 +467,11 @@ fn execute(
     state: &mut [Vec<f32>],
 ) -> f64 {
     let (h, t_len) = (shared.cfg.hidden, shared.bptt);
+    assert_eq!(
+        state.len(),
+        shared.cfg.layers * shared.cell.carried(),
+        "the carried state is every layer's h (and an LSTM's c)"
+    );
     let state_ref: &[Vec<f32>] = state;
     if works.len() == 1 {
         works[0].run(shared, state_ref);
@@ -474,12 +494,15 @@ fn execute(
     if shared.backward {
         reduce(works, grads, shared);
     }
-    // Hand back the last state.
+    // Hand back the last state: each layer's h, then (LSTM) each layer's c.
+    let layers = shared.cfg.layers;
     let mut loss = 0.0;
     for w in works.iter() {
         loss += w.loss;
-        for (l, st) in state.iter_mut().enumerate() {
-            let last = &w.layers[l].states[t_len * w.b * h..(t_len + 1) * w.b * h];
+        for (i, st) in state.iter_mut().enumerate() {
+            let buf = &w.layers[i % layers];
+            let from = if i < layers { &buf.states } else { &buf.cells };
+            let last = &from[t_len * w.b * h..(t_len + 1) * w.b * h];
             st[w.s0 * h..(w.s0 + w.b) * h].copy_from_slice(last);
         }
     }
@@ -573,6 +596,9 @@ impl Work {
             let (below, here) = self.layers.split_at_mut(l);
             let buf = &mut here[0];
             buf.states[..bh].copy_from_slice(&state[l][s0 * h..(s0 + b) * h]);
+            if let Some(c) = state.get(sh.cfg.layers + l) {
+                buf.cells[..bh].copy_from_slice(&c[s0 * h..(s0 + b) * h]);
+            }
             // Layer 0 reads a row per token; a higher layer the layer below's output (masked
             // when training with dropout).
             let input = if l == 0 {
@@ -598,6 +624,7 @@ impl Work {
             let cx = LayerFwd {
                 win,
                 w_fwd: &sh.w_fwd[l],
+                b_hh: sh.params.get(Param::BiasHh(l)),
                 scoring: !sh.backward,
                 column_parts,
             };
@@ -647,9 +674,22 @@ impl Work {
                 win,
                 w_bwd: &sh.w_bwd[l],
             };
-            let where_ = sh.cell.backward_layer(&cx, &self.layers[l], &mut self.dh);
-            let PreGrad::InPlace = where_;
-            // dW = dPᵀ · S_prev; db = Σ dP (the same for both biases: they are added).
+            let mut bufs = BwdBufs {
+                d_out: &mut self.dh,
+                d_pre: &mut self.d_pre,
+                d_rec: &mut self.d_rec,
+                scratch: &mut self.bwd_scratch,
+            };
+            let where_ = sh.cell.backward_layer(&cx, &self.layers[l], &mut bufs);
+            // The gradients with respect to the input term's and the recurrent term's
+            // pre-activations (the same for all but a GRU).
+            let (d_in, d_rec): (&[f32], &[f32]) = match where_ {
+                PreGrad::InPlace => (&self.dh, &self.dh),
+                PreGrad::Gates => (&self.d_pre, &self.d_pre),
+                PreGrad::Split => (&self.d_pre, &self.d_rec),
+            };
+            let (d_in, d_rec) = (&d_in[..rows * g], &d_rec[..rows * g]);
+            // dW = dPᵀ · S_prev; db = Σ dP for each bias.
             let (iw, ibi, ibh) = (
                 sh.layout.index(Param::WeightHh(l)),
                 sh.layout.index(Param::BiasIh(l)),
@@ -662,17 +702,21 @@ impl Work {
                 &mut self.grads[iw],
                 (h, 1),
                 false,
-                &self.dh,
+                d_rec,
                 (1, g),
                 &self.layers[l].states[..rows * h],
                 (h, 1),
             );
-            col_sums(&self.dh, g, &mut self.grads[ibi]);
-            let db = std::mem::take(&mut self.grads[ibi]);
-            self.grads[ibh].copy_from_slice(&db);
-            self.grads[ibi] = db;
+            col_sums(d_in, g, &mut self.grads[ibi]);
+            if where_ == PreGrad::Split {
+                col_sums(d_rec, g, &mut self.grads[ibh]);
+            } else {
+                let db = std::mem::take(&mut self.grads[ibi]);
+                self.grads[ibh].copy_from_slice(&db);
+                self.grads[ibi] = db;
+            }
             if l == 0 {
-                self.input_rows_gradient(sh, g);
+                self.input_rows_gradient(sh, g, where_);
             } else {
                 let x = passed_up(
                     &self.layers[l - 1].states,
@@ -688,7 +732,7 @@ impl Work {
                     &mut self.grads[sh.layout.index(Param::WeightIh(l))],
                     (h, 1),
                     false,
-                    &self.dh,
+                    d_in,
                     (1, g),
                     x,
                     (h, 1),
@@ -700,7 +744,7 @@ impl Work {
                     &mut self.dx,
                     (h, 1),
                     false,
-                    &self.dh,
+                    d_in,
                     (g, 1),
                     sh.params.get(Param::WeightIh(l)),
                     (h, 1),
@@ -712,7 +756,7 @@ impl Work {
 
     /// dU[:, x] += dP row for every position that read token x, into one compact row per distinct
     /// token (`reduce` scatters them into the G × V gradient).
-    fn input_rows_gradient(&mut self, sh: &Shared, g: usize) {
+    fn input_rows_gradient(&mut self, sh: &Shared, g: usize, src: PreGrad) {
         let (t_len, bsz) = (sh.bptt, sh.batch);
         let (b, s0) = (self.b, self.s0);
         let read = |t: usize, j: usize| sh.inputs[t * bsz + s0 + j] as usize;
@@ -741,7 +785,11 @@ impl Work {
         for t in 0..t_len {
             for j in 0..b {
                 let r = self.in_row[read(t, j)] as usize;
-                let src = &self.dh[t * bg + j * g..t * bg + (j + 1) * g];
+                let d_in = match src {
+                    PreGrad::InPlace => &self.dh,
+                    PreGrad::Gates | PreGrad::Split => &self.d_pre,
+                };
+                let src = &d_in[t * bg + j * g..t * bg + (j + 1) * g];
                 self.du_rows[r * g..(r + 1) * g]
                     .iter_mut()
                     .zip(src)

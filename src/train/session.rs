@@ -32,7 +32,8 @@ pub(super) struct Session<'a> {
     model: ElmanLM,
     opt: Optimizer,
     stepper: Stepper,
-    /// The hidden state each stream carries into the next window, per layer (B × H, row-major).
+    /// The state each stream carries into the next window: each layer's h (B × H, row-major),
+    /// then an LSTM's c.
     state: Vec<Vec<f32>>,
     ls: LoopState,
     metrics: Vec<Metric>,
@@ -101,7 +102,9 @@ impl<'a> Session<'a> {
             lr: tc.lr,
             ..Default::default()
         };
-        let mut state: Vec<Vec<f32>> = vec![vec![0.0; tc.batch * mc.hidden]; mc.layers];
+        // Each layer's h, then (LSTM) each layer's c.
+        let carried = mc.layers * mc.cell().carried();
+        let mut state: Vec<Vec<f32>> = vec![vec![0.0; tc.batch * mc.hidden]; carried];
         // Checked here, not only for fresh runs: a resumed sampled-softmax run has the same limit.
         if args.reference && tc.softmax_samples.is_some() {
             bail!("--reference trains with the full softmax only; this run uses a sampled softmax (--sampled-softmax 0 when starting one)");
@@ -402,6 +405,7 @@ impl<'a> Session<'a> {
                 .iter()
                 .map(|layer| Entry::F32(layer, vec![batch, h]))
                 .collect(),
+            carried: config.model.cell().carried(),
             loop_state: ls.clone(),
             plateau_best: self.plateau_best,
         };

@@ -1,0 +1,263 @@
+//! The long short-term memory cell, exactly as PyTorch's `nn.LSTM` defines it: four gate blocks
+//! stacked by rows in `weight_ih_l{k}` / `weight_hh_l{k}` (4H × input, 4H × H) in the order
+//! i, f, g, o, and a cell state c carried beside h. The chapter's answer to vanishing gradients:
+//! the cell state is updated by addition, so ∂c(t)/∂c(t−1) = f, a gate the network learns to keep
+//! near 1, instead of a product through σ′ ≤ 1/4 at every step.
+//!
+//! ```text
+//! P = x W_ihᵀ + b_ih + h(t−1) W_hhᵀ + b_hh           (both biases are folded into the input term)
+//! i = σ(P_i)   f = σ(P_f)   g = tanh(P_g)   o = σ(P_o)
+//! c(t) = f ⊙ c(t−1) + i ⊙ g        h(t) = o ⊙ tanh(c(t))
+//!
+//! backward, given dh(t) (from above and from step t+1) and dc carried from step t+1:
+//! dc = dh ⊙ o ⊙ (1 − tanh²c(t)) + dc_carry         dc_carry(t−1) = dc ⊙ f
+//! dP_i = dc ⊙ g ⊙ i(1−i)   dP_f = dc ⊙ c(t−1) ⊙ f(1−f)   dP_g = dc ⊙ i ⊙ (1−g²)
+//! dP_o = dh ⊙ tanh c(t) ⊙ o(1−o)                     dh(t−1) += dP · W_hh
+//! ```
+
+use super::{
+    BwdBufs, Cell, CellKind, EngineWeights, GraphWeights, LayerBuf, LayerBwd, LayerFwd, LayerInput,
+    PreGrad, StateGrad, StepRecord, Window,
+};
+use crate::kernels::gemm::{add_rows, mm};
+use crate::kernels::math::{act_fwd, dot, scoring_tanh};
+use crate::kernels::packed;
+use crate::model::{Activation, LayerState, ModelConfig, Param};
+use candle_core::Tensor;
+
+/// The LSTM cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lstm;
+
+impl Cell for Lstm {
+    fn kind(&self) -> CellKind {
+        CellKind::Lstm
+    }
+
+    fn gates(&self) -> usize {
+        4
+    }
+
+    fn carried(&self) -> usize {
+        2
+    }
+
+    fn init_bound(&self, p: Param, cfg: &ModelConfig) -> f64 {
+        let bound = 1.0 / (cfg.hidden as f64).sqrt();
+        // The one-hot input's columns are whole input vectors, as for the Elman cell: the scale of
+        // an embedding times W_ih, not ±1/√H.
+        match p {
+            Param::WeightIh(0) => super::elman::INPUT_INIT_BOUND.max(bound),
+            _ => bound,
+        }
+    }
+
+    fn input_bias(&self, b_ih: &[f32], b_hh: &[f32], out: &mut [f32]) {
+        out.iter_mut()
+            .zip(b_ih.iter().zip(b_hh))
+            .for_each(|(o, (a, b))| *o = a + b);
+    }
+
+    fn graph_input_bias(&self, b_ih: &Tensor, b_hh: &Tensor) -> candle_core::Result<Tensor> {
+        b_ih + b_hh
+    }
+
+    fn graph_step(
+        &self,
+        w: &GraphWeights,
+        x_proj: &Tensor,
+        state: &LayerState,
+    ) -> candle_core::Result<LayerState> {
+        let pre = (x_proj + state.h.matmul(&w.w_hh_t)?)?.broadcast_add(&w.bias)?;
+        let chunks = pre.chunk(4, 1)?;
+        let i = candle_nn::ops::sigmoid(&chunks[0])?;
+        let f = candle_nn::ops::sigmoid(&chunks[1])?;
+        let g = chunks[2].tanh()?;
+        let o = candle_nn::ops::sigmoid(&chunks[3])?;
+        let c_prev = state.c.as_ref().expect("an LSTM layer carries c");
+        let c = ((f * c_prev)? + (i * g)?)?;
+        let h = (o * c.tanh()?)?;
+        Ok(LayerState { h, c: Some(c) })
+    }
+
+    fn layer_buf(&self, win: Window) -> LayerBuf {
+        let n = (win.t_len + 1) * win.b * win.h;
+        LayerBuf {
+            states: vec![0.0; n],
+            cells: vec![0.0; n],
+            // The four gates' values at every step (T·b × 4H).
+            cache: vec![0.0; win.t_len * win.b * 4 * win.h],
+            input: Vec::new(),
+        }
+    }
+
+    fn forward_layer(&self, cx: &LayerFwd, input: &LayerInput, buf: &mut LayerBuf) {
+        let Window { t_len, b, h } = cx.win;
+        let g4 = 4 * h;
+        let (bh, bg, rows) = (b * h, b * g4, t_len * b);
+        let gates = &mut buf.cache;
+        // Above layer 0 the input term of every step is one product, which each step's
+        // recurrent product then accumulates onto.
+        let ready = match *input {
+            LayerInput::Tokens { .. } => false,
+            LayerInput::Dense { x, w_ih, bias } => {
+                let p = &mut gates[..rows * g4];
+                mm(rows, g4, h, p, (g4, 1), false, x, (h, 1), w_ih, (1, h));
+                add_rows(p, bias);
+                true
+            }
+        };
+        for t in 0..t_len {
+            let gt = &mut gates[t * bg..(t + 1) * bg];
+            let prev = &buf.states[t * bh..(t + 1) * bh];
+            packed::matmul(b, gt, g4, ready, prev, h, cx.w_fwd);
+            let h_next = &mut buf.states[(t + 1) * bh..(t + 2) * bh];
+            let (c_done, c_next) = buf.cells.split_at_mut((t + 1) * bh);
+            for j in 0..b {
+                let row = &mut gt[j * g4..(j + 1) * g4];
+                if let Some(add) = input.token_row(g4, t, j) {
+                    row.iter_mut().zip(add).for_each(|(r, a)| *r += a);
+                }
+                let c_prev = &c_done[t * bh + j * h..t * bh + (j + 1) * h];
+                let c = &mut c_next[j * h..(j + 1) * h];
+                let out = &mut h_next[j * h..(j + 1) * h];
+                step_pointwise(row, c_prev, c, out, cx.scoring);
+            }
+        }
+    }
+
+    fn backward_layer(&self, cx: &LayerBwd, buf: &LayerBuf, g: &mut BwdBufs) -> PreGrad {
+        let Window { t_len, b, h } = cx.win;
+        let g4 = 4 * h;
+        let (bh, bg) = (b * h, b * g4);
+        // Scratch: dc carried from step t + 1 (b × H), then tanh c(t) for one stream (H).
+        g.scratch.clear();
+        g.scratch.resize(bh + h, 0.0);
+        let (carry, tc) = g.scratch.split_at_mut(bh);
+        for t in (0..t_len).rev() {
+            let dh = &mut g.d_out[t * bh..(t + 1) * bh];
+            if t + 1 < t_len {
+                let next = &g.d_pre[(t + 1) * bg..(t + 2) * bg];
+                packed::matmul(b, dh, h, true, next, g4, cx.w_bwd);
+            }
+            for j in 0..b {
+                let gates = &buf.cache[t * bg + j * g4..t * bg + (j + 1) * g4];
+                let c = &buf.cells[(t + 1) * bh + j * h..(t + 1) * bh + (j + 1) * h];
+                let c_prev = &buf.cells[t * bh + j * h..t * bh + (j + 1) * h];
+                tc.copy_from_slice(c);
+                act_fwd(Activation::Tanh, tc);
+                let dp = &mut g.d_pre[t * bg + j * g4..t * bg + (j + 1) * g4];
+                let dh = &dh[j * h..(j + 1) * h];
+                let carry = &mut carry[j * h..(j + 1) * h];
+                let (ig, rest) = gates.split_at(h);
+                let (fg, rest) = rest.split_at(h);
+                let (gg, og) = rest.split_at(h);
+                let (dpi, rest) = dp.split_at_mut(h);
+                let (dpf, rest) = rest.split_at_mut(h);
+                let (dpg, dpo) = rest.split_at_mut(h);
+                for k in 0..h {
+                    let (i, f, gv, o) = (ig[k], fg[k], gg[k], og[k]);
+                    let dc = dh[k] * o * (1.0 - tc[k] * tc[k]) + carry[k];
+                    dpi[k] = dc * gv * i * (1.0 - i);
+                    dpf[k] = dc * c_prev[k] * f * (1.0 - f);
+                    dpg[k] = dc * i * (1.0 - gv * gv);
+                    dpo[k] = dh[k] * tc[k] * o * (1.0 - o);
+                    carry[k] = dc * f;
+                }
+            }
+        }
+        PreGrad::Gates
+    }
+
+    fn engine_scratch(&self, h: usize) -> usize {
+        // The four gates, then c(t−1).
+        5 * h
+    }
+
+    fn engine_step(
+        &self,
+        w: &EngineWeights,
+        x_proj: &[f32],
+        h: &mut [f32],
+        c: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        let hdim = h.len();
+        let (pre, c_prev) = scratch.split_at_mut(4 * hdim);
+        for (q, p) in pre.iter_mut().enumerate() {
+            *p = x_proj[q] + (dot(&w.w_hh[q * hdim..(q + 1) * hdim], h) + w.bias[q]);
+        }
+        c_prev.copy_from_slice(c);
+        step_pointwise(pre, c_prev, c, h, false);
+    }
+
+    fn engine_backward(
+        &self,
+        w: &EngineWeights,
+        after: &StepRecord,
+        before: &StepRecord,
+        d: &mut StateGrad,
+    ) {
+        let h = d.h.len();
+        let g = &after.gates;
+        let dp = &mut d.scratch[..4 * h];
+        for k in 0..h {
+            let (i, f, gv, o) = (
+                g[k] as f64,
+                g[h + k] as f64,
+                g[2 * h + k] as f64,
+                g[3 * h + k] as f64,
+            );
+            let tc = (after.c[k] as f64).tanh();
+            let dc = d.h[k] * o * (1.0 - tc * tc) + d.c[k];
+            dp[k] = dc * gv * i * (1.0 - i);
+            dp[h + k] = dc * before.c[k] as f64 * f * (1.0 - f);
+            dp[2 * h + k] = dc * i * (1.0 - gv * gv);
+            dp[3 * h + k] = d.h[k] * tc * o * (1.0 - o);
+            d.c[k] = dc * f;
+        }
+        // dh(t−1) = W_hhᵀ dP.
+        d.h.iter_mut().for_each(|x| *x = 0.0);
+        for (q, &dq) in dp.iter().enumerate() {
+            if dq == 0.0 {
+                continue;
+            }
+            let row = &w.w_hh[q * h..(q + 1) * h];
+            for (x, &r) in d.h.iter_mut().zip(row) {
+                *x += dq * r as f64;
+            }
+        }
+    }
+
+    fn gradient_bound_rate(&self, _w_hh_norm: f64) -> Option<f64> {
+        None
+    }
+}
+
+/// One stream's step after the products: `gates` (the 4H pre-activations, i f g o) become the
+/// gate values in place; c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c). `scoring`: nothing will be
+/// differentiated, so tanh may take `scoring_tanh`'s faster road (within 3e-7).
+#[inline]
+fn step_pointwise(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32], scoring: bool) {
+    let n = h.len();
+    let (ifg, og) = gates.split_at_mut(3 * n);
+    let (if_, gg) = ifg.split_at_mut(2 * n);
+    act_fwd(Activation::Sigmoid, if_);
+    act_fwd(Activation::Sigmoid, og);
+    if scoring {
+        scoring_tanh(gg, None);
+    } else {
+        act_fwd(Activation::Tanh, gg);
+    }
+    let (ig, fg) = if_.split_at(n);
+    for k in 0..n {
+        c[k] = fg[k] * c_prev[k] + ig[k] * gg[k];
+        h[k] = c[k];
+    }
+    if scoring {
+        scoring_tanh(h, None);
+    } else {
+        act_fwd(Activation::Tanh, h);
+    }
+    h.iter_mut().zip(og.iter()).for_each(|(x, o)| *x *= o);
+}
