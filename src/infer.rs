@@ -7,7 +7,7 @@
 //! `ElmanLM::forward`.
 
 use crate::cell::{Cell, EngineWeights};
-use crate::kernels::math::dot;
+use crate::kernels::packed::{self, PackedB};
 use crate::model::{ElmanLM, ModelConfig, Param};
 use anyhow::Result;
 
@@ -19,6 +19,8 @@ pub struct Engine {
     /// (vocab, hidden).
     dec_w: Vec<f32>,
     dec_b: Vec<f32>,
+    /// Vᵀ packed (hidden × vocab): the logits as a one-row GEMM.
+    dec_packed: PackedB,
 }
 
 /// The hidden state s(t) of every layer (and an LSTM's cell states).
@@ -31,6 +33,7 @@ pub struct State {
     /// allocate).
     scratch: Vec<f32>,
     x_proj: Vec<f32>,
+    rec: Vec<f32>,
 }
 
 impl State {
@@ -65,19 +68,34 @@ impl Engine {
             );
             let mut bias = vec![0.0; b_ih.len()];
             cell.input_bias(&b_ih, &b_hh, &mut bias);
+            let w_hh = to_vec(model.tensor(Param::WeightHh(k)))?;
+            let g = bias.len();
+            let h = cfg.hidden;
+            let mut w_hh_packed = PackedB::default();
+            w_hh_packed.pack(&w_hh, h, g, (1, h));
+            let mut w_ih_packed = PackedB::default();
+            if k > 0 {
+                w_ih_packed.pack(&w_ih, h, g, (1, h));
+            }
             layers.push(EngineWeights {
                 w_ih,
-                w_hh: to_vec(model.tensor(Param::WeightHh(k)))?,
+                w_hh,
                 bias,
                 b_hh,
+                w_hh_packed,
+                w_ih_packed,
             });
         }
+        let dec_w = to_vec(model.tensor(Param::DecoderWeight))?;
+        let mut dec_packed = PackedB::default();
+        dec_packed.pack(&dec_w, cfg.hidden, cfg.vocab_size, (1, cfg.hidden));
         Ok(Engine {
             config: cfg,
             cell,
             layers,
-            dec_w: to_vec(model.tensor(Param::DecoderWeight))?,
+            dec_w,
             dec_b: to_vec(model.tensor(Param::DecoderBias))?,
+            dec_packed,
         })
     }
 
@@ -119,29 +137,38 @@ impl Engine {
             c: vec![vec![0.0; c]; self.config.layers],
             scratch: vec![0.0; self.cell.engine_scratch(h)],
             x_proj: vec![0.0; self.cell.gates() * h],
+            rec: vec![0.0; self.cell.gates() * h],
         }
     }
 
-    /// Reads token `x`: s(t) from s(t−1).
+    /// Reads token `x`: s(t) from s(t−1). Each product is a one-row GEMM on the packed kernel
+    /// (a row of W read against many accumulators at once), the rest the cell's.
     pub fn step(&self, state: &mut State, x: u32) {
-        let g = self.cell.gates() * self.config.hidden;
+        let (h, g) = (self.config.hidden, self.cell.gates() * self.config.hidden);
         for k in 0..self.layers.len() {
             let layer = &self.layers[k];
             let (below, rest) = state.h.split_at_mut(k);
             let x_proj: &[f32] = if k == 0 {
                 &layer.w_ih[x as usize * g..(x as usize + 1) * g]
             } else {
-                let input = &below[k - 1];
-                let hb = input.len();
-                for (i, p) in state.x_proj.iter_mut().enumerate() {
-                    *p = dot(&layer.w_ih[i * hb..(i + 1) * hb], input);
-                }
+                packed::matmul(
+                    1,
+                    &mut state.x_proj,
+                    g,
+                    false,
+                    &below[k - 1],
+                    h,
+                    &layer.w_ih_packed,
+                );
                 &state.x_proj
             };
+            let hk = &mut rest[0];
+            packed::matmul(1, &mut state.rec, g, false, hk, h, &layer.w_hh_packed);
             self.cell.engine_step(
                 layer,
                 x_proj,
-                &mut rest[0],
+                &state.rec,
+                hk,
                 &mut state.c[k],
                 &mut state.scratch,
             );
@@ -159,9 +186,8 @@ impl Engine {
     pub fn logits(&self, state: &State, out: &mut [f32]) {
         let hdim = self.config.hidden;
         let top = state.h.last().expect("at least one layer");
-        for (v, o) in out.iter_mut().enumerate() {
-            *o = dot(&self.dec_w[v * hdim..(v + 1) * hdim], top) + self.dec_b[v];
-        }
+        packed::matmul(1, out, out.len(), false, top, hdim, &self.dec_packed);
+        out.iter_mut().zip(&self.dec_b).for_each(|(o, b)| *o += b);
     }
 
     /// log softmax(o(t)) as f64.

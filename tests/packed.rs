@@ -1,10 +1,13 @@
-//! The packed recurrent GEMM (`src/packed.rs`) against a plain triple loop in f64, over the
-//! shapes that exercise its edges: row counts that are not a multiple of the 6-row tile (and the
-//! one- and two-row path that runs across 4 panels at once), column counts around the 16-column
-//! panel and panel counts that are not a multiple of 4, depths past the 512-deep cache block, padded strides, both
-//! ways of reading B (W and Wᵀ), and accumulating into C or overwriting it.
+//! The packed recurrent GEMM (`src/kernels/packed.rs`) against a plain triple loop in f64, on every
+//! instruction-set level this CPU runs, over the shapes that exercise its edges: row counts that
+//! are not a multiple of the 6- or 12-row tiles (and the one- and two-row path that runs across 4 or
+//! 8 panels at once), column counts around the 16-column panel and panel counts that are not a
+//! multiple of 2, 4 or 8, depths past the 512-deep cache block, padded strides, both ways of
+//! reading B (W and Wᵀ), and accumulating into C or overwriting it. The AVX2 and AVX-512 tiles
+//! must also agree bit for bit (both are one FMA chain per element, in the same order).
 
-use elman::kernels::packed::{matmul, matmul_portable, PackedB};
+use elman::kernels::packed::{matmul, matmul_on, matmul_portable, PackedB};
+use elman::kernels::Isa;
 
 /// A deterministic, irregular fill in [−1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {
@@ -52,7 +55,9 @@ fn reference(
 #[test]
 fn packed_matmul_matches_a_plain_loop() {
     let mut cases = 0;
-    for &m in &[1usize, 2, 5, 6, 7, 13, 32] {
+    let levels = Isa::available();
+    eprintln!("packed GEMM checked at: {levels:?}");
+    for &m in &[1usize, 2, 5, 6, 7, 13, 25, 32] {
         for &n in &[1usize, 15, 16, 17, 40, 100] {
             for &k in &[1usize, 7, 16, 600] {
                 for transposed in [false, true] {
@@ -68,29 +73,47 @@ fn packed_matmul_matches_a_plain_loop() {
                         let mut pb = PackedB::default();
                         pb.pack(&b, k, n, strides);
                         assert_eq!((pb.k(), pb.n()), (k, n));
-                        for portable in [false, true] {
+                        let mut fma_results: Vec<Vec<f32>> = Vec::new();
+                        for &isa in &levels {
                             let mut c = c0.clone();
-                            if portable {
-                                matmul_portable(m, &mut c, ldc, accumulate, &a, lda, &pb);
-                            } else {
-                                matmul(m, &mut c, ldc, accumulate, &a, lda, &pb);
-                            }
+                            matmul_on(isa, m, &mut c, ldc, accumulate, &a, lda, &pb);
                             for (idx, (&got, &w)) in c.iter().zip(&want).enumerate() {
                                 let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
                                 assert!(
                                     (got as f64 - w).abs() <= tol,
                                     "m={m} n={n} k={k} transposed={transposed} accumulate={accumulate} \
-                                     portable={portable}: C[{idx}] = {got}, want {w}"
+                                     {isa}: C[{idx}] = {got}, want {w}"
                                 );
+                            }
+                            if isa >= Isa::Avx2 {
+                                fma_results.push(c);
                             }
                             cases += 1;
                         }
+                        // The FMA tiles sum alike.
+                        for other in fma_results.iter().skip(1) {
+                            assert!(
+                                other == &fma_results[0],
+                                "m={m} n={n} k={k}: AVX2 and AVX-512 differ"
+                            );
+                        }
+                        // The process's own level and the portable entry point agree too.
+                        let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                        matmul(m, &mut c1, ldc, accumulate, &a, lda, &pb);
+                        matmul_portable(m, &mut c2, ldc, accumulate, &a, lda, &pb);
+                        let isa = elman::kernels::isa();
+                        let mut c3 = c0.clone();
+                        matmul_on(isa, m, &mut c3, ldc, accumulate, &a, lda, &pb);
+                        assert!(c1 == c3, "matmul runs the process's level");
+                        let mut c4 = c0.clone();
+                        matmul_on(Isa::Portable, m, &mut c4, ldc, accumulate, &a, lda, &pb);
+                        assert!(c2 == c4, "matmul_portable is the portable level");
                     }
                 }
             }
         }
     }
-    assert_eq!(cases, 7 * 6 * 4 * 2 * 2 * 2);
+    assert_eq!(cases, 8 * 6 * 4 * 2 * 2 * levels.len());
 }
 
 #[test]

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::fast::columns;
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_bwd, act_fwd, act_fwd_add, dot, scoring_tanh};
+use crate::kernels::math::{act_bwd, act_fwd, act_fwd_add, scoring_tanh};
 use crate::kernels::packed;
 use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
@@ -131,21 +131,15 @@ impl Cell for Elman {
         &self,
         w: &EngineWeights,
         x_proj: &[f32],
+        rec: &[f32],
         h: &mut [f32],
         _c: &mut [f32],
-        pre: &mut [f32],
+        _scratch: &mut [f32],
     ) {
-        let hdim = h.len();
-        for (i, p) in pre.iter_mut().enumerate() {
-            *p = x_proj[i] + (dot(&w.w_hh[i * hdim..(i + 1) * hdim], h) + w.bias[i]);
+        for (i, p) in h.iter_mut().enumerate() {
+            *p = x_proj[i] + (rec[i] + w.bias[i]);
         }
-        for (hi, &p) in h.iter_mut().zip(pre.iter()) {
-            *hi = match self.act {
-                Activation::Tanh => p.tanh(),
-                Activation::Sigmoid => 1.0 / (1.0 + (-p).exp()),
-                Activation::Relu => p.max(0.0),
-            };
-        }
+        act_fwd(self.act, h);
     }
 
     fn engine_backward(

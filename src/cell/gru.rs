@@ -23,7 +23,7 @@ use super::{
     PreGrad, StateGrad, StepRecord, Window,
 };
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_fwd, act_fwd_add, dot, scoring_tanh};
+use crate::kernels::math::{act_fwd, act_fwd_add, scoring_tanh};
 use crate::kernels::packed;
 use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
@@ -169,23 +169,29 @@ impl Cell for Gru {
     }
 
     fn engine_scratch(&self, h: usize) -> usize {
-        // r, z, n and the recurrent n term (what `engine_backward` reads).
-        4 * h
+        // r, z, n and the recurrent n term (what `engine_backward` reads), then the input term
+        // with its bias (3H) and h(t−1) (H).
+        8 * h
     }
 
     fn engine_step(
         &self,
         w: &EngineWeights,
         x_proj: &[f32],
+        rec: &[f32],
         h: &mut [f32],
         _c: &mut [f32],
-        row: &mut [f32],
+        scratch: &mut [f32],
     ) {
         let hdim = h.len();
-        for (q, r) in row[..3 * hdim].iter_mut().enumerate() {
-            *r = dot(&w.w_hh[q * hdim..(q + 1) * hdim], h);
-        }
-        step_engine(row, x_proj, &w.bias, &w.b_hh[2 * hdim..3 * hdim], h);
+        let (row, rest) = scratch.split_at_mut(4 * hdim);
+        let (x, h_prev) = rest.split_at_mut(3 * hdim);
+        row[..3 * hdim].copy_from_slice(rec);
+        x.iter_mut()
+            .zip(x_proj.iter().zip(&w.bias))
+            .for_each(|(x, (p, b))| *x = p + b);
+        h_prev.copy_from_slice(h);
+        step_pointwise(row, x, &w.b_hh[2 * hdim..3 * hdim], h_prev, h, false);
     }
 
     fn engine_backward(
@@ -261,25 +267,5 @@ fn step_pointwise(
     }
     for k in 0..h {
         out[k] = (1.0 - z[k]) * n[k] + z[k] * h_prev[k];
-    }
-}
-
-/// The batch-1 step: `row` (4H) holds the recurrent products [R_r, R_z, R_n] in its first 3H;
-/// `x_proj` is the input term without bias, `bias` the folded input bias. Writes h(t) in place.
-#[inline]
-fn step_engine(row: &mut [f32], x_proj: &[f32], bias: &[f32], b_hn: &[f32], h: &mut [f32]) {
-    let n = h.len();
-    let (rz, rest) = row.split_at_mut(2 * n);
-    let (nn, rn) = rest.split_at_mut(n);
-    for k in 0..n {
-        rn[k] = nn[k] + b_hn[k];
-    }
-    for k in 0..2 * n {
-        rz[k] = 1.0 / (1.0 + (-(x_proj[k] + bias[k] + rz[k])).exp());
-    }
-    let (r, z) = rz.split_at(n);
-    for k in 0..n {
-        nn[k] = (x_proj[2 * n + k] + bias[2 * n + k] + r[k] * rn[k]).tanh();
-        h[k] = (1.0 - z[k]) * nn[k] + z[k] * h[k];
     }
 }

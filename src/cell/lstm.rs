@@ -20,7 +20,7 @@ use super::{
     PreGrad, StateGrad, StepRecord, Window,
 };
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_fwd, dot, scoring_tanh};
+use crate::kernels::math::{act_fwd, scoring_tanh};
 use crate::kernels::packed;
 use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
@@ -178,6 +178,7 @@ impl Cell for Lstm {
         &self,
         w: &EngineWeights,
         x_proj: &[f32],
+        rec: &[f32],
         h: &mut [f32],
         c: &mut [f32],
         scratch: &mut [f32],
@@ -185,7 +186,7 @@ impl Cell for Lstm {
         let hdim = h.len();
         let (pre, c_prev) = scratch.split_at_mut(4 * hdim);
         for (q, p) in pre.iter_mut().enumerate() {
-            *p = x_proj[q] + (dot(&w.w_hh[q * hdim..(q + 1) * hdim], h) + w.bias[q]);
+            *p = x_proj[q] + (rec[q] + w.bias[q]);
         }
         c_prev.copy_from_slice(c);
         step_pointwise(pre, c_prev, c, h, false);

@@ -133,12 +133,14 @@ pub trait Cell: Sync + Send + std::fmt::Debug {
         self.gates() * h
     }
 
-    /// Batch 1: one step of a layer. `x_proj` is the input term without bias (gates·H); `h`
-    /// (and an LSTM's `c`) the layer's state, updated in place.
+    /// Batch 1: one step of a layer. `x_proj` is the input term without bias and `rec` the
+    /// recurrent product h(t−1)·W_hhᵀ without bias (gates·H each); `h` (and an LSTM's `c`) the
+    /// layer's state, updated in place.
     fn engine_step(
         &self,
         w: &EngineWeights,
         x_proj: &[f32],
+        rec: &[f32],
         h: &mut [f32],
         c: &mut [f32],
         scratch: &mut [f32],
@@ -318,6 +320,10 @@ pub struct EngineWeights {
     pub bias: Vec<f32>,
     /// `bias_hh` as stored.
     pub b_hh: Vec<f32>,
+    /// `weight_hh`ᵀ packed (H × gates·H): a step's recurrent product as a one-row GEMM.
+    pub w_hh_packed: PackedB,
+    /// Above layer 0, `weight_ih`ᵀ packed the same way (input × gates·H).
+    pub w_ih_packed: PackedB,
 }
 
 /// What one batch-1 step of a layer left: its state after the step and its scratch (the gate

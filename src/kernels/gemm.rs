@@ -4,11 +4,19 @@
 
 use gemm::{gemm, Parallelism};
 
-/// Which kernels the `gemm` crate runs on this CPU (for `elman bench`'s report).
+/// Which kernels the `gemm` crate runs on this CPU (for `elman bench`'s report). It picks them
+/// itself, from the CPU alone (`ELMAN_ISA` does not reach it); its AVX-512 kernels are enabled at
+/// build time by its `x86-v4` feature (Cargo.toml).
 pub fn path() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        return "gemm crate, avx2+fma kernels";
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") {
+            return "gemm crate, avx512 kernels";
+        }
+        if has!("avx2") && has!("fma") {
+            return "gemm crate, avx2+fma kernels";
+        }
     }
     "gemm crate, baseline kernels"
 }

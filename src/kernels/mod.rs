@@ -22,23 +22,27 @@ pub enum Isa {
     Portable,
     /// x86-64 with AVX2 and FMA (256-bit vectors, 16 registers).
     Avx2,
+    /// x86-64 with AVX-512 (F, VL, BW, DQ: the x86-64-v4 level; 512-bit vectors, 32 registers,
+    /// masked loads and stores).
+    Avx512,
 }
+
+/// Every level, lowest first.
+const LEVELS: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
 
 impl Isa {
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
         }
     }
 
     /// Every level this CPU can run, lowest first (always starts with `Portable`).
     pub fn available() -> Vec<Isa> {
         let best = detected();
-        [Isa::Portable, Isa::Avx2]
-            .into_iter()
-            .filter(|&i| i <= best)
-            .collect()
+        LEVELS.into_iter().filter(|&i| i <= best).collect()
     }
 
     /// Panics unless this CPU can run `self`: what keeps the `*_on` functions sound, since they
@@ -64,23 +68,29 @@ pub fn detected() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
     *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return Isa::Avx2;
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma");
+            if avx2 && has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") {
+                return Isa::Avx512;
+            }
+            if avx2 {
+                return Isa::Avx2;
+            }
         }
         Isa::Portable
     })
 }
 
 /// The level every kernel runs at in this process: the best the CPU has, or lower when the
-/// environment variable `ELMAN_ISA` (portable, avx2) asks for it. A request above what the CPU
+/// environment variable `ELMAN_ISA` (portable, avx2, avx512) asks for it. A request above what the CPU
 /// has is capped to what it has.
 pub fn isa() -> Isa {
     static CHOSEN: OnceLock<Isa> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         let best = detected();
         let asked = std::env::var("ELMAN_ISA").ok().and_then(|v| {
-            [Isa::Portable, Isa::Avx2]
+            LEVELS
                 .into_iter()
                 .find(|i| i.name() == v.trim().to_ascii_lowercase())
         });
@@ -106,6 +116,15 @@ macro_rules! dispatch {
                     }
                     // SAFETY: `assert_supported` checked that the CPU has AVX2 and FMA.
                     unsafe { avx2($($arg),*) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                $crate::kernels::Isa::Avx512 => {
+                    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                    unsafe fn avx512($($arg: $ty),*) -> $ret {
+                        $generic($($arg),*)
+                    }
+                    // SAFETY: `assert_supported` checked that the CPU has these features.
+                    unsafe { avx512($($arg),*) }
                 }
                 _ => $generic($($arg),*),
             }

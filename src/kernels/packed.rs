@@ -4,15 +4,19 @@
 //! matrix T times forward and T times backward. The `gemm` crate packs that matrix into its panel
 //! layout inside every call: an H² copy per step, measured at ~17% of the whole training step at
 //! H = 1024 (its unpacked path is slower still). Here the matrix is packed once into panels of
-//! `NR` = 16 columns, and a 6×16 register tile (12 AVX2 accumulators, 2 panel vectors and one
-//! broadcast: 15 of the 16 registers, so nothing spills) runs over it. Tested against a plain
-//! triple loop (`tests/packed.rs`); measured in `elman bench`.
+//! `NR` = 16 columns, and a register tile runs over them: with AVX2, 6 rows × 16 columns (12
+//! accumulators, 2 panel vectors and one broadcast: 15 of the 16 registers); with AVX-512, up to
+//! 12 rows × 2 panels (24 accumulators of 16 floats, 2 panel vectors and a broadcast: 27 of 32),
+//! edges written with masked stores. Both accumulate each element of C with FMAs in the same
+//! order, so they give the same bits. Tested against a plain triple loop on every level this CPU
+//! has (`tests/packed.rs`); measured in `elman bench`.
 
 use super::Isa;
 
 /// The register tile this level runs (for `elman bench`'s report).
 pub fn path(isa: Isa) -> &'static str {
     match isa {
+        Isa::Avx512 => "avx512, up to 12×32 register tile",
         Isa::Avx2 => "avx2+fma, 6×16 register tile",
         Isa::Portable => "portable, one row × 16 columns",
     }
@@ -137,15 +141,72 @@ pub unsafe fn matmul_columns(
         return;
     }
     check_a(m, a, lda, k);
-    #[cfg(target_arch = "x86_64")]
-    if k > 0 && super::isa() >= Isa::Avx2 {
-        // SAFETY: `isa()` only reports what the CPU has (AVX2 and FMA here); A is checked above,
-        // C is the caller's promise.
-        unsafe { avx2::matmul(m, c, ldc, accumulate, a, lda, b, panels) };
+    // SAFETY: A is checked above, C is the caller's promise.
+    unsafe { dispatch(super::isa(), m, c, ldc, accumulate, a, lda, b, panels) }
+}
+
+/// # Safety
+/// As `matmul_columns`, with A checked and `isa` one this CPU runs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn dispatch(
+    isa: Isa,
+    m: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    panels: std::ops::Range<usize>,
+) {
+    isa.assert_supported();
+    // SAFETY (each arm): the CPU has the level's features (checked just above); the operands
+    // are the caller's promise.
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if b.k > 0 => unsafe {
+            avx512::matmul(m, c, ldc, accumulate, a, lda, b, panels)
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if b.k > 0 => unsafe { avx2::matmul(m, c, ldc, accumulate, a, lda, b, panels) },
+        _ => unsafe { portable(m, c, ldc, accumulate, a, lda, b, panels) },
+    }
+}
+
+/// C (m × n, row stride `ldc`) = [C +] A · B on the kernel of level `isa` (tests hold every level
+/// this CPU has to a plain loop). Panics if the CPU cannot run `isa`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_on(
+    isa: Isa,
+    m: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+) {
+    let n = b.n;
+    if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: as above.
-    unsafe { portable(m, c, ldc, accumulate, a, lda, b, panels) }
+    check_c(m, c, ldc, n);
+    check_a(m, a, lda, b.k);
+    // SAFETY: `check_c` bounds C inside the mutably borrowed `c`, `check_a` A; `dispatch`
+    // checks the level.
+    unsafe {
+        dispatch(
+            isa,
+            m,
+            c.as_mut_ptr(),
+            ldc,
+            accumulate,
+            a,
+            lda,
+            b,
+            0..n.div_ceil(NR),
+        )
+    }
 }
 
 /// The portable path (used without AVX2/FMA; public so tests can hold both paths to a plain
@@ -398,6 +459,226 @@ mod avx2 {
                 _mm256_storeu_ps(tmp.as_mut_ptr().add(8), row[1]);
                 for (q, &t) in tmp[..cols].iter().enumerate() {
                     *dst.add(q) = if add { *dst.add(q) + t } else { t };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{PackedB, KC, NR};
+    use std::arch::x86_64::*;
+
+    /// Rows of the tallest tile: 12 rows × 2 panels = 24 accumulators of the 32 registers.
+    const MR: usize = 12;
+
+    /// # Safety
+    /// AVX-512 (F) must be available; the operands as `super::matmul_columns` requires, k > 0.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    pub unsafe fn matmul(
+        m: usize,
+        cp: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        a: &[f32],
+        lda: usize,
+        b: &PackedB,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (k, n) = (b.k, b.n);
+        let ap = a.as_ptr();
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            // The first depth block writes C (or adds to it), the later ones add.
+            let add = accumulate || k0 > 0;
+            if m <= 2 {
+                // One or two rows (a single stream): a row across 8 panels at once, 8
+                // accumulators in flight.
+                for r in 0..m {
+                    let (a, c) = (ap.add(r * lda + k0), cp.add(r * ldc));
+                    let mut j = panels.start;
+                    while j < panels.end {
+                        let group = (panels.end - j).min(8);
+                        let panel = b.panel(j).as_ptr().add(k0 * NR);
+                        let c = c.add(j * NR);
+                        let cols = (n - j * NR).min(group * NR);
+                        match group {
+                            8 => row::<8>(kc, a, panel, k * NR, c, cols, add),
+                            7 => row::<7>(kc, a, panel, k * NR, c, cols, add),
+                            6 => row::<6>(kc, a, panel, k * NR, c, cols, add),
+                            5 => row::<5>(kc, a, panel, k * NR, c, cols, add),
+                            4 => row::<4>(kc, a, panel, k * NR, c, cols, add),
+                            3 => row::<3>(kc, a, panel, k * NR, c, cols, add),
+                            2 => row::<2>(kc, a, panel, k * NR, c, cols, add),
+                            _ => row::<1>(kc, a, panel, k * NR, c, cols, add),
+                        }
+                        j += group;
+                    }
+                }
+                k0 += kc;
+                continue;
+            }
+            // Panels two at a time (the last alone when their number is odd), rows in tiles of
+            // at most 12 as even as the rows allow (32 = 11 + 11 + 10: no thin last tile).
+            let tiles = m.div_ceil(MR);
+            let mut j = panels.start;
+            while j < panels.end {
+                let pair = (panels.end - j).min(2);
+                let panel = b.panel(j).as_ptr().add(k0 * NR);
+                let cols = (n - j * NR).min(pair * NR);
+                let mut r = 0;
+                for t in 0..tiles {
+                    let rows = m * (t + 1) / tiles - m * t / tiles;
+                    let (a, c) = (ap.add(r * lda + k0), cp.add(r * ldc + j * NR));
+                    if pair == 2 {
+                        tile::<2>(rows, kc, a, lda, panel, k * NR, c, ldc, cols, add);
+                    } else {
+                        tile::<1>(rows, kc, a, lda, panel, k * NR, c, ldc, cols, add);
+                    }
+                    r += rows;
+                }
+                j += pair;
+            }
+            k0 += kc;
+        }
+    }
+
+    /// The mask of the first `cols` (≤ 16) lanes.
+    #[inline]
+    fn lanes(cols: usize) -> __mmask16 {
+        if cols >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << cols) - 1) as __mmask16
+        }
+    }
+
+    /// Writes (or adds) `v` into the first `cols` floats at `dst`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn put(dst: *mut f32, v: __m512, cols: usize, add: bool) {
+        let mask = lanes(cols);
+        let v = if add {
+            _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dst))
+        } else {
+            v
+        };
+        _mm512_mask_storeu_ps(dst, mask, v);
+    }
+
+    /// One row of C across P consecutive panels (`stride` floats apart): C [+]= a (kc) · panels;
+    /// only the first `cols` of the P·NR columns are touched.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    unsafe fn row<const P: usize>(
+        kc: usize,
+        a: *const f32,
+        panel: *const f32,
+        stride: usize,
+        c: *mut f32,
+        cols: usize,
+        add: bool,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); P];
+        for p in 0..kc {
+            let x = _mm512_set1_ps(*a.add(p));
+            for (j, s) in acc.iter_mut().enumerate() {
+                *s = _mm512_fmadd_ps(x, _mm512_loadu_ps(panel.add(j * stride + p * NR)), *s);
+            }
+        }
+        for (j, s) in acc.iter().enumerate() {
+            let left = cols.saturating_sub(j * NR);
+            if left > 0 {
+                put(c.add(j * NR), *s, left, add);
+            }
+        }
+    }
+
+    /// `rows` (≤ 12) rows × P panels: C [+]= A (rows × kc, row stride lda) · the panels
+    /// (`stride` floats apart); only the first `cols` of the P·NR columns are touched. Every
+    /// element is one FMA chain over the depth, in order: the same sums as the AVX2 tile.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    unsafe fn tile<const P: usize>(
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        panel: *const f32,
+        stride: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        match rows {
+            12 => tile_r::<12, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            11 => tile_r::<11, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            10 => tile_r::<10, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            9 => tile_r::<9, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            8 => tile_r::<8, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            7 => tile_r::<7, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            6 => tile_r::<6, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            5 => tile_r::<5, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            4 => tile_r::<4, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            3 => tile_r::<3, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            2 => tile_r::<2, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+            _ => tile_r::<1, P>(kc, a, lda, panel, stride, c, ldc, cols, add),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    unsafe fn tile_r<const R: usize, const P: usize>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        panel: *const f32,
+        stride: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        // One pointer per row of A (see the AVX2 tile: the address chains otherwise cost).
+        let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
+        let step = |acc: &mut [[__m512; P]; R], p: usize| {
+            let mut bv = [_mm512_setzero_ps(); P];
+            for (q, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(panel.add(q * stride + p * NR));
+            }
+            for (row, ap) in acc.iter_mut().zip(&rows) {
+                let x = _mm512_set1_ps(*ap.add(p));
+                for (s, v) in row.iter_mut().zip(&bv) {
+                    *s = _mm512_fmadd_ps(x, *v, *s);
+                }
+            }
+        };
+        let mut p = 0;
+        while p + 4 <= kc {
+            step(&mut acc, p);
+            step(&mut acc, p + 1);
+            step(&mut acc, p + 2);
+            step(&mut acc, p + 3);
+            p += 4;
+        }
+        while p < kc {
+            step(&mut acc, p);
+            p += 1;
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let dst = c.add(i * ldc);
+            for (q, v) in row.iter().enumerate() {
+                let left = cols.saturating_sub(q * NR);
+                if left > 0 {
+                    put(dst.add(q * NR), *v, left, add);
                 }
             }
         }
