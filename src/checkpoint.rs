@@ -62,6 +62,9 @@ pub struct VocabConfig {
     pub size: usize,
     pub unk: Option<u32>,
     pub eos: Option<u32>,
+    /// Distinct tokens of the training text mapped to `<unk>` (see `Vocab::unknown_types`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_types: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -125,6 +128,12 @@ pub struct Progress {
 pub struct Config {
     pub format_version: u32,
     pub elman_version: String,
+    /// `"demo"` for the model `elman demo` trains (it replaces only its own); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_by: Option<String>,
+    /// Fine-tuning: the checkpoint the run started from (`train --init-from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
     pub model: ModelConfig,
     pub vocab: VocabConfig,
     pub training: TrainConfig,
@@ -213,6 +222,12 @@ pub fn read_config(dir: &Path) -> Result<Config> {
         bail!("{}: not a checkpoint folder", dir.display());
     }
     let path = dir.join(CONFIG_FILE);
+    if !path.exists() {
+        bail!(
+            "{}: not a checkpoint folder (it has no {CONFIG_FILE}); give the folder `elman train` wrote, such as checkpoints/NAME",
+            dir.display()
+        );
+    }
     check_size(&path, MAX_CONFIG_BYTES)?;
     let text = fs::read_to_string(&path).map_err(|e| file_error(&path, &e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
@@ -307,12 +322,13 @@ pub fn load(dir: &Path, dev: &Device) -> Result<Loaded> {
         );
     }
     check_size(&tok_path, MAX_TOKENIZER_BYTES)?;
-    let vocab = Vocab::from_tokenizer_json(
+    let mut vocab = Vocab::from_tokenizer_json(
         &tok_path,
         config.vocab.level,
         config.vocab.nfc,
         config.vocab.segmenter,
     )?;
+    vocab.unknown_types = config.vocab.unknown_types;
     if vocab.len() != config.model.vocab_size {
         bail!(
             "{}: holds {} tokens but config.json says the model has {}",
@@ -687,9 +703,24 @@ fn write_staging(dir: &Path, staging: &Path, snap: &Snapshot) -> Result<()> {
 /// Writes `bytes` to `path` via a temporary file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    let mut f = fs::File::create(&tmp).map_err(|e| file_error(&tmp, &e))?;
-    f.write_all(bytes).map_err(|e| file_error(&tmp, &e))?;
+    // Errors name the file asked for (the temporary one beside it is elman's business), and a
+    // missing folder as such.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!(
+                "{}: cannot write it, the folder {} does not exist",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
+    let mut f = fs::File::create(&tmp).map_err(|e| file_error(path, &e))?;
+    let written = f.write_all(bytes).map_err(|e| file_error(path, &e));
     drop(f);
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     sync_and_rename(&tmp, path)
 }
 

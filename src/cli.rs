@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 #[command(
+    about = "Measure training tokens/s, sampling chars/s, scoring tokens/s and GEMM speed on this machine",
     long_about = "Measure elman's throughput on this machine: training tokens/s at the four reference \
 shapes of the PyTorch peer (vocabulary 65, random tokens, Adam, clipping 5), batch-1 sampling chars/s, \
 scoring tokens/s, and the fp32 GEMM rate with the share of it that training turns into useful work \
@@ -60,7 +61,7 @@ pub struct SamplingFlags {
     /// Sample only from the smallest set of tokens whose probability reaches P (nucleus sampling).
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub top_p: Option<f64>,
-    /// Random seed: the same seed gives the same text [default: random, printed with --json].
+    /// Random seed: the same seed gives the same text [default: a random one].
     #[arg(long)]
     pub seed: Option<u64>,
 }
@@ -83,19 +84,20 @@ impl SamplingFlags {
 
 #[derive(Args)]
 #[command(
+    about = "Generate text, streamed as it is produced",
     long_about = "Generate text with a trained model. The hidden state is first warmed up on the whole \
 prompt; tokens are then drawn one by one and printed as they come. Ctrl-C stops.\n\n\
-Examples:\n  elman sample --model checkpoints/elman-demo --prompt 天空中 --length 200\n  \
-elman sample --model elman-demo --prompt \"The bird\" --temperature 0.5 --count 3 --seed 1\n  \
-elman sample --model elman-demo --top-p 0.9 --json"
+Examples:\n  elman sample --model checkpoints/demo --prompt 天空中 --length 200\n  \
+elman sample --model demo --prompt \"The bird\" --temperature 0.5 --count 3 --seed 1\n  \
+elman sample --model demo --top-p 0.9 --json"
 )]
 pub struct SampleCmd {
     /// Checkpoint folder (or a name under checkpoints/).
     #[arg(long, short, value_name = "DIR")]
     pub model: PathBuf,
     /// Text to start from (any Unicode) [default: the start of a line].
-    #[arg(long, short, default_value = "")]
-    pub prompt: String,
+    #[arg(long, short)]
+    pub prompt: Option<String>,
     /// Read the prompt from a UTF-8 file instead (for long prompts; taken exactly as written).
     #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
     pub prompt_file: Option<PathBuf>,
@@ -109,8 +111,8 @@ pub struct SampleCmd {
     )]
     pub length: usize,
     /// Number of samples.
-    #[arg(long, short = 'n', default_value_t = 1, value_name = "N")]
-    pub count: usize,
+    #[arg(long, short = 'n', default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
     #[command(flatten)]
     pub sampling: SamplingFlags,
     /// Print one JSON object (seed, settings, samples) instead of streaming text.
@@ -120,11 +122,12 @@ pub struct SampleCmd {
 
 #[derive(Args)]
 #[command(
+    about = "The most likely next tokens after a prompt, or (--beam) the most probable continuations",
     long_about = "Show what a model expects after a prompt: the K most likely next tokens with their \
 probabilities, or with --beam W the W most probable continuations found by beam search (each stops at a \
 line break, sentence-final punctuation, or --max-tokens).\n\n\
-Examples:\n  elman complete --model elman-demo --prompt 天空中飞过一只\n  \
-elman complete --model elman-demo --prompt \"A bird flew\" --beam 5 --max-tokens 30 --json"
+Examples:\n  elman complete --model demo --prompt 天空中飞过一只\n  \
+elman complete --model demo --prompt \"A bird flew\" --beam 5 --max-tokens 30 --json"
 )]
 pub struct CompleteCmd {
     /// Checkpoint folder (or a name under checkpoints/).
@@ -148,10 +151,14 @@ pub struct CompleteCmd {
 
 #[derive(Args)]
 #[command(
+    about = "Rank candidate completions of a prompt by probability (天空飞过一只 → 小鸟, 蜻蜓, 人, 坦克, 猪)",
     long_about = "Score candidate completions of a prompt. Each candidate is scored token by token \
 from the same prompt state: its total log-probability (the probability of the whole candidate), the mean \
-per token, and its probability normalised over the candidate set. Candidates may have different lengths.\n\n\
-Example (the chapter's):\n  elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪"
+per token, and its probability normalised over the candidate set. Candidates may have different lengths. \
+A candidate with pieces the vocabulary lacks is marked *: each unknown piece scores p(<unk>) shared evenly \
+over the tokens the vocabulary left out (as SRILM and KenLM score an out-of-vocabulary word), so it never \
+wins for being unknown; with a checkpoint that does not record that number, unknown candidates rank last.\n\n\
+Example (the chapter's):\n  elman rank --model demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪"
 )]
 pub struct RankCmd {
     /// Checkpoint folder (or a name under checkpoints/).
@@ -180,11 +187,12 @@ pub struct RankCmd {
 
 #[derive(Args)]
 #[command(
+    about = "An interactive session: type text, watch it continue; :help for commands",
     long_about = "An interactive session with a model. Each line you type continues the running \
 context (it carries over from line to line), shows the most likely next tokens and streams a completion. \
 Commands: :temp T, :topk K, :topp P, :len N, :seed S, :rank a,b,c, :beam W, :next K, :reset, :show, \
 :help, :quit. Ctrl-C cancels a generation, Ctrl-D leaves. With stdin piped, lines are read plainly.\n\n\
-Example:\n  elman repl --model elman-demo"
+Example:\n  elman repl --model demo"
 )]
 pub struct ReplCmd {
     /// Checkpoint folder (or a name under checkpoints/).
@@ -198,17 +206,21 @@ pub struct ReplCmd {
 }
 
 #[derive(Args)]
+#[command(
+    about = "The showcase: train on the bundled corpus (~30 s), sample in both languages, rank 天空飞过一只__",
+    long_about = "The showcase: train an Elman network on the bundled Chinese–English corpus (a fixed \
+number of steps on 2 threads, so every machine of a kind gets the same model), print samples in both \
+languages, and rank the chapter's candidates for 天空飞过一只__ (小鸟, 蜻蜓, 人, 坦克, 猪). The model goes to \
+checkpoints/demo, a folder of its own: the demo never replaces a checkpoint it did not make.\n\n\
+Examples:\n  elman demo\n  elman demo --reuse            # skip training when checkpoints/demo is there\n  \
+elman demo --steps 3000 --out checkpoints/demo-long"
+)]
 pub struct DemoCmd {
     /// The corpus to train on.
     #[arg(long, default_value = demo::DEMO_CORPUS, value_name = "FILE")]
     pub corpus: PathBuf,
     /// Where the demo model goes.
-    #[arg(
-        long,
-        short,
-        default_value = "checkpoints/elman-demo",
-        value_name = "DIR"
-    )]
+    #[arg(long, short, default_value = demo::DEMO_OUT, value_name = "DIR")]
     pub out: PathBuf,
     /// Training steps.
     #[arg(long, default_value_t = demo::DEMO_STEPS, value_name = "N")]
@@ -234,8 +246,15 @@ pub struct TrainCmd {
     #[arg(long, short, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue the run saved in DIR exactly where it stopped (weights, optimizer, data position).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "force"])]
+    /// Options equal to the run's own may be repeated; extend a finished run with --epochs,
+    /// --steps or --time.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "force", "init_from"])]
     pub resume: Option<PathBuf>,
+    /// Fine-tune: start a new run on FILE from the weights and vocabulary of the checkpoint in DIR
+    /// (its model is kept; training settings are the checkpoint's unless given, the optimizer
+    /// starts afresh). FILE's characters (or words) must be in the vocabulary, or map to <unk>.
+    #[arg(long, value_name = "DIR")]
+    pub init_from: Option<PathBuf>,
     /// Replace an existing checkpoint at --out.
     #[arg(long)]
     pub force: bool,
@@ -277,9 +296,10 @@ pub fn parse_time(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Args)]
 #[command(
+    about = "Score text with a model: nats per token, bits per character, perplexity",
     long_about = "Score UTF-8 text with a trained model. Reports the number of tokens, nats per \
 token, bits per character and perplexity of the whole text, as one stream from an empty state (the \
-exact likelihood).\n\nExample:\n  elman eval --model checkpoints/elman-demo corpora/elman-demo.txt --json"
+exact likelihood).\n\nExample:\n  elman eval --model checkpoints/demo corpora/elman-demo.txt --json"
 )]
 pub struct EvalCmd {
     /// Checkpoint folder (or a name under checkpoints/).
@@ -291,6 +311,9 @@ pub struct EvalCmd {
     /// Score the text as N parallel streams (faster, slightly pessimistic: each starts from s = 0).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub streams: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -298,15 +321,16 @@ pub struct EvalCmd {
 
 #[derive(Args)]
 #[command(
+    about = "Measure how far back the gradient reaches (vanishing gradients): table and SVG chart",
     long_about = "Measure ‖∂loss(t)/∂s(t−k)‖, the gradient that back-propagation through time carries \
 from the loss at position t to the hidden state k steps earlier, for k = 0..K, averaged over many \
 positions of real text. The chapter's point: with the sigmoid σ′ ≤ 1/4, so the gradient shrinks about \
 (1/4)^k (exactly: at least as fast as (‖W‖₂/4)^k); tanh and ReLU keep more of it.\n\n\
 Measures a trained model (--model), fresh untrained ones (--compare, or --activation), or both; prints a \
 table and writes an SVG chart with one curve per model and the bound for sigmoid.\n\n\
-Examples:\n  elman gradflow --model checkpoints/elman-demo\n  \
+Examples:\n  elman gradflow --model checkpoints/demo\n  \
 elman gradflow --compare sigmoid,tanh,relu --hidden 128 --out gradflow.svg\n  \
-elman gradflow --model elman-demo --compare sigmoid,tanh,relu --text corpora/elman-demo.txt\n  \
+elman gradflow --model demo --compare sigmoid,tanh,relu --text corpora/elman-demo.txt\n  \
 elman gradflow --activation sigmoid --w-norm 0.9        # ‖W‖₂ ≤ 1: under (1/4)^k"
 )]
 pub struct GradflowCmd {
@@ -344,6 +368,9 @@ pub struct GradflowCmd {
     /// Where the chart goes.
     #[arg(long, short, default_value = "gradflow.svg", value_name = "FILE")]
     pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -351,6 +378,7 @@ pub struct GradflowCmd {
 
 #[derive(Args)]
 #[command(
+    about = "Overlay the training curves of one or more runs in one SVG chart",
     long_about = "Draw the training and validation loss of one or more runs against tokens seen, in one \
 SVG chart (each training run also keeps its own loss.svg, refreshed at every evaluation).\n\n\
 Example:\n  elman plot checkpoints/small checkpoints/big --out compare.svg"
@@ -366,12 +394,13 @@ pub struct PlotCmd {
 
 #[derive(Args)]
 #[command(
+    about = "Write an HTML page showing a text shaded by the model's surprisal, predictions on hover",
     long_about = "Write a self-contained HTML page showing a text as the model reads it: every token \
 shaded by its surprisal −log₂ p (white: expected, red: surprising), the model's top predictions at that \
 point on hover, and with --unit N one hidden unit's activation as a second view (as in Karpathy's \
 char-rnn visualisations). Open the page in any browser; it needs no network.\n\n\
-Examples:\n  elman heatmap --model checkpoints/elman-demo corpora/elman-demo.txt --max-tokens 2000\n  \
-elman heatmap --model elman-demo story.txt --unit 17 --out story.html"
+Examples:\n  elman heatmap --model checkpoints/demo corpora/elman-demo.txt --max-tokens 2000\n  \
+elman heatmap --model demo story.txt --unit 17 --out story.html"
 )]
 pub struct HeatmapCmd {
     /// Checkpoint folder (or a name under checkpoints/).
@@ -398,12 +427,21 @@ pub struct HeatmapCmd {
     /// Show at most the first N tokens of the text.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_tokens: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Print a JSON summary (tokens, nats/token, bits/char) instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
+#[command(
+    about = "Show what a checkpoint holds: vocabulary, sizes, hyperparameters, training history",
+    long_about = "Show what a checkpoint holds: its vocabulary, the model's size and cell, every \
+training setting, the corpus it was trained on (name, size, SHA-256), its progress and the history of \
+its evaluations.\n\nExamples:\n  elman info --model checkpoints/demo\n  elman info --model demo --json"
+)]
 pub struct InfoCmd {
     /// Checkpoint folder (or a name under checkpoints/).
     #[arg(long, short, value_name = "DIR")]
@@ -449,6 +487,7 @@ impl TrainCmd {
             val_files: self.val_files,
             out: self.out,
             resume: self.resume,
+            init_from: self.init_from,
             force: self.force,
             hyper: self.hyper,
             epochs: self.epochs,
@@ -456,6 +495,7 @@ impl TrainCmd {
             time: self.time,
             quiet: self.quiet,
             reference: self.reference,
+            made_by: None,
         }
     }
 }
@@ -464,7 +504,7 @@ impl RankCmd {
     /// The candidates from `--candidates` or `--candidates-file` (one per line, blank lines
     /// skipped).
     pub fn candidates(&self) -> Result<Vec<String>> {
-        Ok(match (&self.candidates, &self.candidates_file) {
+        let cands: Vec<String> = match (&self.candidates, &self.candidates_file) {
             (Some(s), _) => crate::generate::split_candidates(s),
             (None, Some(f)) => std::fs::read_to_string(f)
                 .map_err(|e| crate::corpus::file_error(f, &e))?
@@ -473,7 +513,13 @@ impl RankCmd {
                 .filter(|l| !l.is_empty())
                 .collect(),
             (None, None) => unreachable!("clap requires one"),
-        })
+        };
+        if cands.is_empty() {
+            anyhow::bail!(
+                "no candidates to rank: give --candidates a,b,c, or a --candidates-file with one per line"
+            );
+        }
+        Ok(cands)
     }
 }
 
@@ -564,6 +610,7 @@ impl GradflowCmd {
                 positions: self.positions,
             },
             max_tokens: self.max_tokens,
+            quiet: self.quiet || self.json,
         };
         Ok((req, self.out, self.json))
     }

@@ -17,6 +17,11 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 pub const DEMO_CORPUS: &str = "corpora/elman-demo.txt";
+/// Where the demo's model goes: a folder of its own (training on the bundled corpus yourself writes
+/// checkpoints/elman-demo, named after the file).
+pub const DEMO_OUT: &str = "checkpoints/demo";
+/// The mark the demo leaves in its model's `config.json` (`made_by`).
+const MADE_BY: &str = "demo";
 pub const SHOWCASE_PROMPT: &str = "天空飞过一只";
 pub const SHOWCASE_CANDIDATES: [&str; 5] = ["小鸟", "蜻蜓", "人", "坦克", "猪"];
 /// Steps of the demo run: about 30 s on this project's 2-core machine. Counted in steps
@@ -39,7 +44,7 @@ impl Default for DemoArgs {
     fn default() -> Self {
         DemoArgs {
             corpus: PathBuf::from(DEMO_CORPUS),
-            out: PathBuf::from("checkpoints/elman-demo"),
+            out: PathBuf::from(DEMO_OUT),
             steps: DEMO_STEPS,
             reuse: false,
             quiet: false,
@@ -64,6 +69,7 @@ pub fn train_args(a: &DemoArgs) -> TrainArgs {
         },
         steps: Some(a.steps),
         quiet: a.quiet,
+        made_by: Some(MADE_BY.into()),
         ..Default::default()
     }
 }
@@ -77,6 +83,16 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
     }
     let rt = Runtime::with_threads(DEMO_THREADS);
     let have = a.out.join(checkpoint::CONFIG_FILE).exists();
+    if have {
+        // Only ever replace (or reuse) the demo's own model.
+        let config = checkpoint::read_config(&a.out)?;
+        if config.made_by.as_deref() != Some(MADE_BY) {
+            bail!(
+                "{}: holds a model `elman demo` did not make; the demo will not replace it (give the demo another --out)",
+                a.out.display()
+            );
+        }
+    }
     if !(a.reuse && have) {
         writeln!(
             out,
@@ -124,7 +140,7 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
     write!(
         out,
         "{}",
-        report::rank_table(SHOWCASE_PROMPT, &ranked, RankBy::Total)
+        report::rank_table(SHOWCASE_PROMPT, &ranked, RankBy::Total, vocab)
     )?;
     writeln!(
         out,
@@ -132,8 +148,23 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(
         out,
-        "\ntry:  elman sample --model {d} --prompt 天空中 --length 200\n      elman complete --model {d} --prompt 天空中飞过一只 --beam 5\n      elman repl --model {d}",
-        d = a.out.display()
+        "\ntry:  {e} sample --model {d} --prompt 天空中 --length 200\n      {e} complete --model {d} --prompt 天空中飞过一只 --beam 5\n      {e} repl --model {d}",
+        d = a.out.display(),
+        e = invocation()
     )?;
     Ok(())
+}
+
+/// How the user can run this elman again from where they are: the binary's path relative to the
+/// current folder (`target/release/elman` after `cargo run --release`), or as given.
+fn invocation() -> String {
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    match (exe, cwd) {
+        (Some(exe), Some(cwd)) => match exe.strip_prefix(&cwd) {
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => exe.display().to_string(),
+        },
+        _ => "elman".to_string(),
+    }
 }

@@ -47,6 +47,19 @@ pub fn score(
     chunk: usize,
     threads: usize,
 ) -> Result<Score> {
+    score_reporting(model, ids, streams, chunk, threads, &|_| {})
+}
+
+/// [`score`], telling `progress` how many more positions each window scored (from any of the
+/// scoring threads).
+pub fn score_reporting(
+    model: &ElmanLM,
+    ids: &[u32],
+    streams: usize,
+    chunk: usize,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Score> {
     let streams = streams.max(1).min(ids.len().max(1));
     let len = ids.len() / streams;
     if len < 2 {
@@ -61,7 +74,7 @@ pub fn score(
     let tensors = model.named_tensors();
     let refs: Vec<&Tensor> = tensors.iter().map(|(_, t)| t).collect();
     Ok(crate::fast::with_params(&cfg, &refs, |params| {
-        score_groups(params, cfg, ids, streams, len, chunk, threads)
+        score_groups(params, cfg, ids, (streams, len, chunk), threads, progress)
     })?)
 }
 
@@ -79,10 +92,9 @@ fn score_groups(
     params: &Params,
     cfg: crate::model::ModelConfig,
     ids: &[u32],
-    streams: usize,
-    len: usize,
-    chunk: usize,
+    (streams, len, chunk): (usize, usize, usize),
     threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Score {
     let (groups, workers, helpers) = if threads == 1 || streams < threads {
         (1, 1, threads)
@@ -152,6 +164,7 @@ fn score_groups(
                 &mut scratch,
             );
             group.pos += t;
+            progress((t * s.len()) as u64);
             board.lock().expect("scoring board")[g] = Some(group);
         }
     };
@@ -267,6 +280,7 @@ pub fn eval_files(
     files: &[std::path::PathBuf],
     streams: usize,
     threads: usize,
+    quiet: bool,
 ) -> Result<EvalReport> {
     // Streamed: only the ids are held (see `corpus::stream_lines` for why blocks end where they do).
     let (_, files, _) = crate::corpus::resolve(files)?;
@@ -297,7 +311,13 @@ pub fn eval_files(
         anyhow::bail!("the text has fewer than 2 tokens: nothing to score");
     }
     let chunk = loaded.config.training.bptt.max(1);
-    let s = score(&loaded.model, &ids, streams, chunk, threads)?;
+    // Scoring 200k tokens at a 33k-word vocabulary takes most of a minute: a bar on a terminal.
+    let predicted = (ids.len() / streams.max(1)).saturating_sub(1) * streams.max(1);
+    let bar = crate::progress::Bar::new(predicted as u64, "scoring", quiet);
+    let s = score_reporting(&loaded.model, &ids, streams, chunk, threads, &|n| {
+        bar.inc(n)
+    })?;
+    bar.finish();
     Ok(EvalReport {
         model: loaded.dir.display().to_string(),
         files: files.iter().map(|f| f.display().to_string()).collect(),

@@ -379,14 +379,45 @@ pub struct Ranked {
     pub total_logprob: f64,
     /// total_logprob / number of tokens.
     pub mean_logprob: f64,
-    /// exp(total) normalised over the candidate set.
-    pub prob_in_set: f64,
+    /// exp(total) normalised over the candidate set (`None` for an unknown candidate when the
+    /// model cannot say how many types share `<unk>`).
+    pub prob_in_set: Option<f64>,
     /// log p of each token.
     pub token_logprobs: Vec<f64>,
+    /// The pieces of the candidate the vocabulary does not hold (each scored as `<unk>`, see
+    /// [`rank`]); empty for a known candidate.
+    pub unknown: Vec<String>,
     pub warnings: Vec<String>,
 }
 
+impl Ranked {
+    pub fn known(&self) -> bool {
+        self.unknown.is_empty()
+    }
+}
+
+/// How an unknown token is scored, in words (for `--help`, the table's footnote and the README).
+pub fn unknown_rule(vocab: &Vocab) -> String {
+    match vocab.unknown_types {
+        Some(n) => format!(
+            "not in the vocabulary: each unknown piece scores p(<unk>) shared evenly over the {} {} the vocabulary left out",
+            n.max(1),
+            match vocab.level {
+                Level::Char => "characters",
+                Level::Word => "words",
+            }
+        ),
+        None => "not in the vocabulary: ranked after every known candidate (this checkpoint does not say how many types share <unk>)".to_string(),
+    }
+}
+
 /// Scores every candidate token by token from the same prompt state, sorted by `by` (best first).
+///
+/// A token the vocabulary lacks is read as `<unk>`, whose probability is that of *any* rare
+/// token: a candidate must not win for being unknown. So each unknown piece scores
+/// log p(<unk>) − ln N, N the number of distinct tokens the vocabulary left out (the way SRILM and
+/// KenLM score an out-of-vocabulary word); where N is not known, unknown candidates rank after
+/// every known one. Either way they are marked (`unknown`).
 pub fn rank(
     engine: &Engine,
     vocab: &Vocab,
@@ -395,49 +426,80 @@ pub fn rank(
     by: RankBy,
 ) -> Result<Vec<Ranked>> {
     if candidates.is_empty() {
-        bail!("no candidates to rank: give --candidates a,b,c or --candidates-file");
+        bail!("no candidates to rank");
     }
+    let unk_share = vocab.unknown_types.map(|n| (n.max(1) as f64).ln());
     let mut out = Vec::with_capacity(candidates.len());
     for (i, c) in candidates.iter().enumerate() {
         if c.is_empty() {
             bail!("candidate {} is empty", i + 1);
         }
-        let p = encode_prompt(vocab, c, &format!("candidate {c:?}"))?;
-        if p.ids.is_empty() {
+        let mut unknown = Vec::new();
+        let ids = vocab
+            .encode_reporting(c, |tok, _| unknown.push(tok.to_string()))
+            .map_err(|e| anyhow::anyhow!("candidate {c:?}: {e}"))?;
+        if ids.is_empty() {
             bail!("candidate {c:?} has no tokens");
         }
         let mut st = prompt_state.clone();
-        let mut lps = Vec::with_capacity(p.ids.len());
-        for (j, &x) in p.ids.iter().enumerate() {
-            lps.push(engine.log_probs(&st)[x as usize]);
-            if j + 1 < p.ids.len() {
+        let mut lps = Vec::with_capacity(ids.len());
+        for (j, &x) in ids.iter().enumerate() {
+            let mut lp = engine.log_probs(&st)[x as usize];
+            if Some(x) == vocab.unk && !unknown.is_empty() {
+                lp -= unk_share.unwrap_or(0.0);
+            }
+            lps.push(lp);
+            if j + 1 < ids.len() {
                 engine.step(&mut st, x);
             }
         }
         let total: f64 = lps.iter().sum();
+        let warnings = unknown
+            .iter()
+            .map(|u| {
+                format!(
+                    "candidate {c:?}: {} is {}",
+                    describe_token(u),
+                    unknown_rule(vocab)
+                )
+            })
+            .collect();
         out.push(Ranked {
             candidate: c.clone(),
-            tokens: p.ids.iter().map(|&x| vocab.token(x).to_string()).collect(),
+            tokens: ids.iter().map(|&x| vocab.token(x).to_string()).collect(),
             total_logprob: total,
             mean_logprob: total / lps.len() as f64,
-            prob_in_set: 0.0,
+            prob_in_set: None,
             token_logprobs: lps,
-            warnings: p.warnings,
+            unknown,
+            warnings,
         });
     }
+    // Normalised over the candidates that can be compared: all of them, or with an unknown share,
+    // only the known ones.
+    let comparable = |r: &Ranked| r.known() || unk_share.is_some();
     let m = out
         .iter()
+        .filter(|r| comparable(r))
         .map(|r| r.total_logprob)
         .fold(f64::NEG_INFINITY, f64::max);
-    let z: f64 = out.iter().map(|r| (r.total_logprob - m).exp()).sum();
-    for r in &mut out {
-        r.prob_in_set = (r.total_logprob - m).exp() / z;
+    let z: f64 = out
+        .iter()
+        .filter(|r| comparable(r))
+        .map(|r| (r.total_logprob - m).exp())
+        .sum();
+    for r in out.iter_mut().filter(|r| comparable(r)) {
+        r.prob_in_set = Some((r.total_logprob - m).exp() / z);
     }
     let key = |r: &Ranked| match by {
         RankBy::Total => r.total_logprob,
         RankBy::Mean => r.mean_logprob,
     };
-    out.sort_by(|a, b| key(b).total_cmp(&key(a)));
+    out.sort_by(|a, b| {
+        comparable(b)
+            .cmp(&comparable(a))
+            .then(key(b).total_cmp(&key(a)))
+    });
     Ok(out)
 }
 

@@ -147,6 +147,17 @@ pub fn spectral_norm_of(a: &[f32], m: usize, n: usize) -> f64 {
 /// backward step ([`Cell::engine_backward`]). An LSTM gives a second curve, ‖∂L(t)/∂c(t−k)‖ for
 /// its cell state (with h(t−k) held apart: the gradient that travels along c).
 pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> Result<Vec<Curve>> {
+    measure_reporting(engine, tokens, opts, label, &|_| {})
+}
+
+/// [`measure`], telling `progress` of every token read.
+pub fn measure_reporting(
+    engine: &Engine,
+    tokens: &[u32],
+    opts: Options,
+    label: &str,
+    progress: &dyn Fn(u64),
+) -> Result<Vec<Curve>> {
     let cfg = engine.config;
     let (h, k_max) = (cfg.hidden, opts.max_k);
     if opts.positions == 0 {
@@ -189,6 +200,7 @@ pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> R
     let mut d = StateGrad::new(cell, h);
     for (t, &x) in tokens.iter().enumerate().take(last + 1) {
         engine.step(&mut state, x);
+        progress(1);
         let r = &mut ring[t % ring_len];
         r.h.clone_from(&state.h[top]);
         r.c.clone_from(&state.c[top]);
@@ -250,6 +262,15 @@ pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> R
         });
     }
     Ok(curves)
+}
+
+/// [`measure`] with a progress bar (on a terminal, unless `req.quiet`).
+fn measured(engine: &Engine, tokens: &[u32], req: &Request, label: &str) -> Result<Vec<Curve>> {
+    let read = tokens.len().saturating_sub(1) as u64;
+    let bar = crate::progress::Bar::new(read, &format!("gradflow {label}"), req.quiet);
+    let curves = measure_reporting(engine, tokens, req.options, label, &|n| bar.inc(n));
+    bar.finish();
+    curves
 }
 
 /// 1, 0.133, 2.30e-3: a ratio readable at a glance.
@@ -408,6 +429,8 @@ pub struct Request {
     pub options: Options,
     /// At most this many tokens of the text are read through.
     pub max_tokens: usize,
+    /// No progress bar.
+    pub quiet: bool,
 }
 
 /// The measured curves and what they were measured on.
@@ -440,7 +463,14 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
         }
         files
     } else {
-        vec![crate::demo::DEMO_CORPUS.into()]
+        let demo = std::path::PathBuf::from(crate::demo::DEMO_CORPUS);
+        if !demo.exists() {
+            bail!(
+                "{}: not found; without --model, gradflow measures on the bundled corpus: give a text with --text FILE, or run from the repository's folder",
+                demo.display()
+            );
+        }
+        vec![demo]
     };
     let corpus = crate::corpus::Corpus::read(&text_files)?;
     let vocab = match &loaded {
@@ -486,7 +516,7 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
             activation: mc.activation,
         };
         let label = format!("{name} ({}, trained)", kind.name());
-        curves.extend(measure(&engine, &tokens, req.options, &label)?);
+        curves.extend(measured(&engine, &tokens, req, &label)?);
     }
     let hidden = req
         .hidden
@@ -515,7 +545,7 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
             engine.scale_recurrent_weight(0, (target / now) as f32);
             label = format!("{act} (fresh, ‖W‖={target})");
         }
-        curves.extend(measure(&engine, &tokens, req.options, &label)?);
+        curves.extend(measured(&engine, &tokens, req, &label)?);
     }
     Ok(Report {
         text: text_files.iter().map(|f| f.display().to_string()).collect(),

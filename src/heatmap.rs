@@ -65,6 +65,39 @@ pub struct Options {
     pub max_tokens: usize,
     /// Show the unit's cell state c (an LSTM) instead of its output h.
     pub cell_state: bool,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+impl Options {
+    /// Checks the options against the model; returns the layer the unit is in.
+    pub fn check(&self, engine: &Engine) -> Result<usize> {
+        let cfg = engine.config;
+        let layer = self.layer.unwrap_or(cfg.layers - 1);
+        if layer >= cfg.layers {
+            bail!(
+                "--layer {layer}: the model has {} layer(s), numbered 0 to {}",
+                cfg.layers,
+                cfg.layers - 1
+            );
+        }
+        if self.cell_state && engine.cell().carried() < 2 {
+            bail!(
+                "--cell-state: a {} model has no cell state (only an LSTM does); drop --cell-state to show the unit's output",
+                cfg.cell
+            );
+        }
+        if let Some(u) = self.unit {
+            if u >= cfg.hidden {
+                bail!(
+                    "--unit {u}: the model has {} hidden units per layer, numbered 0 to {}",
+                    cfg.hidden,
+                    cfg.hidden - 1
+                );
+            }
+        }
+        Ok(layer)
+    }
 }
 
 /// Scores `text` token by token.
@@ -77,29 +110,7 @@ pub fn analyse(
     text_name: &str,
 ) -> Result<Heatmap> {
     let cfg = engine.config;
-    let layer = opts.layer.unwrap_or(cfg.layers - 1);
-    if layer >= cfg.layers {
-        bail!(
-            "--layer {layer}: the model has {} layer(s), numbered 0 to {}",
-            cfg.layers,
-            cfg.layers - 1
-        );
-    }
-    if opts.cell_state && engine.cell().carried() < 2 {
-        bail!(
-            "--cell-state: a {} model has no cell state (only an LSTM does); drop --cell-state to show the unit's output",
-            cfg.cell
-        );
-    }
-    if let Some(u) = opts.unit {
-        if u >= cfg.hidden {
-            bail!(
-                "--unit {u}: the model has {} hidden units per layer, numbered 0 to {}",
-                cfg.hidden,
-                cfg.hidden - 1
-            );
-        }
-    }
+    let layer = opts.check(engine)?;
     let (shown, mut spans) = vocab.encode_spans(text)?;
     if spans.len() < 2 {
         bail!("the text has fewer than 2 tokens: nothing to score");
@@ -114,7 +125,9 @@ pub fn analyse(
     let mut gaps = Vec::with_capacity(spans.len());
     let mut pos = 0usize;
     let mut nats = 0f64;
+    let bar = crate::progress::Bar::new(spans.len() as u64, "reading", opts.quiet);
     for (i, sp) in spans.iter().enumerate() {
+        bar.inc(1);
         gaps.push(piece(pos.min(sp.start), sp.start.max(pos)));
         pos = pos.max(sp.end);
         let (bits, top) = if i == 0 {

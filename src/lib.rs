@@ -23,6 +23,7 @@ pub mod model;
 pub mod optim;
 
 pub mod plot;
+pub mod progress;
 pub mod repl;
 pub mod report;
 pub mod runtime;

@@ -29,12 +29,13 @@ trained by truncated back-propagation through time.\n\n\
 Quick start:\n  elman demo                                        # train on the bundled corpus, sample, rank\n  \
 elman train mybook.txt --time 10m                 # writes checkpoints/mybook/\n  \
 elman sample --model mybook --prompt \"Once\"\n  \
-elman rank --model elman-demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪\n  \
+elman rank --model demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪\n  \
 elman repl --model mybook"
 )]
 struct Cli {
-    /// Threads [default: all cores]: training and scoring (eval, validation) split their streams
-    /// among them. Runs are bit-for-bit reproducible for a given seed, data and thread count.
+    /// Threads to compute with [default: all cores]. Training, eval and validation split their
+    /// streams among them (bit-for-bit reproducible for a given seed, data and thread count);
+    /// sampling, completion, ranking and the repl run on one.
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -52,31 +53,44 @@ best-validation weights. Ctrl-C finishes the current step, saves and exits.\n\n\
 Examples:\n  elman train corpora/elman-demo.txt --time 1m\n  \
 elman train ../shared/corpora/tinyshakespeare.txt --hidden 512 --time 10m\n  \
 elman train notes.txt --level word --max-vocab 10000 --steps 5000\n  \
-elman train --resume checkpoints/tinyshakespeare --time 10m"
+elman train --resume checkpoints/tinyshakespeare --time 10m\n  \
+elman train sonnets.txt --init-from checkpoints/tinyshakespeare --lr 0.0005 --time 5m"
     )]
     Train(Box<TrainCmd>),
-    /// Score text with a model: nats per token, bits per character, perplexity.
     Eval(EvalCmd),
-    /// Measure how far back the gradient reaches (vanishing gradients): table and SVG chart.
     Gradflow(GradflowCmd),
-    /// Overlay the training curves of one or more runs in one SVG chart.
     Plot(PlotCmd),
-    /// Write an HTML page showing a text shaded by the model's surprisal, predictions on hover.
     Heatmap(HeatmapCmd),
-    /// Show what a checkpoint holds: vocabulary, sizes, hyperparameters, training history.
     Info(InfoCmd),
-    /// Generate text, streamed as it is produced.
     Sample(SampleCmd),
-    /// The most likely next tokens after a prompt, or (--beam) the most probable continuations.
     Complete(CompleteCmd),
-    /// Rank candidate completions of a prompt by probability (天空飞过一只 → 小鸟, 蜻蜓, 人, 坦克, 猪).
     Rank(RankCmd),
-    /// An interactive session: type text, watch it continue; :help for commands.
     Repl(ReplCmd),
-    /// The showcase: train on the bundled corpus (~30 s), sample in both languages, rank 天空飞过一只__.
     Demo(DemoCmd),
-    /// Measure training tokens/s, sampling chars/s, scoring tokens/s and GEMM speed on this machine.
     Bench(BenchCmd),
+}
+
+/// `print!` to standard output as a fallible write: a closed pipe (`elman … | head`) becomes an
+/// error `main` recognises and ends on quietly, where `print!` would panic.
+macro_rules! out {
+    ($($t:tt)*) => {
+        write!(std::io::stdout().lock(), $($t)*)?
+    };
+}
+
+macro_rules! outln {
+    ($($t:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    };
+}
+
+/// Whether `e` comes from writing into a closed pipe: the reader has all it wanted, so elman
+/// stops quietly and successfully, as `cat`, `git` and ripgrep do.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn main() -> ExitCode {
@@ -90,6 +104,7 @@ fn main() -> ExitCode {
     std::env::set_var("RAYON_NUM_THREADS", "1");
     match Runtime::cpu(cli.threads).and_then(|rt| run(cli.cmd, &rt)) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, no backtrace.
             let msg = format!("{e:#}").replace('\n', " ");
@@ -120,6 +135,10 @@ fn train_cmd(c: TrainCmd, rt: &Runtime) -> Result<ExitCode> {
     train::install_ctrlc_handler();
     let quiet = c.quiet;
     let o = train::train(&c.into_args(), rt)?;
+    if let Some(note) = &o.note {
+        eprintln!("{note}");
+        return Ok(ExitCode::SUCCESS);
+    }
     if !quiet {
         let best = match (o.best_val_loss, o.best_val_bpc) {
             (Some(l), Some(b)) => format!("best validation {l:.4} nats/token, {b:.4} bpc"),
@@ -143,17 +162,17 @@ fn eval_cmd(c: EvalCmd, rt: &Runtime) -> Result<ExitCode> {
         anyhow::bail!("--streams must be at least 1");
     }
     let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let r = eval::eval_files(&loaded, &c.files, c.streams, rt.threads)?;
+    let r = eval::eval_files(&loaded, &c.files, c.streams, rt.threads, c.quiet || c.json)?;
     if c.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", report::eval_table(&r));
+        out!("{}", report::eval_table(&r));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn sample_cmd(c: SampleCmd, rt: &Runtime) -> Result<ExitCode> {
-    let prompt_str = prompt_text(Some(c.prompt), &c.prompt_file)?;
+    let prompt_str = prompt_text(c.prompt, &c.prompt_file)?;
     let opts = c.sampling.options()?;
     let seed = c.sampling.seed();
     let loaded = checkpoint::load(&c.model, &rt.device)?;
@@ -233,17 +252,17 @@ fn complete_cmd(c: CompleteCmd, rt: &Runtime) -> Result<ExitCode> {
         let beams = generate::beam_search(&engine, vocab, &st, w, c.max_tokens);
         if c.json {
             let v = serde_json::json!({"prompt": prompt_str, "beam": w, "continuations": beams});
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         } else {
-            print!("{}", report::beam_table(&prompt_str, &beams));
+            out!("{}", report::beam_table(&prompt_str, &beams));
         }
     } else {
         let next = generate::top_next(&engine, vocab, &st, c.top.max(1));
         if c.json {
             let v = serde_json::json!({"prompt": prompt_str, "next": next});
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         } else {
-            print!("{}", report::next_table(&prompt_str, &next));
+            out!("{}", report::next_table(&prompt_str, &next));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -266,9 +285,9 @@ fn rank_cmd(c: RankCmd, rt: &Runtime) -> Result<ExitCode> {
     }
     if c.json {
         let v = serde_json::json!({"prompt": prompt_str, "sorted_by": c.by, "candidates": ranked});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", report::rank_table(&prompt_str, &ranked, c.by));
+        out!("{}", report::rank_table(&prompt_str, &ranked, c.by, vocab));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -309,9 +328,9 @@ fn bench_cmd(c: BenchCmd, rt: &Runtime) -> Result<ExitCode> {
         }
     })?;
     if c.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", elman::bench::render(&r));
+        out!("{}", elman::bench::render(&r));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -323,15 +342,15 @@ fn gradflow_cmd(c: GradflowCmd, rt: &Runtime) -> Result<ExitCode> {
     let svg = elman::plot::svg(&elman::gradflow::chart(&r.curves, &name))?;
     checkpoint::write_atomic(&out, svg.as_bytes())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!(
+        outln!(
             "mean ‖∂loss(t)/∂s(t−k)‖ over {} positions of {name} ({} tokens)",
             r.curves.first().map_or(0, |c| c.positions),
             r.tokens
         );
-        print!("{}", elman::gradflow::table(&r.curves));
-        println!("chart written to {}", out.display());
+        out!("{}", elman::gradflow::table(&r.curves));
+        outln!("chart written to {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -355,7 +374,7 @@ fn plot_cmd(c: PlotCmd) -> Result<ExitCode> {
     }
     let svg = elman::plot::svg(&elman::plot::loss_chart(&runs))?;
     checkpoint::write_atomic(&c.out, svg.as_bytes())?;
-    println!("chart written to {}", c.out.display());
+    outln!("chart written to {}", c.out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -378,7 +397,9 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
         top: c.top,
         max_tokens: c.max_tokens,
         cell_state: c.cell_state,
+        quiet: c.quiet || c.json,
     };
+    opts.check(&engine)?;
     let model_name = loaded.dir.display().to_string();
     let h = elman::heatmap::analyse(
         &engine,
@@ -402,7 +423,7 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
             "bits_per_char": h.bits_per_char,
             "truncated": h.truncated,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if h.truncated {
             eprintln!(
@@ -410,7 +431,7 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
                 h.tokens.len()
             );
         }
-        println!(
+        outln!(
             "{} tokens, {:.4} nats/token, {:.4} bits/char; page written to {}",
             h.tokens.len(),
             h.nats_per_token,
@@ -424,9 +445,9 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
 fn info_cmd(c: InfoCmd, rt: &Runtime) -> Result<ExitCode> {
     let i = info::info(&c.model, rt)?;
     if c.json {
-        println!("{}", serde_json::to_string_pretty(&i)?);
+        outln!("{}", serde_json::to_string_pretty(&i)?);
     } else {
-        print!("{}", info::render(&i));
+        out!("{}", info::render(&i));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -111,11 +111,15 @@ pub fn svg(chart: &Chart) -> Result<String> {
     let log_y = chart.log_y;
     let (series, (x0, x1, y0, y1)) = drawable(chart)?;
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing the chart: {e}");
+    // The legend goes in a strip below the plot, two entries to a row, so it never hides data.
+    let entries = series.iter().filter(|(_, p)| !p.is_empty()).count();
+    let legend_h = 12 + 22 * entries.div_ceil(2) as u32;
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (820, 500)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (820, 500 + legend_h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut c = ChartBuilder::on(&root)
+        let (plot, legend) = root.split_vertically(500);
+        let mut c = ChartBuilder::on(&plot)
             .caption(&chart.title, ("sans-serif", 20))
             .margin(16)
             .x_label_area_size(44)
@@ -149,6 +153,7 @@ pub fn svg(chart: &Chart) -> Result<String> {
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(|e| err(&e))?;
+        let mut legend_at = 0usize;
         for (s, pts) in series {
             if pts.is_empty() {
                 continue;
@@ -166,30 +171,36 @@ pub fn svg(chart: &Chart) -> Result<String> {
                 c.draw_series(marked.iter().map(|&p| Circle::new(p, 3, style.filled())))
                     .map_err(|e| err(&e))?;
             }
-            let anno = if s.dashed {
+            if s.dashed {
                 c.draw_series(DashedLineSeries::new(pts, 6, 4, style))
-                    .map_err(|e| err(&e))?
+                    .map_err(|e| err(&e))?;
             } else {
                 c.draw_series(LineSeries::new(pts, style))
-                    .map_err(|e| err(&e))?
-            };
-            let dashed = s.dashed;
-            anno.label(&s.label).legend(move |(x, y)| {
-                let end = if dashed { x + 7 } else { x + 20 };
-                PathElement::new(vec![(x, y), (end, y)], style)
-            });
-        }
-        c.configure_series_labels()
-            .position(if log_y {
-                SeriesLabelPosition::LowerLeft
+                    .map_err(|e| err(&e))?;
+            }
+            // This series' entry in the legend strip: a short stroke in its style, its label.
+            let (col, row) = (legend_at % 2, legend_at / 2);
+            legend_at += 1;
+            let (lx, ly) = (80 + 370 * col as i32, 14 + 22 * row as i32);
+            let stroke = if s.dashed {
+                vec![
+                    PathElement::new(vec![(lx, ly), (lx + 7, ly)], style),
+                    PathElement::new(vec![(lx + 13, ly), (lx + 20, ly)], style),
+                ]
             } else {
-                SeriesLabelPosition::UpperRight
-            })
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(|e| err(&e))?;
+                vec![PathElement::new(vec![(lx, ly), (lx + 20, ly)], style)]
+            };
+            for e in stroke {
+                legend.draw(&e).map_err(|e| err(&e))?;
+            }
+            legend
+                .draw(&Text::new(
+                    s.label.clone(),
+                    (lx + 28, ly - 8),
+                    ("sans-serif", 14).into_font().color(&RGBColor(40, 40, 40)),
+                ))
+                .map_err(|e| err(&e))?;
+        }
         root.present().map_err(|e| err(&e))?;
     }
     Ok(out)

@@ -206,9 +206,16 @@ impl<'a> Session<'a> {
             }
             "rank" => {
                 let cands = split_candidates(arg);
+                if cands.is_empty() {
+                    writeln!(out, "error: :rank needs candidates, comma-separated: :rank 小鸟,蜻蜓,人")?;
+                    return Ok(true);
+                }
                 let st = self.state()?;
                 match rank(self.engine, self.vocab, &st, &cands, RankBy::Total) {
-                    Ok(r) => write!(out, "{}", report::rank_table(&self.context_tail(), &r, RankBy::Total))?,
+                    Ok(r) => {
+                        let table = report::rank_table(&self.context_tail(), &r, RankBy::Total, self.vocab);
+                        write!(out, "{table}")?
+                    }
                     Err(e) => writeln!(out, "error: {e:#}")?,
                 }
             }

@@ -2,6 +2,7 @@
 //! characters are two columns wide), and visible forms of invisible tokens.
 
 use crate::generate::{Continuation, NextToken, RankBy, Ranked};
+use crate::vocab::Vocab;
 use unicode_width::UnicodeWidthStr;
 
 /// A token as a person should see it in a table: line breaks, tabs and spaces made visible.
@@ -47,10 +48,18 @@ pub fn pad_left(s: &str, width: usize) -> String {
 }
 
 /// The ranking table.
-pub fn rank_table(prompt: &str, ranked: &[Ranked], by: RankBy) -> String {
+pub fn rank_table(prompt: &str, ranked: &[Ranked], by: RankBy, vocab: &Vocab) -> String {
+    let name = |r: &Ranked| {
+        let c = show_text(&r.candidate);
+        if r.known() {
+            c
+        } else {
+            format!("{c}*")
+        }
+    };
     let cw = ranked
         .iter()
-        .map(|r| UnicodeWidthStr::width(show_text(&r.candidate).as_str()))
+        .map(|r| UnicodeWidthStr::width(name(r).as_str()))
         .max()
         .unwrap_or(0)
         .max("candidate".len());
@@ -68,14 +77,18 @@ pub fn rank_table(prompt: &str, ranked: &[Ranked], by: RankBy) -> String {
     );
     for (i, r) in ranked.iter().enumerate() {
         s += &format!(
-            "{:>3}  {}  {:>6}  {:>10.3}  {:>9.3}  {:>8.2}%\n",
+            "{:>3}  {}  {:>6}  {:>10.3}  {:>9.3}  {:>9}\n",
             i + 1,
-            pad(&show_text(&r.candidate), cw),
+            pad(&name(r), cw),
             r.tokens.len(),
             r.total_logprob,
             r.mean_logprob,
-            100.0 * r.prob_in_set
+            r.prob_in_set
+                .map_or("—".to_string(), |p| format!("{:.2}%", 100.0 * p))
         );
+    }
+    if ranked.iter().any(|r| !r.known()) {
+        s += &format!("  * {}\n", crate::generate::unknown_rule(vocab));
     }
     s
 }
@@ -105,20 +118,33 @@ pub fn next_line(next: &[NextToken]) -> String {
 /// The beam-search results.
 pub fn beam_table(prompt: &str, beams: &[Continuation]) -> String {
     let mut s = format!(
-        "most probable continuations of {:?} (beam search):\n",
+        "most probable continuations of {:?} (beam search; logp natural log, p per token its geometric mean):\n",
         short(prompt)
     );
+    s += "  #   total logp  p (whole)   p per token  continuation\n";
     for (i, b) in beams.iter().enumerate() {
+        let n = b.ids.len().max(1) as f64;
         s += &format!(
-            "{:>3}  logp {:>8.3}  p {:>7.3}%  {}{}\n",
+            "{:>3}  {:>10.3}  {:>10}  {:>10.1}%  {}{}\n",
             i + 1,
             b.logprob,
-            100.0 * b.logprob.exp(),
+            probability(b.logprob.exp()),
+            100.0 * (b.logprob / n).exp(),
             show_text(&b.text),
             if b.complete { "" } else { " …" }
         );
     }
     s
+}
+
+/// A probability that stays readable however small: a percentage down to 0.01%, then
+/// scientific notation (6.3e-9).
+pub fn probability(p: f64) -> String {
+    if p >= 1e-4 {
+        format!("{:.2}%", 100.0 * p)
+    } else {
+        format!("{p:.1e}")
+    }
 }
 
 /// `elman eval`'s table.

@@ -171,6 +171,7 @@ fn request(text: PathBuf, fresh: Vec<Activation>, w_norm: Option<f64>) -> gradfl
             positions: 200,
         },
         max_tokens: 100_000,
+        quiet: true,
     }
 }
 
@@ -465,20 +466,17 @@ fn chromium() -> Option<std::process::Command> {
             ]);
             Some(c)
         }
-        None => {
-            assert!(
-                std::env::var_os("ELMAN_REQUIRE_CHROMIUM").is_none(),
-                "ELMAN_REQUIRE_CHROMIUM is set but Chromium is not installed"
-            );
-            eprintln!("skipped: Chromium is not installed (apt-get install chromium)");
-            None
-        }
+        None => None,
     }
 }
 
 #[test]
+#[ignore = "needs Chromium (apt-get install chromium; cargo test -- --ignored)"]
 fn heatmap_page_in_a_real_browser() {
-    let Some(_) = chromium() else { return };
+    assert!(
+        chromium().is_some(),
+        "Chromium is not installed (apt-get install chromium)"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     trained(d, "m", &[]);

@@ -323,23 +323,21 @@ fn tokenizer_json_reloads_with_the_same_ids() {
     }
 }
 
-/// The Python `tokenizers` package loads our tokenizer.json and gives the same ids. CI installs it
-/// (and sets ELMAN_REQUIRE_PYTHON=1 so a missing package fails); elsewhere the test says it skipped.
+/// The Python `tokenizers` package loads our tokenizer.json and gives the same ids. Ignored unless
+/// asked for (`cargo test -- --ignored`; CI installs the package and runs it), and then it fails
+/// if the package is missing.
 #[test]
+#[ignore = "needs python3 with the tokenizers package (cargo test -- --ignored)"]
 fn python_tokenizers_gives_the_same_ids() {
     let have = Command::new("python3")
         .args(["-c", "import tokenizers"])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !have {
-        assert!(
-            std::env::var_os("ELMAN_REQUIRE_PYTHON").is_none(),
-            "python3 with the tokenizers package is required (pip install tokenizers)"
-        );
-        eprintln!("skipped: python3 -m pip install tokenizers to run this test");
-        return;
-    }
+    assert!(
+        have,
+        "python3 with the tokenizers package is required (pip install tokenizers)"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let all: String = SAMPLES.concat();
     for (level, segmenter) in LEVELS {

@@ -46,6 +46,8 @@ pub struct TrainArgs {
     pub val_files: Vec<PathBuf>,
     pub out: Option<PathBuf>,
     pub resume: Option<PathBuf>,
+    /// Fine-tune: a new run from this checkpoint's weights and vocabulary.
+    pub init_from: Option<PathBuf>,
     pub force: bool,
     pub hyper: Hyper,
     pub epochs: Option<u64>,
@@ -55,6 +57,9 @@ pub struct TrainArgs {
     /// Train through candle's autograd graph instead of the fused BPTT path (slower; the
     /// reference the fused path is tested against).
     pub reference: bool,
+    /// Recorded as the checkpoint's `made_by` (the demo marks its model, so that it never
+    /// replaces one it did not make).
+    pub made_by: Option<String>,
 }
 
 /// How a training session ended.
@@ -65,15 +70,26 @@ pub struct Outcome {
     pub stopped: String,
     pub best_val_loss: Option<f64>,
     pub best_val_bpc: Option<f64>,
+    /// What the user should know beyond that (a resumed run that had nothing left to do).
+    pub note: Option<String>,
 }
 
 /// Runs (or resumes) a training session on `rt`'s device and threads.
 pub fn train(args: &TrainArgs, rt: &Runtime) -> Result<Outcome> {
-    let run = match &args.resume {
-        Some(dir) => setup::resumed(args, dir)?,
-        None => setup::fresh(args)?,
+    let run = match (&args.resume, &args.init_from) {
+        (Some(dir), _) => setup::resumed(args, dir)?,
+        (None, Some(from)) => setup::initialized(args, from)?,
+        (None, None) => setup::fresh(args)?,
     };
+    let resuming = run.resuming;
     let mut session = Session::open(run, args, rt)?;
+    if resuming {
+        // A resumed run with nothing left to do leaves its checkpoint as it is, and says so and
+        // which option extends it.
+        if let Some(why) = session.stop_reason().filter(|&w| w != "interrupted") {
+            return Ok(session.nothing_left(why));
+        }
+    }
     let stopped = loop {
         if let Some(why) = session.stop_reason() {
             break why;

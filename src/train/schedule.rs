@@ -22,7 +22,7 @@ pub fn epoch_plan(seed: u64, epoch: u64, stream_len: usize, bptt: usize) -> (u64
 /// Parses `90`, `90s`, `10m`, `1h30m`, `2h`.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
-    let err = || anyhow!("--time {s:?}: expected a duration such as 90s, 10m or 1h30m");
+    let err = || anyhow!("--time {s:?}: expected a duration above zero, such as 90s, 10m or 1h30m");
     if s.is_empty() {
         return Err(err());
     }

@@ -6,7 +6,7 @@ use super::setup::{Data, Run, DEFAULT_EPOCHS, DEFAULT_EVAL_EVERY};
 use super::stepper::{StepResult, Stepper};
 use super::{Outcome, TrainArgs, INTERRUPTED};
 use crate::checkpoint::{self, Config, Entry, LoopState, Metric, TrainingState};
-use crate::eval::{score, window};
+use crate::eval::{score_reporting, window};
 use crate::model::{init_params, ElmanLM, ModelConfig};
 use crate::optim::Optimizer;
 use crate::runtime::Runtime;
@@ -80,6 +80,7 @@ impl<'a> Session<'a> {
             corpus,
             data,
             resuming,
+            init_from,
         } = run;
         config.training.epochs = args
             .epochs
@@ -112,6 +113,14 @@ impl<'a> Session<'a> {
         let stepper = Stepper::new(&model, tc.batch, tc.bptt, rt.threads, args.reference)
             .with_sampled_softmax(tc.softmax_samples, tc.seed)
             .with_dropout(tc.dropout, tc.seed);
+        if let Some(src) = &init_from {
+            // Fine-tuning starts from the other run's best weights.
+            let path = src.join(checkpoint::MODEL_FILE);
+            let (weights, _) = checkpoint::read_weights(&path, &mc, "", &rt.device)?;
+            for (name, var) in &vars {
+                var.set(&weights[name].to_dtype(DType::F32)?)?;
+            }
+        }
         let mut metrics: Vec<Metric> = Vec::new();
         let mut plateau_best: Option<f64> = None;
         if resuming {
@@ -132,8 +141,13 @@ impl<'a> Session<'a> {
         if let Some(s) = tc.steps {
             total_steps = Some(total_steps.map_or(s, |t| t.min(s)));
         }
-        let progress = Progress::new(args.quiet, total_steps, ls.step);
-        progress.say(intro_line(&config, &corpus.name, &data, opt.lr, resuming));
+        let progress = Progress::new(args.quiet, total_steps, args.time, ls.step);
+        let verb = match (&init_from, resuming) {
+            (Some(src), _) => format!("fine-tuning {} on", src.display()),
+            (None, true) => "resuming".to_string(),
+            (None, false) => "training on".to_string(),
+        };
+        progress.say(intro_line(&config, &verb, &corpus.name, &data, opt.lr));
         if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
             progress.say(format!(
                 "evaluating every {} steps: scoring the {} validation tokens with the full softmax is worth ~{:.0} training steps in FLOPs (--eval-every sets it)",
@@ -275,6 +289,44 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// The outcome of a resumed run that had already reached its stopping rule `why`: nothing
+    /// trained or written, and a note saying which option extends it.
+    pub(super) fn nothing_left(&self, why: Stopped) -> Outcome {
+        let p = &self.config.progress;
+        Outcome {
+            dir: self.dir.clone(),
+            step: self.ls.step,
+            stopped: why.to_string(),
+            best_val_loss: p.best_val_loss,
+            best_val_bpc: p.best_val_bpc,
+            note: Some(self.nothing_left_note(why)),
+        }
+    }
+
+    fn nothing_left_note(&self, why: Stopped) -> String {
+        let (dir, tc, ls) = (self.dir.display(), &self.config.training, &self.ls);
+        match why {
+            "steps" => format!(
+                "{dir}: nothing left to do: the run already has {} steps (--steps {}); continue it with a larger --steps, or --time",
+                ls.step,
+                tc.steps.unwrap_or(0)
+            ),
+            _ => {
+                let e = tc.epochs.unwrap_or(0);
+                let how = if self.args.epochs.is_some() {
+                    format!("--epochs {e}")
+                } else {
+                    format!("{e} epochs, the default when neither --steps nor --time is given")
+                };
+                format!(
+                    "{dir}: nothing left to do: the run already trained {} epochs ({how}); continue it with --epochs {}, --steps N or --time 10m",
+                    ls.epoch,
+                    ls.epoch + e.max(1)
+                )
+            }
+        }
+    }
+
     /// A scheduled evaluation is due after this step.
     pub(super) fn eval_due(&self) -> bool {
         self.ls.step.is_multiple_of(self.tc().eval_every)
@@ -283,7 +335,16 @@ impl<'a> Session<'a> {
     /// Scores the validation text: (nats per token, bits per character).
     fn validate(&self) -> Result<(f64, f64)> {
         let (val, bptt) = (self.data.val(), self.tc().bptt);
-        let s = score(&self.model, val, self.val_streams, bptt, self.rt.threads)?;
+        // A long validation (a big vocabulary) shows its progress in the bar's message.
+        let total = val.len().max(1) as u64;
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let progress = |n: u64| {
+            let d = done.fetch_add(n, Ordering::Relaxed) + n;
+            self.progress
+                .note(format!("validating {}%", 100 * d / total));
+        };
+        let threads = self.rt.threads;
+        let s = score_reporting(&self.model, val, self.val_streams, bptt, threads, &progress)?;
         Ok((
             s.nats_per_token(),
             s.bits_per_char(val.len(), self.data.val_chars.max(1)),
@@ -315,6 +376,8 @@ impl<'a> Session<'a> {
         self.ls.train_loss_count = 0;
         self.clock.since_eval_tokens = 0;
         self.clock.since_eval_time = Duration::ZERO;
+        // The evaluation's line first, then what it decided.
+        self.progress.say(format_metric(&m));
         if self.plateau_best.is_none_or(|b| val_loss < b) {
             self.plateau_best = Some(val_loss);
             self.ls.bad_evals = 0;
@@ -324,15 +387,14 @@ impl<'a> Session<'a> {
                 self.opt.lr *= self.tc().lr_decay;
                 self.ls.bad_evals = 0;
                 self.progress.say(format!(
-                    "validation stopped improving: learning rate lowered to {:.3e}",
-                    self.opt.lr
+                    "validation stopped improving at step {}: learning rate lowered to {:.3e}",
+                    self.ls.step, self.opt.lr
                 ));
             }
         }
         self.ls.lr = self.opt.lr;
         self.clock.last_val_bpc = Some(val_bpc);
         self.clock.last_eval_step = Some(self.ls.step);
-        self.progress.say(format_metric(&m));
         let best = self.record(m);
         self.ls.train_seconds = self.clock.wall_time_s();
         self.save(best, None)
@@ -358,6 +420,7 @@ impl<'a> Session<'a> {
             stopped: stopped.to_string(),
             best_val_loss: p.best_val_loss,
             best_val_bpc: p.best_val_bpc,
+            note: None,
         })
     }
 
@@ -471,11 +534,11 @@ fn check_fits(data: &Data, tc: &checkpoint::TrainConfig, files: &[PathBuf]) -> R
 }
 
 /// The line a session starts with: the corpus, the model and the training settings.
-fn intro_line(config: &Config, name: &str, data: &Data, lr: f64, resuming: bool) -> String {
+fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> String {
     let (mc, tc) = (&config.model, &config.training);
     format!(
         "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, hidden {} × {} layer(s) {}, batch {} × bptt {}, {} lr {}{}",
-        if resuming { "resuming" } else { "training on" },
+        verb,
         name,
         config.corpus.chars,
         data.train().len(),
@@ -506,31 +569,53 @@ fn format_metric(m: &Metric) -> String {
 }
 
 /// The progress bar on a terminal, and the evaluation lines (above the bar, or plain lines on a
-/// pipe); nothing with `--quiet`.
+/// pipe); nothing with `--quiet`. The bar counts steps when the run's end is a number of steps
+/// (`--steps`, `--epochs`), and time when it is a time budget (`--time` alone).
 struct Progress {
     bar: ProgressBar,
     quiet: bool,
     tty: bool,
+    /// The session's time budget, when the bar counts time; and when the session started.
+    budget: Option<(Duration, Instant)>,
 }
 
 impl Progress {
-    fn new(quiet: bool, total_steps: Option<u64>, at: u64) -> Progress {
+    fn new(quiet: bool, total_steps: Option<u64>, time: Option<Duration>, at: u64) -> Progress {
         let tty = std::io::stderr().is_terminal();
+        let budget = match (total_steps, time) {
+            (None, Some(t)) => Some((t, Instant::now())),
+            _ => None,
+        };
         let bar = if quiet || !tty {
             ProgressBar::hidden()
         } else {
-            let pb = ProgressBar::with_draw_target(total_steps, ProgressDrawTarget::stderr());
-            pb.set_style(
-                ProgressStyle::with_template(
+            let (len, template) = match budget {
+                Some((t, _)) => (
+                    Some(t.as_millis() as u64),
+                    "{elapsed_precise} [{bar:28.cyan/blue}] {msg} · {eta} left",
+                ),
+                None => (
+                    total_steps,
                     "{elapsed_precise} [{bar:28.cyan/blue}] step {pos}/{len} {msg} ETA {eta}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
+                ),
+            };
+            let pb = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+            pb.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("template")
+                    .progress_chars("=> "),
             );
-            pb.set_position(at);
+            if budget.is_none() {
+                pb.set_position(at);
+            }
             pb
         };
-        Progress { bar, quiet, tty }
+        Progress {
+            bar,
+            quiet,
+            tty,
+            budget,
+        }
     }
 
     fn say(&self, line: String) {
@@ -543,7 +628,20 @@ impl Progress {
     }
 
     fn update(&self, step: u64, msg: String) {
-        self.bar.set_position(step);
+        match self.budget {
+            Some((_, start)) => {
+                self.bar.set_position(start.elapsed().as_millis() as u64);
+                self.bar.set_message(format!("step {step} | {msg}"));
+            }
+            None => {
+                self.bar.set_position(step);
+                self.bar.set_message(msg);
+            }
+        }
+    }
+
+    /// A passing note in the bar's message (the next step's update replaces it).
+    fn note(&self, msg: String) {
         self.bar.set_message(msg);
     }
 

@@ -125,26 +125,90 @@ pub const DEFAULT_SAMPLES: usize = 4096;
 pub const DEFAULT_EVAL_EVERY: u64 = 200;
 
 impl Hyper {
-    /// Names of the options that were given (for the resume check).
-    pub(super) fn given(&self) -> Vec<&'static str> {
-        let mut g = Vec::new();
-        macro_rules! chk {
-            ($($f:ident => $n:literal),*) => { $( if self.$f.is_some() { g.push($n); } )* };
-        }
-        chk!(cell => "--cell", hidden => "--hidden", layers => "--layers", activation => "--activation",
-             batch => "--batch", bptt => "--bptt", optimizer => "--optimizer", lr => "--lr",
-             clip => "--clip", lr_decay => "--lr-decay", patience => "--patience",
-             val_fraction => "--val-fraction", eval_every => "--eval-every", seed => "--seed",
-             level => "--level", max_vocab => "--max-vocab", min_count => "--min-count",
-             segmenter => "--segmenter", sampled_softmax => "--sampled-softmax",
-             dropout => "--dropout");
-        if self.nfc {
-            g.push("--nfc");
-        }
-        if self.anneal {
-            g.push("--anneal");
-        }
-        g
+    /// The options given whose values differ from the run `config` describes.
+    pub(super) fn changes(&self, config: &Config) -> Vec<&'static str> {
+        let (mc, tc, vc) = (&config.model, &config.training, &config.vocab);
+        let mut out = Vec::new();
+        let mut differs = |given: bool, name: &'static str| {
+            if given {
+                out.push(name);
+            }
+        };
+        differs(self.cell.is_some_and(|x| x != mc.cell), "--cell");
+        differs(self.hidden.is_some_and(|x| x != mc.hidden), "--hidden");
+        differs(self.layers.is_some_and(|x| x != mc.layers), "--layers");
+        differs(
+            self.activation.is_some_and(|x| x != mc.activation),
+            "--activation",
+        );
+        differs(self.batch.is_some_and(|x| x != tc.batch), "--batch");
+        differs(self.bptt.is_some_and(|x| x != tc.bptt), "--bptt");
+        differs(
+            self.optimizer.is_some_and(|x| x != tc.optimizer),
+            "--optimizer",
+        );
+        differs(self.lr.is_some_and(|x| x != tc.lr), "--lr");
+        differs(self.clip.is_some_and(|x| x != tc.clip), "--clip");
+        differs(
+            self.lr_decay.is_some_and(|x| x != tc.lr_decay),
+            "--lr-decay",
+        );
+        differs(
+            self.patience.is_some_and(|x| x != tc.patience),
+            "--patience",
+        );
+        differs(
+            self.val_fraction.is_some_and(|x| x != tc.val_fraction),
+            "--val-fraction",
+        );
+        differs(
+            self.eval_every.is_some_and(|x| x != tc.eval_every),
+            "--eval-every",
+        );
+        differs(self.seed.is_some_and(|x| x != tc.seed), "--seed");
+        differs(self.dropout.is_some_and(|x| x != tc.dropout), "--dropout");
+        differs(
+            self.sampled_softmax
+                .is_some_and(|k| (k > 0).then_some(k) != tc.softmax_samples),
+            "--sampled-softmax",
+        );
+        differs(self.level.is_some_and(|x| x != vc.level), "--level");
+        differs(
+            self.max_vocab.is_some_and(|x| Some(x) != vc.max_vocab),
+            "--max-vocab",
+        );
+        differs(
+            self.min_count.is_some_and(|x| x != vc.min_count),
+            "--min-count",
+        );
+        differs(
+            self.segmenter
+                .is_some_and(|x| x != Segmenter::Auto && x != vc.segmenter),
+            "--segmenter",
+        );
+        differs(self.nfc && !vc.nfc, "--nfc");
+        differs(self.anneal && !tc.anneal, "--anneal");
+        out
+    }
+
+    /// The options given that fix the model or its vocabulary and differ from `config`'s (what a
+    /// fine-tuning run cannot change).
+    fn model_changes(&self, config: &Config) -> Vec<&'static str> {
+        let model_flags = [
+            "--cell",
+            "--hidden",
+            "--layers",
+            "--activation",
+            "--level",
+            "--max-vocab",
+            "--min-count",
+            "--segmenter",
+            "--nfc",
+        ];
+        self.changes(config)
+            .into_iter()
+            .filter(|f| model_flags.contains(f))
+            .collect()
     }
 }
 
@@ -221,6 +285,8 @@ pub struct Run {
     pub corpus: CorpusMeta,
     pub data: Data,
     pub resuming: bool,
+    /// Fine-tuning: the checkpoint whose weights the run starts from.
+    pub init_from: Option<PathBuf>,
 }
 
 /// Reads and tokenises the corpus ([`crate::corpus::load`]: streamed, the text never held).
@@ -259,15 +325,18 @@ fn load_data(
 /// `config.json`, and the corpus must be the one it was trained on.
 pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
     let dir = checkpoint::resolve_dir(r);
-    let given = args.hyper.given();
-    if !given.is_empty() {
+    let config = checkpoint::read_config(&dir)?;
+    // Repeating the run's own settings is fine (the same command with --resume added); only a
+    // change would break the run.
+    let changed = args.hyper.changes(&config);
+    if !changed.is_empty() {
         bail!(
-            "{} cannot be changed when resuming ({} fixes it); only --steps, --epochs, --time, --threads and --quiet apply",
-            given.join(", "),
+            "{} cannot be changed when resuming ({} fixes it); only --steps, --epochs, --time, --threads and --quiet apply (to train on with other settings, start a new run with --init-from {})",
+            changed.join(", "),
+            dir.display(),
             dir.display()
         );
     }
-    let config = checkpoint::read_config(&dir)?;
     // The settings a resumed run keeps are held to the same bounds as a new run's (a
     // hand-edited dropout of 1 would divide by zero).
     check_hyper(&config.training, &config.model).map_err(|e| {
@@ -320,6 +389,88 @@ pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
         corpus,
         data,
         resuming: true,
+        init_from: None,
+    })
+}
+
+/// Fine-tuning: a new run on `args.files` that starts from the weights and vocabulary of the
+/// checkpoint in `from` (char-rnn's `init_from`). The model and the vocabulary are the
+/// checkpoint's; training settings are the checkpoint's unless given; the optimizer starts afresh.
+pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
+    let src = checkpoint::resolve_dir(from);
+    let base = checkpoint::read_config(&src)?;
+    let fixed = args.hyper.model_changes(&base);
+    if !fixed.is_empty() {
+        bail!(
+            "{} cannot be changed when fine-tuning: the model and vocabulary are those of {} (leave {} out)",
+            fixed.join(", "),
+            src.display(),
+            if fixed.len() == 1 { "it" } else { "them" }
+        );
+    }
+    if args.files.is_empty() {
+        bail!(
+            "--init-from needs the text to train on: elman train NEW.txt --init-from {}",
+            src.display()
+        );
+    }
+    if !args.val_files.is_empty() && args.hyper.val_fraction.is_some() {
+        bail!("--val and --val-fraction exclude each other: the validation text is either its own file or the end of the training text");
+    }
+    let mut vocab = Vocab::from_tokenizer_json(
+        &src.join(checkpoint::TOKENIZER_FILE),
+        base.vocab.level,
+        base.vocab.nfc,
+        base.vocab.segmenter,
+    )?;
+    vocab.unknown_types = base.vocab.unknown_types;
+    let vopts = VocabOptions {
+        level: base.vocab.level,
+        nfc: base.vocab.nfc,
+        max_vocab: base.vocab.max_vocab,
+        min_count: base.vocab.min_count,
+        segmenter: base.vocab.segmenter,
+    };
+    let val_fraction = args
+        .hyper
+        .val_fraction
+        .unwrap_or(base.training.val_fraction);
+    let (corpus, vocab, data) = load_data(
+        &args.files,
+        &args.val_files,
+        &vopts,
+        Some(&vocab),
+        val_fraction,
+        !args.quiet,
+    )
+    .map_err(|e| anyhow!("{e} (the vocabulary is that of {})", src.display()))?;
+    let mc = base.model;
+    let mut tc = train_config(&args.hyper, vocab.len(), Some(&base.training))?;
+    if args.hyper.eval_every.is_none() {
+        tc.eval_every = super::schedule::default_eval_every(&mc, &tc, data.val().len());
+    }
+    check_hyper(&tc, &mc)?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("checkpoints").join(&corpus.name));
+    if dir == src {
+        bail!(
+            "{}: is the checkpoint --init-from starts from; write the new run elsewhere with --out",
+            dir.display()
+        );
+    }
+    claim_folder(&dir, args.force)?;
+    let mut config = new_config(args, mc, &vopts, &vocab, tc, &corpus);
+    config.init_from = Some(src.display().to_string());
+    Ok(Run {
+        dir,
+        config,
+        vocab,
+        corpus,
+        data,
+        resuming: false,
+        init_from: Some(src),
     })
 }
 
@@ -347,7 +498,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         h.val_fraction.unwrap_or(0.1),
         !args.quiet,
     )?;
-    let mut tc = train_config(h, vocab.len())?;
+    let mut tc = train_config(h, vocab.len(), None)?;
     let mc = ModelConfig {
         vocab_size: vocab.len(),
         hidden: h.hidden.unwrap_or(DEFAULT_HIDDEN),
@@ -372,9 +523,32 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("checkpoints").join(&corpus.name));
     claim_folder(&dir, args.force)?;
-    let config = Config {
+    let config = new_config(args, mc, &vopts, &vocab, tc, &corpus);
+    Ok(Run {
+        dir,
+        config,
+        vocab,
+        corpus,
+        data,
+        resuming: false,
+        init_from: None,
+    })
+}
+
+/// The config of a new run (fresh or fine-tuned), before its first save.
+fn new_config(
+    args: &TrainArgs,
+    mc: ModelConfig,
+    vopts: &VocabOptions,
+    vocab: &Vocab,
+    tc: TrainConfig,
+    corpus: &CorpusMeta,
+) -> Config {
+    Config {
         format_version: checkpoint::format_version_for(&mc),
         elman_version: env!("CARGO_PKG_VERSION").to_string(),
+        made_by: args.made_by.clone(),
+        init_from: None,
         model: mc,
         vocab: checkpoint::VocabConfig {
             level: vopts.level,
@@ -385,6 +559,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             size: vocab.len(),
             unk: vocab.unk,
             eos: vocab.eos,
+            unknown_types: vocab.unknown_types,
         },
         training: tc,
         corpus: CorpusInfo {
@@ -406,47 +581,54 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             val_chars: 0,
         },
         progress: Progress::default(),
-    };
-    Ok(Run {
-        dir,
-        config,
-        vocab,
-        corpus,
-        data,
-        resuming: false,
-    })
+    }
 }
 
-/// The training settings of a new run: what was given, the defaults for the rest.
-fn train_config(h: &Hyper, vocab_len: usize) -> Result<TrainConfig> {
-    let optimizer = h.optimizer.unwrap_or(OptimizerKind::Adam);
+/// The training settings of a new run: what was given, then `base`'s (fine-tuning), then the
+/// defaults.
+fn train_config(h: &Hyper, vocab_len: usize, base: Option<&TrainConfig>) -> Result<TrainConfig> {
+    let optimizer = h
+        .optimizer
+        .or(base.map(|b| b.optimizer))
+        .unwrap_or(OptimizerKind::Adam);
+    // The base's learning rate only goes with the base's optimizer.
+    let base_lr = base.filter(|b| b.optimizer == optimizer).map(|b| b.lr);
+    let pick = |given: Option<usize>, of: fn(&TrainConfig) -> usize, default: usize| {
+        given.or(base.map(of)).unwrap_or(default)
+    };
+    let pickf = |given: Option<f64>, of: fn(&TrainConfig) -> f64, default: f64| {
+        given.or(base.map(of)).unwrap_or(default)
+    };
     let tc = TrainConfig {
-        batch: h.batch.unwrap_or(DEFAULT_BATCH),
-        bptt: h.bptt.unwrap_or(DEFAULT_BPTT),
+        batch: pick(h.batch, |b| b.batch, DEFAULT_BATCH),
+        bptt: pick(h.bptt, |b| b.bptt, DEFAULT_BPTT),
         optimizer,
-        lr: h.lr.unwrap_or(match optimizer {
+        lr: h.lr.or(base_lr).unwrap_or(match optimizer {
             OptimizerKind::Adam => 2e-3,
             OptimizerKind::Adagrad => 0.05,
             OptimizerKind::Sgd => 1.0,
         }),
-        clip: h.clip.unwrap_or(DEFAULT_CLIP),
-        lr_decay: h.lr_decay.unwrap_or(0.5),
-        patience: h.patience.unwrap_or(1),
-        val_fraction: h.val_fraction.unwrap_or(0.1),
+        clip: pickf(h.clip, |b| b.clip, DEFAULT_CLIP),
+        lr_decay: pickf(h.lr_decay, |b| b.lr_decay, 0.5),
+        patience: h.patience.or(base.map(|b| b.patience)).unwrap_or(1),
+        val_fraction: pickf(h.val_fraction, |b| b.val_fraction, 0.1),
         eval_every: h.eval_every.unwrap_or(DEFAULT_EVAL_EVERY),
         epochs: None,
         steps: None,
         time_limit_s: None,
-        seed: h.seed.unwrap_or(1234),
+        seed: h.seed.or(base.map(|b| b.seed)).unwrap_or(1234),
         threads: 1,
         softmax_samples: match h.sampled_softmax {
             Some(0) => None,
             Some(k) => Some(k),
-            None if vocab_len >= SAMPLED_SOFTMAX_FROM => Some(DEFAULT_SAMPLES),
-            None => None,
+            None => match base {
+                Some(b) => b.softmax_samples,
+                None if vocab_len >= SAMPLED_SOFTMAX_FROM => Some(DEFAULT_SAMPLES),
+                None => None,
+            },
         },
         anneal: h.anneal,
-        dropout: h.dropout.unwrap_or(0.0),
+        dropout: pickf(h.dropout, |b| b.dropout, 0.0),
     };
     if let Some(k) = tc.softmax_samples {
         if k + 1 > vocab_len / 2 {

@@ -144,6 +144,10 @@ pub struct Vocab {
     char_index: HashMap<char, u32>,
     pub unk: Option<u32>,
     pub eos: Option<u32>,
+    /// How many distinct tokens of the training text became `<unk>` (left out by `--max-vocab` or
+    /// `--min-count`): what ranking divides p(<unk>) by to score one specific unknown token.
+    /// `None` when not known (a `tokenizer.json` alone, or a checkpoint from before it was kept).
+    pub unknown_types: Option<u64>,
     /// Word level: how words are cut (never `Auto` once built).
     pub segmenter: Segmenter,
     /// Word level only: the HF tokenizer that does the splitting.
@@ -219,7 +223,10 @@ impl Vocab {
                 tokens.len()
             );
         }
-        Self::from_tokens(Level::Char, opts.nfc, tokens, None, Segmenter::Words)
+        let known = tokens.len() - usize::from(needs_unk);
+        let mut v = Self::from_tokens(Level::Char, opts.nfc, tokens, None, Segmenter::Words)?;
+        v.unknown_types = Some((distinct - known) as u64);
+        Ok(v)
     }
 
     fn build_word(text: &str, opts: &VocabOptions) -> Result<Vocab> {
@@ -261,6 +268,7 @@ impl Vocab {
         for line in lines {
             crate::words::for_each_word(line.as_ref(), segmenter, &mut count);
         }
+        let distinct = counts.len();
         let mut ordered: Vec<(String, u64)> = counts
             .into_iter()
             .filter(|&(_, n)| n >= opts.min_count)
@@ -274,7 +282,10 @@ impl Vocab {
         if tokens.len() < 3 {
             bail!("the corpus has no words to learn from");
         }
-        Self::from_tokens(Level::Word, opts.nfc, tokens, None, segmenter)
+        let known = tokens.len() - 2;
+        let mut v = Self::from_tokens(Level::Word, opts.nfc, tokens, None, segmenter)?;
+        v.unknown_types = Some((distinct - known) as u64);
+        Ok(v)
     }
 
     /// [`Vocab::build_word_lines`] through `tokenizers`' own trainer: the reference the written-out
@@ -387,6 +398,7 @@ impl Vocab {
             char_index,
             unk,
             eos,
+            unknown_types: None,
             segmenter,
             hf,
             native_cut,

@@ -1,0 +1,498 @@
+//! What a new user ran into (issue 20), each held by a test that failed before its fix: unknown
+//! candidates winning a ranking, panics on a closed pipe, fine-tuning and resuming a finished run,
+//! the demo's folder, the order of training's messages, and messages that said the wrong thing.
+
+mod common;
+use common::*;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+const WORDS: &str = "the king of england rode to france and the queen of france rode to england . \
+the bird flew over the sky and the king saw the bird . a rare zebra and a lone yak ran .\n";
+
+/// A small model over `text` (written to `c.txt`), 30 steps unless `extra` says otherwise.
+fn model(dir: &Path, name: &str, text: &str, extra: &[&str]) -> PathBuf {
+    std::fs::write(dir.join("c.txt"), text).unwrap();
+    let steps: &[&str] = if extra.contains(&"--steps") {
+        &[]
+    } else {
+        &["--steps", "30"]
+    };
+    elman(dir)
+        .args([
+            "train", "c.txt", "--out", name, "--hidden", "16", "--batch", "2",
+        ])
+        .args(["--bptt", "8", "--eval-every", "15", "-q"])
+        .args(steps)
+        .args(extra)
+        .assert()
+        .success();
+    dir.join(name)
+}
+
+fn rank_json(dir: &Path, model: &str, prompt: &str, cands: &str) -> serde_json::Value {
+    json(elman(dir).args(["rank", "-m", model, "-p", prompt, "-c", cands, "--json"]))
+}
+
+/// A candidate the vocabulary lacks scores p(<unk>) shared over the types it left out, so it
+/// never wins for being unknown; it is marked in JSON and in the table.
+#[test]
+fn unknown_candidates_never_win_and_are_marked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // Word level, the vocabulary capped: `<unk>` stands for every rare word, and is frequent.
+    model(
+        d,
+        "w",
+        &WORDS.repeat(30),
+        &["--level", "word", "--max-vocab", "12"],
+    );
+    let v = rank_json(d, "w", "the king of", "england,france,zzyzx");
+    let cands = v["candidates"].as_array().unwrap();
+    let zz = cands.iter().find(|c| c["candidate"] == "zzyzx").unwrap();
+    assert_eq!(zz["unknown"], serde_json::json!(["zzyzx"]), "{v}");
+    assert!(zz["prob_in_set"].as_f64().is_some());
+    // The vocabulary left out some words: the unknown one is scored as one of them.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("w/config.json")).unwrap()).unwrap();
+    let left_out = config["vocab"]["unknown_types"].as_u64().unwrap();
+    assert!(left_out >= 3, "{config}");
+    // Without the share `<unk>` is among the most likely words here; with it, the made-up word
+    // ranks below the known ones.
+    let known_best = cands
+        .iter()
+        .filter(|c| c["unknown"].as_array().unwrap().is_empty())
+        .map(|c| c["total_logprob"].as_f64().unwrap())
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        zz["total_logprob"].as_f64().unwrap() < known_best,
+        "an unknown word outranked the known ones: {v}"
+    );
+    let table = elman(d)
+        .args([
+            "rank",
+            "-m",
+            "w",
+            "-p",
+            "the king of",
+            "-c",
+            "england,zzyzx",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("zzyzx*") && table.contains("left out"),
+        "{table}"
+    );
+
+    // Char level with --max-vocab: 😀 and 龘 are unknown, and lose to a known character.
+    model(
+        d,
+        "c",
+        &"天空飞过一只小鸟。光明。\n".repeat(40),
+        &["--max-vocab", "8"],
+    );
+    let v = rank_json(d, "c", "天空", "光,😀,龘");
+    let first = &v["candidates"][0];
+    assert_eq!(first["candidate"], "光", "{v}");
+    for c in v["candidates"].as_array().unwrap().iter().skip(1) {
+        assert!(!c["unknown"].as_array().unwrap().is_empty(), "{v}");
+    }
+}
+
+/// Writing into a closed pipe ends elman quietly and successfully, as `cat` and `git` do.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "m", &WORDS.repeat(20), &[]);
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["info", "-m", "m", "--json"],
+        vec!["info", "-m", "m"],
+        vec!["sample", "-m", "m", "--length", "5000", "--seed", "1"],
+        vec![
+            "sample", "-m", "m", "--length", "50", "--count", "3", "--json",
+        ],
+        vec!["eval", "-m", "m", "c.txt"],
+        vec!["complete", "-m", "m", "-p", "the ", "--top", "20"],
+        vec!["rank", "-m", "m", "-p", "the ", "-c", "king,queen"],
+    ];
+    for args in runs {
+        let mut child = std::process::Command::new(&bin)
+            .current_dir(d)
+            .args(["--threads", "1"])
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before elman writes a byte.
+        drop(child.stdout.take());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{args:?}: {status:?} {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("error"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// `--resume` repeats the run's own settings without complaint, refuses a real change, and when
+/// the run is finished says so and names the option that extends it.
+#[test]
+fn resuming_takes_the_same_command_and_says_when_nothing_is_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("c.txt"), WORDS.repeat(3)).unwrap();
+    let flags = ["--hidden", "16", "--batch", "2", "--bptt", "8", "-q"];
+    elman(d)
+        .args(["train", "c.txt", "--out", "r", "--epochs", "1"])
+        .args(flags)
+        .assert()
+        .success();
+    // The same command, with --resume added and a longer budget: accepted.
+    elman(d)
+        .args(["train", "c.txt", "--resume", "r", "--epochs", "2"])
+        .args(flags)
+        .assert()
+        .success();
+    fails_with(
+        elman(d).args(["train", "--resume", "r", "--hidden", "32", "--epochs", "3"]),
+        &["--hidden", "cannot be changed", "--init-from"],
+    );
+    // Nothing left at --epochs 2: say so, and how to go on (the checkpoint stays as it is).
+    let nothing_left = |args: &[&str], needles: &[&str]| {
+        let before = std::fs::read(d.join("r/state.safetensors")).unwrap();
+        let out = elman(d).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in {err}");
+        }
+        assert!(!err.contains("stopped by"), "{err}");
+        assert_eq!(
+            before,
+            std::fs::read(d.join("r/state.safetensors")).unwrap()
+        );
+    };
+    nothing_left(
+        &["train", "--resume", "r", "--epochs", "2", "-q"],
+        &["nothing left to do", "--epochs 4"],
+    );
+    // With no stopping option the default of 10 epochs applies, and is named as the default.
+    elman(d)
+        .args(["train", "--resume", "r", "-q"])
+        .assert()
+        .success();
+    nothing_left(
+        &["train", "--resume", "r", "-q"],
+        &["nothing left to do", "the default", "--epochs 20"],
+    );
+}
+
+/// Fine-tuning: a new run on new text from a checkpoint's weights and vocabulary, with new
+/// training settings; a character the vocabulary lacks is named.
+#[test]
+fn fine_tuning_starts_from_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "base", &WORDS.repeat(20), &["--steps", "300"]);
+    std::fs::write(
+        d.join("new.txt"),
+        "the queen saw the bird fly over france .\n".repeat(30),
+    )
+    .unwrap();
+    let short = ["--steps", "10", "--eval-every", "10", "-q"];
+    elman(d)
+        .args([
+            "train",
+            "new.txt",
+            "--init-from",
+            "base",
+            "--out",
+            "tuned",
+            "--lr",
+            "0.0005",
+        ])
+        .args(short)
+        .assert()
+        .success();
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("tuned/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["training"]["lr"], 0.0005);
+    assert_eq!(c["model"]["hidden"], 16, "the model is the checkpoint's");
+    assert!(c["init_from"].as_str().unwrap().ends_with("base"));
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("base/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["training"]["batch"], base["training"]["batch"]);
+    assert_eq!(c["vocab"]["size"], base["vocab"]["size"]);
+    // It starts from the trained weights: after the same 10 steps it is far better than a fresh
+    // model of the same shape on the same text.
+    elman(d)
+        .args([
+            "train", "new.txt", "--out", "fresh", "--hidden", "16", "--batch", "2",
+        ])
+        .args(["--bptt", "8", "--lr", "0.0005"])
+        .args(short)
+        .assert()
+        .success();
+    let val = |run: &str| -> f64 {
+        let v: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(d.join(run).join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        v["val_loss"].as_f64().unwrap()
+    };
+    assert!(
+        val("tuned") < 0.8 * val("fresh"),
+        "{} vs {}",
+        val("tuned"),
+        val("fresh")
+    );
+    std::fs::write(d.join("odd.txt"), "the king ß\n".repeat(30)).unwrap();
+    fails_with(
+        elman(d).args([
+            "train",
+            "odd.txt",
+            "--init-from",
+            "base",
+            "--out",
+            "x",
+            "-q",
+        ]),
+        &["odd.txt", "ß"],
+    );
+    fails_with(
+        elman(d).args([
+            "train",
+            "new.txt",
+            "--init-from",
+            "base",
+            "--hidden",
+            "64",
+            "-q",
+        ]),
+        &["--hidden", "fine-tuning"],
+    );
+}
+
+/// The demo's model has a folder of its own, and the demo never replaces a checkpoint it did not
+/// make.
+#[test]
+fn the_demo_keeps_to_its_own_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "checkpoints/mine", &WORDS.repeat(20), &[]);
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join(elman::demo::DEMO_CORPUS);
+    fails_with(
+        elman(d)
+            .args([
+                "demo",
+                "--quiet",
+                "--steps",
+                "5",
+                "--out",
+                "checkpoints/mine",
+                "--corpus",
+            ])
+            .arg(&corpus),
+        &["checkpoints/mine", "did not make"],
+    );
+    assert_eq!(elman::demo::DEMO_OUT, "checkpoints/demo");
+    assert_ne!(
+        Path::new(elman::demo::DEMO_OUT).file_name().unwrap(),
+        "elman-demo",
+        "training on corpora/elman-demo.txt writes checkpoints/elman-demo: the demo must not"
+    );
+}
+
+/// The message about a lowered learning rate follows the evaluation that caused it.
+#[test]
+fn the_learning_rate_message_follows_its_evaluation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("c.txt"), WORDS.repeat(10)).unwrap();
+    let out = elman(d)
+        .args([
+            "train", "c.txt", "--hidden", "16", "--batch", "2", "--bptt", "8",
+        ])
+        .args([
+            "--lr",
+            "0.05",
+            "--patience",
+            "1",
+            "--eval-every",
+            "5",
+            "--steps",
+            "200",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    let lowered: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("learning rate lowered"))
+        .collect();
+    assert!(!lowered.is_empty(), "the plateau rule never fired: {err}");
+    for i in lowered {
+        let step = lines[i]
+            .split("at step ")
+            .nth(1)
+            .and_then(|s| s.split(':').next())
+            .unwrap();
+        assert!(
+            lines[i - 1]
+                .trim_start()
+                .starts_with(&format!("step {:>6}", step))
+                || lines[i - 1].contains(&format!("step {step} ")),
+            "{} should follow the step-{step} line: {err}",
+            lines[i]
+        );
+    }
+}
+
+/// Messages that named the wrong thing, or nothing.
+#[test]
+fn messages_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "m", &WORDS.repeat(20), &[]);
+    let out = elman(d)
+        .args(["train", "c.txt", "--time", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a malformed command line");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("above zero"));
+    std::fs::create_dir(d.join("notes")).unwrap();
+    fails_with(
+        elman(d).args(["info", "-m", "notes"]),
+        &["notes", "not a checkpoint folder"],
+    );
+    fails_with(
+        elman(d).args(["plot", "m", "--out", "/nonexistent/dir/x.svg"]),
+        &["/nonexistent/dir", "does not exist"],
+    );
+    let out = elman(d)
+        .args(["plot", "m", "--out", "/nonexistent/dir/x.svg"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(".tmp"));
+    let out = elman(d)
+        .args(["heatmap", "-m", "m", "c.txt", "--unit", "999"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: --unit 999"), "{err}");
+    let out = elman(d)
+        .args(["sample", "-m", "m", "--count", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a malformed command line");
+    let elsewhere = tempfile::tempdir().unwrap();
+    fails_with(
+        elman(elsewhere.path()).args(["gradflow", "--hidden", "8"]),
+        &["--text"],
+    );
+    // The repl's :rank says how to give candidates in the repl.
+    let out = elman(d)
+        .args(["repl", "-m", "m", "--seed", "1"])
+        .write_stdin(":rank\n:quit\n")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(":rank ") && !stdout.contains("--candidates"),
+        "{stdout}"
+    );
+    // --help: every subcommand teaches by example.
+    for sub in [
+        "train", "eval", "gradflow", "plot", "heatmap", "info", "sample", "complete", "rank",
+        "repl", "demo", "bench",
+    ] {
+        let out = elman(d).args([sub, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Example"), "{sub} --help has no example");
+    }
+    let help = elman(d).args(["sample", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let prompt = help
+        .lines()
+        .skip_while(|l| !l.contains("--prompt <"))
+        .take(2);
+    assert_eq!(
+        prompt.collect::<String>().matches("default").count(),
+        1,
+        "{help}"
+    );
+    let help = elman(d).args(["repl", "--help"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("--json"));
+}
+
+/// A long beam continuation stays readable: its probability in scientific notation, and per token.
+#[test]
+fn beam_probabilities_stay_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "m", &WORDS.repeat(20), &[]);
+    let out = elman(d)
+        .args([
+            "complete",
+            "-m",
+            "m",
+            "-p",
+            "the ",
+            "--beam",
+            "3",
+            "--max-tokens",
+            "40",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("per token"), "{table}");
+    assert!(!table.contains(" 0.000%"), "{table}");
+}
+
+/// The legend of a chart lies outside the plotting area, below it: it cannot hide data.
+#[test]
+fn the_legend_never_covers_the_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "m", &WORDS.repeat(20), &[]);
+    elman(d)
+        .args(["plot", "m", "--out", "p.svg"])
+        .assert()
+        .success();
+    let svg = std::fs::read_to_string(d.join("p.svg")).unwrap();
+    // The plot is 500 high; the legend's labels sit below it.
+    let label = svg
+        .find(">validation")
+        .or_else(|| svg.find("validation"))
+        .unwrap();
+    let tag = &svg[svg[..label].rfind("<text").unwrap()..label];
+    let y: f64 = tag
+        .split("y=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(y > 500.0, "legend label at y = {y}: {tag}");
+}
