@@ -2,7 +2,8 @@
 """PyTorch peer for `elman bench`'s scoring and GEMM lines (the shared peer has no such modes).
 
 Uses the model class of ../shared/bench/torch_charrnn.py unchanged, and times:
-  eval  — the no-grad forward pass (nn.RNN + Linear + log-softmax NLL) over 64 streams × windows of 64,
+  eval  — the no-grad forward pass (nn.RNN, or with --cell nn.LSTM / nn.GRU, + Linear + log-softmax NLL)
+          over 64 streams × windows of 64,
           random tokens from a vocabulary of 65, hidden state carried, like `elman bench`'s scoring line;
   gemm  — fp32 2048³ matrix products (MKL), the machine's GEMM rate.
 One JSON line per result, like the shared peer.
@@ -25,6 +26,7 @@ def main():
     ap.add_argument("--bptt", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cell", default="rnn", choices=["rnn", "lstm", "gru"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.mode == "gemm":
@@ -38,10 +40,10 @@ def main():
                           "gflops": 2 * 2048 ** 3 * n / (time.time() - t) / 1e9}))
         return
     vocab = 65
-    model = peer.ElmanLM(vocab, a.hidden, "tanh")
+    model = peer.ElmanLM(vocab, a.hidden, "tanh", a.cell)
     model.eval()
     data = torch.randint(0, vocab, (a.streams, a.bptt + 1))  # batch-first, as the peer
-    h = torch.zeros(a.streams, a.hidden)
+    h = model.zero_state(a.streams)
     with torch.no_grad():
         def window():
             nonlocal h
@@ -52,7 +54,7 @@ def main():
         while time.time() - t < a.seconds:
             window()
             n += a.bptt * a.streams
-    print(json.dumps({"peer": "pytorch", "mode": "eval", "hidden": a.hidden, "streams": a.streams,
+    print(json.dumps({"peer": "pytorch", "mode": "eval", "cell": a.cell, "hidden": a.hidden, "streams": a.streams,
                       "threads": a.threads, "tokens_per_s": n / (time.time() - t)}))
 
 
