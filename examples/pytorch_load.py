@@ -25,20 +25,30 @@ from tokenizers import Tokenizer
 
 
 class ElmanLM(torch.nn.Module):
-    def __init__(self, vocab: int, hidden: int, layers: int, activation: str, cell: str = "elman"):
+    def __init__(self, vocab: int, hidden: int, layers: int, activation: str, cell: str = "elman",
+                 embed=None, tied: bool = False):
         super().__init__()
         self.activation = activation
+        # With --embed the input is nn.Embedding(vocab, E) (`encoder.weight`); without, one-hot.
+        self.encoder = torch.nn.Embedding(vocab, embed) if embed else None
+        inp = embed or vocab
         if cell == "lstm":
-            self.rnn = torch.nn.LSTM(vocab, hidden, layers)
+            self.rnn = torch.nn.LSTM(inp, hidden, layers)
         elif cell == "gru":
-            self.rnn = torch.nn.GRU(vocab, hidden, layers)
+            self.rnn = torch.nn.GRU(inp, hidden, layers)
         else:
             # nn.RNN has tanh and relu; sigmoid models keep the same parameter names and use forward_loop.
-            self.rnn = torch.nn.RNN(vocab, hidden, layers, nonlinearity="relu" if activation == "relu" else "tanh")
+            self.rnn = torch.nn.RNN(inp, hidden, layers, nonlinearity="relu" if activation == "relu" else "tanh")
         self.decoder = torch.nn.Linear(hidden, vocab)
+        if tied:
+            # word_language_model's --tied: one tensor, listed under both names.
+            self.decoder.weight = self.encoder.weight
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.one_hot(ids, self.decoder.out_features).float().unsqueeze(1)  # (T, 1, V)
+        if self.encoder is not None:
+            x = self.encoder(ids).unsqueeze(1)  # (T, 1, E)
+        else:
+            x = torch.nn.functional.one_hot(ids, self.decoder.out_features).float().unsqueeze(1)  # (T, 1, V)
         if self.activation == "sigmoid":
             return self.forward_loop(x)
         out, _ = self.rnn(x)  # s(-1) = 0
@@ -94,7 +104,8 @@ def main() -> int:
     cfg = json.loads((args.checkpoint / "config.json").read_text())
     m = cfg["model"]
     cell = m.get("cell", "elman")
-    model = ElmanLM(m["vocab_size"], m["hidden"], m["layers"], m["activation"], cell)
+    model = ElmanLM(m["vocab_size"], m["hidden"], m["layers"], m["activation"], cell,
+                    m.get("embed"), m.get("tied", False))
     model.load_state_dict(load_file(str(args.checkpoint / "model.safetensors")), strict=True)
     model.eval()
     tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))

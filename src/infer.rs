@@ -56,11 +56,12 @@ impl Engine {
         let mut layers = Vec::with_capacity(cfg.layers);
         for k in 0..cfg.layers {
             let w_ih = model.tensor(Param::WeightIh(k));
-            // Layer 0's input is one-hot: row x of the transpose is token x's input term.
-            let w_ih = if k == 0 {
-                to_vec(&w_ih.t()?.contiguous()?)?
-            } else {
-                to_vec(w_ih)?
+            // Layer 0 reads a token: row x of the table is token x's input term, a column of
+            // W_ih (one-hot input) or its embedding times W_ihᵀ.
+            let w_ih = match (k, &model.encoder) {
+                (0, None) => to_vec(&w_ih.t()?.contiguous()?)?,
+                (0, Some(enc)) => to_vec(&enc.matmul(&w_ih.t()?)?)?,
+                _ => to_vec(w_ih)?,
             };
             let (b_ih, b_hh) = (
                 to_vec(model.tensor(Param::BiasIh(k)))?,

@@ -54,14 +54,29 @@ pub fn render(i: &Info) -> String {
         }
     );
     s += &format!(
-        "model        {}, {} layer(s) × {} hidden, {} parameters (loads into torch {})\n",
+        "model        {}{}, {} layer(s) × {} hidden{}, {} parameters (loads into torch {}{})\n",
+        c.model
+            .embed
+            .map_or("one-hot input → ".to_string(), |e| format!(
+                "embedding {e} → "
+            )),
         match c.model.cell {
             crate::cell::CellKind::Elman => format!("Elman RNN ({})", c.model.activation),
             other => other.name().to_uppercase(),
         },
         c.model.layers,
         c.model.hidden,
+        if c.model.tied {
+            ", decoder tied to the embedding"
+        } else {
+            ""
+        },
         i.parameters,
+        if c.model.embed.is_some() {
+            "nn.Embedding + "
+        } else {
+            ""
+        },
         c.model.cell.torch_module()
     );
     s += &format!(

@@ -161,6 +161,14 @@ pub struct ModelConfig {
     /// The kind of cell (checkpoints before there was a choice are Elman networks).
     #[serde(default)]
     pub cell: CellKind,
+    /// The input as an embedding of this size (`encoder.weight`, PyTorch's nn.Embedding) that
+    /// layer 0 reads, instead of the book's one-hot x(t) (`None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<usize>,
+    /// The decoder's weights are the embedding's (word_language_model's `--tied`; the embedding
+    /// is then as wide as the hidden layer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tied: bool,
 }
 
 /// Hard limits that keep a typo (or a hostile config.json) from asking for terabytes.
@@ -172,6 +180,8 @@ pub const MAX_PARAMS: usize = 1 << 30;
 /// One parameter of the network, by its role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Param {
+    /// `encoder.weight`: the input embedding, vocab × E (with `--embed`).
+    Embedding,
     /// `rnn.weight_ih_l{k}`: layer k's input weights, (gates·H) × input (Uᵀ for an Elman layer).
     WeightIh(usize),
     /// `rnn.weight_hh_l{k}`: layer k's recurrent weights, (gates·H) × H (Wᵀ).
@@ -190,6 +200,7 @@ impl Param {
     /// Its PyTorch name (what `model.safetensors` calls it).
     pub fn name(self) -> String {
         match self {
+            Param::Embedding => "encoder.weight".into(),
             Param::WeightIh(k) => format!("rnn.weight_ih_l{k}"),
             Param::WeightHh(k) => format!("rnn.weight_hh_l{k}"),
             Param::BiasIh(k) => format!("rnn.bias_ih_l{k}"),
@@ -201,38 +212,57 @@ impl Param {
 }
 
 /// Every parameter with its shape, in the one fixed order used everywhere (optimizer state,
-/// gradient sums, checkpoints, the fused path's slices): layer by layer `WeightIh`, `WeightHh`,
-/// `BiasIh`, `BiasHh`, then the decoder. Code finds a parameter by its role ([`ParamLayout::index`]),
-/// never by arithmetic on positions, so adding one cannot silently shift the others.
+/// gradient sums, checkpoints, the fused path's slices): the embedding (with `--embed`), layer by
+/// layer `WeightIh`, `WeightHh`, `BiasIh`, `BiasHh`, then the decoder. Code finds a parameter by its
+/// role ([`ParamLayout::index`]), never by arithmetic on positions, so adding one cannot silently
+/// shift the others. A tied decoder weight is the embedding: one parameter, two names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamLayout {
     entries: Vec<(Param, Vec<usize>)>,
+    tied: bool,
 }
 
 impl ParamLayout {
     pub fn of(cfg: &ModelConfig) -> ParamLayout {
         let (v, h) = (cfg.vocab_size, cfg.hidden);
         let g = crate::cell::of(cfg).gates() * h;
-        let mut entries = Vec::with_capacity(4 * cfg.layers + 2);
+        let mut entries = Vec::with_capacity(4 * cfg.layers + 3);
+        if let Some(e) = cfg.embed {
+            entries.push((Param::Embedding, vec![v, e]));
+        }
         for k in 0..cfg.layers {
-            let input = if k == 0 { v } else { h };
+            let input = if k == 0 { cfg.input_size() } else { h };
             entries.push((Param::WeightIh(k), vec![g, input]));
             entries.push((Param::WeightHh(k), vec![g, h]));
             entries.push((Param::BiasIh(k), vec![g]));
             entries.push((Param::BiasHh(k), vec![g]));
         }
-        entries.push((Param::DecoderWeight, vec![v, h]));
+        if !cfg.tied {
+            entries.push((Param::DecoderWeight, vec![v, h]));
+        }
         entries.push((Param::DecoderBias, vec![v]));
-        ParamLayout { entries }
+        ParamLayout {
+            entries,
+            tied: cfg.tied,
+        }
     }
 
-    /// Where `p` lies in the order. Panics if the model has no such parameter (a layer past the
-    /// last, say): a bug, not a user's mistake.
+    /// Where `p` lies in the order (a tied decoder weight is the embedding). Panics if the model
+    /// has no such parameter (a layer past the last, say): a bug, not a user's mistake.
     pub fn index(&self, p: Param) -> usize {
+        let p = match p {
+            Param::DecoderWeight if self.tied => Param::Embedding,
+            other => other,
+        };
         self.entries
             .iter()
             .position(|(q, _)| *q == p)
             .unwrap_or_else(|| panic!("the model has no parameter {p:?}"))
+    }
+
+    /// Whether the model has `p` (as a parameter of its own or, tied, as another's name).
+    pub fn has(&self, p: Param) -> bool {
+        self.entries.iter().any(|(q, _)| *q == p) || (p == Param::DecoderWeight && self.tied)
     }
 
     pub fn len(&self) -> usize {
@@ -264,7 +294,14 @@ impl ModelConfig {
             layers: 1,
             activation: Activation::Tanh,
             cell: CellKind::Elman,
+            embed: None,
+            tied: false,
         }
+    }
+
+    /// What layer 0 reads per token: the embedding's size, or the vocabulary's (one-hot).
+    pub fn input_size(&self) -> usize {
+        self.embed.unwrap_or(self.vocab_size)
     }
 
     /// The parameters in their fixed order ([`ParamLayout`]).
@@ -305,6 +342,17 @@ impl ModelConfig {
     /// Rejects absurd sizes (before anything is allocated) and settings the cell has no use for.
     pub fn validate(&self) -> Result<()> {
         self.validate_sizes(("hidden size", "layer count"))?;
+        if let Some(e) = self.embed {
+            if e == 0 || e > MAX_HIDDEN {
+                bail!("embedding size {e} is out of range 1..={MAX_HIDDEN}");
+            }
+        }
+        if self.tied && self.embed != Some(self.hidden) {
+            bail!(
+                "--tie shares the decoder's weights with the input embedding, so the embedding must be as wide as the hidden layer: --embed {} (or leave --embed out)",
+                self.hidden
+            );
+        }
         if self.cell != CellKind::Elman && self.activation != Activation::Tanh {
             bail!(
                 "--activation {} applies to Elman cells only (an {} has its own gates)",
@@ -344,6 +392,12 @@ pub fn init_params(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> 
             let n: usize = shape.iter().product();
             let b = match p {
                 Param::DecoderWeight | Param::DecoderBias => 1.0 / (cfg.hidden as f64).sqrt(),
+                // nn.Embedding's N(0, 1) as a uniform of the same spread; tied to the decoder,
+                // word_language_model's ±0.1.
+                Param::Embedding if cfg.tied => 0.1,
+                Param::Embedding => 3f64.sqrt(),
+                // Read through an embedding, layer 0's input weights are an ordinary layer's.
+                Param::WeightIh(0) if cfg.embed.is_some() => 1.0 / (cfg.hidden as f64).sqrt(),
                 _ => cell.init_bound(*p, cfg),
             };
             let vals: Vec<f64> = (0..n).map(|_| rng.random_range(-b..b)).collect();
@@ -491,10 +545,13 @@ impl RNN for RecurrentLayer {
     }
 }
 
-/// The language model: L stacked recurrent layers and the decoder (V, c).
+/// The language model: the input embedding (with `--embed`), L stacked recurrent layers and the
+/// decoder (V, c).
 #[derive(Debug, Clone)]
 pub struct ElmanLM {
     pub config: ModelConfig,
+    /// `encoder.weight`, vocab × E (`None`: the book's one-hot input).
+    pub encoder: Option<Tensor>,
     pub layers: Vec<RecurrentLayer>,
     pub decoder: candle_nn::Linear,
 }
@@ -503,19 +560,27 @@ impl ElmanLM {
     pub fn new(config: ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let rnn = vb.pp("rnn");
         let cell = config.cell();
+        let (v, h) = (config.vocab_size, config.hidden);
+        let encoder = config
+            .embed
+            .map(|e| vb.pp("encoder").get((v, e), "weight"))
+            .transpose()?;
         let layers = (0..config.layers)
             .map(|k| {
-                let input = if k == 0 {
-                    config.vocab_size
-                } else {
-                    config.hidden
-                };
-                RecurrentLayer::new(input, config.hidden, k, cell, rnn.clone())
+                let input = if k == 0 { config.input_size() } else { h };
+                RecurrentLayer::new(input, h, k, cell, rnn.clone())
             })
             .collect::<candle_core::Result<_>>()?;
-        let decoder = candle_nn::linear(config.hidden, config.vocab_size, vb.pp("decoder"))?;
+        let decoder = match (&encoder, config.tied) {
+            // One tensor for both: the graph adds the two uses' gradients.
+            (Some(enc), true) => {
+                candle_nn::Linear::new(enc.clone(), Some(vb.pp("decoder").get(v, "bias")?))
+            }
+            _ => candle_nn::linear(h, v, vb.pp("decoder"))?,
+        };
         Ok(ElmanLM {
             config,
+            encoder,
             layers,
             decoder,
         })
@@ -525,6 +590,7 @@ impl ElmanLM {
     pub fn detached(&self) -> Self {
         ElmanLM {
             config: self.config,
+            encoder: self.encoder.as_ref().map(|e| e.detach()),
             layers: self.layers.iter().map(|l| l.detached()).collect(),
             decoder: candle_nn::Linear::new(
                 self.decoder.weight().detach(),
@@ -600,8 +666,13 @@ impl ElmanLM {
         masks: &[Tensor],
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         let (t_len, batch) = ids.dims2()?;
+        // Token ids (layer 0 looks its input term up), or their embeddings (layer 0 reads them
+        // as a dense input).
         let mut xs: Vec<Tensor> = (0..t_len)
-            .map(|t| ids.get(t))
+            .map(|t| match &self.encoder {
+                Some(enc) => enc.index_select(&ids.get(t)?, 0),
+                None => ids.get(t),
+            })
             .collect::<candle_core::Result<_>>()?;
         let layers = self.layers.len();
         let mut last = Vec::with_capacity(state.len());
@@ -631,7 +702,7 @@ impl ElmanLM {
         Ok((hs, last))
     }
 
-    /// Parameters by name, in layout order.
+    /// Parameters by name, in layout order (a tied decoder weight once, as the embedding).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         self.config
             .layout()
@@ -640,9 +711,23 @@ impl ElmanLM {
             .collect()
     }
 
+    /// What `model.safetensors` holds: the parameters under every name PyTorch's modules give
+    /// them (a tied decoder weight also as `decoder.weight`, as its `state_dict` lists it).
+    pub fn export_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = self.named_tensors();
+        if self.config.tied {
+            out.push((
+                Param::DecoderWeight.name(),
+                self.tensor(Param::DecoderWeight).clone(),
+            ));
+        }
+        out
+    }
+
     /// The tensor of one parameter.
     pub fn tensor(&self, p: Param) -> &Tensor {
         match p {
+            Param::Embedding => self.encoder.as_ref().expect("the model has an embedding"),
             Param::WeightIh(k) => &self.layers[k].weight_ih,
             Param::WeightHh(k) => &self.layers[k].weight_hh,
             Param::BiasIh(k) => &self.layers[k].bias_ih,

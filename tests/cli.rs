@@ -192,6 +192,8 @@ fn bad_options_get_one_clear_line() {
         (&["--bptt", "100000"], &["--bptt"]),
         (&["--max-vocab", "1"], &["--max-vocab"]),
         (&["--hidden", "100000000"], &["--hidden"]),
+        (&["--embed", "0"], &["embedding size"]),
+        (&["--tie", "--embed", "8", "--hidden", "16"], &["--tie", "--embed 16"]),
     ];
     for (args, needles) in cases {
         fails_with(elman(d).args(["train", "c.txt"]).args(*args), needles);
@@ -389,6 +391,34 @@ fn pytorch_loads_the_checkpoint_with_the_same_numbers() {
         ("lstm", "tanh", "char"),
         ("gru", "tanh", "word"),
     ];
+    // An input embedding, and one tied to the decoder (word_language_model's --tied; --tie alone
+    // makes the embedding as wide as the hidden layer).
+    let with_embedding: [(&str, &[&str]); 2] = [
+        ("embed", &["--embed", "12"]),
+        ("tied", &["--tie"]),
+    ];
+    for (name, flags) in with_embedding {
+        elman(d)
+            .args(["train", "c.txt", "--out", name, "--layers", "2"])
+            .args(flags)
+            .args(TINY_FLAGS)
+            .assert()
+            .success();
+        let run = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(d.join(name))
+            .arg(d.join("c.txt"))
+            .arg("--elman")
+            .arg(&bin)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success() && stdout.contains("match"),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
     for (cell, act, level) in runs {
         let out = format!("m_{cell}_{act}");
         elman(d)

@@ -208,6 +208,8 @@ fn check_loss(
         layers,
         activation: act,
         cell: elman::cell::CellKind::Elman,
+        embed: None,
+        tied: false,
     };
     check_cfg(cfg, threads, (batch, bptt), samples, dropout);
 }
@@ -413,11 +415,10 @@ fn fused_scoring_matches_the_reference_graph() {
         (CellKind::Gru, Activation::Tanh, 2, 44),
     ] {
         let cfg = ModelConfig {
-            vocab_size: vocab,
-            hidden: 10,
             layers,
             activation: act,
             cell,
+            ..ModelConfig::new(vocab, 10)
         };
         let model = model_of(cfg, 23);
         let ids: Vec<u32> = (0..1001)
@@ -470,6 +471,8 @@ fn single_stream_scoring_shares_each_step_across_threads_exactly() {
         layers: 2,
         activation: Activation::Tanh,
         cell: elman::cell::CellKind::Elman,
+        embed: None,
+        tied: false,
     };
     let model = model_of(cfg, 31);
     let ids: Vec<u32> = (0..700).map(|i| ((i * 5 + i / 7) % 9) as u32).collect();
@@ -512,5 +515,27 @@ fn gated_cells_fused_bptt_matches_autograd() {
         check_cfg(cfg(1, 11, 9), 1, (4, 7), Some(5), None);
         check_cfg(cfg(2, 40, 16), 3, (5, 6), Some(12), Some(0.2));
         check_cfg(cfg(1, 65, 64), 2, (16, 32), None, None);
+    }
+}
+
+/// An input embedding (`--embed`), and one tied to the decoder (`--tie`), on the fused path
+/// against the graph: the table built from the embedding, its gradient rows scattered into the
+/// embedding, the tied weight's two gradients added; with every cell, threads, the sampled
+/// softmax and dropout.
+#[test]
+fn embeddings_fused_bptt_matches_autograd() {
+    use elman::cell::CellKind;
+    for cell in [CellKind::Elman, CellKind::Lstm, CellKind::Gru] {
+        let cfg = |layers, vocab, hidden, embed, tied| ModelConfig {
+            layers,
+            cell,
+            embed: Some(embed),
+            tied,
+            ..ModelConfig::new(vocab, hidden)
+        };
+        check_cfg(cfg(1, 11, 9, 5, false), 1, (4, 7), None, None);
+        check_cfg(cfg(2, 11, 9, 9, true), 3, (5, 6), None, None);
+        check_cfg(cfg(2, 40, 16, 16, true), 2, (5, 6), Some(12), Some(0.3));
+        check_cfg(cfg(1, 40, 16, 7, false), 2, (5, 6), Some(12), None);
     }
 }

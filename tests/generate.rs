@@ -35,11 +35,10 @@ fn model_of_cell(
 ) -> (Vocab, ElmanLM) {
     let vocab = Vocab::build(text, &VocabOptions::default()).unwrap();
     let cfg = ModelConfig {
-        vocab_size: vocab.len(),
-        hidden,
         layers,
         activation: act,
         cell,
+        ..ModelConfig::new(vocab.len(), hidden)
     };
     let vm = init_params(&cfg, seed, DType::F32, &Device::Cpu).unwrap();
     for (_, v) in vm.data().lock().unwrap().iter() {
@@ -85,6 +84,42 @@ fn engine_matches_candle_forward() {
                         "{cell} {act} L={layers} t={t}: {a} vs {b}"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The engine with an input embedding (and one tied to the decoder) against candle's forward.
+#[test]
+fn engine_matches_candle_forward_through_an_embedding() {
+    let text = "天空飞过一只小鸟 bird!";
+    let vocab = Vocab::build(text, &VocabOptions::default()).unwrap();
+    for (embed, tied, cell) in [
+        (7, false, CellKind::Elman),
+        (19, true, CellKind::Elman),
+        (19, true, CellKind::Lstm),
+        (5, false, CellKind::Gru),
+    ] {
+        let cfg = ModelConfig {
+            layers: 2,
+            cell,
+            embed: Some(embed),
+            tied,
+            ..ModelConfig::new(vocab.len(), 19)
+        };
+        let vm = init_params(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
+        let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let ids = vocab.encode("一只小鸟飞过天空 bird bird!").unwrap();
+        let want = candle_log_probs(&m, &ids);
+        let e = Engine::new(&m).unwrap();
+        let mut st = e.zero_state();
+        for (t, &x) in ids.iter().enumerate() {
+            e.step(&mut st, x);
+            for (a, b) in e.log_probs(&st).iter().zip(&want[t]) {
+                assert!(
+                    (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                    "{cell} embed {embed} tied {tied} t={t}: {a} vs {b}"
+                );
             }
         }
     }

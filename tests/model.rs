@@ -33,6 +33,8 @@ fn hand_worked_forward_pass_on_two_tokens() {
         layers: 1,
         activation: Activation::Tanh,
         cell: elman::cell::CellKind::Elman,
+        embed: None,
+        tied: false,
     };
     let ts = tensors(&[
         ("rnn.weight_ih_l0", vec![0.5, -0.5], vec![1, 2]),
@@ -73,6 +75,8 @@ fn sigmoid_is_the_logistic_function() {
         layers: 1,
         activation: Activation::Sigmoid,
         cell: elman::cell::CellKind::Elman,
+        embed: None,
+        tied: false,
     };
     let ts = tensors(&[
         ("rnn.weight_ih_l0", vec![0.5, -0.5], vec![1, 2]),
@@ -106,6 +110,8 @@ fn gradcheck_with(activation: Activation, layers: usize, dropout: Option<f32>) {
         layers,
         activation,
         cell: elman::cell::CellKind::Elman,
+        embed: None,
+        tied: false,
     };
     gradcheck_cfg(cfg, dropout);
 }
@@ -277,6 +283,8 @@ fn elman_layer_fits_candle_rnn_trait() {
         layers: 2,
         activation: Activation::Tanh,
         cell: elman::cell::CellKind::Elman,
+        embed: None,
+        tied: false,
     };
     let varmap = init_params(&cfg, 3, DType::F64, &dev).unwrap();
     let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
@@ -327,12 +335,35 @@ fn absurd_sizes_are_rejected_before_allocating() {
         layers: 1,
         activation: Activation::Tanh,
         cell: elman::cell::CellKind::Elman,
+        embed: None,
+        tied: false,
     };
     let err = match init_params(&cfg, 1, DType::F32, &Device::Cpu) {
         Ok(_) => panic!("a 10^9-wide model was accepted"),
         Err(e) => e,
     };
     assert!(err.to_string().contains("hidden size"), "{err}");
+}
+
+/// Through an input embedding, and one tied to the decoder: the graph against central differences.
+#[test]
+fn embedding_gradients_match_finite_differences() {
+    for (embed, tied, cell) in [
+        (3, false, CellKind::Elman),
+        (4, true, CellKind::Elman),
+        (4, true, CellKind::Lstm),
+    ] {
+        gradcheck_cfg(
+            ModelConfig {
+                layers: 2,
+                cell,
+                embed: Some(embed),
+                tied,
+                ..ModelConfig::new(5, 4)
+            },
+            None,
+        );
+    }
 }
 
 /// The gated cells' graphs against central differences: one and two layers, an LSTM's carried c

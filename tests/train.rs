@@ -274,6 +274,8 @@ fn evaluations_are_spaced_out_only_where_validation_is_expensive() {
         layers: 1,
         activation: Activation::Tanh,
         cell: elman::cell::CellKind::Elman,
+        embed: None,
+        tied: false,
     };
     // Char level, tiny Shakespeare's validation tenth: the fixed default.
     assert_eq!(
@@ -369,12 +371,17 @@ fn gated_cells_resume_bit_exact_and_say_what_they_are() {
     use elman::cell::CellKind;
     let tmp = tempfile::tempdir().unwrap();
     let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
-    for cell in [CellKind::Lstm, CellKind::Gru] {
+    for (cell, tie) in [(CellKind::Lstm, false), (CellKind::Gru, true)] {
         let whole = tmp.path().join(format!("{cell}-whole"));
         let parts = tmp.path().join(format!("{cell}-parts"));
         let mut args = tiny_args(&f, &whole, 70);
         args.hyper.cell = Some(cell);
         args.hyper.layers = Some(2);
+        // The GRU reads an embedding tied to its decoder (--embed 24 --tie): resumed exactly too.
+        if tie {
+            args.hyper.embed = Some(24);
+            args.hyper.tie = true;
+        }
         train(&args, &one_thread()).unwrap();
         let mut first = args.clone();
         first.out = Some(parts.clone());

@@ -131,6 +131,10 @@ struct Work {
     /// at the word level, cleared and summed every step.
     in_ids: Vec<u32>,
     du_rows: Vec<f32>,
+    /// With an input embedding: the embeddings of `in_ids` (n × E), and the embedding's gradient
+    /// rows for them (n × E), which `reduce` scatters like `du_rows`.
+    e_rows: Vec<f32>,
+    de_rows: Vec<f32>,
     /// Sampled softmax: the decoder's gradient rows, compact the same way: the K samples (in
     /// `Sample::ids` order), then this share's targets that are not among them.
     out_ids: Vec<u32>,
@@ -173,8 +177,11 @@ pub struct FastBptt {
     dec_s: Vec<f32>,
     bias_s: Vec<f32>,
     slot: Vec<u32>,
-    /// Scratch marks, one per token (all false between steps).
+    /// Scratch marks, one per token (all false between steps), and the tokens a window reads.
     seen: Vec<bool>,
+    distinct: Vec<u32>,
+    /// With an input embedding: the embeddings of `distinct` and their products with W_ih.
+    table_scratch: Vec<f32>,
     /// Threads each stream-share may use for the decoder when only scoring (more threads than
     /// streams: `elman eval`'s single exact stream).
     helpers: usize,
@@ -271,14 +278,22 @@ impl FastBptt {
                     bwd_scratch: Vec::new(),
                     in_ids: Vec::new(),
                     du_rows: Vec::new(),
+                    e_rows: Vec::new(),
+                    de_rows: Vec::new(),
                     out_ids: Vec::new(),
                     dv_rows: Vec::new(),
                     in_row: vec![u32::MAX; tv],
                     out_row: vec![u32::MAX; tv],
-                    // Layer 0's U is held compact (`du_rows`).
+                    // Held compact instead: layer 0's U with one-hot input (`du_rows`), or the
+                    // embedding (`de_rows`) unless it is also the decoder.
                     grads: {
                         let mut gr = zeros();
-                        if let Some(u) = gr.get_mut(u0) {
+                        let compact = match (config.embed, config.tied) {
+                            (None, _) => Some(u0),
+                            (Some(_), false) => Some(layout.index(Param::Embedding)),
+                            (Some(_), true) => None,
+                        };
+                        if let Some(u) = compact.and_then(|i| gr.get_mut(i)) {
                             *u = Vec::new();
                         }
                         gr
@@ -305,6 +320,8 @@ impl FastBptt {
             bias_s: Vec::new(),
             slot: Vec::new(),
             seen: Vec::new(),
+            distinct: Vec::new(),
+            table_scratch: Vec::new(),
             helpers: plan.helpers,
             column_parts: plan.column_parts,
             dropout: None,
@@ -384,20 +401,25 @@ impl FastBptt {
         // a few hundred columns, not a transpose of all V (which dominates at word level). Each
         // row holds layer 0's whole input term U x + b for its token, added once per step after
         // the recurrent product (no pre-filled states to stream through memory).
-        let u0 = params.get(Param::WeightIh(0));
         self.seen.resize(v, false);
+        self.distinct.clear();
         for &x in inputs {
-            let x = x as usize;
-            if !std::mem::replace(&mut self.seen[x], true) {
-                let row = &mut self.u0_t[x * g..(x + 1) * g];
-                for (i, (r, b)) in row.iter_mut().zip(&self.bias[0]).enumerate() {
-                    *r = u0[i * v + x] + b;
-                }
+            if !std::mem::replace(&mut self.seen[x as usize], true) {
+                self.distinct.push(x);
             }
         }
-        for &x in inputs {
+        for &x in &self.distinct {
             self.seen[x as usize] = false;
         }
+        input_table(
+            &self.config,
+            params,
+            &self.distinct,
+            &self.bias[0],
+            &mut self.u0_t,
+            &mut self.table_scratch,
+            |x| x as usize,
+        );
         // The optimizer changed W in place since the last window: pack it afresh.
         for l in 0..self.config.layers {
             let w = params.get(Param::WeightHh(l));
@@ -431,6 +453,57 @@ impl FastBptt {
             }),
         };
         execute(&mut self.works, &mut self.grads, &shared, state)
+    }
+}
+
+/// Layer 0's input term for each token of `tokens`: the token's column of W_ih (one-hot input), or
+/// its embedding times W_ihᵀ (one small product for all of them), plus the input `bias`; token x's
+/// row goes to row `row_of(x)` of `table` (G floats a row). `scratch` holds the embeddings and
+/// their products meanwhile.
+pub(crate) fn input_table(
+    cfg: &ModelConfig,
+    params: &Params,
+    tokens: &[u32],
+    bias: &[f32],
+    table: &mut [f32],
+    scratch: &mut Vec<f32>,
+    row_of: impl Fn(u32) -> usize,
+) {
+    let g = bias.len();
+    let v = cfg.vocab_size;
+    let w_ih = params.get(Param::WeightIh(0));
+    match cfg.embed {
+        None => {
+            // Uᵀ rows of the tokens read: a strided gather of their columns, not a transpose of
+            // all V (which dominates at word level).
+            for &x in tokens {
+                let r = row_of(x);
+                let row = &mut table[r * g..(r + 1) * g];
+                for (i, (o, b)) in row.iter_mut().zip(bias).enumerate() {
+                    *o = w_ih[i * v + x as usize] + b;
+                }
+            }
+        }
+        Some(e) => {
+            let n = tokens.len();
+            let emb = params.get(Param::Embedding);
+            scratch.clear();
+            scratch.resize(n * (e + g), 0.0);
+            let (rows, prod) = scratch.split_at_mut(n * e);
+            for (j, &x) in tokens.iter().enumerate() {
+                let x = x as usize;
+                rows[j * e..(j + 1) * e].copy_from_slice(&emb[x * e..(x + 1) * e]);
+            }
+            // (n × E) · W_ihᵀ (E × G); W_ih is G × E row-major.
+            mm(n, g, e, prod, (g, 1), false, rows, (e, 1), w_ih, (1, e));
+            for (j, &x) in tokens.iter().enumerate() {
+                let r = row_of(x);
+                let row = &mut table[r * g..(r + 1) * g];
+                for ((o, p), b) in row.iter_mut().zip(&prod[j * g..(j + 1) * g]).zip(bias) {
+                    *o = p + b;
+                }
+            }
+        }
     }
 }
 
@@ -510,17 +583,42 @@ fn execute(
 }
 
 /// Sums the threads' gradients in thread order (element by element the same sums as adding whole
-/// buffers), scattering the compact ones.
+/// buffers), then scatters the compact ones: layer 0's U (one-hot input) or the embedding's rows,
+/// and with the sampled softmax the decoder's rows.
 fn reduce(works: &[Work], grads: &mut [Vec<f32>], sh: &Shared) {
     let h = sh.cfg.hidden;
-    let u0 = sh.layout.index(Param::WeightIh(0));
+    let v = sh.cfg.vocab_size;
     let dec = sh.layout.index(Param::DecoderWeight);
+    let sampled = sh.sampled.is_some();
     for (gi, g) in grads.iter_mut().enumerate() {
-        if gi == u0 {
+        // Under the sampled softmax the decoder's dense per-thread gradients are not written.
+        if works[0].grads[gi].is_empty() || (gi == dec && sampled) {
+            g.fill(0.0);
+        } else {
+            g.copy_from_slice(&works[0].grads[gi]);
+            for w in &works[1..] {
+                g.iter_mut().zip(&w.grads[gi]).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+    if sampled {
+        // The decoder's weights (V × H) under the sampled softmax: each thread's rows.
+        let g = &mut grads[dec];
+        for w in works.iter() {
+            for (j, &id) in w.out_ids.iter().enumerate() {
+                let id = id as usize;
+                g[id * h..(id + 1) * h]
+                    .iter_mut()
+                    .zip(&w.dv_rows[j * h..(j + 1) * h])
+                    .for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+    match sh.cfg.embed {
+        None => {
             // Layer 0's U (G × V): each thread's compact columns. Row by row of U, so that the
             // writes run forward through memory (a token's column is G floats V apart).
-            g.fill(0.0);
-            let v = sh.cfg.vocab_size;
+            let g = &mut grads[sh.layout.index(Param::WeightIh(0))];
             let width = g.len() / v;
             for w in works.iter() {
                 for (i, row) in g.chunks_exact_mut(v).enumerate() {
@@ -529,22 +627,18 @@ fn reduce(works: &[Work], grads: &mut [Vec<f32>], sh: &Shared) {
                     }
                 }
             }
-        } else if gi == dec && sh.sampled.is_some() {
-            // The decoder's weights (V × H) under the sampled softmax: each thread's rows.
-            g.fill(0.0);
+        }
+        Some(e) => {
+            // The embedding (V × E): each thread's rows.
+            let g = &mut grads[sh.layout.index(Param::Embedding)];
             for w in works.iter() {
-                for (j, &id) in w.out_ids.iter().enumerate() {
-                    let id = id as usize;
-                    g[id * h..(id + 1) * h]
+                for (r, &x) in w.in_ids.iter().enumerate() {
+                    let x = x as usize;
+                    g[x * e..(x + 1) * e]
                         .iter_mut()
-                        .zip(&w.dv_rows[j * h..(j + 1) * h])
+                        .zip(&w.de_rows[r * e..(r + 1) * e])
                         .for_each(|(a, b)| *a += b);
                 }
-            }
-        } else {
-            g.copy_from_slice(&works[0].grads[gi]);
-            for w in &works[1..] {
-                g.iter_mut().zip(&w.grads[gi]).for_each(|(a, b)| *a += b);
             }
         }
     }
@@ -795,6 +889,44 @@ impl Work {
                     .zip(src)
                     .for_each(|(a, b)| *a += b);
             }
+        }
+        if let Some(e) = sh.cfg.embed {
+            // Through the embedding: dW_ih = dPᵀ · E[x] summed over the tokens read, and each
+            // token's embedding row gets dP · W_ih.
+            let n = self.in_ids.len();
+            let emb = sh.params.get(Param::Embedding);
+            self.e_rows.clear();
+            for &x in &self.in_ids {
+                let x = x as usize;
+                self.e_rows.extend_from_slice(&emb[x * e..(x + 1) * e]);
+            }
+            let iw = sh.layout.index(Param::WeightIh(0));
+            mm(
+                g,
+                e,
+                n,
+                &mut self.grads[iw],
+                (e, 1),
+                false,
+                &self.du_rows,
+                (1, g),
+                &self.e_rows,
+                (e, 1),
+            );
+            self.de_rows.clear();
+            self.de_rows.resize(n * e, 0.0);
+            mm(
+                n,
+                e,
+                g,
+                &mut self.de_rows,
+                (e, 1),
+                false,
+                &self.du_rows,
+                (g, 1),
+                sh.params.get(Param::WeightIh(0)),
+                (e, 1),
+            );
         }
     }
 }

@@ -102,18 +102,34 @@ impl ScoreWeights {
         for (r, &x) in held.iter().enumerate() {
             row[x] = r as u32;
         }
-        // Their columns of U, transposed in tiles of 32 × 32 so that neither side is walked with
-        // a stride through all of it (U is H × V: a word-level vocabulary makes it tens of MB).
-        let u0 = params.get(Param::WeightIh(0));
         let mut u0_t = vec![0.0; held.len() * g];
-        for i0 in (0..g).step_by(32) {
-            for r0 in (0..held.len()).step_by(32) {
-                for i in i0..(i0 + 32).min(g) {
-                    for (r, &x) in held.iter().enumerate().skip(r0).take(32) {
-                        u0_t[r * g + i] = u0[i * v + x] + bias[0][i];
+        if config.embed.is_none() {
+            // Their columns of U, transposed in tiles of 32 × 32 so that neither side is walked
+            // with a stride through all of it (U is G × V: a word-level vocabulary makes it tens
+            // of MB).
+            let u0 = params.get(Param::WeightIh(0));
+            for i0 in (0..g).step_by(32) {
+                for r0 in (0..held.len()).step_by(32) {
+                    for i in i0..(i0 + 32).min(g) {
+                        for (r, &x) in held.iter().enumerate().skip(r0).take(32) {
+                            u0_t[r * g + i] = u0[i * v + x] + bias[0][i];
+                        }
                     }
                 }
             }
+        } else {
+            // Their embeddings through W_ih, as training builds its table.
+            let held32: Vec<u32> = held.iter().map(|&x| x as u32).collect();
+            let mut scratch = Vec::new();
+            super::input_table(
+                &config,
+                params,
+                &held32,
+                &bias[0],
+                &mut u0_t,
+                &mut scratch,
+                |x| row[x as usize] as usize,
+            );
         }
         let w_fwd = (0..config.layers)
             .map(|l| {

@@ -450,12 +450,17 @@ impl<'a> Session<'a> {
         config.progress.lr = ls.lr;
         config.progress.train_seconds = ls.train_seconds;
         config.progress.stopped = stopped.map(str::to_string);
-        let weights: Vec<(String, Entry)> = self
-            .model
-            .named_tensors()
-            .iter()
-            .map(|(n, t)| Ok((n.clone(), Entry::tensor(t)?)))
-            .collect::<Result<_>>()?;
+        let entries =
+            |tensors: Vec<(String, candle_core::Tensor)>| -> Result<Vec<(String, Entry)>> {
+                tensors
+                    .iter()
+                    .map(|(n, t)| Ok((n.clone(), Entry::tensor(t)?)))
+                    .collect()
+            };
+        // The resume state holds each parameter once; model.safetensors every name PyTorch's
+        // modules give them (a tied decoder weight twice).
+        let weights = entries(self.model.named_tensors())?;
+        let export = entries(self.model.export_tensors())?;
         let (batch, h) = (config.training.batch, config.model.hidden);
         let training = TrainingState {
             weights: weights
@@ -478,7 +483,7 @@ impl<'a> Session<'a> {
             &self.dir,
             &config,
             &self.tokenizer_json,
-            best.then_some(weights),
+            best.then_some(export),
             &training,
             &self.metrics,
         )

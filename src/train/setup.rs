@@ -43,6 +43,15 @@ pub struct Hyper {
     /// Hidden units per layer [default: 256].
     #[arg(long, value_name = "H", help_heading = "Model")]
     pub hidden: Option<usize>,
+    /// Read the input as an embedding of E units (PyTorch's nn.Embedding, `encoder.weight`) that
+    /// feeds the first layer, instead of the book's one-hot x(t): every step moves every token's
+    /// input through the shared input weights [default: one-hot].
+    #[arg(long, value_name = "E", help_heading = "Model")]
+    pub embed: Option<usize>,
+    /// Share the decoder's weights with the input embedding (word_language_model's --tied): one
+    /// V×H matrix reads tokens in and scores them out. Implies --embed equal to --hidden.
+    #[arg(long, help_heading = "Model")]
+    pub tie: bool,
     /// Stacked recurrent layers [default: 1].
     #[arg(long, value_name = "L", help_heading = "Model")]
     pub layers: Option<usize>,
@@ -136,6 +145,8 @@ impl Hyper {
         };
         differs(self.cell.is_some_and(|x| x != mc.cell), "--cell");
         differs(self.hidden.is_some_and(|x| x != mc.hidden), "--hidden");
+        differs(self.embed.is_some_and(|x| Some(x) != mc.embed), "--embed");
+        differs(self.tie && !mc.tied, "--tie");
         differs(self.layers.is_some_and(|x| x != mc.layers), "--layers");
         differs(
             self.activation.is_some_and(|x| x != mc.activation),
@@ -197,6 +208,8 @@ impl Hyper {
         let model_flags = [
             "--cell",
             "--hidden",
+            "--embed",
+            "--tie",
             "--layers",
             "--activation",
             "--level",
@@ -499,12 +512,16 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         !args.quiet,
     )?;
     let mut tc = train_config(h, vocab.len(), None)?;
+    let hidden = h.hidden.unwrap_or(DEFAULT_HIDDEN);
     let mc = ModelConfig {
         vocab_size: vocab.len(),
-        hidden: h.hidden.unwrap_or(DEFAULT_HIDDEN),
+        hidden,
         layers: h.layers.unwrap_or(1),
         activation: h.activation.unwrap_or(Activation::Tanh),
         cell: h.cell.unwrap_or_default(),
+        // A tied decoder needs an embedding as wide as the hidden layer: --tie alone implies it.
+        embed: h.embed.or(h.tie.then_some(hidden)),
+        tied: h.tie,
     };
     if h.eval_every.is_none() {
         tc.eval_every = super::schedule::default_eval_every(&mc, &tc, data.val().len());
