@@ -615,3 +615,29 @@ impl GradflowCmd {
         Ok((req, self.out, self.json))
     }
 }
+
+#[derive(Args)]
+#[command(
+    about = "Serve models over HTTP: a playground page and a JSON API (next tokens, sample, complete, rank, score)",
+    long_about = "Serve one or more trained models on this machine: a playground page at / (type and \
+watch the next-token chart change, generate with streamed output, rank candidates, see the surprisal of \
+your text), and a JSON API with the same numbers as the command line: POST /api/next, /api/sample, \
+/api/sample/stream (server-sent events), /api/complete, /api/rank, /api/score; GET /api/info, \
+/api/models. It listens on 127.0.0.1 unless --host says otherwise, bounds every request, and reads or \
+writes no file a request names. Ctrl-C stops it.\n\n\
+Examples:\n  elman serve --model demo                       # then open http://127.0.0.1:8080/\n  \
+elman serve --model demo --model tinyshakespeare --port 9000\n  \
+curl -s localhost:8080/api/next -d '{\"prompt\": \"天空飞过一只\", \"top\": 5}'"
+)]
+pub struct ServeCmd {
+    /// Checkpoint folder (or a name under checkpoints/); repeat to serve several, each under its
+    /// folder's name (requests choose with "model").
+    #[arg(long, short, value_name = "DIR", required = true)]
+    pub model: Vec<PathBuf>,
+    /// The address to listen on: 127.0.0.1 keeps it to this machine; 0.0.0.0 opens it to the network.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub host: String,
+    /// The port (0 picks a free one, printed when listening).
+    #[arg(long, default_value_t = 8080, value_name = "PORT")]
+    pub port: u16,
+}

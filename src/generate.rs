@@ -352,7 +352,7 @@ pub fn beam_search(
 }
 
 /// Which score orders the ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RankBy {
     /// Total log-probability of the candidate's tokens: the probability of the whole candidate.

@@ -310,7 +310,9 @@ document.getElementById("text").addEventListener("mouseleave", () => { tip.style
 "##;
 
 /// The self-contained HTML page.
-pub fn page(h: &Heatmap) -> Result<String> {
+/// The text as shaded spans (one per token, `data-i` its index in `h.tokens`) with the gaps
+/// between them: the body of the page, and what `elman serve`'s playground shows.
+pub fn text_html(h: &Heatmap) -> String {
     let mut body = String::new();
     for (i, t) in h.tokens.iter().enumerate() {
         body.push_str(&escape(&h.gaps[i]));
@@ -321,6 +323,11 @@ pub fn page(h: &Heatmap) -> Result<String> {
         ));
     }
     body.push_str(&escape(&h.tail));
+    body
+}
+
+pub fn page(h: &Heatmap) -> Result<String> {
+    let body = text_html(h);
     // `<` never appears in JSON outside strings, and inside them \u003c means the same: this keeps
     // a `</script>` in the text from ending the data block.
     let data = serde_json::to_string(h)?.replace('<', "\\u003c");

@@ -27,6 +27,7 @@ pub mod progress;
 pub mod repl;
 pub mod report;
 pub mod runtime;
+pub mod serve;
 pub mod train;
 pub mod vocab;
 pub mod words;

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use elman::cli::{
     prompt_text, BenchCmd, CompleteCmd, DemoCmd, EvalCmd, GradflowCmd, HeatmapCmd, InfoCmd,
-    PlotCmd, RankCmd, ReplCmd, SampleCmd, TrainCmd,
+    PlotCmd, RankCmd, ReplCmd, SampleCmd, ServeCmd, TrainCmd,
 };
 use elman::generate::{self, Until};
 use elman::infer::Engine;
@@ -68,6 +68,7 @@ elman train sonnets.txt --init-from checkpoints/tinyshakespeare --lr 0.0005 --ti
     Repl(ReplCmd),
     Demo(DemoCmd),
     Bench(BenchCmd),
+    Serve(ServeCmd),
 }
 
 /// `print!` to standard output as a fallible write: a closed pipe (`elman … | head`) becomes an
@@ -128,6 +129,7 @@ fn run(cmd: Command, rt: &Runtime) -> Result<ExitCode> {
         Command::Repl(c) => repl_cmd(c, rt),
         Command::Demo(c) => demo_cmd(c),
         Command::Bench(c) => bench_cmd(c, rt),
+        Command::Serve(c) => serve_cmd(c, rt),
     }
 }
 
@@ -449,5 +451,15 @@ fn info_cmd(c: InfoCmd, rt: &Runtime) -> Result<ExitCode> {
     } else {
         out!("{}", info::render(&i));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve_cmd(c: ServeCmd, rt: &Runtime) -> Result<ExitCode> {
+    let args = elman::serve::ServeArgs {
+        models: c.model,
+        host: c.host,
+        port: c.port,
+    };
+    elman::serve::run(&args, rt)?;
     Ok(ExitCode::SUCCESS)
 }

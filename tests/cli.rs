@@ -193,7 +193,10 @@ fn bad_options_get_one_clear_line() {
         (&["--max-vocab", "1"], &["--max-vocab"]),
         (&["--hidden", "100000000"], &["--hidden"]),
         (&["--embed", "0"], &["embedding size"]),
-        (&["--tie", "--embed", "8", "--hidden", "16"], &["--tie", "--embed 16"]),
+        (
+            &["--tie", "--embed", "8", "--hidden", "16"],
+            &["--tie", "--embed 16"],
+        ),
     ];
     for (args, needles) in cases {
         fails_with(elman(d).args(["train", "c.txt"]).args(*args), needles);
@@ -393,10 +396,8 @@ fn pytorch_loads_the_checkpoint_with_the_same_numbers() {
     ];
     // An input embedding, and one tied to the decoder (word_language_model's --tied; --tie alone
     // makes the embedding as wide as the hidden layer).
-    let with_embedding: [(&str, &[&str]); 2] = [
-        ("embed", &["--embed", "12"]),
-        ("tied", &["--tie"]),
-    ];
+    let with_embedding: [(&str, &[&str]); 2] =
+        [("embed", &["--embed", "12"]), ("tied", &["--tie"])];
     for (name, flags) in with_embedding {
         elman(d)
             .args(["train", "c.txt", "--out", name, "--layers", "2"])
