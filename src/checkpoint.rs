@@ -67,6 +67,39 @@ pub struct VocabConfig {
     pub unknown_types: Option<u64>,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// How the learning rate moves over a run (`train --schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schedule {
+    /// Falls linearly from --lr to 0 over the budget (--time, --steps or --epochs, whichever ends
+    /// first): the run ends settled, whatever its length.
+    Linear,
+    /// Stays at --lr, multiplied by --lr-decay after --patience evaluations without improvement.
+    Plateau,
+}
+
+impl Schedule {
+    /// The (anneal, plateau) flags of a `TrainConfig` that follows it.
+    pub fn flags(self) -> (bool, bool) {
+        match self {
+            Schedule::Linear => (true, false),
+            Schedule::Plateau => (false, true),
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Schedule::Linear => "linear",
+            Schedule::Plateau => "plateau",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
     pub batch: usize,
@@ -89,6 +122,10 @@ pub struct TrainConfig {
     /// The learning rate falls linearly to 0 over each session's budget (--steps, --time, --epochs).
     #[serde(default)]
     pub anneal: bool,
+    /// The plateau rule: the rate is multiplied by `lr_decay` after `patience` evaluations without
+    /// improvement. Runs made before `--schedule` had it always (hence the default).
+    #[serde(default = "yes")]
+    pub plateau: bool,
     /// Dropout probability on the layers' outputs while training (0: none).
     #[serde(default)]
     pub dropout: f64,
@@ -792,7 +829,12 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 
 /// Reads `metrics.jsonl` (missing file: no metrics).
 pub fn read_metrics(dir: &Path) -> Result<Vec<Metric>> {
-    let path = dir.join(METRICS_FILE);
+    read_metrics_file(&dir.join(METRICS_FILE))
+}
+
+/// The evaluations in a metrics.jsonl file (none if it does not exist).
+pub fn read_metrics_file(path: &Path) -> Result<Vec<Metric>> {
+    let path = path.to_path_buf();
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -378,18 +378,32 @@ pub struct GradflowCmd {
 
 #[derive(Args)]
 #[command(
-    about = "Overlay the training curves of one or more runs in one SVG chart",
-    long_about = "Draw the training and validation loss of one or more runs against tokens seen, in one \
-SVG chart (each training run also keeps its own loss.svg, refreshed at every evaluation).\n\n\
-Example:\n  elman plot checkpoints/small checkpoints/big --out compare.svg"
+    about = "Overlay the learning curves of several runs (elman's or a peer's) in one SVG chart",
+    long_about = "Draw the training and validation loss of one or more runs in one SVG chart, against \
+tokens seen or against training time (each training run also keeps its own loss.svg, refreshed at every \
+evaluation). A run is a checkpoint folder, or any folder or file holding a metrics.jsonl with the same \
+fields: scripts/torch_curve.py writes one for the PyTorch peer, so the two programs' curves share a chart.\n\n\
+Examples:\n  elman plot checkpoints/small checkpoints/big --out compare.svg\n  \
+python3 scripts/torch_curve.py --corpus shakespeare.txt --seconds 180 --out runs/pytorch\n  \
+elman plot checkpoints/shakespeare runs/pytorch --x time --validation-only --out vs-pytorch.svg"
 )]
 pub struct PlotCmd {
-    /// Checkpoint folders (or names under checkpoints/).
-    #[arg(value_name = "DIR", required = true)]
+    /// Checkpoint folders (or names under checkpoints/), or folders or files with a metrics.jsonl.
+    #[arg(value_name = "RUN", required = true)]
     pub runs: Vec<PathBuf>,
     /// Where the chart goes.
     #[arg(long, short, default_value = "loss.svg", value_name = "FILE")]
     pub out: PathBuf,
+    /// The x axis: tokens seen, or seconds of training.
+    #[arg(long, value_enum, default_value_t = crate::plot::XAxis::Tokens)]
+    pub x: crate::plot::XAxis,
+    /// Only the validation curves (comparing runs: the training loss of each is noisier and less
+    /// comparable).
+    #[arg(long)]
+    pub validation_only: bool,
+    /// Cut the y axis at this loss (the first evaluations of a run are far above the rest).
+    #[arg(long, value_name = "NATS")]
+    pub y_max: Option<f64>,
 }
 
 #[derive(Args)]

@@ -65,6 +65,8 @@ pub fn train_args(a: &DemoArgs) -> TrainArgs {
             lr: Some(2e-3),
             eval_every: Some(300),
             seed: Some(1234),
+            // The rule the demo was tuned with (its showcase numbers are in the README).
+            schedule: Some(crate::checkpoint::Schedule::Plateau),
             ..Default::default()
         },
         steps: Some(a.steps),

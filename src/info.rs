@@ -80,8 +80,15 @@ pub fn render(i: &Info) -> String {
         c.model.cell.torch_module()
     );
     s += &format!(
-        "training     {} lr {} (now {:.3e}), clip {}, batch {} × bptt {}, seed {}, eval every {} steps, lr decay ×{} after {} bad eval(s){}\n",
-        t.optimizer, t.lr, p.lr, t.clip, t.batch, t.bptt, t.seed, t.eval_every, t.lr_decay, t.patience,
+        "training     {} lr {} (now {:.3e}){}, clip {}, batch {} × bptt {}, seed {}, eval every {} steps{}\n",
+        t.optimizer, t.lr, p.lr,
+        match (t.anneal, t.plateau) {
+            (true, false) => ", falling linearly to 0 over each session".to_string(),
+            (true, true) => format!(", falling linearly to 0 over each session and ×{} after {} bad eval(s)", t.lr_decay, t.patience),
+            (false, true) => format!(", ×{} after {} bad eval(s)", t.lr_decay, t.patience),
+            (false, false) => String::new(),
+        },
+        t.clip, t.batch, t.bptt, t.seed, t.eval_every,
         t.softmax_samples.map_or(String::new(), |k| format!(", sampled softmax K={k}"))
             + &if t.dropout > 0.0 { format!(", dropout {}", t.dropout) } else { String::new() }
     );

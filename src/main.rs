@@ -358,23 +358,9 @@ fn gradflow_cmd(c: GradflowCmd, rt: &Runtime) -> Result<ExitCode> {
 }
 
 fn plot_cmd(c: PlotCmd) -> Result<ExitCode> {
-    let mut runs = Vec::new();
-    for r in &c.runs {
-        let dir = checkpoint::resolve_dir(r);
-        checkpoint::read_config(&dir)?;
-        let metrics = checkpoint::read_metrics(&dir)?;
-        if metrics.is_empty() {
-            anyhow::bail!(
-                "{}: no evaluations yet, nothing to plot (train longer than --eval-every steps)",
-                dir.display()
-            );
-        }
-        let name = dir
-            .file_name()
-            .map_or(dir.display().to_string(), |n| n.to_string_lossy().into());
-        runs.push((name, metrics));
-    }
-    let svg = elman::plot::svg(&elman::plot::loss_chart(&runs))?;
+    let runs = elman::plot::read_runs(&c.runs)?;
+    let chart = elman::plot::compare_chart(&runs, c.x, c.validation_only, c.y_max);
+    let svg = elman::plot::svg(&chart)?;
     checkpoint::write_atomic(&c.out, svg.as_bytes())?;
     outln!("chart written to {}", c.out.display());
     Ok(ExitCode::SUCCESS)

@@ -206,53 +206,124 @@ pub fn svg(chart: &Chart) -> Result<String> {
     Ok(out)
 }
 
-/// The training-curve chart of one or more runs: train loss (solid) and validation loss (dashed)
-/// against tokens seen, one colour per run.
-pub fn loss_chart(runs: &[(String, Vec<crate::checkpoint::Metric>)]) -> Chart {
+/// What the x axis of a loss chart counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XAxis {
+    /// Tokens trained on: per-token learning, whatever the speed.
+    Tokens,
+    /// Seconds of training: what a budget buys.
+    Time,
+}
+
+/// A run to draw: its name and its evaluations.
+pub type Run = (String, Vec<crate::checkpoint::Metric>);
+
+/// The runs named on `elman plot`'s command line: a checkpoint folder (or a name under
+/// checkpoints/), or a folder or file with a metrics.jsonl of the same fields (a peer's run).
+pub fn read_runs(paths: &[std::path::PathBuf]) -> Result<Vec<Run>> {
+    use crate::checkpoint;
+    let mut runs = Vec::new();
+    for p in paths {
+        let (name_of, metrics) = if p.is_file() {
+            (p.clone(), checkpoint::read_metrics_file(p)?)
+        } else {
+            let dir = checkpoint::resolve_dir(p);
+            if !dir.join(checkpoint::METRICS_FILE).exists() {
+                // A checkpoint folder says what is wrong with it (or that it is none).
+                checkpoint::read_config(&dir)?;
+            }
+            let m = checkpoint::read_metrics(&dir)?;
+            (dir, m)
+        };
+        if metrics.is_empty() {
+            anyhow::bail!(
+                "{}: no evaluations yet, nothing to plot (train longer than --eval-every steps)",
+                name_of.display()
+            );
+        }
+        let stem = if p.is_file() {
+            name_of.file_stem()
+        } else {
+            name_of.file_name()
+        };
+        let name = stem.map_or(name_of.display().to_string(), |n| {
+            n.to_string_lossy().into()
+        });
+        runs.push((name, metrics));
+    }
+    Ok(runs)
+}
+
+/// Training (solid) and validation (dashed) loss of each run, one colour per run.
+pub fn loss_chart(runs: &[Run]) -> Chart {
+    compare_chart(runs, XAxis::Tokens, false, None)
+}
+
+/// [`loss_chart`] against `x`, optionally with only the validation curves and a cut y axis.
+pub fn compare_chart(runs: &[Run], x: XAxis, validation_only: bool, y_max: Option<f64>) -> Chart {
+    let xv = |m: &crate::checkpoint::Metric| match x {
+        XAxis::Tokens => m.tokens_seen as f64,
+        XAxis::Time => m.wall_time_s,
+    };
+    let cut = |y: f64| y_max.is_none_or(|top| y <= top);
     let mut series = Vec::new();
     for (i, (name, metrics)) in runs.iter().enumerate() {
         let label = |what: &str| {
             if runs.len() == 1 {
                 what.to_string()
+            } else if validation_only {
+                name.clone()
             } else {
                 format!("{name} {what}")
             }
         };
         let sampled = metrics.iter().any(|m| m.train_loss_sampled);
-        series.push(Series {
-            label: label(if sampled {
-                "train (sampled softmax)"
-            } else {
-                "train"
-            }),
-            points: metrics
-                .iter()
-                .map(|m| (m.tokens_seen as f64, m.train_loss))
-                .collect(),
-            dashed: false,
-            color: i,
-        });
+        if !validation_only {
+            series.push(Series {
+                label: label(if sampled {
+                    "train (sampled softmax)"
+                } else {
+                    "train"
+                }),
+                points: metrics
+                    .iter()
+                    .map(|m| (xv(m), m.train_loss))
+                    .filter(|p| cut(p.1))
+                    .collect(),
+                dashed: false,
+                color: i,
+            });
+        }
         series.push(Series {
             label: label("validation"),
             points: metrics
                 .iter()
-                .map(|m| (m.tokens_seen as f64, m.val_loss))
+                .map(|m| (xv(m), m.val_loss))
+                .filter(|p| cut(p.1))
                 .collect(),
-            dashed: true,
+            dashed: !validation_only,
             color: i,
         });
     }
-    let title = if runs.len() == 1 {
-        format!("{}: loss", runs[0].0)
+    let what = if validation_only {
+        "validation loss"
     } else {
-        "loss".to_string()
+        "loss"
+    };
+    let title = if runs.len() == 1 {
+        format!("{}: {what}", runs[0].0)
+    } else {
+        what.to_string()
     };
     Chart {
         title,
-        x_label: "tokens seen".into(),
+        x_label: match x {
+            XAxis::Tokens => "tokens seen".into(),
+            XAxis::Time => "seconds of training".into(),
+        },
         y_label: "nats per token".into(),
         log_y: false,
-        x_is_count: true,
+        x_is_count: x == XAxis::Tokens,
         series,
     }
 }

@@ -555,13 +555,33 @@ fn resume_after_kill_9_is_bit_exact() {
         .args(flags)
         .assert()
         .success();
-    // The same run, killed again and again.
-    elman(d)
-        .args(["train", "c.txt", "--out", "crashy", "--steps", "5"])
-        .args(flags)
-        .assert()
-        .success();
+    // The same run, killed again and again: first once it has saved a checkpoint (the learning
+    // rate falls over the 150 steps, so the run must know its budget from the start).
     let bin = assert_cmd::cargo::cargo_bin("elman");
+    let mut first = std::process::Command::new(&bin)
+        .current_dir(d)
+        .args([
+            "--threads",
+            "1",
+            "train",
+            "c.txt",
+            "--out",
+            "crashy",
+            "--steps",
+            "150",
+        ])
+        .args(flags)
+        .spawn()
+        .unwrap();
+    while !d.join("crashy/config.json").exists() {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = first.kill();
+    first.wait().unwrap();
     for i in 0..6u64 {
         let mut child = std::process::Command::new(&bin)
             .current_dir(d)

@@ -131,6 +131,9 @@ fn resuming_an_interrupted_run_ends_with_the_same_weights() {
     let whole = tmp.path().join("whole");
     let parts = tmp.path().join("parts");
     let mut args = tiny_args(&f, &whole, 130);
+    // Stopping at 37 by a budget of 37 steps: the plateau rule does not depend on the budget (the
+    // linear schedule's resume is held exact by tests/hardening.rs, killed mid-run).
+    args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
     args.hyper.patience = Some(1);
     args.hyper.lr = Some(0.05); // high enough that the plateau schedule kicks in
     train(&args, &one_thread()).unwrap();
@@ -220,39 +223,81 @@ fn a_saved_model_loads_with_identical_logits() {
 }
 
 #[test]
-fn anneal_lowers_the_rate_linearly_to_the_end_of_the_budget() {
+fn the_default_schedule_lowers_the_rate_linearly_to_the_end_of_the_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let f = write_corpus(
         tmp.path(),
         "c.txt",
         &"the bird flies over the sky.\n".repeat(80),
     );
+    // The default, --schedule linear and the older --anneal: the same run.
+    let mut runs = Vec::new();
+    for (name, schedule, anneal) in [
+        ("default", None, false),
+        ("linear", Some(elman::checkpoint::Schedule::Linear), false),
+        ("anneal", None, true),
+    ] {
+        let out = tmp.path().join(name);
+        let mut args = tiny_args(&f, &out, 100);
+        args.hyper.schedule = schedule;
+        args.hyper.anneal = anneal;
+        train(&args, &one_thread()).unwrap();
+        let metrics = checkpoint::read_metrics(&out).unwrap();
+        // Evaluations after steps 25, 50, 75, 100: the last step before each (0-based index 24,
+        // 49, 74, 99) ran at exactly 0.01 · (1 − index/100), whatever validation did (no plateau
+        // rule on top).
+        let at: Vec<(u64, f64)> = metrics.iter().map(|m| (m.step, m.lr)).collect();
+        assert_eq!(
+            at.iter().map(|a| a.0).collect::<Vec<_>>(),
+            [25, 50, 75, 100]
+        );
+        for &(step, lr) in &at {
+            let want = 0.01 * (1.0 - (step - 1) as f64 / 100.0);
+            assert!(
+                (lr - want).abs() < 1e-12,
+                "{name}: step {step}: lr {lr}, want {want}"
+            );
+        }
+        let cfg = checkpoint::read_config(&out).unwrap();
+        assert!(cfg.training.anneal && !cfg.training.plateau, "{name}");
+        runs.push(tensors_of(&out.join(STATE_FILE)));
+    }
+    assert!(runs[0] == runs[1] && runs[1] == runs[2]);
+    // A checkpoint from before --schedule (no "plateau" field) keeps the plateau rule.
+    let old: checkpoint::TrainConfig = serde_json::from_value(serde_json::json!({
+        "batch": 32, "bptt": 64, "optimizer": "adam", "lr": 0.002, "clip": 5.0,
+        "lr_decay": 0.5, "patience": 1, "val_fraction": 0.1, "eval_every": 200,
+        "epochs": null, "steps": null, "time_limit_s": null, "seed": 1234, "threads": 2
+    }))
+    .unwrap();
+    assert!(old.plateau && !old.anneal);
+}
+
+/// --schedule plateau: a constant rate, halved after an evaluation without improvement.
+#[test]
+fn the_plateau_schedule_halves_the_rate_when_validation_stalls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
     let out = tmp.path().join("m");
-    let mut args = tiny_args(&f, &out, 100);
-    args.hyper.anneal = true;
+    let mut args = tiny_args(&f, &out, 200);
+    args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
+    args.hyper.lr = Some(0.05);
     train(&args, &one_thread()).unwrap();
     let metrics = checkpoint::read_metrics(&out).unwrap();
-    // Evaluations after steps 25, 50, 75, 100: the last step before each (0-based index 24, 49,
-    // 74, 99) ran at 0.01 · (1 − index/100). No plateau can lower the base rate in between
-    // unless validation worsened, so allow that factor too.
-    let at: Vec<(u64, f64)> = metrics.iter().map(|m| (m.step, m.lr)).collect();
-    assert_eq!(
-        at.iter().map(|a| a.0).collect::<Vec<_>>(),
-        [25, 50, 75, 100]
-    );
-    for (step, lr) in at {
-        let want = 0.01 * (1.0 - (step - 1) as f64 / 100.0);
-        let ok = [1.0, 0.5, 0.25, 0.125]
-            .iter()
-            .any(|f| (lr - want * f).abs() < 1e-12);
-        assert!(
-            ok,
-            "step {step}: lr {lr}, want {want} (or a plateau-halved multiple)"
-        );
+    let mut best = f64::INFINITY;
+    let mut lr = 0.05;
+    for m in &metrics {
+        assert_eq!(m.lr, lr, "step {}", m.step);
+        if m.val_loss < best {
+            best = m.val_loss;
+        } else {
+            lr *= 0.5;
+        }
     }
-    // The annealed run ends on a lower rate than it started, and it is recorded in config.json.
-    let cfg = checkpoint::read_config(&out).unwrap();
-    assert!(cfg.training.anneal);
+    assert!(
+        lr < 0.05,
+        "validation never stalled: the test shows nothing"
+    );
 }
 
 #[test]
@@ -315,6 +360,8 @@ fn a_dropout_run_resumes_exactly_and_differs_from_one_without() {
     let mut args = tiny_args(&f, &whole, 60);
     args.hyper.layers = Some(2);
     args.hyper.dropout = Some(0.4);
+    // Split by budgets (23, then 60), so a schedule that does not depend on the budget.
+    args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
     train(&args, &one_thread()).unwrap();
     let mut first = args.clone();
     first.out = Some(parts.clone());
@@ -377,6 +424,8 @@ fn gated_cells_resume_bit_exact_and_say_what_they_are() {
         let mut args = tiny_args(&f, &whole, 70);
         args.hyper.cell = Some(cell);
         args.hyper.layers = Some(2);
+        // Split by budgets (23, then 70), so a schedule that does not depend on the budget.
+        args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
         // The GRU reads an embedding tied to its decoder (--embed 24 --tie): resumed exactly too.
         if tie {
             args.hyper.embed = Some(24);

@@ -82,27 +82,23 @@ pub fn validation_in_steps(mc: &ModelConfig, tc: &TrainConfig, val_tokens: usize
     validation / step.max(1.0)
 }
 
-/// Where a session is in its budget, for `--anneal`.
+/// Where a run is in its budget, for `--schedule linear`.
 pub struct Budget {
-    /// Steps, epoch (with the fraction of the current one done) and time so far in this session.
-    pub steps_done: u64,
+    /// Steps of the run so far (a resumed run counts its earlier ones), its epoch (with the
+    /// fraction of the current one done), and the time so far in this session.
+    pub step: u64,
     pub epoch_at: f64,
     pub elapsed: Duration,
 }
 
-/// `--anneal`: the share of the base learning rate a step uses, the share of the session's budget
-/// still ahead (whichever stopping rule is nearest sets the pace). `steps` is the run's total
-/// (a resumed run counts its earlier steps), `first_step` where this session began.
-pub fn anneal_factor(
-    tc: &TrainConfig,
-    time: Option<Duration>,
-    first_step: u64,
-    at: &Budget,
-) -> f64 {
+/// `--schedule linear`: the share of the base learning rate a step uses, the share of the budget
+/// still ahead (whichever stopping rule is nearest sets the pace). --steps and --epochs count the
+/// whole run, so a run resumed after a crash goes on with the very rates it would have used;
+/// --time counts this session (its clock starts with the session).
+pub fn anneal_factor(tc: &TrainConfig, time: Option<Duration>, at: &Budget) -> f64 {
     let mut done: f64 = 0.0;
     if let Some(s) = tc.steps {
-        let span = s.saturating_sub(first_step).max(1);
-        done = done.max(at.steps_done as f64 / span as f64);
+        done = done.max(at.step as f64 / s.max(1) as f64);
     }
     if let Some(t) = time {
         done = done.max(at.elapsed.as_secs_f64() / t.as_secs_f64());

@@ -48,7 +48,6 @@ pub(super) struct Session<'a> {
 /// Time and throughput bookkeeping of a session.
 struct Clock {
     start: Instant,
-    first_step: u64,
     /// Training time of the sessions before this one.
     prior_seconds: f64,
     /// The rate the last step used (differs from the base rate under --anneal); metrics report it.
@@ -158,7 +157,6 @@ impl<'a> Session<'a> {
         }
         let clock = Clock {
             start: Instant::now(),
-            first_step: ls.step,
             prior_seconds: ls.train_seconds,
             last_step_lr: opt.lr,
             since_eval_tokens: 0,
@@ -233,16 +231,16 @@ impl<'a> Session<'a> {
         let pos = offset + (self.ls.window as usize) * tc.bptt;
         let (inp, tgt) = window(self.data.train(), tc.batch, self.stream_len, pos, tc.bptt);
         self.stepper.at_step(self.ls.step);
-        // --anneal: this step's rate is the (plateau-managed) base rate times the share of the
-        // session's budget still ahead.
+        // --schedule linear: this step's rate is the base rate times the share of the session's
+        // budget still ahead.
         let base_lr = self.opt.lr;
         if tc.anneal {
             let at = Budget {
-                steps_done: self.ls.step - self.clock.first_step,
+                step: self.ls.step,
                 epoch_at: self.ls.epoch as f64 + self.ls.window as f64 / n_windows.max(1) as f64,
                 elapsed: self.clock.start.elapsed(),
             };
-            let factor = schedule::anneal_factor(&tc, self.args.time, self.clock.first_step, &at);
+            let factor = schedule::anneal_factor(&tc, self.args.time, &at);
             self.opt.lr = base_lr * factor;
         }
         self.clock.last_step_lr = self.opt.lr;
@@ -383,7 +381,7 @@ impl<'a> Session<'a> {
             self.ls.bad_evals = 0;
         } else {
             self.ls.bad_evals += 1;
-            if self.ls.bad_evals >= self.tc().patience {
+            if self.tc().plateau && self.ls.bad_evals >= self.tc().patience {
                 self.opt.lr *= self.tc().lr_decay;
                 self.ls.bad_evals = 0;
                 self.progress.say(format!(

@@ -5,7 +5,7 @@
 
 use super::TrainArgs;
 use crate::cell::CellKind;
-use crate::checkpoint::{self, Config, CorpusInfo, Progress, TrainConfig};
+use crate::checkpoint::{self, Config, CorpusInfo, Progress, Schedule, TrainConfig};
 use crate::model::{Activation, ModelConfig};
 use crate::optim::OptimizerKind;
 use crate::vocab::{Level, Segmenter, Vocab, VocabOptions};
@@ -89,14 +89,22 @@ pub struct Hyper {
         help_heading = "Training"
     )]
     pub clip: Option<f64>,
-    /// Multiply the learning rate by this when validation stops improving [default: 0.5].
+    /// How the learning rate moves: linear falls from --lr to 0 over the run's budget (--time,
+    /// --steps or --epochs, whichever ends first), so a run of any length ends settled; plateau
+    /// keeps --lr and multiplies it by --lr-decay after --patience evaluations without improvement
+    /// (elman's rule before 0.9; on a small text it halves the rate at every evaluation once the
+    /// model starts to overfit) [default: linear].
+    #[arg(long, value_enum, value_name = "S", help_heading = "Training")]
+    pub schedule: Option<crate::checkpoint::Schedule>,
+    /// The same as --schedule linear (kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "schedule")]
+    pub anneal: bool,
+    /// --schedule plateau: multiply the learning rate by this when validation stops improving
+    /// [default: 0.5].
     #[arg(long, value_name = "F", help_heading = "Training")]
     pub lr_decay: Option<f64>,
-    /// Lower the learning rate linearly to 0 over this session's budget (--steps, --time or
-    /// --epochs, whichever ends first): usually a better final model for a fixed budget.
-    #[arg(long, help_heading = "Training")]
-    pub anneal: bool,
-    /// Evaluations without improvement before the learning rate decays [default: 1].
+    /// --schedule plateau: evaluations without improvement before the learning rate decays
+    /// [default: 1].
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub patience: Option<u32>,
     /// Dropout: while training, zero each unit of a layer's output with probability P on its way
@@ -134,6 +142,11 @@ pub const DEFAULT_SAMPLES: usize = 4096;
 pub const DEFAULT_EVAL_EVERY: u64 = 200;
 
 impl Hyper {
+    /// The schedule asked for (`--anneal` is `--schedule linear`).
+    pub fn chosen_schedule(&self) -> Option<Schedule> {
+        self.schedule.or(self.anneal.then_some(Schedule::Linear))
+    }
+
     /// The options given whose values differ from the run `config` describes.
     pub(super) fn changes(&self, config: &Config) -> Vec<&'static str> {
         let (mc, tc, vc) = (&config.model, &config.training, &config.vocab);
@@ -198,7 +211,11 @@ impl Hyper {
             "--segmenter",
         );
         differs(self.nfc && !vc.nfc, "--nfc");
-        differs(self.anneal && !tc.anneal, "--anneal");
+        differs(
+            self.chosen_schedule()
+                .is_some_and(|s| s.flags() != (tc.anneal, tc.plateau)),
+            "--schedule",
+        );
         out
     }
 
@@ -616,6 +633,11 @@ fn train_config(h: &Hyper, vocab_len: usize, base: Option<&TrainConfig>) -> Resu
     let pickf = |given: Option<f64>, of: fn(&TrainConfig) -> f64, default: f64| {
         given.or(base.map(of)).unwrap_or(default)
     };
+    let (anneal, plateau) = h
+        .chosen_schedule()
+        .map(|s| s.flags())
+        .or(base.map(|b| (b.anneal, b.plateau)))
+        .unwrap_or(Schedule::Linear.flags());
     let tc = TrainConfig {
         batch: pick(h.batch, |b| b.batch, DEFAULT_BATCH),
         bptt: pick(h.bptt, |b| b.bptt, DEFAULT_BPTT),
@@ -644,9 +666,13 @@ fn train_config(h: &Hyper, vocab_len: usize, base: Option<&TrainConfig>) -> Resu
                 None => None,
             },
         },
-        anneal: h.anneal,
+        anneal,
+        plateau,
         dropout: pickf(h.dropout, |b| b.dropout, 0.0),
     };
+    if !tc.plateau && (h.lr_decay.is_some() || h.patience.is_some()) {
+        bail!("--lr-decay and --patience steer the plateau rule: add --schedule plateau");
+    }
     if let Some(k) = tc.softmax_samples {
         if k + 1 > vocab_len / 2 {
             bail!(
