@@ -5,6 +5,7 @@ use elman::checkpoint::{self, STATE_FILE};
 use elman::runtime::Runtime;
 use elman::train::{train, Hyper, TrainArgs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn write_corpus(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -301,7 +302,7 @@ fn the_plateau_schedule_halves_the_rate_when_validation_stalls() {
 }
 
 #[test]
-fn evaluations_are_spaced_out_only_where_validation_is_expensive() {
+fn evaluations_are_spaced_out_where_validation_is_expensive_and_close_on_a_small_text() {
     use elman::model::{Activation, ModelConfig};
     use elman::train::default_eval_every;
     let training = |samples: Option<usize>| -> checkpoint::TrainConfig {
@@ -324,24 +325,35 @@ fn evaluations_are_spaced_out_only_where_validation_is_expensive() {
     };
     // Char level, tiny Shakespeare's validation tenth: the fixed default.
     assert_eq!(
-        default_eval_every(&model(65, 512), &training(None), 111_540),
+        default_eval_every(&model(65, 512), &training(None), 111_540, 1_003_854),
         200
+    );
+    // A small text (唐诗三百首's 26,610 training characters: 12 windows of 32 × 64) is
+    // evaluated every epoch.
+    assert_eq!(
+        default_eval_every(&model(2_578, 256), &training(None), 2_957, 26_610),
+        12
     );
     // WikiText-2 with the sampled softmax. By hand: a step is 6·(H² + H·4097)·2048 = 13.7 GFLOP,
     // validation 2·(H² + H·33278)·217646 = 3.74 TFLOP = 272.9 steps; five times that, rounded up
     // to a hundred.
     assert_eq!(
-        default_eval_every(&model(33_278, 256), &training(Some(4096)), 217_646),
+        default_eval_every(
+            &model(33_278, 256),
+            &training(Some(4096)),
+            217_646,
+            2_088_628
+        ),
         1_400
     );
     // The same with the full softmax: each step already pays for the whole decoder.
     assert_eq!(
-        default_eval_every(&model(33_278, 256), &training(None), 217_646),
+        default_eval_every(&model(33_278, 256), &training(None), 217_646, 2_088_628),
         200
     );
     // No validation text at all.
     assert_eq!(
-        default_eval_every(&model(33_278, 256), &training(Some(4096)), 0),
+        default_eval_every(&model(33_278, 256), &training(Some(4096)), 0, 2_088_628),
         200
     );
 }
@@ -470,4 +482,70 @@ fn cell_gates(cell: elman::cell::CellKind) -> usize {
         elman::cell::CellKind::Lstm => 4,
         elman::cell::CellKind::Gru => 3,
     }
+}
+
+/// The defaults a new run gets follow the text and the budget, and every option given wins.
+#[test]
+fn the_defaults_follow_the_text_and_the_budget() {
+    use elman::train::defaults::{dropout, planned_epochs, shape};
+    use elman::vocab::Level;
+    let none = Hyper::default();
+    // An alphabet: a wide recurrence reading a 64-wide embedding.
+    let s = shape(&none, Level::Char, 65);
+    assert_eq!((s.hidden, s.embed, s.tied), (512, Some(64), false));
+    assert_eq!(s.chosen.len(), 2);
+    // Thousands of Chinese characters: the decoder dominates, so 256, embedding 128.
+    let s = shape(&none, Level::Char, 4_488);
+    assert_eq!((s.hidden, s.embed, s.tied), (256, Some(128), false));
+    // Words: word_language_model's tied embedding.
+    let s = shape(&none, Level::Word, 33_278);
+    assert_eq!((s.hidden, s.embed, s.tied), (256, Some(256), true));
+    // What the user says wins, and is not reported as chosen.
+    let given = Hyper {
+        hidden: Some(100),
+        embed: Some(10),
+        ..Default::default()
+    };
+    let s = shape(&given, Level::Word, 33_278);
+    assert_eq!(
+        (s.hidden, s.embed, s.tied, s.chosen.len()),
+        (100, Some(10), false, 0)
+    );
+    let one_hot = Hyper {
+        one_hot: true,
+        ..Default::default()
+    };
+    let s = shape(&one_hot, Level::Char, 65);
+    assert_eq!((s.hidden, s.embed, s.tied), (512, None, false));
+    let tie = Hyper {
+        tie: true,
+        hidden: Some(64),
+        ..Default::default()
+    };
+    let s = shape(&tie, Level::Char, 65);
+    assert_eq!((s.hidden, s.embed, s.tied), (64, Some(64), true));
+
+    // How often a budget reads the text: the nearest rule, time at the nominal rate.
+    let mc = elman::model::ModelConfig {
+        embed: Some(64),
+        ..elman::model::ModelConfig::new(65, 512)
+    };
+    let tc: checkpoint::TrainConfig = serde_json::from_value(serde_json::json!({
+        "batch": 32, "bptt": 64, "optimizer": "adam", "lr": 0.003, "clip": 5.0,
+        "lr_decay": 0.5, "patience": 1, "val_fraction": 0.1, "eval_every": 200,
+        "epochs": null, "steps": null, "time_limit_s": null, "seed": 1234, "threads": 2
+    }))
+    .unwrap();
+    let n = 1_003_854; // tiny Shakespeare's training characters
+    assert_eq!(planned_epochs(&mc, &tc, n, Some(10), None, None), 10.0);
+    let steps = planned_epochs(&mc, &tc, n, Some(10), Some(1000), None);
+    assert!((steps - 1000.0 * 2048.0 / n as f64).abs() < 1e-9);
+    // 6·(512·(512 + 64) + 512·65) = 1.97 MFLOP a token: 180 s at 150 GFLOP/s read it ~13.7 times.
+    let three_minutes = planned_epochs(&mc, &tc, n, None, None, Some(Duration::from_secs(180)));
+    assert!((three_minutes - 13.7).abs() < 0.1, "{three_minutes}");
+    assert_eq!(dropout(3.0), 0.0);
+    assert_eq!(dropout(three_minutes), 0.0);
+    let ten_minutes = planned_epochs(&mc, &tc, n, None, None, Some(Duration::from_secs(600)));
+    assert_eq!(dropout(ten_minutes), 0.2);
+    assert!(dropout(ten_minutes) < dropout(1000.0));
 }

@@ -18,15 +18,16 @@
 //! ([`stepper`]), evaluating and saving every `eval_every` steps, until a stopping rule
 //! ([`schedule`]) or Ctrl-C ends it with a last evaluation and save.
 
+pub mod defaults;
 mod schedule;
 mod session;
 mod setup;
 mod stepper;
 
-pub use schedule::{default_eval_every, parse_duration};
+pub use schedule::{default_eval_every, parse_duration, training_flops_per_token};
 pub use setup::{
     check_hyper, Hyper, DEFAULT_BATCH, DEFAULT_BPTT, DEFAULT_CLIP, DEFAULT_EPOCHS,
-    DEFAULT_EVAL_EVERY, DEFAULT_HIDDEN, DEFAULT_SAMPLES, SAMPLED_SOFTMAX_FROM,
+    DEFAULT_EVAL_EVERY, DEFAULT_SAMPLES, SAMPLED_SOFTMAX_FROM,
 };
 pub use stepper::{StepResult, Stepper};
 

@@ -61,24 +61,53 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 /// WikiText-2's 217,646 validation tokens at 33,278 words and H = 256 cost as much as ~270
 /// sampled-softmax steps, and every 200 steps they took ~45% of the run's time. Counted in
 /// FLOPs (a pure function of the shapes, so a run's schedule does not depend on the machine),
-/// rounded up to a hundred steps.
-pub fn default_eval_every(mc: &ModelConfig, tc: &TrainConfig, val_tokens: usize) -> u64 {
+/// rounded up to a hundred steps. A text shorter than that many steps is evaluated every epoch
+/// (a small text overfits within a few epochs, and its best model would fall between evaluations;
+/// its validation costs a few percent of an epoch).
+pub fn default_eval_every(
+    mc: &ModelConfig,
+    tc: &TrainConfig,
+    val_tokens: usize,
+    train_tokens: usize,
+) -> u64 {
     let steps = (5.0 * validation_in_steps(mc, tc, val_tokens)).ceil();
-    if steps <= DEFAULT_EVAL_EVERY as f64 {
+    let by_cost = if steps <= DEFAULT_EVAL_EVERY as f64 {
         DEFAULT_EVAL_EVERY
     } else {
         (steps.min(1e12) as u64).div_ceil(100) * 100
+    };
+    let epoch = (train_tokens / (tc.batch * tc.bptt).max(1)).max(1) as u64;
+    if epoch < DEFAULT_EVAL_EVERY {
+        epoch
+    } else {
+        by_cost
     }
+}
+
+/// Multiply–adds ×2 of one token through the network (forward) and of the decoder over
+/// `outputs` classes: the recurrence and the input products of every layer (layer 0's input is
+/// a lookup when one-hot, a product with the embedding otherwise).
+fn forward_flops(mc: &ModelConfig, outputs: f64) -> f64 {
+    let (h, g) = (mc.hidden as f64, (mc.cell().gates() * mc.hidden) as f64);
+    let input0 = mc.embed.map_or(0.0, |e| e as f64);
+    let layers = (0..mc.layers)
+        .map(|k| g * (h + if k == 0 { input0 } else { h }))
+        .sum::<f64>();
+    2.0 * (layers + h * outputs)
+}
+
+/// Training FLOPs per token (forward and backward: three times the forward).
+pub fn training_flops_per_token(mc: &ModelConfig, tc: &TrainConfig) -> f64 {
+    let trained_outputs = tc
+        .softmax_samples
+        .map_or(mc.vocab_size as f64, |k| (k + 1) as f64);
+    3.0 * forward_flops(mc, trained_outputs)
 }
 
 /// What scoring `val_tokens` validation tokens costs, in training steps' FLOPs.
 pub fn validation_in_steps(mc: &ModelConfig, tc: &TrainConfig, val_tokens: usize) -> f64 {
-    let (h, v) = (mc.hidden as f64, mc.vocab_size as f64);
-    // Recurrent and (above layer 0) input products per token; layer 0's input is a lookup.
-    let recurrence = (2 * mc.layers - 1) as f64 * h * h;
-    let trained_outputs = tc.softmax_samples.map_or(v, |k| (k + 1) as f64);
-    let step = 6.0 * (recurrence + h * trained_outputs) * (tc.batch * tc.bptt) as f64;
-    let validation = 2.0 * (recurrence + h * v) * val_tokens as f64;
+    let step = training_flops_per_token(mc, tc) * (tc.batch * tc.bptt) as f64;
+    let validation = forward_flops(mc, mc.vocab_size as f64) * val_tokens as f64;
     validation / step.max(1.0)
 }
 

@@ -80,6 +80,7 @@ impl<'a> Session<'a> {
             data,
             resuming,
             init_from,
+            chosen: run_chosen,
         } = run;
         config.training.epochs = args
             .epochs
@@ -147,6 +148,12 @@ impl<'a> Session<'a> {
             (None, false) => "training on".to_string(),
         };
         progress.say(intro_line(&config, &verb, &corpus.name, &data, opt.lr));
+        if !run_chosen.is_empty() {
+            progress.say(format!(
+                "chosen for this text: {} (--hidden, --embed and --lr set them; --one-hot is the book's model)",
+                run_chosen.join(", ")
+            ));
+        }
         if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
             progress.say(format!(
                 "evaluating every {} steps: scoring the {} validation tokens with the full softmax is worth ~{:.0} training steps in FLOPs (--eval-every sets it)",
@@ -540,7 +547,7 @@ fn check_fits(data: &Data, tc: &checkpoint::TrainConfig, files: &[PathBuf]) -> R
 fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> String {
     let (mc, tc) = (&config.model, &config.training);
     format!(
-        "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, hidden {} × {} layer(s) {}, batch {} × bptt {}, {} lr {}{}",
+        "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, {}{} × {} layer(s) {}{}, batch {} × bptt {}, {} lr {}{}{}",
         verb,
         name,
         config.corpus.chars,
@@ -549,13 +556,20 @@ fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> 
         mc.vocab_size,
         config.vocab.level,
         mc.num_params(),
+        mc.embed
+            .map_or("one-hot input, ".to_string(), |e| format!("embedding {e}, ")),
         mc.hidden,
         mc.layers,
-        mc.activation,
+        match mc.cell {
+            crate::cell::CellKind::Elman => mc.activation.to_string(),
+            other => other.to_string(),
+        },
+        if mc.tied { ", decoder tied" } else { "" },
         tc.batch,
         tc.bptt,
         tc.optimizer,
         lr,
+        if tc.anneal { " falling linearly to 0" } else { "" },
         if tc.dropout > 0.0 {
             format!(", dropout {}", tc.dropout)
         } else {

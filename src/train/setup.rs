@@ -40,18 +40,30 @@ pub struct Hyper {
     /// vanishing gradients) at 4× and 3× the recurrence's cost per step [default: elman].
     #[arg(long, value_enum, help_heading = "Model")]
     pub cell: Option<CellKind>,
-    /// Hidden units per layer [default: 256].
+    /// Hidden units per layer [default: 512 at char level on a vocabulary of at most 256 tokens
+    /// (an alphabet: the decoder is cheap, so the recurrence can be wide), else 256].
     #[arg(long, value_name = "H", help_heading = "Model")]
     pub hidden: Option<usize>,
     /// Read the input as an embedding of E units (PyTorch's nn.Embedding, `encoder.weight`) that
-    /// feeds the first layer, instead of the book's one-hot x(t): every step moves every token's
-    /// input through the shared input weights [default: one-hot].
-    #[arg(long, value_name = "E", help_heading = "Model")]
+    /// feeds the first layer through its input weights: every step trains the shared input
+    /// weights, where the one-hot U trains only the rows of the tokens it saw, so a model learns
+    /// more per token [default: 64 on a vocabulary of at most 256 tokens, else half the hidden
+    /// size; words: the hidden size, tied to the decoder].
+    #[arg(
+        long,
+        value_name = "E",
+        help_heading = "Model",
+        conflicts_with = "one_hot"
+    )]
     pub embed: Option<usize>,
     /// Share the decoder's weights with the input embedding (word_language_model's --tied): one
-    /// V×H matrix reads tokens in and scores them out. Implies --embed equal to --hidden.
-    #[arg(long, help_heading = "Model")]
+    /// V×H matrix reads tokens in and scores them out. Implies --embed equal to --hidden
+    /// [default: on at word level].
+    #[arg(long, help_heading = "Model", conflicts_with = "one_hot")]
     pub tie: bool,
+    /// The book's model: x(t) one-hot, Uᵀx(t) a column of U (no embedding; PyTorch's nn.RNN alone).
+    #[arg(long, help_heading = "Model")]
+    pub one_hot: bool,
     /// Stacked recurrent layers [default: 1].
     #[arg(long, value_name = "L", help_heading = "Model")]
     pub layers: Option<usize>,
@@ -73,7 +85,7 @@ pub struct Hyper {
     /// adam, adagrad or sgd [default: adam].
     #[arg(long, value_enum, help_heading = "Training")]
     pub optimizer: Option<OptimizerKind>,
-    /// Learning rate [default: 0.002 for adam, 0.05 adagrad, 1.0 sgd].
+    /// Learning rate [default: adam 0.003 (0.002 with --schedule plateau), adagrad 0.05, sgd 1.0].
     #[arg(
         long,
         value_name = "LR",
@@ -129,7 +141,6 @@ pub struct Hyper {
     pub seed: Option<u64>,
 }
 
-pub const DEFAULT_HIDDEN: usize = 256;
 pub const DEFAULT_BATCH: usize = 32;
 pub const DEFAULT_BPTT: usize = 64;
 pub const DEFAULT_CLIP: f64 = 5.0;
@@ -160,6 +171,7 @@ impl Hyper {
         differs(self.hidden.is_some_and(|x| x != mc.hidden), "--hidden");
         differs(self.embed.is_some_and(|x| Some(x) != mc.embed), "--embed");
         differs(self.tie && !mc.tied, "--tie");
+        differs(self.one_hot && mc.embed.is_some(), "--one-hot");
         differs(self.layers.is_some_and(|x| x != mc.layers), "--layers");
         differs(
             self.activation.is_some_and(|x| x != mc.activation),
@@ -227,6 +239,7 @@ impl Hyper {
             "--hidden",
             "--embed",
             "--tie",
+            "--one-hot",
             "--layers",
             "--activation",
             "--level",
@@ -317,6 +330,8 @@ pub struct Run {
     pub resuming: bool,
     /// Fine-tuning: the checkpoint whose weights the run starts from.
     pub init_from: Option<PathBuf>,
+    /// The defaults chosen for this text where the options were silent (a new run says them).
+    pub chosen: Vec<String>,
 }
 
 /// Reads and tokenises the corpus ([`crate::corpus::load`]: streamed, the text never held).
@@ -420,6 +435,7 @@ pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
         data,
         resuming: true,
         init_from: None,
+        chosen: Vec::new(),
     })
 }
 
@@ -477,7 +493,8 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
     let mc = base.model;
     let mut tc = train_config(&args.hyper, vocab.len(), Some(&base.training))?;
     if args.hyper.eval_every.is_none() {
-        tc.eval_every = super::schedule::default_eval_every(&mc, &tc, data.val().len());
+        tc.eval_every =
+            super::schedule::default_eval_every(&mc, &tc, data.val().len(), data.train().len());
     }
     check_hyper(&tc, &mc)?;
     let dir = args
@@ -501,6 +518,7 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         data,
         resuming: false,
         init_from: Some(src),
+        chosen: Vec::new(),
     })
 }
 
@@ -529,19 +547,40 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         !args.quiet,
     )?;
     let mut tc = train_config(h, vocab.len(), None)?;
-    let hidden = h.hidden.unwrap_or(DEFAULT_HIDDEN);
+    let shape = super::defaults::shape(h, vopts.level, vocab.len());
     let mc = ModelConfig {
         vocab_size: vocab.len(),
-        hidden,
+        hidden: shape.hidden,
         layers: h.layers.unwrap_or(1),
         activation: h.activation.unwrap_or(Activation::Tanh),
         cell: h.cell.unwrap_or_default(),
-        // A tied decoder needs an embedding as wide as the hidden layer: --tie alone implies it.
-        embed: h.embed.or(h.tie.then_some(hidden)),
-        tied: h.tie,
+        embed: shape.embed,
+        tied: shape.tied,
     };
+    let mut chosen = shape.chosen;
+    if h.dropout.is_none() {
+        let epochs = args
+            .epochs
+            .or((args.steps.is_none() && args.time.is_none()).then_some(DEFAULT_EPOCHS));
+        let planned = super::defaults::planned_epochs(
+            &mc,
+            &tc,
+            data.train().len(),
+            epochs,
+            args.steps,
+            args.time,
+        );
+        tc.dropout = super::defaults::dropout(planned);
+        if tc.dropout > 0.0 {
+            chosen.push(format!(
+                "dropout {} (the budget reads the text ~{:.0} times)",
+                tc.dropout, planned
+            ));
+        }
+    }
     if h.eval_every.is_none() {
-        tc.eval_every = super::schedule::default_eval_every(&mc, &tc, data.val().len());
+        tc.eval_every =
+            super::schedule::default_eval_every(&mc, &tc, data.val().len(), data.train().len());
     }
     check_hyper(&tc, &mc)?;
     if mc.vocab_size > crate::model::MAX_VOCAB {
@@ -566,6 +605,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         data,
         resuming: false,
         init_from: None,
+        chosen,
     })
 }
 
@@ -643,6 +683,8 @@ fn train_config(h: &Hyper, vocab_len: usize, base: Option<&TrainConfig>) -> Resu
         bptt: pick(h.bptt, |b| b.bptt, DEFAULT_BPTT),
         optimizer,
         lr: h.lr.or(base_lr).unwrap_or(match optimizer {
+            // With the rate falling to 0 over the budget, a higher start pays.
+            OptimizerKind::Adam if anneal => 3e-3,
             OptimizerKind::Adam => 2e-3,
             OptimizerKind::Adagrad => 0.05,
             OptimizerKind::Sgd => 1.0,
