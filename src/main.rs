@@ -50,8 +50,15 @@ enum Command {
 .txt files). The last --val-fraction of the text is held out for validation. The run is saved in \
 checkpoints/NAME (NAME from the first file, or --out) at every evaluation; model.safetensors holds the \
 best-validation weights. Ctrl-C finishes the current step, saves and exits.\n\n\
+What you leave out is chosen for the text and the budget (the run prints it): 512 hidden units on an \
+alphabet (≤ 256 characters), 256 on Chinese characters or words; the input read through an embedding \
+(64 wide on an alphabet, H/2 on more characters; words: H wide and tied to the decoder); dropout when \
+the budget will read a small text many times; Adam at 3e-3 falling linearly to 0 by the end of the \
+budget. --one-hot trains the book's model instead.\n\n\
 Examples:\n  elman train corpora/elman-demo.txt --time 1m\n  \
-elman train ../shared/corpora/tinyshakespeare.txt --hidden 512 --time 10m\n  \
+elman train ../shared/corpora/tinyshakespeare.txt --time 10m\n  \
+elman train mybook.txt --one-hot --hidden 256 --schedule plateau   # the book's model\n  \
+elman train mybook.txt --cell lstm --time 10m\n  \
 elman train notes.txt --level word --max-vocab 10000 --steps 5000\n  \
 elman train --resume checkpoints/tinyshakespeare --time 10m\n  \
 elman train sonnets.txt --init-from checkpoints/tinyshakespeare --lr 0.0005 --time 5m"

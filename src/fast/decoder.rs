@@ -2,7 +2,8 @@
 //! with the full softmax over the vocabulary or a sampled one (targets plus K shared negatives),
 //! and scoring's forward-only version that holds a block of logits at a time.
 
-use super::{passed_up, Shared, Work};
+use super::window::passed_up;
+use super::{Shared, Work};
 use crate::kernels::gemm::{add_rows, col_sums, mm};
 use crate::kernels::math::{dot, nll, softmax_ce};
 use crate::kernels::packed::{self, PackedB};
