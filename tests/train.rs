@@ -546,6 +546,7 @@ fn the_defaults_follow_the_text_and_the_budget() {
     assert_eq!(dropout(3.0), 0.0);
     assert_eq!(dropout(three_minutes), 0.0);
     let ten_minutes = planned_epochs(&mc, &tc, n, None, None, Some(Duration::from_secs(600)));
-    assert_eq!(dropout(ten_minutes), 0.2);
-    assert!(dropout(ten_minutes) < dropout(1000.0));
+    assert_eq!(dropout(ten_minutes), 0.0);
+    assert_eq!(dropout(60.0), 0.2);
+    assert_eq!(dropout(1000.0), 0.5);
 }

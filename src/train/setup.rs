@@ -123,7 +123,7 @@ pub struct Hyper {
     /// up (to the layer above and the decoder; never along the recurrence), scaling the rest by
     /// 1/(1 − P). Fights overfitting of big models on small texts (0.2–0.5 is usual); sampling,
     /// scoring and validation run the whole network [default: by how many times the budget will
-    /// read the text: 0 below 20 readings, 0.2 up to 100, 0.5 beyond].
+    /// read the text: 0 below 50 readings, 0.2 up to 100, 0.5 beyond].
     #[arg(
         long,
         value_name = "P",
