@@ -543,10 +543,13 @@ fn the_defaults_follow_the_text_and_the_budget() {
     // 6·(512·(512 + 64) + 512·65) = 1.97 MFLOP a token: 180 s at 150 GFLOP/s read it ~13.7 times.
     let three_minutes = planned_epochs(&mc, &tc, n, None, None, Some(Duration::from_secs(180)));
     assert!((three_minutes - 13.7).abs() < 0.1, "{three_minutes}");
-    assert_eq!(dropout(3.0), 0.0);
-    assert_eq!(dropout(three_minutes), 0.0);
+    assert_eq!(dropout(3.0, 65), 0.0);
+    assert_eq!(dropout(three_minutes, 65), 0.0);
     let ten_minutes = planned_epochs(&mc, &tc, n, None, None, Some(Duration::from_secs(600)));
-    assert_eq!(dropout(ten_minutes), 0.0);
-    assert_eq!(dropout(60.0), 0.2);
-    assert_eq!(dropout(1000.0), 0.5);
+    assert_eq!(dropout(ten_minutes, 65), 0.0);
+    assert_eq!(dropout(60.0, 65), 0.2);
+    assert_eq!(dropout(1000.0, 65), 0.5);
+    // A large vocabulary memorises sooner.
+    assert_eq!(dropout(6.0, 4_488), 0.0);
+    assert_eq!(dropout(21.0, 4_488), 0.5);
 }

@@ -124,15 +124,22 @@ pub fn planned_epochs(
     planned
 }
 
-/// Dropout where the options are silent, by how often the budget will read the text: none below
-/// 50 readings (tiny Shakespeare in 3 minutes: 0.2 cost it 0.003 nats; in 10 minutes, ~46
-/// readings, 0.2 made Adam's long high-rate stretch unstable: 1.615 against 1.534 without), 0.2
-/// up to 100, 0.5 beyond (a book of poems: 唐诗三百首's best model without it comes after ~15
-/// readings, then it memorises; 0.5 gained 0.04 nats there).
-pub fn dropout(planned_epochs: f64) -> f64 {
-    if planned_epochs < 50.0 {
+/// Dropout where the options are silent, by how often the budget will read the text and how
+/// large the vocabulary is. An alphabet's model is small beside its text: none below 50 readings
+/// (tiny Shakespeare in 10 minutes, ~50 readings: 0.2 made Adam's long high-rate stretch unstable,
+/// 1.615 against 1.546 without), 0.2 up to 100, 0.5 beyond (a book of poems). Thousands of
+/// characters or words give the decoder millions of weights that memorise a text within a few
+/// readings (西游记 without dropout: best after 4 readings, then 0.2 nats worse by 21): none below
+/// 10 readings, 0.5 from there.
+pub fn dropout(planned_epochs: f64, vocab: usize) -> f64 {
+    let (light, heavy) = if vocab <= SMALL_VOCAB {
+        (50.0, 100.0)
+    } else {
+        (10.0, 10.0)
+    };
+    if planned_epochs < light {
         0.0
-    } else if planned_epochs < 100.0 {
+    } else if planned_epochs < heavy {
         0.2
     } else {
         0.5

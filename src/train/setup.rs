@@ -123,7 +123,8 @@ pub struct Hyper {
     /// up (to the layer above and the decoder; never along the recurrence), scaling the rest by
     /// 1/(1 − P). Fights overfitting of big models on small texts (0.2–0.5 is usual); sampling,
     /// scoring and validation run the whole network [default: by how many times the budget will
-    /// read the text: 0 below 50 readings, 0.2 up to 100, 0.5 beyond].
+    /// read the text: on an alphabet 0 below 50 readings, 0.2 up to 100, 0.5 beyond;
+    /// on more characters or words 0 below 10 readings, 0.5 beyond].
     #[arg(
         long,
         value_name = "P",
@@ -571,7 +572,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             args.steps,
             args.time,
         );
-        tc.dropout = super::defaults::dropout(planned);
+        tc.dropout = super::defaults::dropout(planned, mc.vocab_size);
         if tc.dropout > 0.0 {
             chosen.push(format!(
                 "dropout {} (the budget reads the text ~{:.0} times)",
