@@ -101,7 +101,7 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
     if !(a.reuse && have) {
         writeln!(
             out,
-            "training an Elman RNN on {} for {} steps (about 30 seconds on 2 cores) …",
+            "training an Elman RNN on {} for {} steps (5 to 30 seconds on 2 cores) …",
             a.corpus.display(),
             a.steps
         )?;
