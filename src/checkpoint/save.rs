@@ -436,4 +436,3 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
     fs::rename(&old, a).map_err(|e| file_error(a, &e))?;
     Ok(())
 }
-
