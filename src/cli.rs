@@ -207,7 +207,7 @@ pub struct ReplCmd {
 
 #[derive(Args)]
 #[command(
-    about = "The showcase: train on the bundled corpus (~30 s), sample in both languages, rank 天空飞过一只__",
+    about = "The showcase: train on the bundled corpus (5–30 s), sample in both languages, rank 天空飞过一只__",
     long_about = "The showcase: train an Elman network on the bundled Chinese–English corpus (a fixed \
 number of steps on 2 threads, so every machine of a kind gets the same model), print samples in both \
 languages, and rank the chapter's candidates for 天空飞过一只__ (小鸟, 蜻蜓, 人, 坦克, 猪). The model goes to \
