@@ -81,10 +81,12 @@ pub fn render(i: &Info) -> String {
     );
     s += &format!(
         "training     {} lr {} (now {:.3e}){}, clip {}, batch {} × bptt {}, seed {}, eval every {} steps{}\n",
-        t.optimizer, t.lr, p.lr,
+        // Under the linear schedule the rate in force is the last evaluation's (the progress
+        // record keeps the base rate the schedule scales).
+        t.optimizer, t.lr, match (&i.last, t.anneal) { (Some(m), true) => m.lr, _ => p.lr },
         match (t.anneal, t.plateau) {
-            (true, false) => ", falling linearly to 0 over each session".to_string(),
-            (true, true) => format!(", falling linearly to 0 over each session and ×{} after {} bad eval(s)", t.lr_decay, t.patience),
+            (true, false) => ", falling linearly to 0 over the budget".to_string(),
+            (true, true) => format!(", falling linearly to 0 over the budget and ×{} after {} bad eval(s)", t.lr_decay, t.patience),
             (false, true) => format!(", ×{} after {} bad eval(s)", t.lr_decay, t.patience),
             (false, false) => String::new(),
         },
