@@ -123,7 +123,7 @@ pub struct TrainConfig {
     /// Sampled softmax with this many negatives per step (`None`: the full softmax).
     #[serde(default)]
     pub softmax_samples: Option<usize>,
-    /// The learning rate falls linearly to 0 over each session's budget (--steps, --time, --epochs).
+    /// The learning rate falls linearly to 0 over the budget (--steps and --epochs count the whole run, --time the session).
     #[serde(default)]
     pub anneal: bool,
     /// The plateau rule: the rate is multiplied by `lr_decay` after `patience` evaluations without
