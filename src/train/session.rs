@@ -150,7 +150,7 @@ impl<'a> Session<'a> {
         progress.say(intro_line(&config, &verb, &corpus.name, &data, opt.lr));
         if !run_chosen.is_empty() {
             progress.say(format!(
-                "chosen for this text: {} (--hidden, --embed and --lr set them; --one-hot is the book's model)",
+                "chosen for this text: {} (--hidden, --embed, --dropout and --lr set them; --one-hot is the book's model)",
                 run_chosen.join(", ")
             ));
         }
@@ -238,8 +238,8 @@ impl<'a> Session<'a> {
         let pos = offset + (self.ls.window as usize) * tc.bptt;
         let (inp, tgt) = window(self.data.train(), tc.batch, self.stream_len, pos, tc.bptt);
         self.stepper.at_step(self.ls.step);
-        // --schedule linear: this step's rate is the base rate times the share of the session's
-        // budget still ahead.
+        // --schedule linear: this step's rate is the base rate times the share of the budget still
+        // ahead (see schedule::anneal_factor for what the budget counts).
         let base_lr = self.opt.lr;
         if tc.anneal {
             let at = Budget {
