@@ -51,8 +51,9 @@ enum Command {
 checkpoints/NAME (NAME from the first file, or --out) at every evaluation; model.safetensors holds the \
 best-validation weights. Ctrl-C finishes the current step, saves and exits.\n\n\
 What you leave out is chosen for the text and the budget (the run prints it): 512 hidden units on an \
-alphabet (≤ 256 characters), 256 on Chinese characters or words; the input read through an embedding \
-(64 wide on an alphabet, H/2 on more characters; words: H wide and tied to the decoder); dropout when \
+alphabet (≤ 256 characters; 256 for --cell lstm or gru), 256 on Chinese characters or words; the input \
+read through an embedding (64 wide on an alphabet; on Chinese characters or words H wide and tied to the \
+decoder, but H/2 and untied for characters the budget will read 100 times or more); dropout when \
 the budget will read a small text many times; Adam at 3e-3 falling linearly to 0 by the end of the \
 budget. --one-hot trains the book's model instead.\n\n\
 Examples:\n  elman train corpora/elman-demo.txt --time 1m\n  \

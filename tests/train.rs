@@ -490,15 +490,40 @@ fn the_defaults_follow_the_text_and_the_budget() {
     use elman::train::defaults::{dropout, planned_epochs, shape};
     use elman::vocab::Level;
     let none = Hyper::default();
+    // The budget reads the text a dozen times, or hundreds of times.
+    let few = |_: &elman::train::defaults::Shape| 12.0;
+    let many = |_: &elman::train::defaults::Shape| 300.0;
     // An alphabet: a wide recurrence reading a 64-wide embedding.
-    let s = shape(&none, Level::Char, 65);
+    let s = shape(&none, Level::Char, 65, few);
     assert_eq!((s.hidden, s.embed, s.tied), (512, Some(64), false));
     assert_eq!(s.chosen.len(), 2);
-    // Thousands of Chinese characters: the decoder dominates, so 256, embedding 128.
-    let s = shape(&none, Level::Char, 4_488);
+    // Thousands of Chinese characters: the decoder dominates, so 256, tied to a 256-wide input.
+    let s = shape(&none, Level::Char, 4_488, few);
+    assert_eq!((s.hidden, s.embed, s.tied), (256, Some(256), true));
+    // … but read hundreds of times (a book of poems), a separate embedding of H/2.
+    let s = shape(&none, Level::Char, 4_488, many);
     assert_eq!((s.hidden, s.embed, s.tied), (256, Some(128), false));
+    // Words stay tied however often they are read.
+    let s = shape(&none, Level::Word, 4_488, many);
+    assert_eq!((s.hidden, s.embed, s.tied), (256, Some(256), true));
+    // A gated cell on an alphabet: 256, a step as costly as the Elman cell's at 512.
+    for cell in [elman::cell::CellKind::Lstm, elman::cell::CellKind::Gru] {
+        let gated = Hyper {
+            cell: Some(cell),
+            ..Default::default()
+        };
+        let s = shape(&gated, Level::Char, 65, few);
+        assert_eq!((s.hidden, s.embed, s.tied), (256, Some(64), false));
+        let s = shape(&gated, Level::Char, 4_488, few);
+        assert_eq!((s.hidden, s.embed, s.tied), (256, Some(256), true));
+    }
+    let elman_cell = Hyper {
+        cell: Some(elman::cell::CellKind::Elman),
+        ..Default::default()
+    };
+    assert_eq!(shape(&elman_cell, Level::Char, 65, few).hidden, 512);
     // Words: word_language_model's tied embedding.
-    let s = shape(&none, Level::Word, 33_278);
+    let s = shape(&none, Level::Word, 33_278, few);
     assert_eq!((s.hidden, s.embed, s.tied), (256, Some(256), true));
     // What the user says wins, and is not reported as chosen.
     let given = Hyper {
@@ -506,7 +531,7 @@ fn the_defaults_follow_the_text_and_the_budget() {
         embed: Some(10),
         ..Default::default()
     };
-    let s = shape(&given, Level::Word, 33_278);
+    let s = shape(&given, Level::Word, 33_278, few);
     assert_eq!(
         (s.hidden, s.embed, s.tied, s.chosen.len()),
         (100, Some(10), false, 0)
@@ -515,14 +540,14 @@ fn the_defaults_follow_the_text_and_the_budget() {
         one_hot: true,
         ..Default::default()
     };
-    let s = shape(&one_hot, Level::Char, 65);
+    let s = shape(&one_hot, Level::Char, 65, few);
     assert_eq!((s.hidden, s.embed, s.tied), (512, None, false));
     let tie = Hyper {
         tie: true,
         hidden: Some(64),
         ..Default::default()
     };
-    let s = shape(&tie, Level::Char, 65);
+    let s = shape(&tie, Level::Char, 65, few);
     assert_eq!((s.hidden, s.embed, s.tied), (64, Some(64), true));
 
     // How often a budget reads the text: the nearest rule, time at the nominal rate.
@@ -543,13 +568,24 @@ fn the_defaults_follow_the_text_and_the_budget() {
     // 6·(512·(512 + 64) + 512·65) = 1.97 MFLOP a token: 180 s at 150 GFLOP/s read it ~13.7 times.
     let three_minutes = planned_epochs(&mc, &tc, n, None, None, Some(Duration::from_secs(180)));
     assert!((three_minutes - 13.7).abs() < 0.1, "{three_minutes}");
-    assert_eq!(dropout(3.0, 65), 0.0);
-    assert_eq!(dropout(three_minutes, 65), 0.0);
+    assert_eq!(dropout(3.0, 65, elman::cell::CellKind::Elman), 0.0);
+    assert_eq!(
+        dropout(three_minutes, 65, elman::cell::CellKind::Elman),
+        0.0
+    );
     let ten_minutes = planned_epochs(&mc, &tc, n, None, None, Some(Duration::from_secs(600)));
-    assert_eq!(dropout(ten_minutes, 65), 0.0);
-    assert_eq!(dropout(60.0, 65), 0.2);
-    assert_eq!(dropout(1000.0, 65), 0.5);
+    assert_eq!(dropout(ten_minutes, 65, elman::cell::CellKind::Elman), 0.0);
+    assert_eq!(dropout(60.0, 65, elman::cell::CellKind::Elman), 0.2);
+    assert_eq!(dropout(1000.0, 65, elman::cell::CellKind::Elman), 0.5);
     // A large vocabulary memorises sooner.
-    assert_eq!(dropout(6.0, 4_488), 0.0);
-    assert_eq!(dropout(21.0, 4_488), 0.5);
+    assert_eq!(dropout(6.0, 4_488, elman::cell::CellKind::Elman), 0.0);
+    assert_eq!(dropout(21.0, 4_488, elman::cell::CellKind::Elman), 0.5);
+    // A gated cell on an alphabet memorises sooner than the Elman cell.
+    for cell in [elman::cell::CellKind::Lstm, elman::cell::CellKind::Gru] {
+        assert_eq!(dropout(13.0, 65, cell), 0.0);
+        assert_eq!(dropout(43.0, 65, cell), 0.5);
+        assert_eq!(dropout(43.0, 65, elman::cell::CellKind::Elman), 0.0);
+        assert_eq!(dropout(6.0, 4_488, cell), 0.0);
+        assert_eq!(dropout(21.0, 4_488, cell), 0.5);
+    }
 }

@@ -9,14 +9,17 @@
 //! - **An input embedding.** Read through `nn.Embedding`-style rows and W_ih, every step trains the
 //!   shared input weights, where the one-hot U trains only the rows of the tokens it saw: on tiny
 //!   Shakespeare in 180 s, 1.516 nats/char with a 64-wide embedding against 1.567 one-hot, same H.
-//!   A small alphabet needs few dimensions (64 beat 128 there); a large one (Chinese characters,
-//!   words) gets half the hidden size. `--one-hot` keeps the book's model.
+//!   A small alphabet needs few dimensions (64 beat 128 there). `--one-hot` keeps the book's model.
 //! - **The hidden size** follows the cost of a step: a small alphabet's decoder is cheap, so the
 //!   recurrence can be 512 wide (1.567 against 1.626 at 256 on tiny Shakespeare); with thousands
 //!   of Chinese characters the decoder dominates and 256 sees twice the text in the same time
-//!   (4.684 against 4.709 on 西游记).
-//! - **Words** get word_language_model's recipe: an embedding as wide as the hidden layer, tied to
-//!   the decoder (`--tie`).
+//!   (4.684 against 4.709 on 西游记). A gated cell's step is 3–4 recurrent products, so an LSTM or
+//!   GRU gets 256 on an alphabet too.
+//! - **Words and Chinese characters** (any vocabulary over 256 tokens) get word_language_model's
+//!   recipe: an embedding as wide as the hidden layer, tied to the decoder (`--tie`). Thousands of
+//!   tokens make the decoder most of the weights; sharing it with the input halves them and is the
+//!   regularisation a text read many times needs (三国演义 in 10 minutes: 4.632 nats/char tied,
+//!   4.722 with a separate embedding of H/2, 4.705 for the PyTorch peer).
 //! - **Dropout** by how many times the budget will read the text: a small text read hundreds of
 //!   times is memorised (唐诗三百首's best model without dropout comes after ~15 readings), while
 //!   a text read a few dozen times gains nothing from it and can lose (see [`dropout`]).
@@ -25,6 +28,7 @@
 
 use super::schedule::training_flops_per_token;
 use super::setup::Hyper;
+use crate::cell::CellKind;
 use crate::checkpoint::TrainConfig;
 use crate::model::ModelConfig;
 use crate::vocab::Level;
@@ -44,19 +48,32 @@ pub struct Shape {
     pub chosen: Vec<String>,
 }
 
-/// The shape of a new model on a vocabulary of `vocab` tokens at `level`.
-pub fn shape(h: &Hyper, level: Level, vocab: usize) -> Shape {
+/// A large vocabulary's tied embedding pays while the budget reads the text fewer times than this.
+pub const TIE_READINGS: f64 = 100.0;
+
+/// The shape of a new model on a vocabulary of `vocab` tokens at `level`. `readings` says how many
+/// times the budget would read the text with a given shape ([`planned_epochs`]): a large
+/// vocabulary of characters is tied to the decoder only when that is under [`TIE_READINGS`].
+pub fn shape(h: &Hyper, level: Level, vocab: usize, readings: impl Fn(&Shape) -> f64) -> Shape {
     let mut chosen = Vec::new();
     let small = vocab <= SMALL_VOCAB;
+    let gated = h.cell.is_some_and(|c| c != CellKind::Elman);
     let hidden = h.hidden.unwrap_or_else(|| {
-        let hidden = if small && level == Level::Char {
+        // A gated cell's step costs 3–4 recurrent products: at 256 an LSTM's step costs what the
+        // Elman cell's does at 512.
+        let hidden = if small && level == Level::Char && !gated {
             512
         } else {
             256
         };
         chosen.push(format!(
-            "{hidden} hidden units (a {} vocabulary)",
-            if small { "small" } else { "large" }
+            "{hidden} hidden units (a {} vocabulary{})",
+            if small { "small" } else { "large" },
+            if gated && small && level == Level::Char {
+                ", a gated cell"
+            } else {
+                ""
+            }
         ));
         hidden
     });
@@ -68,19 +85,32 @@ pub fn shape(h: &Hyper, level: Level, vocab: usize) -> Shape {
             chosen,
         };
     }
-    // Words: an embedding as wide as the hidden layer, tied to the decoder.
-    let tied = h.tie || (level == Level::Word && h.embed.is_none());
+    // Words, and a large vocabulary of characters, get an embedding as wide as the hidden layer
+    // tied to the decoder: one V×H matrix instead of two, which keeps a text read a dozen times
+    // from being memorised (三国演义 in 10 minutes: 4.632 nats/char tied, 4.722 with a separate
+    // embedding of H/2). A text read hundreds of times (a book of poems) is memorised either way
+    // within a few readings, and there the untied model, which learns faster per reading, is
+    // better at its best (唐诗三百首 in 3 minutes: 4.825 untied, 4.921 tied).
+    let mut tied = h.tie || (level == Level::Word && h.embed.is_none());
+    if !tied && !small && level == Level::Char && h.embed.is_none() {
+        let candidate = Shape {
+            hidden,
+            embed: Some(hidden),
+            tied: true,
+            chosen: Vec::new(),
+        };
+        tied = readings(&candidate) < TIE_READINGS;
+    }
     let embed = match h.embed {
         Some(e) => Some(e),
         None if tied => Some(hidden),
-        None => {
-            let e = if small { 64 } else { (hidden / 2).max(1) };
-            Some(e)
-        }
+        None if small => Some(64),
+        None => Some((hidden / 2).max(1)),
     };
     if h.embed.is_none() {
         chosen.push(if tied && !h.tie {
-            format!("an embedding of {hidden} tied to the decoder (words)")
+            let words = if level == Level::Word { " (words)" } else { "" };
+            format!("an embedding of {hidden} tied to the decoder{words}")
         } else {
             format!("an embedding of {}", embed.unwrap_or(hidden))
         });
@@ -130,12 +160,16 @@ pub fn planned_epochs(
 /// 1.615 against 1.546 without), 0.2 up to 100, 0.5 beyond (a book of poems). Thousands of
 /// characters or words give the decoder millions of weights that memorise a text within a few
 /// readings (西游记 without dropout: best after 4 readings, then 0.2 nats worse by 21): none below
-/// 10 readings, 0.5 from there.
-pub fn dropout(planned_epochs: f64, vocab: usize) -> f64 {
-    let (light, heavy) = if vocab <= SMALL_VOCAB {
-        (50.0, 100.0)
-    } else {
+/// 10 readings, 0.5 from there. A gated cell on an alphabet memorises sooner than the Elman cell
+/// (an LSTM on tiny Shakespeare: best after 7 readings without dropout, 1.5225, then 1.613 by 46):
+/// none below 20 readings, 0.5 from there (1.4847 in 10 minutes, against 1.4971 with 0.2).
+pub fn dropout(planned_epochs: f64, vocab: usize, cell: CellKind) -> f64 {
+    let (light, heavy) = if vocab > SMALL_VOCAB {
         (10.0, 10.0)
+    } else if cell != CellKind::Elman {
+        (20.0, 20.0)
+    } else {
+        (50.0, 100.0)
     };
     if planned_epochs < light {
         0.0

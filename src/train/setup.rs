@@ -40,15 +40,16 @@ pub struct Hyper {
     /// vanishing gradients) at 4× and 3× the recurrence's cost per step [default: elman].
     #[arg(long, value_enum, help_heading = "Model")]
     pub cell: Option<CellKind>,
-    /// Hidden units per layer [default: 512 at char level on a vocabulary of at most 256 tokens
-    /// (an alphabet: the decoder is cheap, so the recurrence can be wide), else 256].
+    /// Hidden units per layer [default: 512 for the Elman cell at char level on a vocabulary of at
+    /// most 256 tokens (an alphabet: the decoder is cheap, so the recurrence can be wide), else 256].
     #[arg(long, value_name = "H", help_heading = "Model")]
     pub hidden: Option<usize>,
     /// Read the input as an embedding of E units (PyTorch's nn.Embedding, `encoder.weight`) that
     /// feeds the first layer through its input weights: every step trains the shared input
     /// weights, where the one-hot U trains only the rows of the tokens it saw, so a model learns
-    /// more per token [default: 64 on a vocabulary of at most 256 tokens, else half the hidden
-    /// size; words: the hidden size, tied to the decoder].
+    /// more per token [default: 64 on a vocabulary of at most 256 tokens; on a larger one (Chinese
+    /// characters, words) the hidden size, tied to the decoder, except characters that the budget
+    /// will read 100 times or more: half the hidden size, untied].
     #[arg(
         long,
         value_name = "E",
@@ -58,7 +59,7 @@ pub struct Hyper {
     pub embed: Option<usize>,
     /// Share the decoder's weights with the input embedding (word_language_model's --tied): one
     /// V×H matrix reads tokens in and scores them out. Implies --embed equal to --hidden
-    /// [default: on at word level].
+    /// [default: on at word level, and on more than 256 characters read fewer than 100 times].
     #[arg(long, help_heading = "Model", conflicts_with = "one_hot")]
     pub tie: bool,
     /// The book's model: x(t) one-hot, Uᵀx(t) a column of U (no embedding; PyTorch's nn.RNN alone).
@@ -549,8 +550,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         !args.quiet,
     )?;
     let mut tc = train_config(h, vocab.len(), None)?;
-    let shape = super::defaults::shape(h, vopts.level, vocab.len());
-    let mc = ModelConfig {
+    let config = |shape: &super::defaults::Shape| ModelConfig {
         vocab_size: vocab.len(),
         hidden: shape.hidden,
         layers: h.layers.unwrap_or(1),
@@ -559,20 +559,19 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         embed: shape.embed,
         tied: shape.tied,
     };
+    // How many times the budget reads the text with a given shape (the defaults' one measure).
+    let epochs = args
+        .epochs
+        .or((args.steps.is_none() && args.time.is_none()).then_some(DEFAULT_EPOCHS));
+    let readings = |mc: &ModelConfig, tc: &TrainConfig| {
+        super::defaults::planned_epochs(mc, tc, data.train().len(), epochs, args.steps, args.time)
+    };
+    let shape = super::defaults::shape(h, vopts.level, vocab.len(), |s| readings(&config(s), &tc));
+    let mc = config(&shape);
     let mut chosen = shape.chosen;
     if h.dropout.is_none() {
-        let epochs = args
-            .epochs
-            .or((args.steps.is_none() && args.time.is_none()).then_some(DEFAULT_EPOCHS));
-        let planned = super::defaults::planned_epochs(
-            &mc,
-            &tc,
-            data.train().len(),
-            epochs,
-            args.steps,
-            args.time,
-        );
-        tc.dropout = super::defaults::dropout(planned, mc.vocab_size);
+        let planned = readings(&mc, &tc);
+        tc.dropout = super::defaults::dropout(planned, mc.vocab_size, mc.cell);
         if tc.dropout > 0.0 {
             chosen.push(format!(
                 "dropout {} (the budget reads the text ~{:.0} times)",
