@@ -23,7 +23,7 @@ use super::{
     PreGrad, StateGrad, StepRecord, Window,
 };
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_fwd, act_fwd_add, scoring_tanh};
+use crate::kernels::math::{act_fwd, act_fwd_add, scoring_sigmoid, scoring_tanh};
 use crate::kernels::packed;
 use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
@@ -255,7 +255,11 @@ fn step_pointwise(
     for k in 0..h {
         rn[k] = n[k] + b_hn[k];
     }
-    act_fwd_add(Activation::Sigmoid, rz, &x[..2 * h]);
+    if scoring {
+        scoring_sigmoid(rz, Some(&x[..2 * h]));
+    } else {
+        act_fwd_add(Activation::Sigmoid, rz, &x[..2 * h]);
+    }
     let (r, z) = rz.split_at(h);
     for k in 0..h {
         n[k] = x[2 * h + k] + r[k] * rn[k];

@@ -20,7 +20,7 @@ use super::{
     PreGrad, StateGrad, StepRecord, Window,
 };
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_fwd, scoring_tanh};
+use crate::kernels::math::{act_fwd, scoring_sigmoid, scoring_tanh};
 use crate::kernels::packed;
 use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
@@ -237,17 +237,19 @@ impl Cell for Lstm {
 
 /// One stream's step after the products: `gates` (the 4H pre-activations, i f g o) become the
 /// gate values in place; c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c). `scoring`: nothing will be
-/// differentiated, so tanh may take `scoring_tanh`'s faster road (within 3e-7).
+/// differentiated, so σ and tanh may take `scoring_tanh`'s faster road (within 3e-7).
 #[inline]
 fn step_pointwise(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32], scoring: bool) {
     let n = h.len();
     let (ifg, og) = gates.split_at_mut(3 * n);
     let (if_, gg) = ifg.split_at_mut(2 * n);
-    act_fwd(Activation::Sigmoid, if_);
-    act_fwd(Activation::Sigmoid, og);
     if scoring {
+        scoring_sigmoid(if_, None);
+        scoring_sigmoid(og, None);
         scoring_tanh(gg, None);
     } else {
+        act_fwd(Activation::Sigmoid, if_);
+        act_fwd(Activation::Sigmoid, og);
         act_fwd(Activation::Tanh, gg);
     }
     let (ig, fg) = if_.split_at(n);

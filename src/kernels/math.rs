@@ -171,6 +171,20 @@ pub fn scoring_tanh_on(isa: Isa, xs: &mut [f32], add: Option<&[f32]>) {
     }
 }
 
+/// `xs ← σ(xs [+ add])` for scoring, as σ(p) = ½ + ½·tanh(p/2) on [`scoring_tanh`]'s road: the
+/// gated cells' gates without a division (within 1.5e-7 of σ). Training keeps `act_fwd`.
+pub fn scoring_sigmoid(xs: &mut [f32], add: Option<&[f32]>) {
+    match add {
+        Some(add) => xs
+            .iter_mut()
+            .zip(add)
+            .for_each(|(x, a)| *x = 0.5 * (*x + a)),
+        None => xs.iter_mut().for_each(|x| *x *= 0.5),
+    }
+    scoring_tanh(xs, None);
+    xs.iter_mut().for_each(|x| *x = 0.5 * *x + 0.5);
+}
+
 #[cfg(target_arch = "x86_64")]
 mod tanh_avx2 {
     use super::{act_fwd_scalar, Activation, LN2_HI, LN2_LO, LOG2E};
@@ -386,6 +400,24 @@ mod tests {
             let mut nan = [f32::NAN; 9];
             scoring_tanh_on(isa, &mut nan, None);
             assert!(nan.iter().all(|x| x.is_nan()), "{isa}");
+        }
+    }
+
+    #[test]
+    fn scoring_sigmoid_is_accurate() {
+        // Over [−40, 40] with and without an added row: σ within 1.5e-7 (half tanh's bound).
+        let xs: Vec<f32> = (0..80_003).map(|i| -40.0 + i as f32 * 0.001).collect();
+        let add: Vec<f32> = (0..xs.len())
+            .map(|i| ((i % 5) as f32 - 2.0) * 0.5)
+            .collect();
+        for with_add in [false, true] {
+            let mut got = xs.clone();
+            scoring_sigmoid(&mut got, with_add.then_some(&add[..]));
+            for (i, (&g, &x)) in got.iter().zip(&xs).enumerate() {
+                let p = if with_add { x + add[i] } else { x } as f64;
+                let err = (g as f64 - 1.0 / (1.0 + (-p).exp())).abs();
+                assert!(err < 1.6e-7, "σ({p}) = {g}: error {err}");
+            }
         }
     }
 
