@@ -202,6 +202,38 @@ fn resuming_takes_the_same_command_and_says_when_nothing_is_left() {
     );
 }
 
+/// `--resume` from another working folder than the run was started in: the text was found by
+/// the path as typed, relative to the old folder ("no such file" from anywhere else). Paths are
+/// stored absolute; a text that is gone is named, with how to give it.
+#[test]
+fn resuming_finds_the_text_from_any_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, d) = (tmp.path(), tmp.path().join("project"));
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("c.txt"), WORDS.repeat(3)).unwrap();
+    let flags = ["--hidden", "16", "--batch", "2", "--bptt", "8", "-q"];
+    elman(&d)
+        .args(["train", "c.txt", "--out", "r", "--epochs", "1"])
+        .args(flags)
+        .assert()
+        .success();
+    elman(root)
+        .args(["train", "--resume", "project/r", "--epochs", "2", "-q"])
+        .assert()
+        .success();
+    std::fs::rename(d.join("c.txt"), d.join("moved.txt")).unwrap();
+    fails_with(
+        elman(root).args(["train", "--resume", "project/r", "--epochs", "3"]),
+        &["c.txt", "is not there", "--resume project/r FILE"],
+    );
+    // Given after the folder, the moved text is used (its content is checked, not its name).
+    elman(root)
+        .args(["train", "--resume", "project/r", "project/moved.txt"])
+        .args(["--epochs", "3", "-q"])
+        .assert()
+        .success();
+}
+
 /// Fine-tuning: a new run on new text from a checkpoint's weights and vocabulary, with new
 /// training settings; a character the vocabulary lacks is named.
 #[test]

@@ -124,8 +124,8 @@ pub struct Hyper {
     /// up (to the layer above and the decoder; never along the recurrence), scaling the rest by
     /// 1/(1 − P). Fights overfitting of big models on small texts (0.2–0.5 is usual); sampling,
     /// scoring and validation run the whole network [default: by how many times the budget will
-    /// read the text: on an alphabet 0 below 50 readings, 0.2 up to 100, 0.5 beyond;
-    /// on more characters or words 0 below 10 readings, 0.5 beyond].
+    /// read the text: on an alphabet 0 below 50 readings, 0.2 up to 100, 0.5 beyond (--cell lstm
+    /// or gru: 0 below 20, 0.5 beyond); on more characters or words 0 below 10, 0.5 beyond].
     #[arg(
         long,
         value_name = "P",
@@ -393,15 +393,30 @@ pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
             dir.join(checkpoint::CONFIG_FILE).display()
         )
     })?;
-    let or_saved = |given: &[PathBuf], saved: &[String]| -> Vec<PathBuf> {
-        if given.is_empty() {
-            saved.iter().map(PathBuf::from).collect()
-        } else {
-            given.to_vec()
+    let or_saved = |given: &[PathBuf], saved: &[String]| -> Result<Vec<PathBuf>> {
+        if !given.is_empty() {
+            return Ok(given.to_vec());
         }
+        let saved: Vec<PathBuf> = saved.iter().map(PathBuf::from).collect();
+        // Runs saved before paths were stored absolute hold them as typed, relative to the
+        // folder the run was started in.
+        if let Some(gone) = saved.iter().find(|f| !f.exists()) {
+            bail!(
+                "{}: the text {} was trained on is not there{}; give it after the folder: elman train --resume {} FILE",
+                gone.display(),
+                dir.display(),
+                if gone.is_relative() {
+                    " (the path is relative to the folder that run was started in)"
+                } else {
+                    ""
+                },
+                dir.display()
+            );
+        }
+        Ok(saved)
     };
-    let files = or_saved(&args.files, &config.corpus.files);
-    let val_files = or_saved(&args.val_files, &config.corpus.val_files);
+    let files = or_saved(&args.files, &config.corpus.files)?;
+    let val_files = or_saved(&args.val_files, &config.corpus.val_files)?;
     let vocab = Vocab::from_tokenizer_json(
         &dir.join(checkpoint::TOKENIZER_FILE),
         config.vocab.level,
@@ -572,12 +587,15 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
     if h.dropout.is_none() {
         let planned = readings(&mc, &tc);
         tc.dropout = super::defaults::dropout(planned, mc.vocab_size, mc.cell);
-        if tc.dropout > 0.0 {
-            chosen.push(format!(
+        // The readings are what the dropout rule went by: shown either way.
+        chosen.push(if tc.dropout > 0.0 {
+            format!(
                 "dropout {} (the budget reads the text ~{:.0} times)",
                 tc.dropout, planned
-            ));
-        }
+            )
+        } else {
+            format!("no dropout (the budget reads the text ~{planned:.0} times)")
+        });
     }
     if h.eval_every.is_none() {
         tc.eval_every =
@@ -639,16 +657,9 @@ fn new_config(
         training: tc,
         corpus: CorpusInfo {
             name: corpus.name.clone(),
-            files: corpus
-                .files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect(),
-            val_files: args
-                .val_files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect(),
+            // Absolute, so that `--resume` finds the text from any working folder.
+            files: corpus.files.iter().map(|f| absolute(f)).collect(),
+            val_files: args.val_files.iter().map(|f| absolute(f)).collect(),
             sha256: corpus.sha256.clone(),
             chars: corpus.chars,
             train_tokens: 0,
@@ -755,4 +766,12 @@ fn claim_folder(dir: &Path, force: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `path` made absolute against the working folder (without resolving links), as text.
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
