@@ -191,11 +191,11 @@ fn resuming_takes_the_same_command_and_says_when_nothing_is_left() {
         &["train", "--resume", "r", "--epochs", "2", "-q"],
         &["nothing left to do", "--epochs 4"],
     );
-    // With no stopping option the default of 10 epochs applies, and is named as the default.
-    elman(d)
-        .args(["train", "--resume", "r", "-q"])
-        .assert()
-        .success();
+    // With no stopping option the default of 10 epochs applies, and the run says so.
+    let out = elman(d).args(["train", "--resume", "r"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("the default of 10 epochs"), "{err}");
     nothing_left(
         &["train", "--resume", "r", "-q"],
         &["nothing left to do", "the default", "--epochs 20"],

@@ -154,6 +154,13 @@ impl<'a> Session<'a> {
                 run_chosen.join(", ")
             ));
         }
+        if resuming && args.epochs.is_none() && args.steps.is_none() && args.time.is_none() {
+            // The interrupted session's budget is not carried over (`--time` is per session):
+            // say what this one runs to, and how to choose instead.
+            progress.say(format!(
+                "no --epochs, --steps or --time given: running to the default of {DEFAULT_EPOCHS} epochs (give --time or --epochs to choose)"
+            ));
+        }
         if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
             progress.say(format!(
                 "evaluating every {} steps: scoring the {} validation tokens with the full softmax is worth ~{:.0} training steps in FLOPs (--eval-every sets it)",
