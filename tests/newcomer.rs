@@ -149,12 +149,8 @@ fn a_closed_pipe_ends_quietly() {
     }
 }
 
-/// `--resume` repeats the run's own settings without complaint, refuses a real change, and when
-/// the run is finished says so and names the option that extends it.
-#[test]
-fn resuming_takes_the_same_command_and_says_when_nothing_is_left() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+/// One epoch of a tiny model on `c.txt` (written here) into `r`; the flags it was trained with.
+fn one_epoch_run(d: &Path) -> [&'static str; 7] {
     std::fs::write(d.join("c.txt"), WORDS.repeat(3)).unwrap();
     let flags = ["--hidden", "16", "--batch", "2", "--bptt", "8", "-q"];
     elman(d)
@@ -162,6 +158,16 @@ fn resuming_takes_the_same_command_and_says_when_nothing_is_left() {
         .args(flags)
         .assert()
         .success();
+    flags
+}
+
+/// `--resume` repeats the run's own settings without complaint, refuses a real change, and when
+/// the run is finished says so and names the option that extends it.
+#[test]
+fn resuming_takes_the_same_command_and_says_when_nothing_is_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let flags = one_epoch_run(d);
     // The same command, with --resume added and a longer budget: accepted.
     elman(d)
         .args(["train", "c.txt", "--resume", "r", "--epochs", "2"])
@@ -210,13 +216,7 @@ fn resuming_finds_the_text_from_any_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let (root, d) = (tmp.path(), tmp.path().join("project"));
     std::fs::create_dir(&d).unwrap();
-    std::fs::write(d.join("c.txt"), WORDS.repeat(3)).unwrap();
-    let flags = ["--hidden", "16", "--batch", "2", "--bptt", "8", "-q"];
-    elman(&d)
-        .args(["train", "c.txt", "--out", "r", "--epochs", "1"])
-        .args(flags)
-        .assert()
-        .success();
+    one_epoch_run(&d);
     elman(root)
         .args(["train", "--resume", "project/r", "--epochs", "2", "-q"])
         .assert()

@@ -63,6 +63,19 @@ pub struct TrainArgs {
     pub made_by: Option<String>,
 }
 
+impl TrainArgs {
+    /// No stopping option given: the session then runs to `DEFAULT_EPOCHS`.
+    pub fn no_budget(&self) -> bool {
+        self.epochs.is_none() && self.steps.is_none() && self.time.is_none()
+    }
+
+    /// The epoch limit of this session: `--epochs`, or the default when nothing else stops it.
+    pub fn epochs_or_default(&self) -> Option<u64> {
+        self.epochs
+            .or((self.steps.is_none() && self.time.is_none()).then_some(DEFAULT_EPOCHS))
+    }
+}
+
 /// How a training session ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {

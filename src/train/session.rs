@@ -82,9 +82,7 @@ impl<'a> Session<'a> {
             init_from,
             chosen: run_chosen,
         } = run;
-        config.training.epochs = args
-            .epochs
-            .or((args.steps.is_none() && args.time.is_none()).then_some(DEFAULT_EPOCHS));
+        config.training.epochs = args.epochs_or_default();
         config.training.steps = args.steps;
         config.training.time_limit_s = args.time.map(|d| d.as_secs_f64());
         config.training.threads = rt.threads;
@@ -154,7 +152,7 @@ impl<'a> Session<'a> {
                 run_chosen.join(", ")
             ));
         }
-        if resuming && args.epochs.is_none() && args.steps.is_none() && args.time.is_none() {
+        if resuming && args.no_budget() {
             // The interrupted session's budget is not carried over (`--time` is per session):
             // say what this one runs to, and how to choose instead.
             progress.say(format!(

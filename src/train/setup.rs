@@ -575,9 +575,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         tied: shape.tied,
     };
     // How many times the budget reads the text with a given shape (the defaults' one measure).
-    let epochs = args
-        .epochs
-        .or((args.steps.is_none() && args.time.is_none()).then_some(DEFAULT_EPOCHS));
+    let epochs = args.epochs_or_default();
     let readings = |mc: &ModelConfig, tc: &TrainConfig| {
         super::defaults::planned_epochs(mc, tc, data.train().len(), epochs, args.steps, args.time)
     };
