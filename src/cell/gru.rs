@@ -107,7 +107,10 @@ impl Cell for Gru {
         let b_hn = &cx.b_hh[2 * h..3 * h];
         for t in 0..t_len {
             // The recurrent products r, z, n of every stream, into the first 3H of its cache row.
-            let ct = &mut buf.cache[t * b * g4..(t + 1) * b * g4];
+            // Scoring keeps nothing for a backward pass: every step reuses the first step's
+            // rows, which stay in cache.
+            let slot = if cx.scoring { 0 } else { t };
+            let ct = &mut buf.cache[slot * b * g4..(slot + 1) * b * g4];
             let (done, next) = buf.states.split_at_mut((t + 1) * bh);
             let prev = &done[t * bh..];
             packed::matmul(b, ct, g4, false, prev, h, cx.w_fwd);

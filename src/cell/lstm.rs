@@ -20,7 +20,7 @@ use super::{
     PreGrad, StateGrad, StepRecord, Window,
 };
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_fwd, scoring_sigmoid, scoring_tanh};
+use crate::kernels::math::{act_fwd, lstm_scoring_step};
 use crate::kernels::packed;
 use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
@@ -108,20 +108,32 @@ impl Cell for Lstm {
             }
         };
         for t in 0..t_len {
-            let gt = &mut gates[t * bg..(t + 1) * bg];
+            // Scoring keeps no gates for a backward pass: with token input every step reuses
+            // the first step's rows, which stay in cache (a window's worth, b·4H floats per
+            // step, would be written to cold memory each step).
+            let slot = if cx.scoring && !ready { 0 } else { t };
+            let gt = &mut gates[slot * bg..(slot + 1) * bg];
             let prev = &buf.states[t * bh..(t + 1) * bh];
             packed::matmul(b, gt, g4, ready, prev, h, cx.w_fwd);
             let h_next = &mut buf.states[(t + 1) * bh..(t + 2) * bh];
             let (c_done, c_next) = buf.cells.split_at_mut((t + 1) * bh);
             for j in 0..b {
                 let row = &mut gt[j * g4..(j + 1) * g4];
+                if cx.scoring {
+                    // The input term, activations and cell update in one pass.
+                    let c_prev = &c_done[t * bh + j * h..t * bh + (j + 1) * h];
+                    let c = &mut c_next[j * h..(j + 1) * h];
+                    let out = &mut h_next[j * h..(j + 1) * h];
+                    lstm_scoring_step(row, input.token_row(g4, t, j), c_prev, c, out);
+                    continue;
+                }
                 if let Some(add) = input.token_row(g4, t, j) {
                     row.iter_mut().zip(add).for_each(|(r, a)| *r += a);
                 }
                 let c_prev = &c_done[t * bh + j * h..t * bh + (j + 1) * h];
                 let c = &mut c_next[j * h..(j + 1) * h];
                 let out = &mut h_next[j * h..(j + 1) * h];
-                step_pointwise(row, c_prev, c, out, cx.scoring);
+                step_pointwise(row, c_prev, c, out);
             }
         }
     }
@@ -189,7 +201,7 @@ impl Cell for Lstm {
             *p = x_proj[q] + (rec[q] + w.bias[q]);
         }
         c_prev.copy_from_slice(c);
-        step_pointwise(pre, c_prev, c, h, false);
+        step_pointwise(pre, c_prev, c, h);
     }
 
     fn engine_backward(
@@ -236,31 +248,21 @@ impl Cell for Lstm {
 }
 
 /// One stream's step after the products: `gates` (the 4H pre-activations, i f g o) become the
-/// gate values in place; c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c). `scoring`: nothing will be
-/// differentiated, so σ and tanh may take `scoring_tanh`'s faster road (within 3e-7).
+/// gate values in place (the backward pass reads them); c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c).
+/// Scoring runs `lstm_scoring_step` instead.
 #[inline]
-fn step_pointwise(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32], scoring: bool) {
+fn step_pointwise(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32]) {
     let n = h.len();
     let (ifg, og) = gates.split_at_mut(3 * n);
     let (if_, gg) = ifg.split_at_mut(2 * n);
-    if scoring {
-        scoring_sigmoid(if_, None);
-        scoring_sigmoid(og, None);
-        scoring_tanh(gg, None);
-    } else {
-        act_fwd(Activation::Sigmoid, if_);
-        act_fwd(Activation::Sigmoid, og);
-        act_fwd(Activation::Tanh, gg);
-    }
+    act_fwd(Activation::Sigmoid, if_);
+    act_fwd(Activation::Sigmoid, og);
+    act_fwd(Activation::Tanh, gg);
     let (ig, fg) = if_.split_at(n);
     for k in 0..n {
         c[k] = fg[k] * c_prev[k] + ig[k] * gg[k];
         h[k] = c[k];
     }
-    if scoring {
-        scoring_tanh(h, None);
-    } else {
-        act_fwd(Activation::Tanh, h);
-    }
+    act_fwd(Activation::Tanh, h);
     h.iter_mut().zip(og.iter()).for_each(|(x, o)| *x *= o);
 }

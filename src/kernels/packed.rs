@@ -29,15 +29,19 @@ const MR: usize = 6;
 /// Depth of one pass over a panel: 512 × 16 floats = 32 KiB, about the L1 cache.
 const KC: usize = 512;
 
-/// From this many panels (256 columns) on, the AVX-512 tiles read A's depth block from a copy
-/// packed step-major (each tile's rows' p-th elements side by side, see `pack_a`) instead of
-/// from its rows a row stride apart: at H = 1024 that stride is 4 KiB, and every row of a tile
-/// falls in one set of the L1 cache. 1.2× the training rate at H = 1024, 1.25× an LSTM's scoring;
-/// with fewer panels (the decoder's 65 columns) the copy costs more than it saves, and the AVX2
-/// path's 6-row tiles lost ~5% with it at H = 256. The sums are unchanged: the same FMAs in the
-/// same order.
+/// From this many panels (256 columns) on, and with A's rows at least `PACK_A_STRIDE` floats
+/// apart, the AVX-512 tiles read A's depth block from a copy packed step-major (each tile's rows'
+/// p-th elements side by side, see `pack_a`) instead of from its rows a row stride apart: at
+/// H = 1024 that stride is 4 KiB, and every row of a tile falls in one set of the L1 cache. 1.2×
+/// the training rate at H = 1024; with fewer panels (the decoder's 65 columns) the copy costs more
+/// than it saves, and with rows 1 KiB apart (an LSTM's h at H = 256) a 12-row tile spreads over
+/// four sets and the copy cost ~3% of scoring. The AVX2 path's 6-row tiles lost ~5% with it at
+/// H = 256. The sums are unchanged: the same FMAs in the same order.
 #[cfg(target_arch = "x86_64")]
 const PACK_A_PANELS: usize = 16;
+/// See `PACK_A_PANELS`: rows of A 2 KiB or more apart.
+#[cfg(target_arch = "x86_64")]
+const PACK_A_STRIDE: usize = 512;
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
@@ -515,7 +519,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{pack_a, PackedB, KC, NR, PACKED_A, PACK_A_PANELS};
+    use super::{pack_a, PackedB, KC, NR, PACKED_A, PACK_A_PANELS, PACK_A_STRIDE};
     use std::arch::x86_64::*;
 
     /// Rows of the tallest tile: 12 rows × 2 panels = 24 accumulators of the 32 registers.
@@ -598,7 +602,7 @@ mod avx512 {
                     j += pair;
                 }
             };
-            if panels.len() < PACK_A_PANELS {
+            if panels.len() < PACK_A_PANELS || lda < PACK_A_STRIDE {
                 run(ap, false);
             } else {
                 PACKED_A.with(|buf| {
