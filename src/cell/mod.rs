@@ -209,7 +209,8 @@ pub struct LayerFwd<'a> {
     pub w_fwd: &'a PackedB,
     /// `bias_hh` (a GRU keeps b_hn inside its reset gate's product).
     pub b_hh: &'a [f32],
-    /// Nothing will be differentiated (validation, `eval`): faster activations may be used.
+    /// Nothing will be differentiated (validation, `eval`): faster activations may be used, and
+    /// the cache (gate values kept for the backward pass) need not be kept past each step.
     pub scoring: bool,
     /// Threads that may share each step's product by columns (scoring a single stream); 1
     /// otherwise. A cell may use fewer.
