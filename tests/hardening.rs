@@ -137,40 +137,58 @@ fn wrong_dtype_and_mismatched_tokenizer() {
     // decoder.bias stored as I64: rejected by name.
     let bytes = std::fs::read(ck.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().to_vec(), v.shape().to_vec(), v.dtype()))
-        .collect();
-    for t in tensors.iter_mut().filter(|t| t.0 == "decoder.bias") {
-        let n = t.2.iter().product::<usize>();
-        t.1 = vec![0u8; n * 8];
-        t.3 = safetensors::Dtype::I64;
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, b, s, dt)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    let bad = safetensors::tensor::serialize(views, None).unwrap();
-    let wrong = d.join("dtype");
-    std::fs::create_dir(&wrong).unwrap();
-    for f in [
-        "config.json",
-        "tokenizer.json",
-        "metrics.jsonl",
-        "state.safetensors",
-    ] {
-        std::fs::copy(ck.join(f), wrong.join(f)).unwrap();
-    }
-    std::fs::write(wrong.join("model.safetensors"), bad).unwrap();
+    // A copy of the checkpoint as `name` with decoder.bias rewritten by `edit` (bytes, dtype).
+    let with_bias = |name: &str, edit: &dyn Fn(&mut Vec<u8>, &mut safetensors::Dtype)| {
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.data().to_vec(), v.shape().to_vec(), v.dtype()))
+            .collect();
+        for t in tensors.iter_mut().filter(|t| t.0 == "decoder.bias") {
+            edit(&mut t.1, &mut t.3);
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(n, b, s, dt)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        let bad = safetensors::tensor::serialize(views, None).unwrap();
+        let wrong = d.join(name);
+        std::fs::create_dir(&wrong).unwrap();
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "metrics.jsonl",
+            "state.safetensors",
+        ] {
+            std::fs::copy(ck.join(f), wrong.join(f)).unwrap();
+        }
+        std::fs::write(wrong.join("model.safetensors"), bad).unwrap();
+    };
+    with_bias("dtype", &|b, dt| {
+        *b = vec![0u8; b.len() * 2];
+        *dt = safetensors::Dtype::I64;
+    });
     fails_with(
         elman(d).args(["info", "-m", "dtype"]),
         &["decoder.bias", "I64"],
+    );
+    // A NaN among the weights (a bit flip in an exponent can make one): refused by name, not
+    // turned into NaN scores with a zero exit.
+    with_bias("nan", &|b, _| {
+        b[8..12].copy_from_slice(&f32::NAN.to_le_bytes())
+    });
+    fails_with(
+        elman(d).args(["eval", "-m", "nan", "c.txt"]),
+        &["decoder.bias", "non-finite", "element 2"],
+    );
+    fails_with(
+        elman(d).args(["sample", "-m", "nan", "--length", "5"]),
+        &["decoder.bias", "non-finite"],
     );
 
     // A tokenizer from another model (another vocabulary size).

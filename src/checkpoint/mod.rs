@@ -317,6 +317,14 @@ pub fn read_weights(
         .map_err(|e| anyhow!("{}: damaged safetensors file ({e})", path.display()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
+        // Training stops on a non-finite loss or gradient before anything is saved, so a NaN or
+        // an infinity here is damage: refused by name, instead of NaN scores and '&&&&' samples.
+        if let Some(i) = first_non_finite(view.data(), view.dtype()) {
+            bail!(
+                "{}: tensor {name} holds a non-finite value (element {i}): the file is damaged; use another checkpoint",
+                path.display()
+            );
+        }
         let t = Tensor::from_raw_buffer(
             view.data(),
             match view.dtype() {
@@ -349,6 +357,20 @@ pub fn read_weights(
         }
     }
     Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// The index of the first NaN or infinity in a little-endian F32 or F64 buffer (other dtypes are
+/// refused by the caller).
+fn first_non_finite(data: &[u8], dtype: safetensors::Dtype) -> Option<usize> {
+    match dtype {
+        safetensors::Dtype::F32 => data
+            .chunks_exact(4)
+            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+        safetensors::Dtype::F64 => data
+            .chunks_exact(8)
+            .position(|b| !f64::from_le_bytes(b.try_into().expect("8 bytes")).is_finite()),
+        _ => None,
+    }
 }
 
 /// Loads a checkpoint for use: the best weights, the vocabulary, the config.

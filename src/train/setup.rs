@@ -586,13 +586,15 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         let planned = readings(&mc, &tc);
         tc.dropout = super::defaults::dropout(planned, mc.vocab_size, mc.cell);
         // The readings are what the dropout rule went by: shown either way.
+        let often = match planned {
+            x if x < 0.5 => "less than once".to_string(),
+            x if x < 1.5 => "about once".to_string(),
+            x => format!("~{x:.0} times"),
+        };
         chosen.push(if tc.dropout > 0.0 {
-            format!(
-                "dropout {} (the budget reads the text ~{:.0} times)",
-                tc.dropout, planned
-            )
+            format!("dropout {} (the budget reads the text {often})", tc.dropout)
         } else {
-            format!("no dropout (the budget reads the text ~{planned:.0} times)")
+            format!("no dropout (the budget reads the text {often})")
         });
     }
     if h.eval_every.is_none() {
