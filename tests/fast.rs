@@ -425,7 +425,8 @@ fn fused_scoring_matches_the_reference_graph() {
             .map(|i| ((i * i + 3 * i) % vocab) as u32)
             .collect();
         // Streams and chunks that leave a partial last chunk and a dropped remainder.
-        // One stream over 2 and 3 threads splits the decoder rows; 2 streams over 5 threads too.
+        // One stream over 2 and 3 threads, and 2 streams over 5: models this small keep to one
+        // thread per stream (the splits are tested below, on larger ones).
         // 7 streams × 33 steps = 231 positions: the decoder's blocks of 96 rows and a partial one.
         // 20 streams over 2 threads and 32 over 3 are scored in 6 and 9 groups of unequal size,
         // windows taken by whichever thread is free: every run must give the same sum.
@@ -461,40 +462,51 @@ fn fused_scoring_matches_the_reference_graph() {
 
 #[test]
 fn single_stream_scoring_shares_each_step_across_threads_exactly() {
-    // One stream with 2 or 3 threads splits every recurrence step by columns (3 panels of W at
-    // H = 40, two layers, a partial last window) and meets at a barrier: the score must equal the
-    // graph's, and one thread's to 1e-7 (each state column is still one thread's dot products, in
-    // the same order).
-    let cfg = ModelConfig {
-        vocab_size: 9,
-        hidden: 40,
-        layers: 2,
-        activation: Activation::Tanh,
-        cell: elman::cell::CellKind::Elman,
-        embed: None,
-        tied: false,
-    };
-    let model = model_of(cfg, 31);
-    let ids: Vec<u32> = (0..700).map(|i| ((i * 5 + i / 7) % 9) as u32).collect();
-    let want = elman::eval::score_reference(&model, &ids, 1, 64).unwrap();
-    let one = elman::eval::score(&model, &ids, 1, 64, 1).unwrap();
-    for threads in [2, 3] {
-        let got = elman::eval::score(&model, &ids, 1, 64, threads).unwrap();
-        assert_eq!(got.predicted, want.predicted);
-        assert!(
-            (got.nats - want.nats).abs() < 1e-5 * want.nats,
-            "{threads} threads: {} vs {}",
-            got.nats,
-            want.nats
-        );
-        // The same states and logits (each a row of one kernel tile, summed in the same order
-        // however the positions are split); only the order the losses are added in differs.
-        assert!(
-            (got.nats - one.nats).abs() < 1e-7 * one.nats,
-            "{threads} threads: {} vs one thread's {}",
-            got.nats,
-            one.nats
-        );
+    // One stream with 2 or 3 threads splits every recurrence step by columns (the Elman cell: 16
+    // panels of W at H = 256) or by units (the gated cells: 8 or 10 panels of each gate block at
+    // H = 128 or 160, unevenly over 3 threads), and the decoder's rows; the models are just large
+    // enough for that (`MIN_SHARED_STEP`). Two layers (above layer 0 the input term is one
+    // product made before the steps), a partial last window; the threads meet at a barrier every
+    // step: the score must equal the graph's, and one thread's to 1e-7 (each state column is
+    // still one thread's dot products, in the same order).
+    use elman::cell::CellKind;
+    for (cell, hidden) in [
+        (CellKind::Elman, 256),
+        (CellKind::Lstm, 128),
+        (CellKind::Gru, 160),
+    ] {
+        let cfg = ModelConfig {
+            vocab_size: 9,
+            hidden,
+            layers: 2,
+            activation: Activation::Tanh,
+            cell,
+            embed: None,
+            tied: false,
+        };
+        let model = model_of(cfg, 31);
+        let ids: Vec<u32> = (0..700).map(|i| ((i * 5 + i / 7) % 9) as u32).collect();
+        let want = elman::eval::score_reference(&model, &ids, 1, 64).unwrap();
+        let one = elman::eval::score(&model, &ids, 1, 64, 1).unwrap();
+        for threads in [2, 3] {
+            let got = elman::eval::score(&model, &ids, 1, 64, threads).unwrap();
+            assert_eq!(got.predicted, want.predicted);
+            assert!(
+                (got.nats - want.nats).abs() < 1e-5 * want.nats,
+                "{cell} {threads} threads: {} vs {}",
+                got.nats,
+                want.nats
+            );
+            // The same states and logits (each a row of one kernel tile, summed in the same
+            // order however the positions are split); only the order the losses are added in
+            // differs.
+            assert!(
+                (got.nats - one.nats).abs() < 1e-7 * one.nats,
+                "{cell} {threads} threads: {} vs one thread's {}",
+                got.nats,
+                one.nats
+            );
+        }
     }
 }
 

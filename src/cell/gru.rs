@@ -22,6 +22,7 @@ use super::{
     BwdBufs, Cell, CellKind, EngineWeights, GraphWeights, LayerBuf, LayerBwd, LayerFwd, LayerInput,
     PreGrad, StateGrad, StepRecord, Window,
 };
+use crate::fast::columns;
 use crate::kernels::gemm::{add_rows, mm};
 use crate::kernels::math::{act_fwd, act_fwd_add, scoring_sigmoid, scoring_tanh};
 use crate::kernels::packed;
@@ -105,6 +106,37 @@ impl Cell for Gru {
             add_rows(p, bias);
         }
         let b_hn = &cx.b_hh[2 * h..3 * h];
+        if cx.column_parts > 1 && h % packed::NR == 0 {
+            // One stream with threads to spare (scoring): each step's units split over them.
+            let input_rows = &buf.input;
+            let point =
+                |t: usize, j: usize, u0: usize, part: &mut [f32], prev: &[f32], out: &mut [f32]| {
+                    let n = out.len();
+                    let x_row: &[f32] = match input.token_row(g3, t, j) {
+                        Some(row) => row,
+                        None => &input_rows[(t * b + j) * g3..(t * b + j + 1) * g3],
+                    };
+                    // [R_r R_z R_n | scratch] for `step_pointwise`, then this thread's input term.
+                    let (row, x) = part.split_at_mut(4 * n);
+                    for (gate, xs) in x.chunks_exact_mut(n).enumerate() {
+                        xs.copy_from_slice(&x_row[gate * h + u0..gate * h + u0 + n]);
+                    }
+                    let h_prev = &prev[u0..u0 + n];
+                    step_pointwise(row, x, &b_hn[u0..u0 + n], h_prev, out, true);
+                };
+            let w = (cx.w_fwd, 3, 4, g4);
+            let (states, cache) = (&mut buf.states, &mut buf.cache);
+            columns::by_units(
+                states,
+                cache,
+                (b, h, t_len),
+                w,
+                false,
+                cx.column_parts,
+                point,
+            );
+            return;
+        }
         for t in 0..t_len {
             // The recurrent products r, z, n of every stream, into the first 3H of its cache row.
             // Scoring keeps nothing for a backward pass: every step reuses the first step's

@@ -19,6 +19,7 @@ use super::{
     BwdBufs, Cell, CellKind, EngineWeights, GraphWeights, LayerBuf, LayerBwd, LayerFwd, LayerInput,
     PreGrad, StateGrad, StepRecord, Window,
 };
+use crate::fast::columns;
 use crate::kernels::gemm::{add_rows, mm};
 use crate::kernels::math::{act_fwd, lstm_scoring_step};
 use crate::kernels::packed;
@@ -107,6 +108,10 @@ impl Cell for Lstm {
                 true
             }
         };
+        if cx.column_parts > 1 && h % packed::NR == 0 {
+            self.forward_by_columns(cx, input, ready, buf);
+            return;
+        }
         for t in 0..t_len {
             // Scoring keeps no gates for a backward pass: with token input every step reuses
             // the first step's rows, which stay in cache (a window's worth, b·4H floats per
@@ -124,7 +129,7 @@ impl Cell for Lstm {
                     let c_prev = &c_done[t * bh + j * h..t * bh + (j + 1) * h];
                     let c = &mut c_next[j * h..(j + 1) * h];
                     let out = &mut h_next[j * h..(j + 1) * h];
-                    lstm_scoring_step(row, input.token_row(g4, t, j), c_prev, c, out);
+                    lstm_scoring_step(row, h, input.token_row(g4, t, j), c_prev, c, out);
                     continue;
                 }
                 if let Some(add) = input.token_row(g4, t, j) {
@@ -244,6 +249,55 @@ impl Cell for Lstm {
 
     fn gradient_bound_rate(&self, _w_hh_norm: f64) -> Option<f64> {
         None
+    }
+}
+
+impl Lstm {
+    /// The forward recurrence (scoring) with each step's units split over `cx.column_parts`
+    /// threads (`columns::by_units`): one stream with threads to spare. A thread's c never
+    /// leaves it. `cache` holds the gates (P_0 … P_{T−1} when `ready`).
+    fn forward_by_columns(
+        &self,
+        cx: &LayerFwd,
+        input: &LayerInput,
+        ready: bool,
+        buf: &mut LayerBuf,
+    ) {
+        let Window { t_len, b, h } = cx.win;
+        let (g4, bh) = (4 * h, b * h);
+        assert!(buf.cells.len() >= (t_len + 1) * bh);
+        let cells = columns::SharedBuf::new(&mut buf.cells);
+        let dims = (b, h, t_len);
+        let w = (cx.w_fwd, 4, 0, g4);
+        let point =
+            |t: usize, j: usize, u0: usize, part: &mut [f32], _: &[f32], out: &mut [f32]| {
+                let n = out.len();
+                if let Some(a) = input.token_row(g4, t, j) {
+                    for (gate, p) in part[..4 * n].chunks_exact_mut(n).enumerate() {
+                        let a = &a[gate * h + u0..gate * h + u0 + n];
+                        p.iter_mut().zip(a).for_each(|(x, a)| *x += a);
+                    }
+                }
+                let at = j * h + u0;
+                // SAFETY: this thread's units of `cells` rows t (which it wrote itself in step
+                // t − 1, or the carried state) and t + 1; no other thread touches them.
+                let (c_prev, c) = unsafe {
+                    (
+                        std::slice::from_raw_parts(cells.ptr().add(t * bh + at), n),
+                        std::slice::from_raw_parts_mut(cells.ptr().add((t + 1) * bh + at), n),
+                    )
+                };
+                lstm_scoring_step(part, n, None, c_prev, c, out);
+            };
+        columns::by_units(
+            &mut buf.states,
+            &mut buf.cache,
+            dims,
+            w,
+            ready,
+            cx.column_parts,
+            point,
+        );
     }
 }
 

@@ -162,20 +162,20 @@ fn scoring_decoder(
         rest = b;
         r0 = r1;
     }
-    let losses: Vec<f64> = std::thread::scope(|sc| {
-        let handles: Vec<_> = pieces
-            .into_iter()
-            .map(|(range, out)| {
-                let targets = &targets;
-                let top = &top[range.start * h..range.end * h];
-                let dec = (dec_w, dec_b);
-                sc.spawn(move || score_rows(top, h, range, out, sh.dec_fwd, dec, targets))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|hd| hd.join().expect("a scoring thread panicked"))
-            .collect()
+    // Part 0 on this thread, the others on the helper team (`columns::team`: threads spawned
+    // per window would start on this core); the losses added in part order.
+    let mut losses = vec![0f64; parts];
+    let mut jobs = pieces.into_iter().zip(losses.iter_mut());
+    let ((range0, out0), loss0) = jobs.next().expect("two parts or more");
+    let dec = (dec_w, dec_b);
+    let targets = &targets;
+    super::columns::team(parts - 1).in_place_scope(|sc| {
+        for ((range, out), loss) in jobs {
+            let top = &top[range.start * h..range.end * h];
+            sc.spawn(move |_| *loss = score_rows(top, h, range, out, sh.dec_fwd, dec, targets));
+        }
+        let top = &top[range0.start * h..range0.end * h];
+        *loss0 = score_rows(top, h, range0, out0, sh.dec_fwd, dec, targets);
     });
     losses.iter().sum()
 }

@@ -197,59 +197,70 @@ pub fn scoring_sigmoid_on(isa: Isa, xs: &mut [f32], add: Option<&[f32]>) {
 /// division (`sigmoid16`): the separate passes (the input term, three activations, the cell
 /// update, tanh c, the output gate) were ~20% of an LSTM's scoring time, the fused step is ~8%.
 /// AVX2 runs the same passes eight units at a time; the portable level runs the separate passes
-/// on [`scoring_tanh`]'s road. `gates` may be overwritten.
+/// on [`scoring_tanh`]'s road. `gates` may be overwritten. The
+/// gate blocks lie `stride` floats apart (H for a whole row; a thread scoring a range of units
+/// passes its part of a row), in `add` too.
 pub fn lstm_scoring_step(
     gates: &mut [f32],
+    stride: usize,
     add: Option<&[f32]>,
     c_prev: &[f32],
     c: &mut [f32],
     h: &mut [f32],
 ) {
-    lstm_scoring_step_on(super::isa(), gates, add, c_prev, c, h)
+    lstm_scoring_step_on(super::isa(), gates, stride, add, c_prev, c, h)
 }
 
 /// [`lstm_scoring_step`] at a given level.
 pub fn lstm_scoring_step_on(
     isa: Isa,
     gates: &mut [f32],
+    stride: usize,
     add: Option<&[f32]>,
     c_prev: &[f32],
     c: &mut [f32],
     h: &mut [f32],
 ) {
     let n = h.len();
-    assert!(gates.len() == 4 * n && c_prev.len() == n && c.len() == n);
+    assert!(stride >= n && gates.len() >= 3 * stride + n);
+    assert!(c_prev.len() == n && c.len() == n);
     if let Some(add) = add {
-        assert_eq!(add.len(), 4 * n);
+        assert!(add.len() >= 3 * stride + n);
     }
     isa.assert_supported();
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512 {
         // SAFETY: `assert_supported` checked that the CPU has AVX-512; lengths checked above.
-        unsafe { tanh_avx512::lstm_step(gates, add, c_prev, c, h) };
+        unsafe { tanh_avx512::lstm_step(gates, stride, add, c_prev, c, h) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 {
         // SAFETY: `assert_supported` checked that the CPU has AVX2 and FMA; lengths checked above.
-        unsafe { tanh_avx2::lstm_step(gates, add, c_prev, c, h) };
+        unsafe { tanh_avx2::lstm_step(gates, stride, add, c_prev, c, h) };
         return;
     }
-    if let Some(add) = add {
-        gates.iter_mut().zip(add).for_each(|(x, a)| *x += a);
+    // Gate by gate: its n pre-activations (+ the input term), activated in place.
+    for gate in 0..4 {
+        let p = &mut gates[gate * stride..gate * stride + n];
+        if let Some(add) = add {
+            p.iter_mut()
+                .zip(&add[gate * stride..gate * stride + n])
+                .for_each(|(x, a)| *x += a);
+        }
+        if gate == 2 {
+            scoring_tanh_on(isa, p, None);
+        } else {
+            scoring_sigmoid_on(isa, p, None);
+        }
     }
-    let (ifg, og) = gates.split_at_mut(3 * n);
-    let (if_, gg) = ifg.split_at_mut(2 * n);
-    scoring_sigmoid_on(isa, if_, None);
-    scoring_sigmoid_on(isa, og, None);
-    scoring_tanh_on(isa, gg, None);
-    let (ig, fg) = if_.split_at(n);
+    let gate = |g: usize, k: usize| gates[g * stride + k];
     for k in 0..n {
-        c[k] = fg[k] * c_prev[k] + ig[k] * gg[k];
+        c[k] = gate(1, k) * c_prev[k] + gate(0, k) * gate(2, k);
         h[k] = c[k];
     }
     scoring_tanh_on(isa, h, None);
-    h.iter_mut().zip(og.iter()).for_each(|(x, o)| *x *= o);
+    h.iter_mut().enumerate().for_each(|(k, x)| *x *= gate(3, k));
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -285,10 +296,12 @@ mod tanh_avx2 {
     /// (the last few units through a zero-padded copy).
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `gates` (and `add`) hold 4·n floats, the others n.
+    /// AVX2 and FMA must be available; `gates` (and `add`) hold 3·stride + n floats, the
+    /// others n.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn lstm_step(
         gates: &[f32],
+        stride: usize,
         add: Option<&[f32]>,
         c_prev: &[f32],
         c: &mut [f32],
@@ -314,9 +327,9 @@ mod tanh_avx2 {
             }
         };
         let pre = |gate: usize, k: usize, len: usize| {
-            let p = load(gates, gate * n + k, len);
+            let p = load(gates, gate * stride + k, len);
             match add {
-                Some(a) => _mm256_add_ps(p, load(a, gate * n + k, len)),
+                Some(a) => _mm256_add_ps(p, load(a, gate * stride + k, len)),
                 None => p,
             }
         };
@@ -459,10 +472,12 @@ mod tanh_avx512 {
     /// `super::lstm_scoring_step` sixteen units at a time (the last few under a mask).
     ///
     /// # Safety
-    /// AVX-512 (F) must be available; `gates` (and `add`) hold 4·n floats, the others n.
+    /// AVX-512 (F) must be available; `gates` (and `add`) hold 3·stride + n floats, the
+    /// others n.
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn lstm_step(
         gates: &[f32],
+        stride: usize,
         add: Option<&[f32]>,
         c_prev: &[f32],
         c: &mut [f32],
@@ -470,7 +485,7 @@ mod tanh_avx512 {
     ) {
         let n = h.len();
         let pre = |gate: usize, k: usize, m: __mmask16| {
-            let at = gate * n + k;
+            let at = gate * stride + k;
             let p = _mm512_maskz_loadu_ps(m, gates.as_ptr().add(at));
             match add {
                 Some(a) => _mm512_add_ps(p, _mm512_maskz_loadu_ps(m, a.as_ptr().add(at))),
@@ -694,18 +709,35 @@ mod tests {
     fn lstm_scoring_step_is_accurate() {
         // Every level this CPU has, against the step in f64: H = 37 (two full vectors and a
         // masked tail), pre-activations swept over [−30, 30] plus ±100, with and without an
-        // input term, c_prev over [−4, 4].
+        // input term, c_prev over [−4, 4]; gate blocks side by side (stride 37) or 45 apart with
+        // NaN between them (a thread's part of a row), which must not be read.
         let n = 37;
         let sweep = |i: usize| -30.0 + (i as f32 * 0.013_7) % 60.0;
         for isa in Isa::available() {
             let mut worst = (0f64, 0f64);
             for case in 0..400 {
-                let mut pre: Vec<f32> = (0..4 * n).map(|q| sweep(case * 4 * n + q * 31)).collect();
+                let stride = if case % 2 == 0 { n } else { n + 8 };
+                let gap = |q: usize| q % stride >= n;
+                let mut pre: Vec<f32> = (0..4 * stride)
+                    .map(|q| {
+                        if gap(q) {
+                            f32::NAN
+                        } else {
+                            sweep(case * 4 * n + q * 31)
+                        }
+                    })
+                    .collect();
                 if case == 0 {
                     pre[..4].copy_from_slice(&[100.0, -100.0, 100.0, -100.0]);
                 }
-                let add: Vec<f32> = (0..4 * n)
-                    .map(|q| ((q + case) % 9) as f32 * 0.3 - 1.2)
+                let add: Vec<f32> = (0..4 * stride)
+                    .map(|q| {
+                        if gap(q) {
+                            f32::NAN
+                        } else {
+                            ((q + case) % 9) as f32 * 0.3 - 1.2
+                        }
+                    })
                     .collect();
                 let c_prev: Vec<f32> = (0..n)
                     .map(|k| ((k * 7 + case) % 17) as f32 * 0.5 - 4.0)
@@ -713,12 +745,15 @@ mod tests {
                 for with_add in [false, true] {
                     let (mut c, mut h, mut g) = (vec![0.0; n], vec![0.0; n], pre.clone());
                     let a = with_add.then_some(&add[..]);
-                    lstm_scoring_step_on(isa, &mut g, a, &c_prev, &mut c, &mut h);
-                    let p = |q: usize| pre[q] as f64 + if with_add { add[q] as f64 } else { 0.0 };
+                    lstm_scoring_step_on(isa, &mut g, stride, a, &c_prev, &mut c, &mut h);
+                    let p = |gate: usize, k: usize| {
+                        let q = gate * stride + k;
+                        pre[q] as f64 + if with_add { add[q] as f64 } else { 0.0 }
+                    };
                     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
                     for k in 0..n {
-                        let cr = sig(p(n + k)) * c_prev[k] as f64 + sig(p(k)) * p(2 * n + k).tanh();
-                        let hr = sig(p(3 * n + k)) * cr.tanh();
+                        let cr = sig(p(1, k)) * c_prev[k] as f64 + sig(p(0, k)) * p(2, k).tanh();
+                        let hr = sig(p(3, k)) * cr.tanh();
                         let (ec, eh) = ((c[k] as f64 - cr).abs(), (h[k] as f64 - hr).abs());
                         worst = (worst.0.max(ec), worst.1.max(eh));
                         assert!(ec < 6e-7 * (1.0 + cr.abs()), "{isa}: c = {} for {cr}", c[k]);
@@ -728,7 +763,7 @@ mod tests {
             }
             let (mut c, mut h) = (vec![0.0; n], vec![0.0; n]);
             let mut nan = vec![f32::NAN; 4 * n];
-            lstm_scoring_step_on(isa, &mut nan, None, &vec![0.0; n], &mut c, &mut h);
+            lstm_scoring_step_on(isa, &mut nan, n, None, &vec![0.0; n], &mut c, &mut h);
             assert!(c.iter().chain(&h).all(|x| x.is_nan()), "{isa}");
             eprintln!("{isa}: worst errors: c {:.2e}, h {:.2e}", worst.0, worst.1);
         }
