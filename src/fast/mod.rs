@@ -564,19 +564,16 @@ fn execute(
     if works.len() == 1 {
         works[0].run(shared, state_ref);
     } else {
-        std::thread::scope(|sc| {
+        // The first share on this thread, the others on the persistent team (threads spawned
+        // per window can start on this core and wait there).
+        columns::team(works.len() - 1).in_place_scope(|sc| {
             let mut it = works.iter_mut();
             let first = it.next().expect("one work");
-            let handles: Vec<_> = it
-                .map(|w| {
-                    let sh = shared;
-                    sc.spawn(move || w.run(sh, state_ref))
-                })
-                .collect();
-            first.run(shared, state_ref);
-            for hd in handles {
-                hd.join().expect("a training thread panicked");
+            for w in it {
+                let sh = shared;
+                sc.spawn(move |_| w.run(sh, state_ref));
             }
+            first.run(shared, state_ref);
         });
     }
     if shared.backward {
