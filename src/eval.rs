@@ -60,7 +60,9 @@ pub fn score_reporting(
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Score> {
-    let streams = streams.max(1).min(ids.len().max(1));
+    // Every stream needs two tokens (one to read, one to predict): more streams than half the
+    // text would score nothing.
+    let streams = streams.max(1).min((ids.len() / 2).max(1));
     let len = ids.len() / streams;
     if len < 2 {
         return Ok(Score {
@@ -198,7 +200,7 @@ pub fn score_reference(
     chunk: usize,
 ) -> Result<Score> {
     let model = model.detached();
-    let streams = streams.max(1).min(ids.len().max(1));
+    let streams = streams.max(1).min((ids.len() / 2).max(1));
     let len = ids.len() / streams;
     let mut total = Score {
         predicted: 0,

@@ -34,7 +34,8 @@ elman repl --model mybook"
 )]
 struct Cli {
     /// Threads to compute with [default: all cores]. Training, eval and validation split their
-    /// streams among them (bit-for-bit reproducible for a given seed, data and thread count);
+    /// streams among them (bit-for-bit reproducible for a given seed, data and thread count); eval
+    /// of one stream (its default) shares each step among them when the model is large enough;
     /// sampling, completion, ranking and the repl run on one.
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,

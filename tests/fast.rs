@@ -551,3 +551,18 @@ fn embeddings_fused_bptt_matches_autograd() {
         check_cfg(cfg(1, 40, 16, 7, false), 2, (5, 6), Some(12), None);
     }
 }
+
+#[test]
+fn more_streams_than_the_text_can_fill_are_capped() {
+    // `--streams 1000000` on a 700-token text: every stream still gets two tokens (one read, one
+    // predicted) instead of none, which scored 0 positions and printed NaN.
+    let cfg = ModelConfig::new(9, 10);
+    let model = model_of(cfg, 7);
+    let ids: Vec<u32> = (0..701).map(|i| ((i * 5 + i / 7) % 9) as u32).collect();
+    let s = elman::eval::score(&model, &ids, 1_000_000, 64, 2).unwrap();
+    assert_eq!(s.predicted, 350);
+    let per_token = s.nats / s.predicted as f64;
+    assert!(per_token.is_finite() && per_token > 0.0, "{per_token}");
+    let reference = elman::eval::score_reference(&model, &ids, 1_000_000, 64).unwrap();
+    assert_eq!(reference.predicted, 350);
+}

@@ -206,7 +206,8 @@ struct ThreadPlan {
 }
 
 /// Multiply-adds of one step's recurrent product (one stream: H × gates·H) below which scoring
-/// one stream keeps to one thread. Helpers meet at every step of the recurrence and are woken
+/// one stream keeps to one thread (as does a gated cell whose H is not a multiple of 16: its
+/// steps are not split, and a helper for the decoder alone made it slower). Helpers meet at every step of the recurrence and are woken
 /// for every window's decoder; under this, on this project's 2-core machines, one thread scored
 /// as fast or faster (a GRU at H = 128, 300 k chars: 0.57 s alone, 0.71 s with a helper). At it
 /// the Elman cell (H = 256) breaks even, and above it they pay (an LSTM at H = 256: 2.6 s alone,
@@ -255,7 +256,15 @@ impl FastBptt {
         let g = cell.gates() * h;
         // Sizes of the buffers only training (or this struct's own weights) needs.
         let (tv, th) = if training { (v, h) } else { (0, 0) };
-        let step_work = config.hidden * config.cell().gates() * config.hidden;
+        // The gated cells split a step by whole panels of each gate block.
+        let h = config.hidden;
+        let splits = config.cell == crate::cell::CellKind::Elman
+            || h.is_multiple_of(crate::kernels::packed::NR);
+        let step_work = if splits {
+            h * config.cell().gates() * h
+        } else {
+            0
+        };
         let plan = ThreadPlan::new(batch, threads, step_work);
         let zeros = || -> Vec<Vec<f32>> {
             layout
