@@ -148,7 +148,7 @@ impl<'a> Session<'a> {
         progress.say(intro_line(&config, &verb, &corpus.name, &data, opt.lr));
         if !run_chosen.is_empty() {
             progress.say(format!(
-                "chosen for this text: {} (--hidden, --embed, --dropout and --lr set them; --one-hot is the book's model)",
+                "chosen for this text: {}; --hidden, --embed, --dropout and --lr set them, --one-hot is the book's model",
                 run_chosen.join(", ")
             ));
         }
