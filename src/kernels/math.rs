@@ -9,6 +9,16 @@ use crate::model::Activation;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// `exp_f32`'s polynomial q (Cephes' expf: e^r ≈ 1 + r + r²·q(r)), highest degree first, as the
+/// vector paths run it.
+const EXP_Q: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5e-1,
+];
 
 /// e^x to ~1 ulp for x in [−87, 88] (Cephes' expf polynomial), branch-free.
 #[inline(always)]
@@ -265,7 +275,7 @@ pub fn lstm_scoring_step_on(
 
 #[cfg(target_arch = "x86_64")]
 mod tanh_avx2 {
-    use super::{act_fwd_scalar, Activation, LN2_HI, LN2_LO, LOG2E};
+    use super::{act_fwd_scalar, Activation, EXP_Q, LN2_HI, LN2_LO, LOG2E};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -375,16 +385,8 @@ mod tanh_avx2 {
         let r = _mm256_fnmsub_ps(k, _mm256_set1_ps(LN2_HI), p);
         let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_LO), r);
         let one = _mm256_set1_ps(1.0);
-        let mut e = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5e-1,
-            1.0,
-            1.0,
-        ] {
+        let mut e = _mm256_set1_ps(EXP_Q[0]);
+        for &c in EXP_Q[1..].iter().chain(&[1.0, 1.0]) {
             e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(c));
         }
         let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
@@ -410,14 +412,8 @@ mod tanh_avx2 {
         let k = _mm256_sub_ps(shifted, magic);
         let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_HI), x);
         let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_LO), r);
-        let mut q = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5e-1,
-        ] {
+        let mut q = _mm256_set1_ps(EXP_Q[0]);
+        for &c in &EXP_Q[1..] {
             q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(c));
         }
         let e = _mm256_add_ps(
@@ -440,7 +436,7 @@ mod tanh_avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod tanh_avx512 {
-    use super::{act_fwd_scalar, Activation, LN2_HI, LN2_LO, LOG2E};
+    use super::{act_fwd_scalar, Activation, EXP_Q, LN2_HI, LN2_LO, LOG2E};
     use std::arch::x86_64::*;
 
     /// [`super::tanh_avx2::tanh_add`] sixteen lanes at a time, the tail in one masked step.
@@ -550,16 +546,8 @@ mod tanh_avx512 {
         let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_LO), r);
         // e^r = 1 + r + r²·q(r) with `exp_f32`'s coefficients, all in one Horner chain.
         let one = _mm512_set1_ps(1.0);
-        let mut e = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5e-1,
-            1.0,
-            1.0,
-        ] {
+        let mut e = _mm512_set1_ps(EXP_Q[0]);
+        for &c in EXP_Q[1..].iter().chain(&[1.0, 1.0]) {
             e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(c));
         }
         let d = _mm512_add_ps(_mm512_scalef_ps(e, k), one);
@@ -585,14 +573,8 @@ mod tanh_avx512 {
         let k = _mm512_sub_ps(shifted, magic);
         let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_HI), x);
         let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_LO), r);
-        let mut q = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5e-1,
-        ] {
+        let mut q = _mm512_set1_ps(EXP_Q[0]);
+        for &c in &EXP_Q[1..] {
             q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(c));
         }
         let e = _mm512_add_ps(
