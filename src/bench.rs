@@ -10,11 +10,12 @@
 //!   (forward: recurrence 2H², decoder 2HV; backward: twice that; the one-hot input is a lookup).
 
 use crate::cell::CellKind;
+use crate::config::ModelConfig;
 use crate::eval::score;
 use crate::generate::{generate, SampleOptions};
-use crate::infer::Engine;
+use crate::infer::StreamModel;
 use crate::kernels::{self, gemm::mm};
-use crate::model::{init_params, ElmanLM, ModelConfig};
+use crate::model::{init_params, GraphModel};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::train::{StepResult, Stepper};
 use anyhow::{bail, Result};
@@ -64,13 +65,13 @@ pub struct Report {
     pub kernels: kernels::Paths,
 }
 
-fn model(cell: CellKind, hidden: usize, vocab: usize, seed: u64) -> Result<ElmanLM> {
+fn model(cell: CellKind, hidden: usize, vocab: usize, seed: u64) -> Result<GraphModel> {
     let cfg = ModelConfig {
         cell,
         ..ModelConfig::new(vocab, hidden)
     };
     let vm = init_params(&cfg, seed, DType::F32, &Device::Cpu)?;
-    Ok(ElmanLM::new(
+    Ok(GraphModel::new(
         cfg,
         VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
     )?)
@@ -112,7 +113,7 @@ pub fn train_rate(
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
-    let m = ElmanLM::new(
+    let m = GraphModel::new(
         m.config,
         VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu),
     )?;
@@ -147,7 +148,7 @@ pub fn train_rate(
 /// Batch-1 sampling chars/s.
 pub fn sample_rate(cell: CellKind, hidden: usize, vocab: usize, budget: Duration) -> Result<f64> {
     let m = model(cell, hidden, vocab, 2)?;
-    let e = Engine::new(&m)?;
+    let e = StreamModel::new(&m)?;
     let mut st = e.zero_state();
     e.step(&mut st, 0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);

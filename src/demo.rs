@@ -6,7 +6,7 @@
 
 use crate::checkpoint;
 use crate::generate::{encode_prompt, rank, stream, warm_up, RankBy, SampleOptions, Until};
-use crate::infer::Engine;
+use crate::infer::StreamModel;
 use crate::report;
 use crate::runtime::Runtime;
 use crate::train::{self, Hyper, TrainArgs};
@@ -108,7 +108,7 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
         train::train(&train_args(a), &rt)?;
     }
     let loaded = checkpoint::load(&a.out, &rt.device)?;
-    let engine = Engine::new(&loaded.model)?;
+    let engine = StreamModel::new(&loaded.model)?;
     let vocab = &loaded.vocab;
     let p = &loaded.config.progress;
     writeln!(

@@ -1,8 +1,8 @@
 //! Stage 5 — scoring text with a model: total negative log-likelihood, nats per token, bits per
 //! character, perplexity. Used for validation during training and by `elman eval`.
 
-use crate::fast::{FastBptt, Params, ScoreWeights};
-use crate::model::{nll_sum, ElmanLM};
+use crate::fused::{FusedWindow, Params, ScoreWeights};
+use crate::model::{nll_sum, GraphModel};
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::Serialize;
@@ -41,7 +41,7 @@ impl Score {
 /// chunks, on the fused forward path split over `threads`. `streams = 1` scores every token but
 /// the first: the exact likelihood of the text.
 pub fn score(
-    model: &ElmanLM,
+    model: &GraphModel,
     ids: &[u32],
     streams: usize,
     chunk: usize,
@@ -53,7 +53,7 @@ pub fn score(
 /// [`score`], telling `progress` how many more positions each window scored (from any of the
 /// scoring threads).
 pub fn score_reporting(
-    model: &ElmanLM,
+    model: &GraphModel,
     ids: &[u32],
     streams: usize,
     chunk: usize,
@@ -75,7 +75,7 @@ pub fn score_reporting(
     let threads = threads.max(1);
     let tensors = model.named_tensors();
     let refs: Vec<&Tensor> = tensors.iter().map(|(_, t)| t).collect();
-    Ok(crate::fast::with_params(&cfg, &refs, |params| {
+    Ok(crate::fused::with_params(&cfg, &refs, |params| {
         score_groups(params, cfg, ids, (streams, len, chunk), threads, progress)
     })?)
 }
@@ -88,11 +88,11 @@ pub fn score_reporting(
 /// not depend on which thread scored what.
 ///
 /// One thread keeps all streams in one group (every row of W read serves them all). Fewer streams
-/// than threads (a single exact stream) make one group too, whose `FastBptt` lends the spare
+/// than threads (a single exact stream) make one group too, whose `FusedWindow` lends the spare
 /// threads to each step's product and to the decoder.
 fn score_groups(
     params: &Params,
-    cfg: crate::model::ModelConfig,
+    cfg: crate::config::ModelConfig,
     ids: &[u32],
     (streams, len, chunk): (usize, usize, usize),
     threads: usize,
@@ -108,7 +108,7 @@ fn score_groups(
         /// The group's streams, its next window's position, and what it has summed so far.
         streams: std::ops::Range<usize>,
         pos: usize,
-        fast: FastBptt,
+        fast: FusedWindow,
         state: Vec<Vec<f32>>,
         nats: f64,
         /// The window's inputs and targets, reused from window to window.
@@ -121,7 +121,7 @@ fn score_groups(
             .map(|g| {
                 let streams = streams * g / groups..streams * (g + 1) / groups;
                 Some(Group {
-                    fast: FastBptt::for_scoring(cfg, streams.len(), chunk, helpers),
+                    fast: FusedWindow::for_scoring(cfg, streams.len(), chunk, helpers),
                     // Each layer's h, then (LSTM) each layer's c.
                     state: vec![
                         vec![0.0f32; streams.len() * cfg.hidden];
@@ -194,7 +194,7 @@ const GROUPS_PER_THREAD: usize = 3;
 
 /// The same score through candle's graph (the reference the fused path is tested against).
 pub fn score_reference(
-    model: &ElmanLM,
+    model: &GraphModel,
     ids: &[u32],
     streams: usize,
     chunk: usize,

@@ -1,10 +1,10 @@
 //! Stage 6b — using a model: sampling text, the next-token distribution, beam search for the most
 //! probable continuations, and ranking candidate completions (the chapter's "天空飞过一只__").
 //!
-//! Everything runs on the graph-free [`Engine`] at batch 1. A prompt is read once; its state is
+//! Everything runs on the graph-free [`StreamModel`] at batch 1. A prompt is read once; its state is
 //! then cloned for every candidate or beam, so each is scored from exactly the same history.
 
-use crate::infer::{Engine, State};
+use crate::infer::{State, StreamModel};
 use crate::vocab::{describe_token, Level, Vocab, EOS};
 use anyhow::{bail, Result};
 use rand::Rng;
@@ -33,7 +33,7 @@ pub fn encode_prompt(vocab: &Vocab, text: &str, what: &str) -> Result<Prompt> {
 
 /// The state after reading `prompt` from s = 0. An empty prompt starts after a line break
 /// (`"\n"`, or `<eos>` at word level), the natural start of a text.
-pub fn warm_up(engine: &Engine, vocab: &Vocab, prompt: &[u32]) -> Result<State> {
+pub fn warm_up(engine: &StreamModel, vocab: &Vocab, prompt: &[u32]) -> Result<State> {
     let mut state = engine.zero_state();
     if prompt.is_empty() {
         let start = match vocab.level {
@@ -164,7 +164,7 @@ pub fn sample_next(log_probs: &[f64], opts: &SampleOptions, rng: &mut impl Rng) 
 /// Generates up to `length` tokens from `state`, calling `emit` with each; `emit` returning false
 /// stops early (Ctrl-C). Returns the tokens.
 pub fn generate(
-    engine: &Engine,
+    engine: &StreamModel,
     state: &mut State,
     length: usize,
     opts: &SampleOptions,
@@ -200,7 +200,7 @@ pub enum Until {
 /// text generated.
 #[allow(clippy::too_many_arguments)]
 pub fn stream(
-    engine: &Engine,
+    engine: &StreamModel,
     vocab: &Vocab,
     state: &mut State,
     after: &str,
@@ -251,7 +251,7 @@ pub struct NextToken {
 }
 
 /// The `k` most probable next tokens after `state`.
-pub fn top_next(engine: &Engine, vocab: &Vocab, state: &State, k: usize) -> Vec<NextToken> {
+pub fn top_next(engine: &StreamModel, vocab: &Vocab, state: &State, k: usize) -> Vec<NextToken> {
     let lp = engine.log_probs(state);
     top_k_indices(&lp, k)
         .into_iter()
@@ -303,7 +303,7 @@ pub struct Continuation {
 /// ending at a stop token or at the limit. Exact when `width` ≥ the number of possible
 /// continuations (every candidate survives every round).
 pub fn beam_search(
-    engine: &Engine,
+    engine: &StreamModel,
     vocab: &Vocab,
     state: &State,
     width: usize,
@@ -352,7 +352,7 @@ pub fn beam_search(
 }
 
 /// Which score orders the ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RankBy {
     /// Total log-probability of the candidate's tokens: the probability of the whole candidate.
@@ -419,7 +419,7 @@ pub fn unknown_rule(vocab: &Vocab) -> String {
 /// KenLM score an out-of-vocabulary word); where N is not known, unknown candidates rank after
 /// every known one. Either way they are marked (`unknown`).
 pub fn rank(
-    engine: &Engine,
+    engine: &StreamModel,
     vocab: &Vocab,
     prompt_state: &State,
     candidates: &[String],

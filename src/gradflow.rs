@@ -15,9 +15,9 @@
 //! With several layers the curve is the top layer's state, whose only paths to L(t) are its own
 //! recurrence and the decoder, so the recursion above is exact for it too.
 
+use crate::cell::Activation;
 use crate::cell::{CellKind, StateGrad, StepRecord};
-use crate::infer::Engine;
-use crate::model::Activation;
+use crate::infer::StreamModel;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
@@ -39,10 +39,7 @@ pub struct Kind {
 
 impl Kind {
     pub fn name(&self) -> String {
-        match self.cell {
-            CellKind::Elman => self.activation.to_string(),
-            other => other.to_string(),
-        }
+        self.cell.short_label(self.activation)
     }
 }
 
@@ -97,6 +94,12 @@ pub struct Curve {
 }
 
 impl Curve {
+    /// Whether the chapter's bound applies with the book's sup σ′ = 1/4 (a sigmoid Elman cell):
+    /// its chart draws the bound and (1/4)^k.
+    pub fn has_books_bound(&self) -> bool {
+        self.cell.sup_slope(self.activation) == Some(0.25)
+    }
+
     /// mean_norm[k] / norm0.
     pub fn relative(&self) -> Vec<f64> {
         let n0 = self.norm0;
@@ -144,15 +147,20 @@ pub fn spectral_norm_of(a: &[f32], m: usize, n: usize) -> f64 {
 
 /// Measures ‖∂L(t)/∂s(t−k)‖ for k = 0..=max_k, averaged over `positions` positions t spread
 /// evenly over `tokens` (each t has at least max_k tokens of history before it), by the cell's own
-/// backward step ([`Cell::engine_backward`]). An LSTM gives a second curve, ‖∂L(t)/∂c(t−k)‖ for
+/// backward step ([`StreamCell::backward`]). An LSTM gives a second curve, ‖∂L(t)/∂c(t−k)‖ for
 /// its cell state (with h(t−k) held apart: the gradient that travels along c).
-pub fn measure(engine: &Engine, tokens: &[u32], opts: Options, label: &str) -> Result<Vec<Curve>> {
+pub fn measure(
+    engine: &StreamModel,
+    tokens: &[u32],
+    opts: Options,
+    label: &str,
+) -> Result<Vec<Curve>> {
     measure_reporting(engine, tokens, opts, label, &|_| {})
 }
 
 /// [`measure`], telling `progress` of every token read.
 pub fn measure_reporting(
-    engine: &Engine,
+    engine: &StreamModel,
     tokens: &[u32],
     opts: Options,
     label: &str,
@@ -197,7 +205,7 @@ pub fn measure_reporting(
     let (mut sums, mut sums_c) = (vec![0f64; k_max + 1], vec![0f64; k_max + 1]);
     let mut state = engine.zero_state();
     let mut next = chosen.iter().peekable();
-    let mut d = StateGrad::new(cell, h);
+    let mut d = StateGrad::new(cell.gates(), cell.carried(), h);
     for (t, &x) in tokens.iter().enumerate().take(last + 1) {
         engine.step(&mut state, x);
         progress(1);
@@ -230,7 +238,7 @@ pub fn measure_reporting(
             // Back through the step that made s(t−k+1), by the cell's own backward equations.
             let after = &ring[(t + ring_len - (k - 1)) % ring_len];
             let before = &ring[(t + ring_len - k) % ring_len];
-            cell.engine_backward(weights, after, before, &mut d);
+            cell.stream().backward(weights, after, before, &mut d);
             sums[k] += norm(&d.h);
             sums_c[k] += norm(&d.c);
         }
@@ -265,7 +273,12 @@ pub fn measure_reporting(
 }
 
 /// [`measure`] with a progress bar (on a terminal, unless `req.quiet`).
-fn measured(engine: &Engine, tokens: &[u32], req: &Request, label: &str) -> Result<Vec<Curve>> {
+fn measured(
+    engine: &StreamModel,
+    tokens: &[u32],
+    req: &Request,
+    label: &str,
+) -> Result<Vec<Curve>> {
     let read = tokens.len().saturating_sub(1) as u64;
     let bar = crate::progress::Bar::new(read, &format!("gradflow {label}"), req.quiet);
     let curves = measure_reporting(engine, tokens, req.options, label, &|n| bar.inc(n));
@@ -327,26 +340,20 @@ pub fn table(curves: &[Curve]) -> String {
         out.push('\n');
     }
     for c in curves.iter().filter(|c| c.norm0 == c.mean_norm[0]) {
-        if c.cell != CellKind::Elman {
+        let Some(slope) = c.cell.sup_slope(c.activation) else {
             out.push_str(&format!(
                 "{}: no such bound; {}\n",
                 c.label,
-                match c.cell {
-                    CellKind::Lstm => "its cell state c is updated by addition (∂c(t)/∂c(t−1) = f, a learned gate)",
-                    _ => "its update gate z mixes h(t−1) straight into h(t) (∂h(t)/∂h(t−1) ⊇ z, a learned gate)",
-                }
+                c.cell.gradient_path().unwrap_or_default()
             ));
             continue;
-        }
-        let rate = c.w_spectral_norm * c.activation.max_slope();
+        };
+        let rate = c.w_spectral_norm * slope;
         out.push_str(&format!(
             "{}: ‖W‖₂ = {:.3}, sup σ′ = {}, so ‖∂L/∂s(t−k)‖ ≤ ‖∂L/∂s(t)‖ · {:.3}^k{}\n",
             c.label,
             c.w_spectral_norm,
-            match c.activation {
-                Activation::Sigmoid => "1/4",
-                _ => "1",
-            },
+            if slope == 0.25 { "1/4" } else { "1" },
             rate,
             if rate < 1.0 {
                 " (vanishes)"
@@ -375,7 +382,7 @@ pub fn chart(curves: &[Curve], text_name: &str) -> crate::plot::Chart {
             dashed: false,
             color: i,
         });
-        if c.cell == CellKind::Elman && c.activation == Activation::Sigmoid {
+        if c.has_books_bound() {
             series.push(Series {
                 label: format!("bound ‖δ0‖·(‖W‖/4)^k, ‖W‖ = {:.2}", c.w_spectral_norm),
                 points: c
@@ -389,10 +396,7 @@ pub fn chart(curves: &[Curve], text_name: &str) -> crate::plot::Chart {
             });
         }
     }
-    if let Some(c) = curves
-        .iter()
-        .find(|c| c.cell == CellKind::Elman && c.activation == Activation::Sigmoid)
-    {
+    if let Some(c) = curves.iter().find(|c| c.has_books_bound()) {
         series.push(Series {
             label: "(1/4)^k, the book".into(),
             points: (0..c.mean_norm.len())
@@ -444,7 +448,8 @@ pub struct Report {
 /// Runs a [`Request`]: loads or creates the models, reads the text, measures every curve.
 pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
     use crate::checkpoint;
-    use crate::model::{init_params, ElmanLM, ModelConfig};
+    use crate::config::ModelConfig;
+    use crate::model::{init_params, GraphModel};
     use candle_core::DType;
     let dev = rt.device.clone();
     let loaded = match &req.model {
@@ -505,7 +510,7 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
 
     let mut curves = Vec::new();
     if let Some(l) = &loaded {
-        let engine = Engine::new(&l.model)?;
+        let engine = StreamModel::new(&l.model)?;
         let name = l
             .dir
             .file_name()
@@ -530,11 +535,11 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
         };
         let act = kind.name();
         let vm = init_params(&cfg, req.seed, DType::F32, &dev)?;
-        let model = ElmanLM::new(
+        let model = GraphModel::new(
             cfg,
             candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev),
         )?;
-        let mut engine = Engine::new(&model)?;
+        let mut engine = StreamModel::new(&model)?;
         let mut label = format!("{act} (fresh, H={hidden})");
         if let Some(target) = req.w_norm {
             if !(target.is_finite() && target >= 0.0) {

@@ -8,9 +8,9 @@
 //! eval` computes: the first token is not predicted; token i is predicted from the state after
 //! tokens 0..i−1.
 
+use crate::cell::Activation;
 use crate::generate;
-use crate::infer::Engine;
-use crate::model::Activation;
+use crate::infer::StreamModel;
 use crate::vocab::Vocab;
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -71,7 +71,7 @@ pub struct Options {
 
 impl Options {
     /// Checks the options against the model; returns the layer the unit is in.
-    pub fn check(&self, engine: &Engine) -> Result<usize> {
+    pub fn check(&self, engine: &StreamModel) -> Result<usize> {
         let cfg = engine.config;
         let layer = self.layer.unwrap_or(cfg.layers - 1);
         if layer >= cfg.layers {
@@ -102,7 +102,7 @@ impl Options {
 
 /// Scores `text` token by token.
 pub fn analyse(
-    engine: &Engine,
+    engine: &StreamModel,
     vocab: &Vocab,
     text: &str,
     opts: Options,
@@ -341,7 +341,7 @@ pub fn page(h: &Heatmap) -> Result<String> {
             h.layer,
             if h.state == "cell" {
                 "scaled to its largest |c|".to_string()
-            } else if h.cell == crate::cell::CellKind::Elman {
+            } else if h.cell.takes_activation() {
                 h.activation.to_string()
             } else {
                 format!("{} output", h.cell)
@@ -391,11 +391,7 @@ pub fn page(h: &Heatmap) -> Result<String> {
         },
         nats = h.nats_per_token,
         bpc = h.bits_per_char,
-        act = if h.cell == crate::cell::CellKind::Elman {
-            format!("activation {}", h.activation)
-        } else {
-            format!("cell {}", h.cell)
-        },
+        act = h.cell.output_label(h.activation),
         max_bits = MAX_BITS,
     ))
 }

@@ -4,18 +4,19 @@
 //! Sampling, completion, ranking and the REPL run at batch 1, where building a candle graph per
 //! step costs more than the arithmetic. This engine copies the weights once, keeps them in the
 //! layout each step reads contiguously, and never allocates in `step`. Tests check it against
-//! `ElmanLM::forward`.
+//! `GraphModel::forward`.
 
-use crate::cell::{Cell, EngineWeights};
+use crate::cell::{Cell, StreamWeights};
+use crate::config::{ModelConfig, Param};
 use crate::kernels::packed::{self, PackedB};
-use crate::model::{ElmanLM, ModelConfig, Param};
+use crate::model::GraphModel;
 use anyhow::Result;
 
 /// The network's weights, ready for batch-1 stepping.
-pub struct Engine {
+pub struct StreamModel {
     pub config: ModelConfig,
     cell: &'static dyn Cell,
-    layers: Vec<EngineWeights>,
+    layers: Vec<StreamWeights>,
     /// (vocab, hidden).
     dec_w: Vec<f32>,
     dec_b: Vec<f32>,
@@ -49,8 +50,8 @@ fn to_vec(t: &candle_core::Tensor) -> Result<Vec<f32>> {
         .to_vec1::<f32>()?)
 }
 
-impl Engine {
-    pub fn new(model: &ElmanLM) -> Result<Engine> {
+impl StreamModel {
+    pub fn new(model: &GraphModel) -> Result<StreamModel> {
         let cfg = model.config;
         let cell = cfg.cell();
         let mut layers = Vec::with_capacity(cfg.layers);
@@ -78,7 +79,7 @@ impl Engine {
             if k > 0 {
                 w_ih_packed.pack(&w_ih, h, g, (1, h));
             }
-            layers.push(EngineWeights {
+            layers.push(StreamWeights {
                 w_ih,
                 w_hh,
                 bias,
@@ -90,7 +91,7 @@ impl Engine {
         let dec_w = to_vec(model.tensor(Param::DecoderWeight))?;
         let mut dec_packed = PackedB::default();
         dec_packed.pack(&dec_w, cfg.hidden, cfg.vocab_size, (1, cfg.hidden));
-        Ok(Engine {
+        Ok(StreamModel {
             config: cfg,
             cell,
             layers,
@@ -106,7 +107,7 @@ impl Engine {
     }
 
     /// Layer `k`'s weights.
-    pub fn layer(&self, k: usize) -> &EngineWeights {
+    pub fn layer(&self, k: usize) -> &StreamWeights {
         &self.layers[k]
     }
 
@@ -115,9 +116,15 @@ impl Engine {
         &self.layers[k].w_hh
     }
 
-    /// Multiplies layer `k`'s recurrent weight by `factor` (for experiments on gradient flow).
+    /// Multiplies layer `k`'s recurrent weight by `factor` (for experiments on gradient flow):
+    /// the stored copy the backward step reads and the packed copy the forward step reads, so
+    /// both passes run the one scaled network.
     pub fn scale_recurrent_weight(&mut self, k: usize, factor: f32) {
-        self.layers[k].w_hh.iter_mut().for_each(|w| *w *= factor);
+        let h = self.config.hidden;
+        let layer = &mut self.layers[k];
+        layer.w_hh.iter_mut().for_each(|w| *w *= factor);
+        let g = layer.bias.len();
+        layer.w_hh_packed.pack(&layer.w_hh, h, g, (1, h));
     }
 
     /// The decoder weight V, (vocab, hidden).
@@ -136,7 +143,7 @@ impl Engine {
         State {
             h: vec![vec![0.0; h]; self.config.layers],
             c: vec![vec![0.0; c]; self.config.layers],
-            scratch: vec![0.0; self.cell.engine_scratch(h)],
+            scratch: vec![0.0; self.cell.stream().scratch_len(h)],
             x_proj: vec![0.0; self.cell.gates() * h],
             rec: vec![0.0; self.cell.gates() * h],
         }
@@ -165,7 +172,7 @@ impl Engine {
             };
             let hk = &mut rest[0];
             packed::matmul(1, &mut state.rec, g, false, hk, h, &layer.w_hh_packed);
-            self.cell.engine_step(
+            self.cell.stream().step(
                 layer,
                 x_proj,
                 &state.rec,

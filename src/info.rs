@@ -60,10 +60,7 @@ pub fn render(i: &Info) -> String {
             .map_or("one-hot input → ".to_string(), |e| format!(
                 "embedding {e} → "
             )),
-        match c.model.cell {
-            crate::cell::CellKind::Elman => format!("Elman RNN ({})", c.model.activation),
-            other => other.name().to_uppercase(),
-        },
+        c.model.cell.long_label(c.model.activation),
         c.model.layers,
         c.model.hidden,
         if c.model.tied {

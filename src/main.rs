@@ -1,84 +1,20 @@
-//! The `elman` command line: parses the arguments and runs one function per subcommand, each a
-//! few calls into the library and the printing of what they return. The options themselves are
-//! in `cli.rs`.
+//! The `elman` command line: parses the arguments (`cli.rs`, the only module that knows clap) and
+//! runs one function per subcommand, each a few calls into the library and the printing of what
+//! they return.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
 use elman::cli::{
-    prompt_text, BenchCmd, CompleteCmd, DemoCmd, EvalCmd, GradflowCmd, HeatmapCmd, InfoCmd,
-    PlotCmd, RankCmd, ReplCmd, SampleCmd, ServeCmd, TrainCmd,
+    prompt_text, BenchCmd, Command, CompleteCmd, DemoCmd, EvalCmd, GradflowCmd, HeatmapCmd,
+    InfoCmd, PlotCmd, RankCmd, ReplCmd, SampleCmd, ServeCmd, TrainCmd,
 };
 use elman::generate::{self, Until};
-use elman::infer::Engine;
+use elman::infer::StreamModel;
 use elman::runtime::Runtime;
 use elman::{checkpoint, demo, eval, info, repl, report, train};
 use rand::SeedableRng;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-
-#[derive(Parser)]
-#[command(
-    name = "elman",
-    version,
-    about = "Train Elman recurrent neural-network language models on text, then use them.",
-    long_about = "Train Elman recurrent neural-network language models on any UTF-8 text (Chinese, English, \
-anything), then use them: sample text, complete a prompt, rank candidate completions, talk to them.\n\n\
-The model is the one of the textbook chapter: s(t) = σ(U x(t) + W s(t−1) + b), y(t) = softmax(V s(t) + c), \
-trained by truncated back-propagation through time.\n\n\
-Quick start:\n  elman demo                                        # train on the bundled corpus, sample, rank\n  \
-elman train mybook.txt --time 10m                 # writes checkpoints/mybook/\n  \
-elman sample --model mybook --prompt \"Once\"\n  \
-elman rank --model demo --prompt 天空飞过一只 --candidates 小鸟,蜻蜓,人,坦克,猪\n  \
-elman repl --model mybook"
-)]
-struct Cli {
-    /// Threads to compute with [default: all cores]. Training, eval and validation split their
-    /// streams among them (bit-for-bit reproducible for a given seed, data and thread count); eval
-    /// of one stream (its default) shares each step among them when the model is large enough;
-    /// sampling, completion, ranking and the repl run on one.
-    #[arg(long, global = true, value_name = "N")]
-    threads: Option<usize>,
-    #[command(subcommand)]
-    cmd: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Train a model on text files (or continue one with --resume).
-    #[command(
-        long_about = "Train an Elman RNN language model on one or more UTF-8 text files (or folders of \
-.txt files). The last --val-fraction of the text is held out for validation. The run is saved in \
-checkpoints/NAME (NAME from the first file, or --out) at every evaluation; model.safetensors holds the \
-best-validation weights. Ctrl-C finishes the current step, saves and exits.\n\n\
-What you leave out is chosen for the text and the budget (the run prints it): 512 hidden units on an \
-alphabet (≤ 256 characters; 256 for --cell lstm or gru), 256 on Chinese characters or words; the input \
-read through an embedding (64 wide on an alphabet; on Chinese characters or words H wide and tied to the \
-decoder, but H/2 and untied for characters the budget will read 100 times or more); dropout when \
-the budget will read a small text many times; Adam at 3e-3 falling linearly to 0 by the end of the \
-budget. --one-hot trains the book's model instead.\n\n\
-Examples:\n  elman train corpora/elman-demo.txt --time 1m\n  \
-elman train ../shared/corpora/tinyshakespeare.txt --time 10m\n  \
-elman train mybook.txt --one-hot --hidden 256 --schedule plateau   # the book's model\n  \
-elman train mybook.txt --cell lstm --time 10m\n  \
-elman train notes.txt --level word --max-vocab 10000 --steps 5000\n  \
-elman train --resume checkpoints/tinyshakespeare --time 10m\n  \
-elman train sonnets.txt --init-from checkpoints/tinyshakespeare --lr 0.0005 --time 5m"
-    )]
-    Train(Box<TrainCmd>),
-    Eval(EvalCmd),
-    Gradflow(GradflowCmd),
-    Plot(PlotCmd),
-    Heatmap(HeatmapCmd),
-    Info(InfoCmd),
-    Sample(SampleCmd),
-    Complete(CompleteCmd),
-    Rank(RankCmd),
-    Repl(ReplCmd),
-    Demo(DemoCmd),
-    Bench(BenchCmd),
-    Serve(ServeCmd),
-}
 
 /// `print!` to standard output as a fallible write: a closed pipe (`elman … | head`) becomes an
 /// error `main` recognises and ends on quietly, where `print!` would panic.
@@ -104,7 +40,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = elman::cli::parse();
     if cli.threads == Some(0) {
         eprintln!("error: --threads must be at least 1");
         return ExitCode::from(2);
@@ -187,7 +123,7 @@ fn sample_cmd(c: SampleCmd, rt: &Runtime) -> Result<ExitCode> {
     let opts = c.sampling.options()?;
     let seed = c.sampling.seed();
     let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = Engine::new(&loaded.model)?;
+    let engine = StreamModel::new(&loaded.model)?;
     let vocab = &loaded.vocab;
     let prompt = generate::encode_prompt(vocab, &prompt_str, "--prompt")?;
     for w in &prompt.warnings {
@@ -249,7 +185,7 @@ fn sample_cmd(c: SampleCmd, rt: &Runtime) -> Result<ExitCode> {
 fn complete_cmd(c: CompleteCmd, rt: &Runtime) -> Result<ExitCode> {
     let prompt_str = prompt_text(c.prompt.prompt, &c.prompt.prompt_file)?;
     let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = Engine::new(&loaded.model)?;
+    let engine = StreamModel::new(&loaded.model)?;
     let vocab = &loaded.vocab;
     let prompt = generate::encode_prompt(vocab, &prompt_str, "--prompt")?;
     for w in &prompt.warnings {
@@ -283,7 +219,7 @@ fn rank_cmd(c: RankCmd, rt: &Runtime) -> Result<ExitCode> {
     let prompt_str = prompt_text(c.prompt.prompt.clone(), &c.prompt.prompt_file)?;
     let cands = c.candidates()?;
     let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = Engine::new(&loaded.model)?;
+    let engine = StreamModel::new(&loaded.model)?;
     let vocab = &loaded.vocab;
     let prompt = generate::encode_prompt(vocab, &prompt_str, "--prompt")?;
     for w in &prompt.warnings {
@@ -306,7 +242,7 @@ fn rank_cmd(c: RankCmd, rt: &Runtime) -> Result<ExitCode> {
 fn repl_cmd(c: ReplCmd, rt: &Runtime) -> Result<ExitCode> {
     let opts = c.sampling.options()?;
     let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = Engine::new(&loaded.model)?;
+    let engine = StreamModel::new(&loaded.model)?;
     let settings = repl::Settings {
         sample: opts,
         length: c.length,
@@ -380,7 +316,7 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
         anyhow::bail!("--max-tokens must be at least 2");
     }
     let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = Engine::new(&loaded.model)?;
+    let engine = StreamModel::new(&loaded.model)?;
     let corpus = elman::corpus::Corpus::read(&c.files)?;
     let text_name = corpus
         .files

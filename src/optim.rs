@@ -10,7 +10,16 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// One optimizer slot of one parameter, borrowed as it lies (Adam's `exp_avg` of
+/// `rnn.weight_hh_l0`, say).
+pub struct OptimizerSlot<'a> {
+    pub slot: &'static str,
+    pub param: &'a str,
+    pub data: &'a [f32],
+    pub shape: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8).
@@ -113,11 +122,11 @@ impl Optimizer {
 
     /// The state for a checkpoint, borrowed as it lies (a save streams it out): every slot of
     /// every parameter.
-    pub fn slots(&self) -> Vec<crate::checkpoint::OptimizerSlot<'_>> {
+    pub fn slots(&self) -> Vec<OptimizerSlot<'_>> {
         let mut out = Vec::new();
         for ((name, var), st) in self.params.iter().zip(&self.state) {
             for (slot, t) in self.kind.slots().iter().zip(st) {
-                out.push(crate::checkpoint::OptimizerSlot {
+                out.push(OptimizerSlot {
                     slot,
                     param: name,
                     data: t.as_slice(),

@@ -207,7 +207,7 @@ pub fn svg(chart: &Chart) -> Result<String> {
 }
 
 /// What the x axis of a loss chart counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XAxis {
     /// Tokens trained on: per-token learning, whatever the speed.
     Tokens,

@@ -10,7 +10,7 @@ use crate::generate::{
     beam_search, encode_prompt, rank, split_candidates, stream, top_next, RankBy, SampleOptions,
     Until,
 };
-use crate::infer::{Engine, State};
+use crate::infer::{State, StreamModel};
 use crate::report;
 use crate::vocab::Vocab;
 use anyhow::Result;
@@ -47,7 +47,7 @@ pub struct Settings {
 }
 
 struct Session<'a> {
-    engine: &'a Engine,
+    engine: &'a StreamModel,
     vocab: &'a Vocab,
     settings: Settings,
     rng: rand::rngs::StdRng,
@@ -233,7 +233,7 @@ impl<'a> Session<'a> {
 }
 
 /// Runs the session on stdin/stdout until :quit or end of input.
-pub fn run(engine: &Engine, vocab: &Vocab, settings: Settings) -> Result<()> {
+pub fn run(engine: &StreamModel, vocab: &Vocab, settings: Settings) -> Result<()> {
     let mut session = Session {
         engine,
         vocab,

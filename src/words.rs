@@ -10,8 +10,101 @@
 //! tokenizer on random text of every script. NFC vocabularies keep the tokenizer's own path (its
 //! NFC tables are its own).
 
-use crate::vocab::{Segmenter, EOS, UNK};
+use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
+
+pub const UNK: &str = "<unk>";
+pub const EOS: &str = "<eos>";
+
+/// Han characters are split one by one by the `words` segmenter (`jieba` cuts them into words).
+pub const HAN_PATTERN: &str = r"\p{Han}";
+
+/// How word-level text is cut into words.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Segmenter {
+    /// jieba when the text has Chinese characters, else `words` (resolved when the vocabulary is
+    /// built; the checkpoint records the result).
+    Auto,
+    /// Split at spaces and punctuation; Chinese characters one by one.
+    #[default]
+    Words,
+    /// Chinese cut into words by jieba (its dictionary and HMM); other text as `words`.
+    Jieba,
+    /// Split at whitespace only, punctuation attached (WikiText's convention).
+    Spaces,
+}
+
+impl Segmenter {
+    /// `Auto` made concrete for a text: jieba when it has Chinese characters, else words.
+    pub fn resolve(self, has_han: bool) -> Segmenter {
+        match self {
+            Segmenter::Auto if has_han => Segmenter::Jieba,
+            Segmenter::Auto => Segmenter::Words,
+            s => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Segmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Segmenter::Auto => "auto",
+            Segmenter::Words => "words",
+            Segmenter::Jieba => "jieba",
+            Segmenter::Spaces => "spaces",
+        })
+    }
+}
+
+/// A Han (Chinese) character: the script jieba segments.
+pub fn is_han(c: char) -> bool {
+    matches!(c as u32,
+        0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2A6DF | 0x2A700..=0x2EBEF
+        | 0x30000..=0x3134F)
+}
+
+fn jieba() -> &'static jieba_rs::Jieba {
+    static JIEBA: std::sync::OnceLock<jieba_rs::Jieba> = std::sync::OnceLock::new();
+    JIEBA.get_or_init(jieba_rs::Jieba::new)
+}
+
+/// Cuts every run of Han characters in `line` into words with jieba (dictionary + HMM for unknown
+/// words) and puts a space between them, so that the whitespace pre-tokenizer splits them. Returns
+/// the new line and, for each of its characters, the index of the original character (spaces that
+/// were inserted map to the character after them).
+pub fn segment_han(line: &str) -> (String, Vec<usize>) {
+    let mut out = String::with_capacity(line.len() + line.len() / 2);
+    let mut origin = Vec::with_capacity(line.len());
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !is_han(chars[i].1) {
+            out.push(chars[i].1);
+            origin.push(i);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && is_han(chars[i].1) {
+            i += 1;
+        }
+        let (a, b) = (chars[start].0, chars.get(i).map_or(line.len(), |c| c.0));
+        let mut k = start;
+        out.push(' ');
+        origin.push(start);
+        for token in jieba().cut(&line[a..b], true) {
+            for c in token.word.chars() {
+                out.push(c);
+                origin.push(k);
+                k += 1;
+            }
+            out.push(' ');
+            origin.push(k);
+        }
+    }
+    (out, origin)
+}
 
 /// Which characters the tokenizer's pre-tokenizers isolate, looked up in bitsets over the Basic
 /// Multilingual Plane (the rest of the code space asks the same predicates directly).
@@ -51,7 +144,7 @@ fn classes() -> &'static Classes {
 /// `regex-syntax`, as `tokenizers`' regex engine parses it).
 fn han_ranges() -> Vec<(u32, u32)> {
     use regex_syntax::hir::{Class, HirKind};
-    let hir = regex_syntax::parse(crate::vocab::HAN_PATTERN).expect("a valid pattern");
+    let hir = regex_syntax::parse(HAN_PATTERN).expect("a valid pattern");
     match hir.kind() {
         HirKind::Class(Class::Unicode(cls)) => cls
             .ranges()
@@ -90,17 +183,17 @@ fn is_punct(cl: &Classes, c: char) -> bool {
 }
 
 #[inline]
-fn is_han(cl: &Classes, c: char) -> bool {
+fn is_han_in(cl: &Classes, c: char) -> bool {
     in_set(&cl.han, c, || in_ranges(&cl.han_ranges, c as u32))
 }
 
 /// Calls `f` with each word of `line` in order, as a `segmenter` vocabulary (without NFC) cuts
-/// it: jieba's cut first for `jieba` (`vocab::segment_han`), then its tokenizer's; the special
+/// it: jieba's cut first for `jieba` (`segment_han`), then its tokenizer's; the special
 /// tokens as `"<eos>"`/`"<unk>"`, a final newline as `"<eos>"`. `line` holds at most one newline,
 /// at its end.
 pub fn for_each_word(line: &str, segmenter: Segmenter, f: &mut impl FnMut(&str)) {
     if segmenter == Segmenter::Jieba {
-        cut_line(&crate::vocab::segment_han(line).0, segmenter, f);
+        cut_line(&segment_han(line).0, segmenter, f);
     } else {
         cut_line(line, segmenter, f);
     }
@@ -148,7 +241,7 @@ fn cut<'a>(s: &'a str, segmenter: Segmenter, cl: &Classes, f: &mut impl FnMut(&'
         }
         let mut start = 0;
         for (i, c) in chunk.char_indices() {
-            if is_punct(cl, c) || (han && is_han(cl, c)) {
+            if is_punct(cl, c) || (han && is_han_in(cl, c)) {
                 if start < i {
                     f(&chunk[start..i]);
                 }
@@ -174,9 +267,18 @@ mod tests {
             'a', ',', '<', '，', '。', '“', '〇', '々', '中', '𠀀', '😀', '\u{3000}',
         ] {
             assert_eq!(is_punct(cl, c), punct_slow(c), "{c:?}");
-            assert_eq!(is_han(cl, c), in_ranges(&cl.han_ranges, c as u32), "{c:?}");
+            assert_eq!(
+                is_han_in(cl, c),
+                in_ranges(&cl.han_ranges, c as u32),
+                "{c:?}"
+            );
         }
-        assert!(is_han(cl, '中') && is_han(cl, '𠀀') && !is_han(cl, 'a') && !is_han(cl, '。'));
+        assert!(
+            is_han_in(cl, '中')
+                && is_han_in(cl, '𠀀')
+                && !is_han_in(cl, 'a')
+                && !is_han_in(cl, '。')
+        );
     }
 
     #[test]

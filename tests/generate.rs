@@ -3,13 +3,15 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
+use elman::cell::Activation;
 use elman::cell::CellKind;
+use elman::config::ModelConfig;
 use elman::generate::{
     beam_search, encode_prompt, generate, rank, sample_next, sampling_distribution, warm_up,
     RankBy, SampleOptions,
 };
-use elman::infer::Engine;
-use elman::model::{init_params, Activation, ElmanLM, ModelConfig};
+use elman::infer::StreamModel;
+use elman::model::{init_params, GraphModel};
 use elman::vocab::{Vocab, VocabOptions};
 use rand::SeedableRng;
 
@@ -21,7 +23,7 @@ fn model_for(
     layers: usize,
     act: Activation,
     seed: u64,
-) -> (Vocab, ElmanLM) {
+) -> (Vocab, GraphModel) {
     model_of_cell(text, hidden, layers, CellKind::Elman, act, seed)
 }
 
@@ -32,7 +34,7 @@ fn model_of_cell(
     cell: CellKind,
     act: Activation,
     seed: u64,
-) -> (Vocab, ElmanLM) {
+) -> (Vocab, GraphModel) {
     let vocab = Vocab::build(text, &VocabOptions::default()).unwrap();
     let cfg = ModelConfig {
         layers,
@@ -44,12 +46,12 @@ fn model_of_cell(
     for (_, v) in vm.data().lock().unwrap().iter() {
         v.set(&v.as_tensor().affine(4.0, 0.0).unwrap()).unwrap();
     }
-    let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let m = GraphModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
     (vocab, m.detached())
 }
 
 /// log-softmax after each token of `ids` (from s = 0), via candle: row t is log p(· | ids[..=t]).
-fn candle_log_probs(m: &ElmanLM, ids: &[u32]) -> Vec<Vec<f64>> {
+fn candle_log_probs(m: &GraphModel, ids: &[u32]) -> Vec<Vec<f64>> {
     let x = Tensor::from_vec(ids.to_vec(), (ids.len(), 1), &Device::Cpu).unwrap();
     let (logits, _) = m.forward(&x, &m.zero_state(1).unwrap()).unwrap();
     candle_nn::ops::log_softmax(&logits.to_dtype(DType::F64).unwrap(), D::Minus1)
@@ -72,7 +74,7 @@ fn engine_matches_candle_forward() {
             let (vocab, m) = model_of_cell("天空飞过一只小鸟 bird!", 19, layers, cell, act, 5);
             let ids = vocab.encode("一只小鸟飞过天空 bird bird!").unwrap();
             let want = candle_log_probs(&m, &ids);
-            let e = Engine::new(&m).unwrap();
+            let e = StreamModel::new(&m).unwrap();
             let mut st = e.zero_state();
             for (t, &x) in ids.iter().enumerate() {
                 e.step(&mut st, x);
@@ -108,10 +110,11 @@ fn engine_matches_candle_forward_through_an_embedding() {
             ..ModelConfig::new(vocab.len(), 19)
         };
         let vm = init_params(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
-        let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let m =
+            GraphModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
         let ids = vocab.encode("一只小鸟飞过天空 bird bird!").unwrap();
         let want = candle_log_probs(&m, &ids);
-        let e = Engine::new(&m).unwrap();
+        let e = StreamModel::new(&m).unwrap();
         let mut st = e.zero_state();
         for (t, &x) in ids.iter().enumerate() {
             e.step(&mut st, x);
@@ -128,7 +131,7 @@ fn engine_matches_candle_forward_through_an_embedding() {
 #[test]
 fn sampling_is_deterministic_for_a_seed() {
     let (vocab, m) = model_for("abcdefgh 天空小鸟", 16, 1, Activation::Tanh, 1);
-    let e = Engine::new(&m).unwrap();
+    let e = StreamModel::new(&m).unwrap();
     let run = |seed: u64| {
         let mut st = warm_up(&e, &vocab, &vocab.encode("ab").unwrap()).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -148,7 +151,7 @@ fn sampling_is_deterministic_for_a_seed() {
 #[test]
 fn temperature_zero_is_argmax() {
     let (vocab, m) = model_for("abcdefgh 天空小鸟", 16, 2, Activation::Tanh, 2);
-    let e = Engine::new(&m).unwrap();
+    let e = StreamModel::new(&m).unwrap();
     let prompt = vocab.encode("天空").unwrap();
     let mut st = warm_up(&e, &vocab, &prompt).unwrap();
     let opts = SampleOptions {
@@ -180,7 +183,7 @@ fn temperature_zero_is_argmax() {
 #[test]
 fn top_k_and_top_p_never_leave_their_set() {
     let (vocab, m) = model_for("abcdefghijklmnop", 12, 1, Activation::Tanh, 3);
-    let e = Engine::new(&m).unwrap();
+    let e = StreamModel::new(&m).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut st = warm_up(&e, &vocab, &vocab.encode("a").unwrap()).unwrap();
     let mut seen_outside_top1 = false;
@@ -245,7 +248,7 @@ fn top_k_and_top_p_never_leave_their_set() {
 fn beam_search_finds_what_exhaustive_enumeration_finds() {
     // Three tokens, "." ends a continuation; every continuation of up to 4 tokens can be listed.
     let (vocab, m) = model_for("ab.", 8, 1, Activation::Tanh, 11);
-    let e = Engine::new(&m).unwrap();
+    let e = StreamModel::new(&m).unwrap();
     let prompt = vocab.encode("ab").unwrap();
     let dot = vocab.id(".").unwrap();
     let max = 4;
@@ -253,7 +256,7 @@ fn beam_search_finds_what_exhaustive_enumeration_finds() {
     fn walk(
         seq: Vec<u32>,
         prompt: &[u32],
-        m: &ElmanLM,
+        m: &GraphModel,
         dot: u32,
         max: usize,
         out: &mut Vec<(Vec<u32>, f64)>,
@@ -309,7 +312,7 @@ fn rank_scores_equal_an_independent_sum_of_log_softmax() {
         Activation::Sigmoid,
         4,
     );
-    let e = Engine::new(&m).unwrap();
+    let e = StreamModel::new(&m).unwrap();
     let prompt = "天空飞过一只";
     let p = encode_prompt(&vocab, prompt, "prompt").unwrap();
     let st = warm_up(&e, &vocab, &p.ids).unwrap();

@@ -336,6 +336,7 @@ fn a_save_without_new_best_weights_keeps_or_restores_the_model_file() {
                     .collect(),
                 state_meta: meta.clone(),
                 metrics: &metrics,
+                loss_chart: None,
             },
         )
         .unwrap()

@@ -8,9 +8,11 @@ use common::*;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Module, VarBuilder, RNN};
 use elman::cell::CellKind;
+use elman::cell::{Activation, LayerState};
+use elman::config::ModelConfig;
 use elman::gradflow::{self, spectral_norm, Options};
-use elman::infer::Engine;
-use elman::model::{init_params, Activation, ElmanLM, LayerState, ModelConfig};
+use elman::infer::StreamModel;
+use elman::model::{init_params, GraphModel};
 use elman::vocab::{Level, Vocab, VocabOptions};
 use std::path::{Path, PathBuf};
 
@@ -19,7 +21,13 @@ const TEXT: &str = "天空飞过一只小鸟。The bird flew over the hill, and 
 /// HTML's special characters, a script end tag and a line break.
 const SPECIAL: &str = "一只小鸟 <b>&</b> </script> \"bird\"\nThe dragonfly flew.";
 
-fn fresh_cell(vocab: &Vocab, hidden: usize, cell: CellKind, act: Activation, seed: u64) -> ElmanLM {
+fn fresh_cell(
+    vocab: &Vocab,
+    hidden: usize,
+    cell: CellKind,
+    act: Activation,
+    seed: u64,
+) -> GraphModel {
     let cfg = ModelConfig {
         activation: act,
         cell,
@@ -30,13 +38,13 @@ fn fresh_cell(vocab: &Vocab, hidden: usize, cell: CellKind, act: Activation, see
     for (_, v) in vm.data().lock().unwrap().iter() {
         v.set(&v.as_tensor().affine(2.5, 0.0).unwrap()).unwrap();
     }
-    ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap()
+    GraphModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap()
 }
 
 /// ‖∂L(t)/∂s(t−k)‖ for k = 0..=max_k by candle's autograd, and for an LSTM ‖∂L(t)/∂c(t−k)‖ too.
 /// candle keeps gradients only for leaf variables, so for each k the state at t−k (h, and an
 /// LSTM's c, each its own leaf) is made a leaf and the graph from it to L(t) rebuilt.
-fn autograd_norms(m: &ElmanLM, ids: &[u32], t: usize, max_k: usize) -> (Vec<f64>, Vec<f64>) {
+fn autograd_norms(m: &GraphModel, ids: &[u32], t: usize, max_k: usize) -> (Vec<f64>, Vec<f64>) {
     let dev = Device::Cpu;
     let inputs: Vec<Tensor> = ids[..=t]
         .iter()
@@ -91,7 +99,7 @@ fn gradflow_equals_autograd_for_every_cell() {
     ];
     for (cell, act) in kinds {
         let m = fresh_cell(&vocab, 12, cell, act, 3);
-        let engine = Engine::new(&m).unwrap();
+        let engine = StreamModel::new(&m).unwrap();
         // One position: measure picks the last one, t = len − 2.
         for len in [20, 41, ids.len()] {
             let max_k = 15;
@@ -560,4 +568,52 @@ fn heatmap_page_in_a_real_browser() {
     assert!(white > n / 2, "mostly white background: {white}/{n}");
     assert!(dark > n / 500, "text drawn: {dark}/{n}");
     assert!(red > n / 2000, "surprising tokens shaded red: {red}/{n}");
+}
+
+/// `gradflow --w-norm` scales a fresh model's W_hh in the batch-1 engine: its forward step (which
+/// reads the packed copy) and its backward step (which reads the stored one) must both run the
+/// scaled network. The engine scaled in place against an engine built from parameters whose
+/// W_hh was scaled before loading.
+#[test]
+fn a_scaled_recurrent_weight_is_what_the_forward_step_runs() {
+    let vocab = Vocab::build(TEXT, &VocabOptions::default()).unwrap();
+    let ids = vocab.encode(TEXT).unwrap();
+    for cell in [CellKind::Elman, CellKind::Lstm, CellKind::Gru] {
+        let cfg = ModelConfig {
+            cell,
+            ..ModelConfig::new(vocab.len(), 12)
+        };
+        let vm = init_params(&cfg, 4, DType::F32, &Device::Cpu).unwrap();
+        let m =
+            GraphModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let mut scaled_in_place = StreamModel::new(&m).unwrap();
+        scaled_in_place.scale_recurrent_weight(0, 3.0);
+        for (name, v) in vm.data().lock().unwrap().iter() {
+            if name == "rnn.weight_hh_l0" {
+                v.set(&v.as_tensor().affine(3.0, 0.0).unwrap()).unwrap();
+            }
+        }
+        let m =
+            GraphModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let built_scaled = StreamModel::new(&m).unwrap();
+        assert_eq!(
+            scaled_in_place.recurrent_weight(0),
+            built_scaled.recurrent_weight(0)
+        );
+        let (mut a, mut b) = (scaled_in_place.zero_state(), built_scaled.zero_state());
+        for (t, &x) in ids.iter().enumerate() {
+            scaled_in_place.step(&mut a, x);
+            built_scaled.step(&mut b, x);
+            for (p, q) in scaled_in_place
+                .log_probs(&a)
+                .iter()
+                .zip(built_scaled.log_probs(&b))
+            {
+                assert!(
+                    (p - q).abs() <= 1e-5 * q.abs().max(1.0),
+                    "{cell} t={t}: log p {p} after scaling in place, {q} built scaled"
+                );
+            }
+        }
+    }
 }

@@ -3,8 +3,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, RNN};
+use elman::cell::Activation;
 use elman::cell::CellKind;
-use elman::model::{cross_entropy, init_params, Activation, Dropout, ElmanLM, ModelConfig};
+use elman::config::ModelConfig;
+use elman::model::{cross_entropy, init_params, GraphModel};
+use elman::stochastic::Dropout;
 use std::collections::HashMap;
 
 fn tensors(pairs: &[(&str, Vec<f64>, Vec<usize>)]) -> HashMap<String, Tensor> {
@@ -44,7 +47,7 @@ fn hand_worked_forward_pass_on_two_tokens() {
         ("decoder.weight", vec![1.0, -1.0], vec![2, 1]),
         ("decoder.bias", vec![0.0, 0.2], vec![2]),
     ]);
-    let m = ElmanLM::new(cfg, VarBuilder::from_tensors(ts, DType::F64, &Device::Cpu)).unwrap();
+    let m = GraphModel::new(cfg, VarBuilder::from_tensors(ts, DType::F64, &Device::Cpu)).unwrap();
     let ids = Tensor::new(&[[0u32], [1u32]], &Device::Cpu).unwrap(); // (T=2, B=1)
     let (logits, last) = m.forward(&ids, &m.zero_state(1).unwrap()).unwrap();
     let got: Vec<Vec<f64>> = logits.to_vec2().unwrap();
@@ -86,7 +89,7 @@ fn sigmoid_is_the_logistic_function() {
         ("decoder.weight", vec![1.0, -1.0], vec![2, 1]),
         ("decoder.bias", vec![0.0, 0.2], vec![2]),
     ]);
-    let m = ElmanLM::new(cfg, VarBuilder::from_tensors(ts, DType::F64, &Device::Cpu)).unwrap();
+    let m = GraphModel::new(cfg, VarBuilder::from_tensors(ts, DType::F64, &Device::Cpu)).unwrap();
     let ids = Tensor::new(&[[0u32]], &Device::Cpu).unwrap();
     let (_, last) = m.forward(&ids, &m.zero_state(1).unwrap()).unwrap();
     let h: Vec<Vec<f64>> = last[0].to_vec2().unwrap();
@@ -94,7 +97,7 @@ fn sigmoid_is_the_logistic_function() {
 }
 
 /// Loss of a fixed window as a function of the parameters (f64 throughout).
-fn loss_of(m: &ElmanLM, ids: &Tensor, tgt: &Tensor, h0: &[Tensor], masks: &[Tensor]) -> Tensor {
+fn loss_of(m: &GraphModel, ids: &Tensor, tgt: &Tensor, h0: &[Tensor], masks: &[Tensor]) -> Tensor {
     let (logits, _) = m.forward_masked(ids, h0, masks).unwrap();
     cross_entropy(&logits, tgt).unwrap()
 }
@@ -125,7 +128,7 @@ fn gradcheck_cfg(cfg: ModelConfig, dropout: Option<f32>) {
     for (_, v) in varmap.data().lock().unwrap().iter() {
         v.set(&v.as_tensor().affine(2.5, 0.0).unwrap()).unwrap();
     }
-    let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
+    let m = GraphModel::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
     let (t, b) = (6usize, 3usize);
     let ids: Vec<u32> = (0..t * b).map(|i| ((i * 7 + 3) % 5) as u32).collect();
     let tgt: Vec<u32> = (0..t * b).map(|i| ((i * 3 + 1) % 5) as u32).collect();
@@ -287,7 +290,7 @@ fn elman_layer_fits_candle_rnn_trait() {
         tied: false,
     };
     let varmap = init_params(&cfg, 3, DType::F64, &dev).unwrap();
-    let m = ElmanLM::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
+    let m = GraphModel::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
     fn generic_seq<R: RNN>(r: &R, input: &Tensor) -> Tensor {
         let states = r.seq(input).unwrap();
         r.states_to_tensor(&states).unwrap()
@@ -405,7 +408,7 @@ fn gated_layers_equal_candle_nns_lstm_and_gru() {
         };
         let vm = init_params(&cfg, 11, DType::F32, &dev).unwrap();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-        let m = ElmanLM::new(cfg, vb.clone()).unwrap();
+        let m = GraphModel::new(cfg, vb.clone()).unwrap();
         let ours = m.layers[0].seq(&ids_bt).unwrap();
         let ours: Vec<Vec<f32>> = ours
             .iter()

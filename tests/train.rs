@@ -303,7 +303,8 @@ fn the_plateau_schedule_halves_the_rate_when_validation_stalls() {
 
 #[test]
 fn evaluations_are_spaced_out_where_validation_is_expensive_and_close_on_a_small_text() {
-    use elman::model::{Activation, ModelConfig};
+    use elman::cell::Activation;
+    use elman::config::ModelConfig;
     use elman::train::default_eval_every;
     let training = |samples: Option<usize>| -> checkpoint::TrainConfig {
         serde_json::from_value(serde_json::json!({
@@ -551,9 +552,9 @@ fn the_defaults_follow_the_text_and_the_budget() {
     assert_eq!((s.hidden, s.embed, s.tied), (64, Some(64), true));
 
     // How often a budget reads the text: the nearest rule, time at the nominal rate.
-    let mc = elman::model::ModelConfig {
+    let mc = elman::config::ModelConfig {
         embed: Some(64),
-        ..elman::model::ModelConfig::new(65, 512)
+        ..elman::config::ModelConfig::new(65, 512)
     };
     let tc: checkpoint::TrainConfig = serde_json::from_value(serde_json::json!({
         "batch": 32, "bptt": 64, "optimizer": "adam", "lr": 0.003, "clip": 5.0,

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use elman::checkpoint;
-use elman::infer::Engine;
+use elman::infer::StreamModel;
 use std::path::Path;
 
 /// Sentences made from a few Chinese templates (things that fly over places, things on the road).
@@ -86,7 +86,7 @@ fn chinese_word_model_ranks_multi_word_candidates() {
 
     // The scores are the model's: recompute them independently from the checkpoint.
     let loaded = checkpoint::load(&d.join("zh"), &candle_core::Device::Cpu).unwrap();
-    let engine = Engine::new(&loaded.model).unwrap();
+    let engine = StreamModel::new(&loaded.model).unwrap();
     let vocab = &loaded.vocab;
     let prompt = vocab.encode("天空飞过一只").unwrap();
     let words: Vec<&str> = prompt.iter().map(|&i| vocab.token(i)).collect();

@@ -7,19 +7,16 @@
 //! backward  dP_t = (dS_t + dP_{t+1}·W) ⊙ σ′(S_t)       σ′ from the output: 1 − s², s(1 − s), [s > 0]
 //! ```
 
-use super::{
-    BwdBufs, Cell, CellKind, EngineWeights, GraphWeights, LayerBuf, LayerBwd, LayerFwd, LayerInput,
-    PreGrad, StateGrad, StepRecord, Window,
-};
-use crate::fast::columns;
+use super::fused::{BwdBufs, FusedCell, LayerBuf, LayerBwd, LayerFwd, LayerInput, PreGrad, Window};
+use super::graph::{GraphCell, GraphWeights, LayerState};
+use super::kind::{Activation, CellKind};
+use super::seam::Cell;
+use super::stream::{add_recurrent_gradient, StateGrad, StepRecord, StreamCell, StreamWeights};
+use crate::kernels::columns;
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_bwd, act_fwd, act_fwd_add, scoring_tanh};
+use crate::kernels::math::{act_bwd, act_fwd, act_fwd_add, scoring_tanh, Nonlinearity};
 use crate::kernels::packed;
-use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
-
-/// Half-width of the uniform initialisation of layer 0's one-hot input columns.
-pub const INPUT_INIT_BOUND: f64 = 0.9;
 
 /// The Elman cell with its nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,32 +29,37 @@ impl Cell for Elman {
         CellKind::Elman
     }
 
-    fn gates(&self) -> usize {
-        1
-    }
-
-    fn init_bound(&self, p: Param, cfg: &ModelConfig) -> f64 {
-        let bound = 1.0 / (cfg.hidden as f64).sqrt();
-        // Layer 0's input is one-hot, so each column of Uᵀ is a token's whole input vector:
-        // give it the scale of an embedding (std ≈ 0.5, as nn.Embedding · W_ih gives PyTorch
-        // users) rather than ±1/√H, which starts the input signal ~20× weaker at H = 512.
-        match p {
-            Param::WeightIh(0) => INPUT_INIT_BOUND.max(bound),
-            _ => bound,
-        }
-    }
-
     fn input_bias(&self, b_ih: &[f32], b_hh: &[f32], out: &mut [f32]) {
         out.iter_mut()
             .zip(b_ih.iter().zip(b_hh))
             .for_each(|(o, (a, b))| *o = a + b);
     }
 
-    fn graph_input_bias(&self, b_ih: &Tensor, b_hh: &Tensor) -> candle_core::Result<Tensor> {
+    fn gradient_bound_rate(&self, w_hh_norm: f64) -> Option<f64> {
+        Some(w_hh_norm * self.act.max_slope())
+    }
+
+    fn graph(&self) -> &dyn GraphCell {
+        self
+    }
+
+    fn fused(&self) -> &dyn FusedCell {
+        self
+    }
+
+    fn stream(&self) -> &dyn StreamCell {
+        self
+    }
+}
+
+// ── The graph form ─────────────────────────────────────────────────────────────────────
+
+impl GraphCell for Elman {
+    fn input_bias(&self, b_ih: &Tensor, b_hh: &Tensor) -> candle_core::Result<Tensor> {
         b_ih + b_hh
     }
 
-    fn graph_step(
+    fn step(
         &self,
         w: &GraphWeights,
         x_proj: &Tensor,
@@ -65,11 +67,19 @@ impl Cell for Elman {
     ) -> candle_core::Result<LayerState> {
         let pre = (x_proj + state.h.matmul(&w.w_hh_t)?)?.broadcast_add(&w.bias)?;
         Ok(LayerState {
-            h: self.act.apply(&pre)?,
+            h: match self.act {
+                Activation::Tanh => pre.tanh()?,
+                Activation::Sigmoid => candle_nn::ops::sigmoid(&pre)?,
+                Activation::Relu => pre.relu()?,
+            },
             c: None,
         })
     }
+}
 
+// ── The fused CPU form ─────────────────────────────────────────────────────────────────
+
+impl FusedCell for Elman {
     fn forward_layer(&self, cx: &LayerFwd, input: &LayerInput, buf: &mut LayerBuf) {
         let Window { t_len, b, h } = cx.win;
         let (bh, rows) = (b * h, t_len * b);
@@ -111,6 +121,11 @@ impl Cell for Elman {
         }
     }
 
+    fn splits_steps(&self, _h: usize) -> bool {
+        // A step is split by columns of W, at any H.
+        true
+    }
+
     fn backward_layer(&self, cx: &LayerBwd, buf: &LayerBuf, g: &mut BwdBufs) -> PreGrad {
         let Window { t_len, b, h } = cx.win;
         let d_out = &mut *g.d_out;
@@ -122,14 +137,22 @@ impl Cell for Elman {
             if t + 1 < t_len {
                 packed::matmul(b, cur, h, true, &next[..bh], h, cx.w_bwd);
             }
-            act_bwd(self.act, cur, &hs[(t + 1) * bh..(t + 2) * bh]);
+            act_bwd(self.kernel(), cur, &hs[(t + 1) * bh..(t + 2) * bh]);
         }
         PreGrad::InPlace
     }
+}
 
-    fn engine_step(
+// ── The batch-1 form ───────────────────────────────────────────────────────────────────
+
+impl StreamCell for Elman {
+    fn scratch_len(&self, h: usize) -> usize {
+        h
+    }
+
+    fn step(
         &self,
-        w: &EngineWeights,
+        w: &StreamWeights,
         x_proj: &[f32],
         rec: &[f32],
         h: &mut [f32],
@@ -139,12 +162,12 @@ impl Cell for Elman {
         for (i, p) in h.iter_mut().enumerate() {
             *p = x_proj[i] + (rec[i] + w.bias[i]);
         }
-        act_fwd(self.act, h);
+        act_fwd(self.kernel(), h);
     }
 
-    fn engine_backward(
+    fn backward(
         &self,
-        w: &EngineWeights,
+        w: &StreamWeights,
         after: &StepRecord,
         _before: &StepRecord,
         d: &mut StateGrad,
@@ -156,23 +179,20 @@ impl Cell for Elman {
             *o = self.act.derivative_from_output(si) as f64 * dd;
         }
         d.h.iter_mut().for_each(|x| *x = 0.0);
-        for (i, &si) in scaled.iter().enumerate() {
-            if si == 0.0 {
-                continue;
-            }
-            let row = &w.w_hh[i * h..(i + 1) * h];
-            for (x, &r) in d.h.iter_mut().zip(row) {
-                *x += si * r as f64;
-            }
-        }
-    }
-
-    fn gradient_bound_rate(&self, w_hh_norm: f64) -> Option<f64> {
-        Some(w_hh_norm * self.act.max_slope())
+        add_recurrent_gradient(&w.w_hh, scaled, &mut d.h);
     }
 }
 
 impl Elman {
+    /// Its nonlinearity as the element-wise kernels name it.
+    fn kernel(&self) -> Nonlinearity {
+        match self.act {
+            Activation::Tanh => Nonlinearity::Tanh,
+            Activation::Sigmoid => Nonlinearity::Sigmoid,
+            Activation::Relu => Nonlinearity::Relu,
+        }
+    }
+
     /// `row` (columns `c0..` of stream j's product at step t; the table's rows are `h` wide)
     /// becomes σ(row + P). `scoring`: nothing will be differentiated, so tanh may take
     /// `scoring_tanh`'s faster road.
@@ -202,8 +222,8 @@ impl Elman {
         };
         match (add, scoring && self.act == Activation::Tanh) {
             (_, true) => scoring_tanh(row, add),
-            (Some(add), false) => act_fwd_add(self.act, row, add),
-            (None, false) => act_fwd(self.act, row),
+            (Some(add), false) => act_fwd_add(self.kernel(), row, add),
+            (None, false) => act_fwd(self.kernel(), row),
         }
     }
 

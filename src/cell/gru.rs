@@ -18,15 +18,15 @@
 //! dh(t−1) = recurrent side · W_hh + dh ⊙ z
 //! ```
 
-use super::{
-    BwdBufs, Cell, CellKind, EngineWeights, GraphWeights, LayerBuf, LayerBwd, LayerFwd, LayerInput,
-    PreGrad, StateGrad, StepRecord, Window,
-};
-use crate::fast::columns;
+use super::fused::{BwdBufs, FusedCell, LayerBuf, LayerBwd, LayerFwd, LayerInput, PreGrad, Window};
+use super::graph::{GraphCell, GraphWeights, LayerState};
+use super::kind::CellKind;
+use super::seam::Cell;
+use super::stream::{add_recurrent_gradient, StateGrad, StepRecord, StreamCell, StreamWeights};
+use crate::kernels::columns;
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_fwd, act_fwd_add, scoring_sigmoid, scoring_tanh};
+use crate::kernels::math::{act_fwd, act_fwd_add, scoring_sigmoid, scoring_tanh, Nonlinearity};
 use crate::kernels::packed;
-use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
 
 /// The GRU cell.
@@ -38,18 +38,6 @@ impl Cell for Gru {
         CellKind::Gru
     }
 
-    fn gates(&self) -> usize {
-        3
-    }
-
-    fn init_bound(&self, p: Param, cfg: &ModelConfig) -> f64 {
-        let bound = 1.0 / (cfg.hidden as f64).sqrt();
-        match p {
-            Param::WeightIh(0) => super::elman::INPUT_INIT_BOUND.max(bound),
-            _ => bound,
-        }
-    }
-
     fn input_bias(&self, b_ih: &[f32], b_hh: &[f32], out: &mut [f32]) {
         let h2 = 2 * out.len() / 3;
         for (q, o) in out.iter_mut().enumerate() {
@@ -57,14 +45,34 @@ impl Cell for Gru {
         }
     }
 
-    fn graph_input_bias(&self, b_ih: &Tensor, b_hh: &Tensor) -> candle_core::Result<Tensor> {
+    fn gradient_bound_rate(&self, _w_hh_norm: f64) -> Option<f64> {
+        None
+    }
+
+    fn graph(&self) -> &dyn GraphCell {
+        self
+    }
+
+    fn fused(&self) -> &dyn FusedCell {
+        self
+    }
+
+    fn stream(&self) -> &dyn StreamCell {
+        self
+    }
+}
+
+// ── The graph form ─────────────────────────────────────────────────────────────────────
+
+impl GraphCell for Gru {
+    fn input_bias(&self, b_ih: &Tensor, b_hh: &Tensor) -> candle_core::Result<Tensor> {
         let h = b_hh.dim(0)? / 3;
         let rz = b_hh.narrow(0, 0, 2 * h)?;
         let zeros = Tensor::zeros(h, b_hh.dtype(), b_hh.device())?;
         b_ih + Tensor::cat(&[&rz, &zeros], 0)?
     }
 
-    fn graph_step(
+    fn step(
         &self,
         w: &GraphWeights,
         x_proj: &Tensor,
@@ -81,6 +89,15 @@ impl Cell for Gru {
         // (1 − z) ⊙ n + z ⊙ h
         let next = ((&z * &state.h)? + ((1.0 - &z)? * n)?)?;
         Ok(LayerState { h: next, c: None })
+    }
+}
+
+// ── The fused CPU form ─────────────────────────────────────────────────────────────────
+
+impl FusedCell for Gru {
+    fn splits_recurrent_grad(&self) -> bool {
+        // r multiplies only the recurrent part of n.
+        true
     }
 
     fn layer_buf(&self, win: Window) -> LayerBuf {
@@ -202,16 +219,20 @@ impl Cell for Gru {
         }
         PreGrad::Split
     }
+}
 
-    fn engine_scratch(&self, h: usize) -> usize {
-        // r, z, n and the recurrent n term (what `engine_backward` reads), then the input term
+// ── The batch-1 form ───────────────────────────────────────────────────────────────────
+
+impl StreamCell for Gru {
+    fn scratch_len(&self, h: usize) -> usize {
+        // r, z, n and the recurrent n term (what `StreamCell::backward` reads), then the input term
         // with its bias (3H) and h(t−1) (H).
         8 * h
     }
 
-    fn engine_step(
+    fn step(
         &self,
-        w: &EngineWeights,
+        w: &StreamWeights,
         x_proj: &[f32],
         rec: &[f32],
         h: &mut [f32],
@@ -229,9 +250,9 @@ impl Cell for Gru {
         step_pointwise(row, x, &w.b_hh[2 * hdim..3 * hdim], h_prev, h, false);
     }
 
-    fn engine_backward(
+    fn backward(
         &self,
-        w: &EngineWeights,
+        w: &StreamWeights,
         after: &StepRecord,
         before: &StepRecord,
         d: &mut StateGrad,
@@ -255,19 +276,7 @@ impl Cell for Gru {
             // The direct path first; the products are added below.
             d.h[k] = dh * z;
         }
-        for (q, &dq) in d_rec.iter().enumerate() {
-            if dq == 0.0 {
-                continue;
-            }
-            let row = &w.w_hh[q * h..(q + 1) * h];
-            for (x, &r) in d.h.iter_mut().zip(row) {
-                *x += dq * r as f64;
-            }
-        }
-    }
-
-    fn gradient_bound_rate(&self, _w_hh_norm: f64) -> Option<f64> {
-        None
+        add_recurrent_gradient(&w.w_hh, d_rec, &mut d.h);
     }
 }
 
@@ -293,7 +302,7 @@ fn step_pointwise(
     if scoring {
         scoring_sigmoid(rz, Some(&x[..2 * h]));
     } else {
-        act_fwd_add(Activation::Sigmoid, rz, &x[..2 * h]);
+        act_fwd_add(Nonlinearity::Sigmoid, rz, &x[..2 * h]);
     }
     let (r, z) = rz.split_at(h);
     for k in 0..h {
@@ -302,7 +311,7 @@ fn step_pointwise(
     if scoring {
         scoring_tanh(n, None);
     } else {
-        act_fwd(Activation::Tanh, n);
+        act_fwd(Nonlinearity::Tanh, n);
     }
     for k in 0..h {
         out[k] = (1.0 - z[k]) * n[k] + z[k] * h_prev[k];

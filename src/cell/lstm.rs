@@ -15,15 +15,15 @@
 //! dP_o = dh ⊙ tanh c(t) ⊙ o(1−o)                     dh(t−1) += dP · W_hh
 //! ```
 
-use super::{
-    BwdBufs, Cell, CellKind, EngineWeights, GraphWeights, LayerBuf, LayerBwd, LayerFwd, LayerInput,
-    PreGrad, StateGrad, StepRecord, Window,
-};
-use crate::fast::columns;
+use super::fused::{BwdBufs, FusedCell, LayerBuf, LayerBwd, LayerFwd, LayerInput, PreGrad, Window};
+use super::graph::{GraphCell, GraphWeights, LayerState};
+use super::kind::CellKind;
+use super::seam::Cell;
+use super::stream::{add_recurrent_gradient, StateGrad, StepRecord, StreamCell, StreamWeights};
+use crate::kernels::columns;
 use crate::kernels::gemm::{add_rows, mm};
-use crate::kernels::math::{act_fwd, lstm_scoring_step};
+use crate::kernels::math::{act_fwd, lstm_scoring_step, Nonlinearity};
 use crate::kernels::packed;
-use crate::model::{Activation, LayerState, ModelConfig, Param};
 use candle_core::Tensor;
 
 /// The LSTM cell.
@@ -35,35 +35,37 @@ impl Cell for Lstm {
         CellKind::Lstm
     }
 
-    fn gates(&self) -> usize {
-        4
-    }
-
-    fn carried(&self) -> usize {
-        2
-    }
-
-    fn init_bound(&self, p: Param, cfg: &ModelConfig) -> f64 {
-        let bound = 1.0 / (cfg.hidden as f64).sqrt();
-        // The one-hot input's columns are whole input vectors, as for the Elman cell: the scale of
-        // an embedding times W_ih, not ±1/√H.
-        match p {
-            Param::WeightIh(0) => super::elman::INPUT_INIT_BOUND.max(bound),
-            _ => bound,
-        }
-    }
-
     fn input_bias(&self, b_ih: &[f32], b_hh: &[f32], out: &mut [f32]) {
         out.iter_mut()
             .zip(b_ih.iter().zip(b_hh))
             .for_each(|(o, (a, b))| *o = a + b);
     }
 
-    fn graph_input_bias(&self, b_ih: &Tensor, b_hh: &Tensor) -> candle_core::Result<Tensor> {
+    fn gradient_bound_rate(&self, _w_hh_norm: f64) -> Option<f64> {
+        None
+    }
+
+    fn graph(&self) -> &dyn GraphCell {
+        self
+    }
+
+    fn fused(&self) -> &dyn FusedCell {
+        self
+    }
+
+    fn stream(&self) -> &dyn StreamCell {
+        self
+    }
+}
+
+// ── The graph form ─────────────────────────────────────────────────────────────────────
+
+impl GraphCell for Lstm {
+    fn input_bias(&self, b_ih: &Tensor, b_hh: &Tensor) -> candle_core::Result<Tensor> {
         b_ih + b_hh
     }
 
-    fn graph_step(
+    fn step(
         &self,
         w: &GraphWeights,
         x_proj: &Tensor,
@@ -80,7 +82,11 @@ impl Cell for Lstm {
         let h = (o * c.tanh()?)?;
         Ok(LayerState { h, c: Some(c) })
     }
+}
 
+// ── The fused CPU form ─────────────────────────────────────────────────────────────────
+
+impl FusedCell for Lstm {
     fn layer_buf(&self, win: Window) -> LayerBuf {
         let n = (win.t_len + 1) * win.b * win.h;
         LayerBuf {
@@ -162,7 +168,7 @@ impl Cell for Lstm {
                 let c = &buf.cells[(t + 1) * bh + j * h..(t + 1) * bh + (j + 1) * h];
                 let c_prev = &buf.cells[t * bh + j * h..t * bh + (j + 1) * h];
                 tc.copy_from_slice(c);
-                act_fwd(Activation::Tanh, tc);
+                act_fwd(Nonlinearity::Tanh, tc);
                 let dp = &mut g.d_pre[t * bg + j * g4..t * bg + (j + 1) * g4];
                 let dh = &dh[j * h..(j + 1) * h];
                 let carry = &mut carry[j * h..(j + 1) * h];
@@ -185,15 +191,19 @@ impl Cell for Lstm {
         }
         PreGrad::Gates
     }
+}
 
-    fn engine_scratch(&self, h: usize) -> usize {
+// ── The batch-1 form ───────────────────────────────────────────────────────────────────
+
+impl StreamCell for Lstm {
+    fn scratch_len(&self, h: usize) -> usize {
         // The four gates, then c(t−1).
         5 * h
     }
 
-    fn engine_step(
+    fn step(
         &self,
-        w: &EngineWeights,
+        w: &StreamWeights,
         x_proj: &[f32],
         rec: &[f32],
         h: &mut [f32],
@@ -209,9 +219,9 @@ impl Cell for Lstm {
         step_pointwise(pre, c_prev, c, h);
     }
 
-    fn engine_backward(
+    fn backward(
         &self,
-        w: &EngineWeights,
+        w: &StreamWeights,
         after: &StepRecord,
         before: &StepRecord,
         d: &mut StateGrad,
@@ -236,19 +246,7 @@ impl Cell for Lstm {
         }
         // dh(t−1) = W_hhᵀ dP.
         d.h.iter_mut().for_each(|x| *x = 0.0);
-        for (q, &dq) in dp.iter().enumerate() {
-            if dq == 0.0 {
-                continue;
-            }
-            let row = &w.w_hh[q * h..(q + 1) * h];
-            for (x, &r) in d.h.iter_mut().zip(row) {
-                *x += dq * r as f64;
-            }
-        }
-    }
-
-    fn gradient_bound_rate(&self, _w_hh_norm: f64) -> Option<f64> {
-        None
+        add_recurrent_gradient(&w.w_hh, dp, &mut d.h);
     }
 }
 
@@ -309,14 +307,14 @@ fn step_pointwise(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32
     let n = h.len();
     let (ifg, og) = gates.split_at_mut(3 * n);
     let (if_, gg) = ifg.split_at_mut(2 * n);
-    act_fwd(Activation::Sigmoid, if_);
-    act_fwd(Activation::Sigmoid, og);
-    act_fwd(Activation::Tanh, gg);
+    act_fwd(Nonlinearity::Sigmoid, if_);
+    act_fwd(Nonlinearity::Sigmoid, og);
+    act_fwd(Nonlinearity::Tanh, gg);
     let (ig, fg) = if_.split_at(n);
     for k in 0..n {
         c[k] = fg[k] * c_prev[k] + ig[k] * gg[k];
         h[k] = c[k];
     }
-    act_fwd(Activation::Tanh, h);
+    act_fwd(Nonlinearity::Tanh, h);
     h.iter_mut().zip(og.iter()).for_each(|(x, o)| *x *= o);
 }

@@ -18,8 +18,9 @@
 mod save;
 pub use save::*;
 
+use crate::config::ModelConfig;
 use crate::corpus::file_error;
-use crate::model::{ElmanLM, ModelConfig};
+use crate::model::GraphModel;
 use crate::optim::OptimizerKind;
 use crate::vocab::{Level, Vocab};
 use anyhow::{anyhow, bail, Context, Result};
@@ -38,10 +39,7 @@ pub const FORMAT_VERSION: u32 = 2;
 /// The format version a checkpoint of `mc` is written with: the oldest that describes it, so that
 /// an older elman reads what it can and names the upgrade for what it cannot.
 pub fn format_version_for(mc: &ModelConfig) -> u32 {
-    match mc.cell {
-        crate::cell::CellKind::Elman => 1,
-        _ => 2,
-    }
+    mc.cell.format_version()
 }
 /// Size limits checked before a checkpoint file is read, so a damaged or hostile file cannot make
 /// elman allocate without bound.
@@ -76,7 +74,7 @@ fn yes() -> bool {
 }
 
 /// How the learning rate moves over a run (`train --schedule`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
     /// Falls linearly from --lr to 0 over the budget (--time, --steps or --epochs, whichever ends
     /// first): the run ends settled, whatever its length.
@@ -220,7 +218,7 @@ pub struct Loaded {
     pub dir: PathBuf,
     pub config: Config,
     pub vocab: Vocab,
-    pub model: ElmanLM,
+    pub model: GraphModel,
 }
 
 /// Resolves `checkpoints/NAME`, or a bare `NAME` that exists under `checkpoints/`.
@@ -415,9 +413,9 @@ pub fn model_from_tensors(
     ts: HashMap<String, Tensor>,
     dtype: DType,
     dev: &Device,
-) -> Result<ElmanLM> {
+) -> Result<GraphModel> {
     let vb = VarBuilder::from_tensors(ts, dtype, dev);
-    Ok(ElmanLM::new(*cfg, vb)?)
+    Ok(GraphModel::new(*cfg, vb)?)
 }
 
 /// Reads `metrics.jsonl` (missing file: no metrics).

@@ -3,6 +3,7 @@
 //! replaces a checkpoint folder whole.
 
 use super::*;
+use crate::optim::OptimizerSlot;
 
 /// One tensor of a safetensors file a save streams out: a candle tensor (F32, turned into bytes
 /// only when its turn to be written comes) or f32 data borrowed as it lies (the optimizer's
@@ -91,15 +92,8 @@ pub struct Snapshot<'a> {
     pub state: Vec<(String, Entry<'a>)>,
     pub state_meta: HashMap<String, String>,
     pub metrics: &'a [Metric],
-}
-
-/// One optimizer slot of one parameter, borrowed as it lies (Adam's `exp_avg` of
-/// `rnn.weight_hh_l0`, say).
-pub struct OptimizerSlot<'a> {
-    pub slot: &'static str,
-    pub param: &'a str,
-    pub data: &'a [f32],
-    pub shape: Vec<usize>,
+    /// `loss.svg`: the training curves as a picture (`None`: none to draw).
+    pub loss_chart: Option<&'a str>,
 }
 
 /// Everything `--resume` needs beyond `config.json`: the latest weights, the optimizer's slots,
@@ -175,10 +169,15 @@ impl<'a> TrainingState<'a> {
     /// Reads `dir`'s `state.safetensors` for a run of `config`, checking every tensor a resume
     /// needs: the weights, `slots` of the optimizer for every parameter, each layer's carried
     /// state at the run's batch.
-    pub fn read(dir: &Path, config: &Config, slots: &[&str]) -> Result<RestoredState> {
+    pub fn read(
+        dir: &Path,
+        config: &Config,
+        slots: &[&str],
+        dev: &Device,
+    ) -> Result<RestoredState> {
         let mc = &config.model;
         let path = dir.join(STATE_FILE);
-        let (mut ts, meta) = read_weights(&path, mc, PARAM_PREFIX, &Device::Cpu)
+        let (mut ts, meta) = read_weights(&path, mc, PARAM_PREFIX, dev)
             .context("reading the training state to resume")?;
         let mut take = |key: &str| {
             ts.remove(key)
@@ -236,6 +235,7 @@ pub fn save_run(
     best: Option<Vec<(String, Entry)>>,
     training: &TrainingState,
     metrics: &[Metric],
+    loss_chart: Option<&str>,
 ) -> Result<()> {
     let (state, state_meta) = training.entries()?;
     commit(
@@ -247,6 +247,7 @@ pub fn save_run(
             state,
             state_meta,
             metrics,
+            loss_chart,
         },
     )
 }
@@ -327,16 +328,9 @@ fn write_staging(dir: &Path, staging: &Path, snap: &Snapshot) -> Result<()> {
         metrics.push('\n');
     }
     write_atomic(&staging.join(METRICS_FILE), metrics.as_bytes())?;
-    // The training curves as a picture, refreshed with every save (none while all losses are
-    // non-finite: a diverged run has nothing to draw).
-    if !snap.metrics.is_empty() {
-        let name = dir
-            .file_name()
-            .map_or("run".into(), |n| n.to_string_lossy().into_owned());
-        let chart = crate::plot::loss_chart(&[(name, snap.metrics.to_vec())]);
-        if let Ok(svg) = crate::plot::svg(&chart) {
-            write_atomic(&staging.join(LOSS_CHART_FILE), svg.as_bytes())?;
-        }
+    // The training curves as a picture, refreshed with every save.
+    if let Some(svg) = snap.loss_chart {
+        write_atomic(&staging.join(LOSS_CHART_FILE), svg.as_bytes())?;
     }
     // config.json last: a staging folder without it is never mistaken for a checkpoint.
     write_atomic(

@@ -4,7 +4,14 @@
 //! version written in intrinsics.
 
 use super::Isa;
-use crate::model::Activation;
+
+/// The nonlinearities the element-wise kernels compute (a cell maps its own choice onto one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nonlinearity {
+    Tanh,
+    Sigmoid,
+    Relu,
+}
 
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
@@ -42,19 +49,19 @@ pub fn exp_f32(x: f32) -> f32 {
 }
 
 #[inline(always)]
-pub fn act_fwd_scalar(act: Activation, p: f32) -> f32 {
+pub fn act_fwd_scalar(act: Nonlinearity, p: f32) -> f32 {
     match act {
-        Activation::Tanh => {
+        Nonlinearity::Tanh => {
             // tanh(p) = 1 − 2/(e^{2p} + 1): exact at ±∞, ~1e-7 absolute near 0.
             1.0 - 2.0 / (exp_f32(2.0 * p) + 1.0)
         }
-        Activation::Sigmoid => 1.0 / (1.0 + exp_f32(-p)),
-        Activation::Relu => p.max(0.0),
+        Nonlinearity::Sigmoid => 1.0 / (1.0 + exp_f32(-p)),
+        Nonlinearity::Relu => p.max(0.0),
     }
 }
 
 #[inline(always)]
-fn act_fwd_generic(act: Activation, xs: &mut [f32]) {
+fn act_fwd_generic(act: Nonlinearity, xs: &mut [f32]) {
     for x in xs {
         *x = act_fwd_scalar(act, *x);
     }
@@ -62,7 +69,7 @@ fn act_fwd_generic(act: Activation, xs: &mut [f32]) {
 
 /// `xs ← σ(xs + add)`: the input term added where the activation reads it anyway.
 #[inline(always)]
-fn act_fwd_add_generic(act: Activation, xs: &mut [f32], add: &[f32]) {
+fn act_fwd_add_generic(act: Nonlinearity, xs: &mut [f32], add: &[f32]) {
     for (x, a) in xs.iter_mut().zip(add) {
         *x = act_fwd_scalar(act, *x + a);
     }
@@ -70,11 +77,11 @@ fn act_fwd_add_generic(act: Activation, xs: &mut [f32], add: &[f32]) {
 
 /// dP = dS ⊙ σ′ written from the output s = σ(p): tanh 1 − s², sigmoid s(1 − s), relu [s > 0].
 #[inline(always)]
-fn act_bwd_generic(act: Activation, ds: &mut [f32], s: &[f32]) {
+fn act_bwd_generic(act: Nonlinearity, ds: &mut [f32], s: &[f32]) {
     match act {
-        Activation::Tanh => ds.iter_mut().zip(s).for_each(|(d, &s)| *d *= 1.0 - s * s),
-        Activation::Sigmoid => ds.iter_mut().zip(s).for_each(|(d, &s)| *d *= s * (1.0 - s)),
-        Activation::Relu => ds
+        Nonlinearity::Tanh => ds.iter_mut().zip(s).for_each(|(d, &s)| *d *= 1.0 - s * s),
+        Nonlinearity::Sigmoid => ds.iter_mut().zip(s).for_each(|(d, &s)| *d *= s * (1.0 - s)),
+        Nonlinearity::Relu => ds
             .iter_mut()
             .zip(s)
             .for_each(|(d, &s)| *d = if s > 0.0 { *d } else { 0.0 }),
@@ -145,9 +152,9 @@ fn nll_generic(row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64 {
     (exp_in_place_sum(tmp, m) as f64).ln() - below
 }
 
-dispatch!(pub act_fwd / act_fwd_on, act_fwd_generic, (act: Activation, xs: &mut [f32]) -> ());
-dispatch!(pub act_fwd_add / act_fwd_add_on, act_fwd_add_generic, (act: Activation, xs: &mut [f32], add: &[f32]) -> ());
-dispatch!(pub act_bwd / act_bwd_on, act_bwd_generic, (act: Activation, ds: &mut [f32], s: &[f32]) -> ());
+dispatch!(pub act_fwd / act_fwd_on, act_fwd_generic, (act: Nonlinearity, xs: &mut [f32]) -> ());
+dispatch!(pub act_fwd_add / act_fwd_add_on, act_fwd_add_generic, (act: Nonlinearity, xs: &mut [f32], add: &[f32]) -> ());
+dispatch!(pub act_bwd / act_bwd_on, act_bwd_generic, (act: Nonlinearity, ds: &mut [f32], s: &[f32]) -> ());
 dispatch!(pub softmax_ce / softmax_ce_on, softmax_ce_generic, (row: &mut [f32], y: usize, scale: f32) -> f64);
 dispatch!(pub nll / nll_on, nll_generic, (row: &[f32], bias: &[f32], y: usize, tmp: &mut [f32]) -> f64);
 
@@ -176,8 +183,8 @@ pub fn scoring_tanh_on(isa: Isa, xs: &mut [f32], add: Option<&[f32]>) {
         return;
     }
     match add {
-        Some(add) => act_fwd_add_on(isa, Activation::Tanh, xs, add),
-        None => act_fwd_on(isa, Activation::Tanh, xs),
+        Some(add) => act_fwd_add_on(isa, Nonlinearity::Tanh, xs, add),
+        None => act_fwd_on(isa, Nonlinearity::Tanh, xs),
     }
 }
 
@@ -275,7 +282,7 @@ pub fn lstm_scoring_step_on(
 
 #[cfg(target_arch = "x86_64")]
 mod tanh_avx2 {
-    use super::{act_fwd_scalar, Activation, EXP_Q, LN2_HI, LN2_LO, LOG2E};
+    use super::{act_fwd_scalar, Nonlinearity, EXP_Q, LN2_HI, LN2_LO, LOG2E};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -298,7 +305,7 @@ mod tanh_avx2 {
         }
         for (k, x) in xs.iter_mut().enumerate().skip(i) {
             let a = add.map_or(0.0, |a| a[k]);
-            *x = act_fwd_scalar(Activation::Tanh, *x + a);
+            *x = act_fwd_scalar(Nonlinearity::Tanh, *x + a);
         }
     }
 
@@ -436,7 +443,7 @@ mod tanh_avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod tanh_avx512 {
-    use super::{act_fwd_scalar, Activation, EXP_Q, LN2_HI, LN2_LO, LOG2E};
+    use super::{act_fwd_scalar, Nonlinearity, EXP_Q, LN2_HI, LN2_LO, LOG2E};
     use std::arch::x86_64::*;
 
     /// [`super::tanh_avx2::tanh_add`] sixteen lanes at a time, the tail in one masked step.
@@ -461,7 +468,7 @@ mod tanh_avx512 {
         }
         for (k, x) in xs.iter_mut().enumerate().skip(i) {
             let a = add.map_or(0.0, |a| a[k]);
-            *x = act_fwd_scalar(Activation::Tanh, *x + a);
+            *x = act_fwd_scalar(Nonlinearity::Tanh, *x + a);
         }
     }
 
@@ -628,14 +635,14 @@ mod tests {
         while x < 20.0 {
             let e = exp_f32(x) as f64;
             worst_exp = worst_exp.max(((e - (x as f64).exp()) / (x as f64).exp()).abs());
-            let t = act_fwd_scalar(Activation::Tanh, x) as f64;
+            let t = act_fwd_scalar(Nonlinearity::Tanh, x) as f64;
             worst_tanh = worst_tanh.max((t - (x as f64).tanh()).abs());
             x += 0.001;
         }
         assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
         assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh}");
-        assert_eq!(act_fwd_scalar(Activation::Tanh, 100.0), 1.0);
-        assert_eq!(act_fwd_scalar(Activation::Tanh, -100.0), -1.0);
+        assert_eq!(act_fwd_scalar(Nonlinearity::Tanh, 100.0), 1.0);
+        assert_eq!(act_fwd_scalar(Nonlinearity::Tanh, -100.0), -1.0);
     }
 
     #[test]
@@ -766,20 +773,24 @@ mod tests {
         for isa in levels {
             for n in [1usize, 7, 8, 9, 31, 65, 256, 1000] {
                 let (x, y) = (row(n, 1), row(n, 2));
-                for act in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+                for act in [
+                    Nonlinearity::Tanh,
+                    Nonlinearity::Sigmoid,
+                    Nonlinearity::Relu,
+                ] {
                     let (mut a, mut b) = (x.clone(), x.clone());
                     act_fwd_on(isa, act, &mut a);
                     act_fwd_on(Isa::Portable, act, &mut b);
                     assert!(
                         a.iter().zip(&b).all(|(a, b)| close(*a, *b, 1e-6)),
-                        "{isa} {act} fwd"
+                        "{isa} {act:?} fwd"
                     );
                     let (mut a, mut b) = (x.clone(), x.clone());
                     act_fwd_add_on(isa, act, &mut a, &y);
                     act_fwd_add_on(Isa::Portable, act, &mut b, &y);
                     assert!(
                         a.iter().zip(&b).all(|(a, b)| close(*a, *b, 1e-6)),
-                        "{isa} {act} add"
+                        "{isa} {act:?} add"
                     );
                     let s: Vec<f32> = b.clone();
                     let (mut a, mut b) = (y.clone(), y.clone());
@@ -787,7 +798,7 @@ mod tests {
                     act_bwd_on(Isa::Portable, act, &mut b, &s);
                     assert!(
                         a.iter().zip(&b).all(|(a, b)| close(*a, *b, 1e-6)),
-                        "{isa} {act} bwd"
+                        "{isa} {act:?} bwd"
                     );
                 }
                 let target = n / 2;

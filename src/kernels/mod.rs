@@ -137,6 +137,7 @@ macro_rules! dispatch {
     };
 }
 
+pub mod columns;
 pub mod gemm;
 pub mod math;
 pub mod packed;

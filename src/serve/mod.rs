@@ -15,7 +15,7 @@
 mod api;
 
 use crate::checkpoint::{self, Loaded};
-use crate::infer::Engine;
+use crate::infer::StreamModel;
 use crate::runtime::Runtime;
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::{IpAddr, SocketAddr};
@@ -68,7 +68,7 @@ pub const LIMITS: Limits = Limits {
 pub struct Served {
     pub name: String,
     pub loaded: Loaded,
-    pub engine: Engine,
+    pub engine: StreamModel,
     /// `elman info --json` of it.
     pub info: serde_json::Value,
 }
@@ -117,7 +117,7 @@ pub fn load(args: &ServeArgs, rt: &Runtime) -> Result<AppState> {
     for m in &args.models {
         let info = crate::info::info(m, rt)?;
         let loaded = checkpoint::load(m, &rt.device)?;
-        let engine = Engine::new(&loaded.model)?;
+        let engine = StreamModel::new(&loaded.model)?;
         let name = loaded.dir.file_name().map_or_else(
             || loaded.dir.display().to_string(),
             |n| n.to_string_lossy().into(),

@@ -26,11 +26,11 @@
 //! - The learning rate and its schedule are set in `setup::train_config` (Adam 3e-3 falling
 //!   linearly to 0: with the schedule a higher start pays).
 
+use super::options::Hyper;
 use super::schedule::training_flops_per_token;
-use super::setup::Hyper;
 use crate::cell::CellKind;
 use crate::checkpoint::TrainConfig;
-use crate::model::ModelConfig;
+use crate::config::ModelConfig;
 use crate::vocab::Level;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ pub const TIE_READINGS: f64 = 100.0;
 pub fn shape(h: &Hyper, level: Level, vocab: usize, readings: impl Fn(&Shape) -> f64) -> Shape {
     let mut chosen = Vec::new();
     let small = vocab <= SMALL_VOCAB;
-    let gated = h.cell.is_some_and(|c| c != CellKind::Elman);
+    let gated = h.cell.is_some_and(CellKind::is_gated);
     let hidden = h.hidden.unwrap_or_else(|| {
         // A gated cell's step costs 3–4 recurrent products: at 256 an LSTM's step costs what the
         // Elman cell's does at 512.
@@ -166,7 +166,7 @@ pub fn planned_epochs(
 pub fn dropout(planned_epochs: f64, vocab: usize, cell: CellKind) -> f64 {
     let (light, heavy) = if vocab > SMALL_VOCAB {
         (10.0, 10.0)
-    } else if cell != CellKind::Elman {
+    } else if cell.is_gated() {
         (20.0, 20.0)
     } else {
         (50.0, 100.0)

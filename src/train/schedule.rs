@@ -2,12 +2,12 @@
 //! anneals over a budget, and the `--time` durations.
 
 use crate::checkpoint::TrainConfig;
-use crate::model::ModelConfig;
+use crate::config::ModelConfig;
 use anyhow::{anyhow, Result};
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
-use super::setup::DEFAULT_EVAL_EVERY;
+use super::options::DEFAULT_EVAL_EVERY;
 
 /// Number of windows in `epoch` and the offset it starts at: each epoch starts at an offset in
 /// [0, bptt) drawn from (seed, epoch), so window edges move between epochs.

@@ -1,13 +1,15 @@
 //! A training session: the model, the optimizer and the loop's position, opened from a [`Run`]
 //! (fresh or restored from `state.safetensors`), stepped window by window, evaluated and saved.
 
+use super::interrupt::INTERRUPTED;
+use super::options::{TrainArgs, DEFAULT_EPOCHS, DEFAULT_EVAL_EVERY};
 use super::schedule::{self, epoch_plan, Budget};
-use super::setup::{Data, Run, DEFAULT_EPOCHS, DEFAULT_EVAL_EVERY};
+use super::setup::{Data, Run};
 use super::stepper::{StepResult, Stepper};
-use super::{Outcome, TrainArgs, INTERRUPTED};
 use crate::checkpoint::{self, Config, Entry, LoopState, Metric, TrainingState};
+use crate::config::ModelConfig;
 use crate::eval::{score_reporting, window};
-use crate::model::{init_params, ElmanLM, ModelConfig};
+use crate::model::{init_params, GraphModel};
 use crate::optim::Optimizer;
 use crate::runtime::Runtime;
 use anyhow::{bail, Result};
@@ -19,6 +21,18 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// How a training session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub step: u64,
+    pub stopped: String,
+    pub best_val_loss: Option<f64>,
+    pub best_val_bpc: Option<f64>,
+    /// What the user should know beyond that (a resumed run that had nothing left to do).
+    pub note: Option<String>,
+}
+
 /// Why a session stopped, as `config.json` records it.
 pub type Stopped = &'static str;
 
@@ -29,7 +43,7 @@ pub(super) struct Session<'a> {
     config: Config,
     data: Data,
     tokenizer_json: String,
-    model: ElmanLM,
+    model: GraphModel,
     opt: Optimizer,
     stepper: Stepper,
     /// The state each stream carries into the next window: each layer's h (B × H, row-major),
@@ -123,7 +137,7 @@ impl<'a> Session<'a> {
         let mut plateau_best: Option<f64> = None;
         if resuming {
             // Everything that steers the weights, as the interrupted session left it.
-            let r = TrainingState::read(&dir, &config, opt.slot_names())?;
+            let r = TrainingState::read(&dir, &config, opt.slot_names(), &rt.device)?;
             for (name, var) in &vars {
                 var.set(&r.weights[name])?;
             }
@@ -489,6 +503,17 @@ impl<'a> Session<'a> {
         };
         // A first save with no evaluation yet (interrupted early) writes the latest weights.
         let best = best || config.progress.best_step.is_none();
+        // The training curves as a picture (none while all losses are non-finite: a diverged run
+        // has nothing to draw).
+        let chart = (!self.metrics.is_empty())
+            .then(|| {
+                let name = self
+                    .dir
+                    .file_name()
+                    .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+                crate::plot::svg(&crate::plot::loss_chart(&[(name, self.metrics.clone())])).ok()
+            })
+            .flatten();
         checkpoint::save_run(
             &self.dir,
             &config,
@@ -496,15 +521,20 @@ impl<'a> Session<'a> {
             best.then_some(export),
             &training,
             &self.metrics,
+            chart.as_deref(),
         )
     }
 }
 
 /// A fresh model of `mc` drawn from `seed`, and its parameters as variables in layout order (what
 /// the optimizer updates in place).
-fn new_model(mc: &ModelConfig, seed: u64, rt: &Runtime) -> Result<(ElmanLM, Vec<(String, Var)>)> {
+fn new_model(
+    mc: &ModelConfig,
+    seed: u64,
+    rt: &Runtime,
+) -> Result<(GraphModel, Vec<(String, Var)>)> {
     let varmap: VarMap = init_params(mc, seed, DType::F32, &rt.device)?;
-    let model = ElmanLM::new(
+    let model = GraphModel::new(
         *mc,
         VarBuilder::from_varmap(&varmap, DType::F32, &rt.device),
     )?;
@@ -565,10 +595,7 @@ fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> 
             .map_or("one-hot input, ".to_string(), |e| format!("embedding {e}, ")),
         mc.hidden,
         mc.layers,
-        match mc.cell {
-            crate::cell::CellKind::Elman => mc.activation.to_string(),
-            other => other.to_string(),
-        },
+        mc.cell.short_label(mc.activation),
         if mc.tied { ", decoder tied" } else { "" },
         tc.batch,
         tc.bptt,

@@ -3,300 +3,17 @@
 //! files, or resumed from a checkpoint folder — both ending in a [`Run`]: where it is saved, its
 //! config, its vocabulary and its token ids.
 
-use super::TrainArgs;
-use crate::cell::CellKind;
+use super::options::{
+    check_hyper, Hyper, TrainArgs, DEFAULT_BATCH, DEFAULT_BPTT, DEFAULT_CLIP, DEFAULT_EVAL_EVERY,
+    DEFAULT_SAMPLES, SAMPLED_SOFTMAX_FROM,
+};
+use crate::cell::Activation;
 use crate::checkpoint::{self, Config, CorpusInfo, Progress, Schedule, TrainConfig};
-use crate::model::{Activation, ModelConfig};
+use crate::config::ModelConfig;
 use crate::optim::OptimizerKind;
 use crate::vocab::{Level, Segmenter, Vocab, VocabOptions};
 use anyhow::{anyhow, bail, Result};
 use std::path::{Path, PathBuf};
-
-/// Hyperparameters fixed by a checkpoint; `None` means "the default" for a new run and "keep" when
-/// resuming (giving one when resuming is an error, since it would break the run). The command
-/// line's `elman train` options, flattened into it.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct Hyper {
-    /// Token level: one token per character, or words and punctuation [default: char].
-    #[arg(long, value_enum, help_heading = "Vocabulary")]
-    pub level: Option<Level>,
-    /// Word level: how text is cut into words. auto: jieba for text with Chinese, else words;
-    /// words: spaces and punctuation (Chinese characters one by one); jieba: Chinese words by
-    /// jieba, other text as words; spaces: whitespace only (WikiText) [default: auto].
-    #[arg(long, value_enum, help_heading = "Vocabulary")]
-    pub segmenter: Option<Segmenter>,
-    /// Normalise the text to Unicode NFC first.
-    #[arg(long, help_heading = "Vocabulary")]
-    pub nfc: bool,
-    /// Keep only the N most frequent tokens (special tokens included); the rest become <unk>.
-    #[arg(long, value_name = "N", help_heading = "Vocabulary")]
-    pub max_vocab: Option<usize>,
-    /// Tokens seen fewer than N times become <unk> [default: 1].
-    #[arg(long, value_name = "N", help_heading = "Vocabulary")]
-    pub min_count: Option<u64>,
-
-    /// The recurrent cell: elman (the chapter's network, PyTorch's nn.RNN), lstm (nn.LSTM) or gru
-    /// (nn.GRU). The gated cells carry information further back (the chapter's answer to
-    /// vanishing gradients) at 4× and 3× the recurrence's cost per step [default: elman].
-    #[arg(long, value_enum, help_heading = "Model")]
-    pub cell: Option<CellKind>,
-    /// Hidden units per layer [default: 512 for the Elman cell at char level on a vocabulary of at
-    /// most 256 tokens (an alphabet: the decoder is cheap, so the recurrence can be wide), else 256].
-    #[arg(long, value_name = "H", help_heading = "Model")]
-    pub hidden: Option<usize>,
-    /// Read the input as an embedding of E units (PyTorch's nn.Embedding, `encoder.weight`) that
-    /// feeds the first layer through its input weights: every step trains the shared input
-    /// weights, where the one-hot U trains only the rows of the tokens it saw, so a model learns
-    /// more per token [default: 64 on a vocabulary of at most 256 tokens; on a larger one (Chinese
-    /// characters, words) the hidden size, tied to the decoder, except characters that the budget
-    /// will read 100 times or more: half the hidden size, untied].
-    #[arg(
-        long,
-        value_name = "E",
-        help_heading = "Model",
-        conflicts_with = "one_hot"
-    )]
-    pub embed: Option<usize>,
-    /// Share the decoder's weights with the input embedding (word_language_model's --tied): one
-    /// V×H matrix reads tokens in and scores them out. Implies --embed equal to --hidden
-    /// [default: on at word level, and on more than 256 characters read fewer than 100 times].
-    #[arg(long, help_heading = "Model", conflicts_with = "one_hot")]
-    pub tie: bool,
-    /// The book's model: x(t) one-hot, Uᵀx(t) a column of U (no embedding; PyTorch's nn.RNN alone).
-    #[arg(long, help_heading = "Model")]
-    pub one_hot: bool,
-    /// Stacked recurrent layers [default: 1].
-    #[arg(long, value_name = "L", help_heading = "Model")]
-    pub layers: Option<usize>,
-    /// The Elman cell's nonlinearity σ: tanh, or the book's sigmoid, or relu [default: tanh].
-    #[arg(long, value_enum, help_heading = "Model")]
-    pub activation: Option<Activation>,
-
-    /// Train the decoder with a sampled softmax of K negatives per step instead of the full one
-    /// (0 = full). Validation and every use of the model stay exact [default: 4096 for vocabularies
-    /// of 20,000 tokens or more, else 0].
-    #[arg(long, value_name = "K", help_heading = "Training")]
-    pub sampled_softmax: Option<usize>,
-    /// Parallel streams the text is cut into (the batch size) [default: 32].
-    #[arg(long, value_name = "B", help_heading = "Training")]
-    pub batch: Option<usize>,
-    /// Steps of back-propagation through time per window [default: 64].
-    #[arg(long, value_name = "T", help_heading = "Training")]
-    pub bptt: Option<usize>,
-    /// adam, adagrad or sgd [default: adam].
-    #[arg(long, value_enum, help_heading = "Training")]
-    pub optimizer: Option<OptimizerKind>,
-    /// Learning rate [default: adam 0.003 (0.002 with --schedule plateau), adagrad 0.05, sgd 1.0].
-    #[arg(
-        long,
-        value_name = "LR",
-        allow_negative_numbers = true,
-        help_heading = "Training"
-    )]
-    pub lr: Option<f64>,
-    /// Clip the global gradient norm to this (0 = off) [default: 5].
-    #[arg(
-        long,
-        value_name = "NORM",
-        allow_negative_numbers = true,
-        help_heading = "Training"
-    )]
-    pub clip: Option<f64>,
-    /// How the learning rate moves: linear falls from --lr to 0 over the run's budget (--time,
-    /// --steps or --epochs, whichever ends first), so a run of any length ends settled; plateau
-    /// keeps --lr and multiplies it by --lr-decay after --patience evaluations without improvement
-    /// (elman's rule before 0.9; on a small text it halves the rate at every evaluation once the
-    /// model starts to overfit) [default: linear].
-    #[arg(long, value_enum, value_name = "S", help_heading = "Training")]
-    pub schedule: Option<crate::checkpoint::Schedule>,
-    /// The same as --schedule linear (kept for older scripts).
-    #[arg(long, hide = true, conflicts_with = "schedule")]
-    pub anneal: bool,
-    /// --schedule plateau: multiply the learning rate by this when validation stops improving
-    /// [default: 0.5].
-    #[arg(long, value_name = "F", help_heading = "Training")]
-    pub lr_decay: Option<f64>,
-    /// --schedule plateau: evaluations without improvement before the learning rate decays
-    /// [default: 1].
-    #[arg(long, value_name = "N", help_heading = "Training")]
-    pub patience: Option<u32>,
-    /// Dropout: while training, zero each unit of a layer's output with probability P on its way
-    /// up (to the layer above and the decoder; never along the recurrence), scaling the rest by
-    /// 1/(1 − P). Fights overfitting of big models on small texts (0.2–0.5 is usual); sampling,
-    /// scoring and validation run the whole network [default: by how many times the budget will
-    /// read the text: on an alphabet 0 below 50 readings, 0.2 up to 100, 0.5 beyond (--cell lstm
-    /// or gru: 0 below 20, 0.5 beyond); on more characters or words 0 below 10, 0.5 beyond].
-    #[arg(
-        long,
-        value_name = "P",
-        allow_negative_numbers = true,
-        help_heading = "Training"
-    )]
-    pub dropout: Option<f64>,
-    /// Fraction of the text (its end) held out for validation [default: 0.1].
-    #[arg(long, value_name = "F", help_heading = "Training")]
-    pub val_fraction: Option<f64>,
-    /// Evaluate and save every N steps [default: 200, more when scoring the validation text costs over a fifth of that training: a large vocabulary with the sampled softmax].
-    #[arg(long, value_name = "N", help_heading = "Training")]
-    pub eval_every: Option<u64>,
-    /// Random seed (initial weights, epoch offsets) [default: 1234].
-    #[arg(long, help_heading = "Training")]
-    pub seed: Option<u64>,
-}
-
-pub const DEFAULT_BATCH: usize = 32;
-pub const DEFAULT_BPTT: usize = 64;
-pub const DEFAULT_CLIP: f64 = 5.0;
-pub const DEFAULT_EPOCHS: u64 = 10;
-/// Vocabularies at least this large train with a sampled softmax unless told otherwise: the full
-/// decoder would be nearly all of the work (see the README's WikiText-2 section).
-pub const SAMPLED_SOFTMAX_FROM: usize = 20_000;
-pub const DEFAULT_SAMPLES: usize = 4096;
-/// Steps between evaluations unless `--eval-every` says otherwise.
-pub const DEFAULT_EVAL_EVERY: u64 = 200;
-
-impl Hyper {
-    /// The schedule asked for (`--anneal` is `--schedule linear`).
-    pub fn chosen_schedule(&self) -> Option<Schedule> {
-        self.schedule.or(self.anneal.then_some(Schedule::Linear))
-    }
-
-    /// The options given whose values differ from the run `config` describes.
-    pub(super) fn changes(&self, config: &Config) -> Vec<&'static str> {
-        let (mc, tc, vc) = (&config.model, &config.training, &config.vocab);
-        let mut out = Vec::new();
-        let mut differs = |given: bool, name: &'static str| {
-            if given {
-                out.push(name);
-            }
-        };
-        differs(self.cell.is_some_and(|x| x != mc.cell), "--cell");
-        differs(self.hidden.is_some_and(|x| x != mc.hidden), "--hidden");
-        differs(self.embed.is_some_and(|x| Some(x) != mc.embed), "--embed");
-        differs(self.tie && !mc.tied, "--tie");
-        differs(self.one_hot && mc.embed.is_some(), "--one-hot");
-        differs(self.layers.is_some_and(|x| x != mc.layers), "--layers");
-        differs(
-            self.activation.is_some_and(|x| x != mc.activation),
-            "--activation",
-        );
-        differs(self.batch.is_some_and(|x| x != tc.batch), "--batch");
-        differs(self.bptt.is_some_and(|x| x != tc.bptt), "--bptt");
-        differs(
-            self.optimizer.is_some_and(|x| x != tc.optimizer),
-            "--optimizer",
-        );
-        differs(self.lr.is_some_and(|x| x != tc.lr), "--lr");
-        differs(self.clip.is_some_and(|x| x != tc.clip), "--clip");
-        differs(
-            self.lr_decay.is_some_and(|x| x != tc.lr_decay),
-            "--lr-decay",
-        );
-        differs(
-            self.patience.is_some_and(|x| x != tc.patience),
-            "--patience",
-        );
-        differs(
-            self.val_fraction.is_some_and(|x| x != tc.val_fraction),
-            "--val-fraction",
-        );
-        differs(
-            self.eval_every.is_some_and(|x| x != tc.eval_every),
-            "--eval-every",
-        );
-        differs(self.seed.is_some_and(|x| x != tc.seed), "--seed");
-        differs(self.dropout.is_some_and(|x| x != tc.dropout), "--dropout");
-        differs(
-            self.sampled_softmax
-                .is_some_and(|k| (k > 0).then_some(k) != tc.softmax_samples),
-            "--sampled-softmax",
-        );
-        differs(self.level.is_some_and(|x| x != vc.level), "--level");
-        differs(
-            self.max_vocab.is_some_and(|x| Some(x) != vc.max_vocab),
-            "--max-vocab",
-        );
-        differs(
-            self.min_count.is_some_and(|x| x != vc.min_count),
-            "--min-count",
-        );
-        differs(
-            self.segmenter
-                .is_some_and(|x| x != Segmenter::Auto && x != vc.segmenter),
-            "--segmenter",
-        );
-        differs(self.nfc && !vc.nfc, "--nfc");
-        differs(
-            self.chosen_schedule()
-                .is_some_and(|s| s.flags() != (tc.anneal, tc.plateau)),
-            "--schedule",
-        );
-        out
-    }
-
-    /// The options given that fix the model or its vocabulary and differ from `config`'s (what a
-    /// fine-tuning run cannot change).
-    fn model_changes(&self, config: &Config) -> Vec<&'static str> {
-        let model_flags = [
-            "--cell",
-            "--hidden",
-            "--embed",
-            "--tie",
-            "--one-hot",
-            "--layers",
-            "--activation",
-            "--level",
-            "--max-vocab",
-            "--min-count",
-            "--segmenter",
-            "--nfc",
-        ];
-        self.changes(config)
-            .into_iter()
-            .filter(|f| model_flags.contains(f))
-            .collect()
-    }
-}
-
-/// Validates a run's hyperparameters (one message per bad value): the one place these bounds
-/// live, for new runs and for the settings a resumed run reads back.
-pub fn check_hyper(tc: &TrainConfig, mc: &ModelConfig) -> Result<()> {
-    if tc.batch == 0 || tc.batch > 1 << 16 {
-        bail!("--batch {} is out of range 1..=65536", tc.batch);
-    }
-    if tc.bptt == 0 || tc.bptt > 1 << 16 {
-        bail!("--bptt {} is out of range 1..=65536", tc.bptt);
-    }
-    if !(tc.lr.is_finite() && tc.lr > 0.0) {
-        bail!("--lr {} must be a positive number", tc.lr);
-    }
-    if !(tc.clip.is_finite() && tc.clip >= 0.0) {
-        bail!("--clip {} must be ≥ 0 (0 turns clipping off)", tc.clip);
-    }
-    if !(tc.dropout >= 0.0 && tc.dropout < 1.0) {
-        // (NaN fails this too.)
-        bail!(
-            "--dropout {} must be in [0, 1): the probability of dropping a unit (0 = off)",
-            tc.dropout
-        );
-    }
-    if !(tc.lr_decay > 0.0 && tc.lr_decay <= 1.0) {
-        bail!("--lr-decay {} must be in (0, 1]", tc.lr_decay);
-    }
-    if !(tc.val_fraction > 0.0 && tc.val_fraction < 1.0) {
-        // (NaN fails this too.)
-        bail!(
-            "--val-fraction {} must be strictly between 0 and 1",
-            tc.val_fraction
-        );
-    }
-    if tc.eval_every == 0 {
-        bail!("--eval-every must be at least 1");
-    }
-    // The model's sizes, in the words of the options that set them (`ModelConfig::validate`
-    // then checks the parameter count as for any config.json).
-    mc.validate_sizes(("--hidden", "--layers"))
-}
 
 /// The token ids of a corpus: training tokens, then validation tokens, in one allocation (the only
 /// corpus-sized memory training holds: 4 bytes per token).
@@ -353,7 +70,7 @@ fn load_data(
         existing,
         val_fraction,
         progress,
-        Some(&super::INTERRUPTED),
+        Some(&super::interrupt::INTERRUPTED),
     )?;
     let meta = CorpusMeta {
         name: l.name,
@@ -602,11 +319,11 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             super::schedule::default_eval_every(&mc, &tc, data.val().len(), data.train().len());
     }
     check_hyper(&tc, &mc)?;
-    if mc.vocab_size > crate::model::MAX_VOCAB {
+    if mc.vocab_size > crate::config::MAX_VOCAB {
         bail!(
             "the corpus has {} distinct tokens, more than elman's limit of {}; pass --max-vocab (e.g. --max-vocab 50000) to map rare ones to <unk>",
             mc.vocab_size,
-            crate::model::MAX_VOCAB
+            crate::config::MAX_VOCAB
         );
     }
     mc.validate()?;

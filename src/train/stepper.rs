@@ -1,9 +1,10 @@
 //! One training step: a window of truncated BPTT and the optimizer's update, on the fused path or
 //! (for reference) candle's autograd graph. Training and `elman bench` both run exactly this.
 
-use crate::fast::FastBptt;
-use crate::model::{cross_entropy, Dropout, ElmanLM};
+use crate::fused::FusedWindow;
+use crate::model::{cross_entropy, GraphModel};
 use crate::optim::{clip_scale, grads_in_order, Optimizer};
+use crate::stochastic::Dropout;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
@@ -19,8 +20,8 @@ pub enum StepResult {
 /// One step of truncated BPTT plus the optimizer update, on the fused path or (for reference) the
 /// candle graph.
 pub struct Stepper {
-    model: ElmanLM,
-    fast: Option<FastBptt>,
+    model: GraphModel,
+    fast: Option<FusedWindow>,
     batch: usize,
     bptt: usize,
     diverge_limit: f64,
@@ -35,7 +36,7 @@ pub struct Stepper {
 
 impl Stepper {
     pub fn new(
-        model: &ElmanLM,
+        model: &GraphModel,
         batch: usize,
         bptt: usize,
         threads: usize,
@@ -44,7 +45,7 @@ impl Stepper {
         let mc = model.config;
         Stepper {
             model: model.clone(),
-            fast: (!reference).then(|| FastBptt::new(mc, batch, bptt, threads)),
+            fast: (!reference).then(|| FusedWindow::new(mc, batch, bptt, threads)),
             batch,
             bptt,
             // Far above any loss a learning model has (ln V at the start).
@@ -96,13 +97,13 @@ impl Stepper {
             let (samples, step_index) = (self.samples, self.step_index);
             let vocab = self.model.config.vocab_size;
             let loss =
-                crate::fast::with_params(&self.model.config, &vars, |params| match samples {
+                crate::fused::with_params(&self.model.config, &vars, |params| match samples {
                     None => fast.step(params, inp, tgt, &mut next),
                     Some((k, seed)) => {
                         let mut rng = rand::rngs::StdRng::seed_from_u64(
                             seed ^ 0x5A3F_0C1E_u64 ^ step_index.wrapping_mul(0xD1B5_4A32_D192_ED03),
                         );
-                        let sample = crate::fast::Sample::draw(vocab, k, &mut rng);
+                        let sample = crate::stochastic::Sample::draw(vocab, k, &mut rng);
                         fast.step_sampled(params, inp, tgt, &mut next, &sample)
                     }
                 })?;

@@ -31,19 +31,14 @@ use unicode_normalization::UnicodeNormalization;
 
 mod detok;
 mod hf;
+pub use crate::words::{is_han, segment_han, Segmenter, EOS, HAN_PATTERN, UNK};
 pub use detok::Detokenizer;
 use hf::{same_cut, special, word_tokenizer_skeleton};
-
-pub const UNK: &str = "<unk>";
-pub const EOS: &str = "<eos>";
 
 /// Matches exactly one Unicode scalar value, newlines included, in both regex engines that read
 /// `tokenizer.json` (fancy-regex here, Oniguruma in Python).
 const ONE_CHAR_PATTERN: &str = r"[\s\S]";
-/// Han characters are split one by one by the `words` segmenter (`jieba` cuts them into words).
-pub(crate) const HAN_PATTERN: &str = r"\p{Han}";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// One token per Unicode character (exactly reversible).
@@ -57,44 +52,6 @@ impl std::fmt::Display for Level {
         f.write_str(match self {
             Level::Char => "char",
             Level::Word => "word",
-        })
-    }
-}
-
-/// How word-level text is cut into words.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Segmenter {
-    /// jieba when the text has Chinese characters, else `words` (resolved when the vocabulary is
-    /// built; the checkpoint records the result).
-    Auto,
-    /// Split at spaces and punctuation; Chinese characters one by one.
-    #[default]
-    Words,
-    /// Chinese cut into words by jieba (its dictionary and HMM); other text as `words`.
-    Jieba,
-    /// Split at whitespace only, punctuation attached (WikiText's convention).
-    Spaces,
-}
-
-impl Segmenter {
-    /// `Auto` made concrete for a text: jieba when it has Chinese characters, else words.
-    pub fn resolve(self, has_han: bool) -> Segmenter {
-        match self {
-            Segmenter::Auto if has_han => Segmenter::Jieba,
-            Segmenter::Auto => Segmenter::Words,
-            s => s,
-        }
-    }
-}
-
-impl std::fmt::Display for Segmenter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Segmenter::Auto => "auto",
-            Segmenter::Words => "words",
-            Segmenter::Jieba => "jieba",
-            Segmenter::Spaces => "spaces",
         })
     }
 }
@@ -165,10 +122,10 @@ impl Vocab {
             if m < 2 {
                 bail!("--max-vocab {m} is too small: a language model needs at least 2 tokens");
             }
-            if m > crate::model::MAX_VOCAB {
+            if m > crate::config::MAX_VOCAB {
                 bail!(
                     "--max-vocab {m} is larger than elman's limit of {} tokens",
-                    crate::model::MAX_VOCAB
+                    crate::config::MAX_VOCAB
                 );
             }
         }
@@ -192,10 +149,10 @@ impl Vocab {
     /// The char-level vocabulary from character counts (what a streamed first pass collects).
     pub fn from_char_counts(counts: HashMap<char, u64>, opts: &VocabOptions) -> Result<Vocab> {
         if let Some(m) = opts.max_vocab {
-            if !(2..=crate::model::MAX_VOCAB).contains(&m) {
+            if !(2..=crate::config::MAX_VOCAB).contains(&m) {
                 bail!(
                     "--max-vocab {m} is out of range 2..={}",
-                    crate::model::MAX_VOCAB
+                    crate::config::MAX_VOCAB
                 );
             }
         }
@@ -644,58 +601,9 @@ impl Vocab {
     }
 }
 
-/// A Han (Chinese) character: the script jieba segments.
-pub fn is_han(c: char) -> bool {
-    matches!(c as u32,
-        0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2A6DF | 0x2A700..=0x2EBEF
-        | 0x30000..=0x3134F)
-}
-
 /// Chinese text or punctuation, which is written without spaces between words.
 fn is_cjk(c: char) -> bool {
     is_han(c) || matches!(c as u32, 0x3000..=0x303F | 0xFF00..=0xFFEF)
-}
-
-fn jieba() -> &'static jieba_rs::Jieba {
-    static JIEBA: std::sync::OnceLock<jieba_rs::Jieba> = std::sync::OnceLock::new();
-    JIEBA.get_or_init(jieba_rs::Jieba::new)
-}
-
-/// Cuts every run of Han characters in `line` into words with jieba (dictionary + HMM for unknown
-/// words) and puts a space between them, so that the whitespace pre-tokenizer splits them. Returns
-/// the new line and, for each of its characters, the index of the original character (spaces that
-/// were inserted map to the character after them).
-pub fn segment_han(line: &str) -> (String, Vec<usize>) {
-    let mut out = String::with_capacity(line.len() + line.len() / 2);
-    let mut origin = Vec::with_capacity(line.len());
-    let chars: Vec<(usize, char)> = line.char_indices().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if !is_han(chars[i].1) {
-            out.push(chars[i].1);
-            origin.push(i);
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < chars.len() && is_han(chars[i].1) {
-            i += 1;
-        }
-        let (a, b) = (chars[start].0, chars.get(i).map_or(line.len(), |c| c.0));
-        let mut k = start;
-        out.push(' ');
-        origin.push(start);
-        for token in jieba().cut(&line[a..b], true) {
-            for c in token.word.chars() {
-                out.push(c);
-                origin.push(k);
-                k += 1;
-            }
-            out.push(' ');
-            origin.push(k);
-        }
-    }
-    (out, origin)
 }
 
 /// Splits text after every newline, keeping it: word-level tokenising works line by line.

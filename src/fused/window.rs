@@ -1,14 +1,14 @@
 //! One thread's share of a training window: its streams' forward pass through every layer, the
 //! decoder (in `decoder.rs`), and back-propagation through time, layer by layer from the top, into
 //! the thread's own gradient buffers (`mod.rs` sums them in thread order). The cell's own step is
-//! `Cell::forward_layer` / `Cell::backward_layer`; what is common to every cell (the input term,
+//! `FusedCell::forward_layer` / `FusedCell::backward_layer`; what is common to every cell (the input term,
 //! the recurrent product's packing, dropout, the weight gradients) is here.
 
 use super::{Shared, Work};
 use crate::cell::{BwdBufs, LayerBwd, LayerFwd, LayerInput, PreGrad, Window};
+use crate::config::Param;
 use crate::kernels::gemm::{col_sums, mm};
 use crate::kernels::packed;
-use crate::model::Param;
 
 /// What layer `l` passes up (to the layer above, or the decoder) over the window's positions:
 /// its states S_0 … S_{T−1} (`states` holds S_{−1} first, b·H = `bh` values per step; `rows_h` =
@@ -88,7 +88,7 @@ impl Work {
                 scoring: !sh.backward,
                 column_parts,
             };
-            sh.cell.forward_layer(&cx, &input, buf);
+            sh.cell.fused().forward_layer(&cx, &input, buf);
             if let Some(d) = sh.dropout {
                 // The copy of this layer's outputs that goes up, masked (the states themselves
                 // stay as they are: the next step and the backward pass read them).
@@ -140,7 +140,10 @@ impl Work {
                 d_rec: &mut self.d_rec,
                 scratch: &mut self.bwd_scratch,
             };
-            let where_ = sh.cell.backward_layer(&cx, &self.layers[l], &mut bufs);
+            let where_ = sh
+                .cell
+                .fused()
+                .backward_layer(&cx, &self.layers[l], &mut bufs);
             // The gradients with respect to the input term's and the recurrent term's
             // pre-activations (the same for all but a GRU).
             let (d_in, d_rec): (&[f32], &[f32]) = match where_ {

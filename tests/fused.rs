@@ -3,11 +3,13 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use elman::fast::{FastBptt, Params, Sample};
-use elman::model::{
-    cross_entropy, init_params, sampled_softmax_loss, Activation, Dropout, ElmanLM, ModelConfig,
-};
+use elman::cell::Activation;
+use elman::config::ModelConfig;
+use elman::fused::{FusedWindow, Params};
+use elman::model::{cross_entropy, init_params, sampled_softmax_loss, GraphModel};
 use elman::optim::grads_in_order;
+use elman::stochastic::Dropout;
+use elman::stochastic::Sample;
 use rand::SeedableRng;
 
 fn check(act: Activation, layers: usize, threads: usize, batch: usize, bptt: usize) {
@@ -29,7 +31,7 @@ fn check_shape(
 /// One window's inputs, targets and carried state, and the model they run through.
 struct Fixture {
     cfg: ModelConfig,
-    model: ElmanLM,
+    model: GraphModel,
     vars: Vec<(String, candle_core::Var)>,
     batch: usize,
     bptt: usize,
@@ -60,7 +62,7 @@ impl Fixture {
         for (_, v) in vm.data().lock().unwrap().iter() {
             v.set(&v.as_tensor().affine(3.0, 0.0).unwrap()).unwrap();
         }
-        let model = ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let model = GraphModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
         let vars: Vec<(String, candle_core::Var)> = {
             let d = vm.data().lock().unwrap();
             cfg.param_shapes()
@@ -149,7 +151,7 @@ impl Fixture {
             .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
             .collect();
         let params = Params::new(&self.cfg, flat.iter().map(|v| v.as_slice()).collect());
-        let mut fast = FastBptt::new(self.cfg, self.batch, self.bptt, threads);
+        let mut fast = FusedWindow::new(self.cfg, self.batch, self.bptt, threads);
         // A window on other tokens (and other samples) first, through the same trainer: the checked
         // one must not see anything it leaves behind (the compact gradient rows and their maps).
         {
@@ -395,10 +397,10 @@ fn fused_training_follows_the_reference_loss_curve() {
 }
 
 /// A model with `init_params`' weights for `seed`.
-fn model_of(cfg: ModelConfig, seed: u64) -> ElmanLM {
+fn model_of(cfg: ModelConfig, seed: u64) -> GraphModel {
     let dev = Device::Cpu;
     let vm = init_params(&cfg, seed, DType::F32, &dev).unwrap();
-    ElmanLM::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap()
+    GraphModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap()
 }
 
 #[test]

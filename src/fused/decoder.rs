@@ -4,56 +4,11 @@
 
 use super::window::passed_up;
 use super::{Shared, Work};
+use crate::config::Param;
 use crate::kernels::gemm::{add_rows, col_sums, mm};
 use crate::kernels::math::{dot, nll, softmax_ce};
 use crate::kernels::packed::{self, PackedB};
-use crate::model::Param;
-
-/// The shared negatives of one sampled-softmax step (TensorFlow's `sampled_softmax_loss` with its
-/// log-uniform sampler): K distinct ids drawn from Q(id) = ln((id+2)/(id+1)) / ln(V+1), which fits
-/// ids sorted by frequency (the vocabulary's order). Each logit in the loss is corrected by the log
-/// of how often its id is expected among the draws, so the sampled loss estimates the full one.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub ids: Vec<u32>,
-    /// Draws it took to find `ids.len()` distinct ids.
-    pub tries: u64,
-    pub vocab: usize,
-}
-
-impl Sample {
-    /// Draws `k` distinct ids (k < vocab).
-    pub fn draw(vocab: usize, k: usize, rng: &mut impl rand::Rng) -> Sample {
-        assert!(k < vocab, "sampled softmax needs fewer samples than tokens");
-        let mut seen = vec![false; vocab];
-        let mut ids = Vec::with_capacity(k);
-        let mut tries = 0u64;
-        let log_range = ((vocab + 1) as f64).ln();
-        while ids.len() < k {
-            tries += 1;
-            let u: f64 = rng.random();
-            let id = (((u * log_range).exp() - 1.0) as usize).min(vocab - 1);
-            if !seen[id] {
-                seen[id] = true;
-                ids.push(id as u32);
-            }
-        }
-        Sample { ids, tries, vocab }
-    }
-
-    /// Q(id) of the log-uniform sampler.
-    pub fn q(&self, id: u32) -> f64 {
-        let id = id as f64;
-        ((id + 2.0) / (id + 1.0)).ln() / ((self.vocab + 1) as f64).ln()
-    }
-
-    /// ln E[times `id` is drawn in `tries` draws] as the sampler with rejection sees it:
-    /// ln(1 − (1 − Q)^tries).
-    pub fn log_expected(&self, id: u32) -> f32 {
-        let q = self.q(id);
-        (-(self.tries as f64 * (-q).ln_1p()).exp_m1()).ln() as f32
-    }
-}
+use crate::stochastic::Sample;
 
 /// What every thread reads in a sampled-softmax step.
 pub(super) struct Sampled<'a> {
@@ -169,7 +124,7 @@ fn scoring_decoder(
     let ((range0, out0), loss0) = jobs.next().expect("two parts or more");
     let dec = (dec_w, dec_b);
     let targets = &targets;
-    super::columns::team(parts - 1).in_place_scope(|sc| {
+    crate::kernels::columns::team(parts - 1).in_place_scope(|sc| {
         for ((range, out), loss) in jobs {
             let top = &top[range.start * h..range.end * h];
             sc.spawn(move |_| *loss = score_rows(top, h, range, out, sh.dec_fwd, dec, targets));

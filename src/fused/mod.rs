@@ -19,22 +19,22 @@
 //!
 //! This file is the frame: parameters by role, the window's shared constants, the threads and the
 //! reduce. One thread's forward and BPTT over its streams is `window.rs`; the cell's own step is in
-//! `cell/` ([`Cell::forward_layer`], [`Cell::backward_layer`]); the decoder and loss in
+//! `cell/` ([`FusedCell::forward_layer`], [`FusedCell::backward_layer`]); the decoder and loss in
 //! `decoder.rs`; scoring's weights in `score.rs`. `model.rs`'s candle graph stays the reference: tests hold this path's loss and
 //! gradients to it.
 
-pub mod columns;
 mod decoder;
 mod score;
 mod window;
 
-pub use decoder::Sample;
 pub use score::ScoreWeights;
 
 use crate::cell::{Cell, LayerBuf, Window};
+use crate::config::{ModelConfig, Param, ParamLayout};
 use crate::kernels::gemm::mm;
 use crate::kernels::packed::PackedB;
-use crate::model::{Dropout, ModelConfig, Param, ParamLayout};
+use crate::stochastic::Dropout;
+use crate::stochastic::Sample;
 use decoder::Sampled;
 
 /// The parameters as flat row-major slices, in layout order, found by role.
@@ -154,7 +154,7 @@ struct Work {
 }
 
 /// The fused trainer for a fixed model shape, batch and window.
-pub struct FastBptt {
+pub struct FusedWindow {
     pub config: ModelConfig,
     pub batch: usize,
     pub bptt: usize,
@@ -232,15 +232,20 @@ impl ThreadPlan {
     }
 }
 
-impl FastBptt {
-    pub fn new(config: ModelConfig, batch: usize, bptt: usize, threads: usize) -> FastBptt {
-        FastBptt::build(config, batch, bptt, threads, true)
+impl FusedWindow {
+    pub fn new(config: ModelConfig, batch: usize, bptt: usize, threads: usize) -> FusedWindow {
+        FusedWindow::build(config, batch, bptt, threads, true)
     }
 
     /// Buffers for `score_with` only: no gradients, no weights of its own (they come from a
     /// `ScoreWeights` that many of these may share). `threads` > 1 only helps fewer streams.
-    pub fn for_scoring(config: ModelConfig, batch: usize, bptt: usize, threads: usize) -> FastBptt {
-        FastBptt::build(config, batch, bptt, threads, false)
+    pub fn for_scoring(
+        config: ModelConfig,
+        batch: usize,
+        bptt: usize,
+        threads: usize,
+    ) -> FusedWindow {
+        FusedWindow::build(config, batch, bptt, threads, false)
     }
 
     fn build(
@@ -249,19 +254,17 @@ impl FastBptt {
         bptt: usize,
         threads: usize,
         training: bool,
-    ) -> FastBptt {
+    ) -> FusedWindow {
         let cell = config.cell();
         let layout = config.layout();
         let (v, h, t) = (config.vocab_size, config.hidden, bptt);
         let g = cell.gates() * h;
         // Sizes of the buffers only training (or this struct's own weights) needs.
         let (tv, th) = if training { (v, h) } else { (0, 0) };
-        // The gated cells split a step by whole panels of each gate block.
-        let h = config.hidden;
-        let splits = config.cell == crate::cell::CellKind::Elman
-            || h.is_multiple_of(crate::kernels::packed::NR);
-        let step_work = if splits {
-            h * config.cell().gates() * h
+        // Whether the cell can split a step over threads (the gated cells only by whole panels
+        // of each gate block).
+        let step_work = if cell.fused().splits_steps(h) {
+            h * g
         } else {
             0
         };
@@ -286,14 +289,16 @@ impl FastBptt {
                 Work {
                     s0,
                     b,
-                    layers: (0..config.layers).map(|_| cell.layer_buf(win)).collect(),
+                    layers: (0..config.layers)
+                        .map(|_| cell.fused().layer_buf(win))
+                        .collect(),
                     logits: vec![0.0; logits_len(t * b)],
                     dh: vec![0.0; t * b * th],
                     dx: vec![0.0; t * b * th],
                     d_pre: vec![0.0; if g > h { t * b * th / h.max(1) * g } else { 0 }],
                     d_rec: vec![
                         0.0;
-                        if cell.gates() == 3 {
+                        if cell.fused().splits_recurrent_grad() {
                             t * b * th / h.max(1) * g
                         } else {
                             0
@@ -328,7 +333,7 @@ impl FastBptt {
                 }
             })
             .collect();
-        FastBptt {
+        FusedWindow {
             config,
             batch,
             bptt,
@@ -575,7 +580,7 @@ fn execute(
     } else {
         // The first share on this thread, the others on the persistent team (threads spawned
         // per window can start on this core and wait there).
-        columns::team(works.len() - 1).in_place_scope(|sc| {
+        crate::kernels::columns::team(works.len() - 1).in_place_scope(|sc| {
             let mut it = works.iter_mut();
             let first = it.next().expect("one work");
             for w in it {

@@ -3,7 +3,7 @@
 //! previous one). What scoring a single stream (`elman eval`'s exact likelihood) runs when there
 //! are more threads than streams; a cell's forward pass supplies the per-step work.
 
-use crate::kernels::packed::{self, PackedB, NR};
+use super::packed::{self, PackedB, NR};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A barrier for a few threads that meet every few microseconds (one recurrence step): spins

@@ -2,11 +2,11 @@
 //! group of streams, and the forward-only window each group runs.
 
 use super::decoder::dot_columns;
-use super::{execute, FastBptt, Params, Shared};
+use super::{execute, FusedWindow, Params, Shared};
+use crate::config::{ModelConfig, Param};
 use crate::kernels::packed::PackedB;
-use crate::model::{ModelConfig, Param};
 
-impl FastBptt {
+impl FusedWindow {
     /// Forward only over `t_len ≤ bptt` steps, with weights prepared once in `weights` (`params`
     /// are the slices they were made from): the summed −ln p of the targets (nats), no gradients.
     /// `inputs` are rows of `weights`' input table (`ScoreWeights::to_rows`), `targets` token ids.
@@ -155,7 +155,7 @@ impl ScoreWeights {
     }
 
     /// Turns a window's input ids into their rows of the input table, in place (what
-    /// `FastBptt::score_with` reads). Panics on a token the text given to `new` did not hold.
+    /// `FusedWindow::score_with` reads). Panics on a token the text given to `new` did not hold.
     pub fn to_rows(&self, inputs: &mut [u32]) {
         for x in inputs {
             let r = self.row[*x as usize];
