@@ -17,6 +17,7 @@ use crate::infer::StreamModel;
 use crate::kernels::{self, gemm::mm};
 use crate::model::{init_params, GraphModel};
 use crate::optim::{Optimizer, OptimizerKind};
+use crate::runtime::Runtime;
 use crate::train::{StepResult, Stepper};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
@@ -65,15 +66,21 @@ pub struct Report {
     pub kernels: kernels::Paths,
 }
 
-fn model(cell: CellKind, hidden: usize, vocab: usize, seed: u64) -> Result<GraphModel> {
+fn model(
+    cell: CellKind,
+    hidden: usize,
+    vocab: usize,
+    seed: u64,
+    dev: &Device,
+) -> Result<GraphModel> {
     let cfg = ModelConfig {
         cell,
         ..ModelConfig::new(vocab, hidden)
     };
-    let vm = init_params(&cfg, seed, DType::F32, &Device::Cpu)?;
+    let vm = init_params(&cfg, seed, DType::F32, dev)?;
     Ok(GraphModel::new(
         cfg,
-        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        VarBuilder::from_varmap(&vm, DType::F32, dev),
     )?)
 }
 
@@ -98,10 +105,11 @@ pub fn train_rate(
     bptt: usize,
     vocab: usize,
     samples: Option<usize>,
-    threads: usize,
+    rt: &Runtime,
     budget: Duration,
 ) -> Result<TrainResult> {
-    let m = model(cell, hidden, vocab, 1)?;
+    let threads = rt.threads;
+    let m = model(cell, hidden, vocab, 1, &rt.device)?;
     let gates = m.config.cell().gates();
     let vars = m
         .named_tensors()
@@ -115,7 +123,7 @@ pub fn train_rate(
         .collect();
     let m = GraphModel::new(
         m.config,
-        VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu),
+        VarBuilder::from_tensors(ts, DType::F32, &rt.device),
     )?;
     let mut opt = Optimizer::new(OptimizerKind::Adam, 2e-3, vars)?;
     let mut stepper =
@@ -146,8 +154,14 @@ pub fn train_rate(
 }
 
 /// Batch-1 sampling chars/s.
-pub fn sample_rate(cell: CellKind, hidden: usize, vocab: usize, budget: Duration) -> Result<f64> {
-    let m = model(cell, hidden, vocab, 2)?;
+pub fn sample_rate(
+    cell: CellKind,
+    hidden: usize,
+    vocab: usize,
+    rt: &Runtime,
+    budget: Duration,
+) -> Result<f64> {
+    let m = model(cell, hidden, vocab, 2, &rt.device)?;
     let e = StreamModel::new(&m)?;
     let mut st = e.zero_state();
     e.step(&mut st, 0);
@@ -164,10 +178,11 @@ pub fn eval_rate(
     hidden: usize,
     vocab: usize,
     streams: usize,
-    threads: usize,
+    rt: &Runtime,
     budget: Duration,
 ) -> Result<f64> {
-    let m = model(cell, hidden, vocab, 3)?;
+    let threads = rt.threads;
+    let m = model(cell, hidden, vocab, 3, &rt.device)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let ids: Vec<u32> = (0..streams * 1024)
         .map(|_| rng.random_range(0..vocab as u32))
@@ -210,7 +225,8 @@ pub fn gemm_rate(threads: usize, budget: Duration) -> Result<f64> {
 
 /// What to measure.
 pub struct BenchArgs {
-    pub threads: usize,
+    /// The device and threads every measurement runs on.
+    pub rt: Runtime,
     /// The cell of every measured model.
     pub cell: CellKind,
     pub seconds: f64,
@@ -227,7 +243,7 @@ pub struct BenchArgs {
 pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
     let budget = Duration::from_secs_f64(a.seconds);
     let mut rep = Report {
-        threads: a.threads,
+        threads: a.rt.threads,
         cell: a.cell,
         vocab: a.vocab,
         sampled_softmax: a.samples,
@@ -240,7 +256,7 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
     for &(h, b, t) in &a.shapes {
         progress(&format!("training H={h} B={b} T={t}"));
         rep.train.push(train_rate(
-            a.cell, h, b, t, a.vocab, a.samples, a.threads, budget,
+            a.cell, h, b, t, a.vocab, a.samples, &a.rt, budget,
         )?);
     }
     if a.sample {
@@ -248,7 +264,7 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
             progress(&format!("sampling H={h}"));
             rep.sample_chars_per_s.push(RateResult {
                 hidden: h,
-                per_s: sample_rate(a.cell, h, a.vocab, budget)?,
+                per_s: sample_rate(a.cell, h, a.vocab, &a.rt, budget)?,
             });
         }
     }
@@ -257,13 +273,13 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
             progress(&format!("scoring H={h}"));
             rep.eval_tokens_per_s.push(RateResult {
                 hidden: h,
-                per_s: eval_rate(a.cell, h, a.vocab, 64, a.threads, budget)?,
+                per_s: eval_rate(a.cell, h, a.vocab, 64, &a.rt, budget)?,
             });
         }
     }
     if a.gemm {
         progress("GEMM 2048³");
-        rep.gemm_gflops = Some(gemm_rate(a.threads, budget)?);
+        rep.gemm_gflops = Some(gemm_rate(a.rt.threads, budget)?);
     }
     Ok(rep)
 }

@@ -775,7 +775,7 @@ impl RankCmd {
 
 impl BenchCmd {
     /// The checked measurement plan.
-    pub fn to_args(&self, threads: usize) -> Result<crate::bench::BenchArgs> {
+    pub fn to_args(&self, rt: &crate::runtime::Runtime) -> Result<crate::bench::BenchArgs> {
         if !(self.seconds.is_finite() && self.seconds > 0.0) {
             anyhow::bail!("--seconds must be a positive number");
         }
@@ -816,7 +816,7 @@ impl BenchCmd {
             anyhow::bail!("--sampled-softmax must be between 1 and half the vocabulary");
         }
         Ok(crate::bench::BenchArgs {
-            threads,
+            rt: rt.clone(),
             cell: self.cell,
             vocab: self.vocab,
             samples: self.sampled_softmax,
@@ -910,11 +910,15 @@ macro_rules! value_enum {
     };
 }
 
-value_enum!(CellKind {
-    CellKind::Elman => "elman": "The chapter's Elman network: s(t) = σ(U x(t) + W s(t−1) + b) (PyTorch's nn.RNN)",
-    CellKind::Lstm => "lstm": "Long short-term memory (PyTorch's nn.LSTM: gates i, f, g, o and a cell state c)",
-    CellKind::Gru => "gru": "Gated recurrent unit (PyTorch's nn.GRU: gates r, z, n)",
-});
+impl clap::ValueEnum for CellKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &CellKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.about()))
+    }
+}
 value_enum!(Activation {
     Activation::Tanh => "tanh": "tanh: zero-centred, σ′ ≤ 1 (PyTorch's default)",
     Activation::Sigmoid => "sigmoid": "The book's logistic sigmoid: σ′ ≤ 1/4, so gradients vanish fastest",

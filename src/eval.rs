@@ -1,7 +1,8 @@
 //! Stage 5 — scoring text with a model: total negative log-likelihood, nats per token, bits per
 //! character, perplexity. Used for validation during training and by `elman eval`.
 
-use crate::fused::{FusedWindow, Params, ScoreWeights};
+use crate::fused::score::ScoreWeights;
+use crate::fused::{FusedWindow, Params};
 use crate::model::{nll_sum, GraphModel};
 use anyhow::Result;
 use candle_core::Tensor;

@@ -212,7 +212,7 @@ pub fn stream(
     out: &mut dyn std::io::Write,
 ) -> std::io::Result<String> {
     use std::sync::atomic::Ordering;
-    let mut detok = crate::vocab::Detokenizer::new(after);
+    let mut detok = crate::vocab::detok::Detokenizer::new(after);
     let mut text = String::new();
     let mut failed: Option<std::io::Error> = None;
     let mut line_ended = false;

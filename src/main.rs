@@ -267,7 +267,7 @@ fn demo_cmd(c: DemoCmd) -> Result<ExitCode> {
 }
 
 fn bench_cmd(c: BenchCmd, rt: &Runtime) -> Result<ExitCode> {
-    let args = c.to_args(rt.threads)?;
+    let args = c.to_args(rt)?;
     let quiet = c.json;
     let r = elman::bench::run(&args, |what| {
         if !quiet {

@@ -106,10 +106,9 @@ impl Optimizer {
         };
         for (((_, var), st), g) in self.params.iter().zip(self.state.iter_mut()).zip(grads) {
             assert_eq!(var.elem_count(), g.len());
-            var.as_tensor().inplace_op1(&InPlace {
-                k: &k,
-                grad: g,
-                state: std::cell::RefCell::new(st),
+            crate::runtime::update_f32(var.as_tensor(), "elman-optimizer-step", |p| {
+                update(&k, g, st, p);
+                Ok(())
             })?;
         }
         Ok(())
@@ -211,80 +210,49 @@ struct Constants {
     bc2: f32,
 }
 
-/// The update of one parameter, run by candle on the parameter's storage (`inplace_op1`: the
-/// only public way to write a `Var`'s data without building a tensor to copy from).
-struct InPlace<'a> {
-    k: &'a Constants,
-    grad: &'a [f32],
-    /// The parameter's optimizer slots (`cpu_fwd` takes `&self`).
-    state: std::cell::RefCell<&'a mut Vec<Vec<f32>>>,
-}
-
-impl candle_core::InplaceOp1 for InPlace<'_> {
-    fn name(&self) -> &'static str {
-        "elman-optimizer-step"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &mut candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<()> {
-        let (candle_core::CpuStorage::F32(data), Some((a, b))) =
-            (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("elman trains contiguous f32 parameters only");
-        };
-        let p = &mut data[a..b];
-        let (k, sc) = (self.k, self.k.scale);
-        let st = &mut **self.state.borrow_mut();
-        let lr = k.lr;
-        assert_eq!(p.len(), self.grad.len());
-        match k.kind {
-            OptimizerKind::Sgd => {
-                for (p, &g) in p.iter_mut().zip(self.grad) {
-                    *p -= lr * (g * sc);
-                }
-            }
-            OptimizerKind::Adagrad => {
-                let sum = &mut st[0];
-                for ((p, &g), s) in p.iter_mut().zip(self.grad).zip(sum.iter_mut()) {
-                    let g = g * sc;
-                    *s += g * g;
-                    *p -= lr * g / (s.sqrt() + ADAGRAD_EPS as f32);
-                }
-            }
-            OptimizerKind::Adam => {
-                // 1 − β in f64 first (as PyTorch passes it): 1 − 0.999f32 would be off by 5e-5.
-                let (b1, b2) = (BETA1 as f32, BETA2 as f32);
-                let (c1, c2) = ((1.0 - BETA1) as f32, (1.0 - BETA2) as f32);
-                let (bc1, bc2) = (k.bc1, k.bc2);
-                let (m, v) = st.split_at_mut(1);
-                let (m, v) = (&mut m[0], &mut v[0]);
-                for (((p, &g), m), v) in p
-                    .iter_mut()
-                    .zip(self.grad)
-                    .zip(m.iter_mut())
-                    .zip(v.iter_mut())
-                {
-                    let g = g * sc;
-                    *m = b1 * *m + c1 * g;
-                    *v = b2 * *v + c2 * g * g;
-                    *p -= lr * (*m / bc1) / ((*v / bc2).sqrt() + ADAM_EPS as f32);
-                }
+/// The update of one parameter `p` from its gradient `grad` and its optimizer slots `st`.
+fn update(k: &Constants, grad: &[f32], st: &mut [Vec<f32>], p: &mut [f32]) {
+    let sc = k.scale;
+    let lr = k.lr;
+    assert_eq!(p.len(), grad.len());
+    match k.kind {
+        OptimizerKind::Sgd => {
+            for (p, &g) in p.iter_mut().zip(grad) {
+                *p -= lr * (g * sc);
             }
         }
-        Ok(())
+        OptimizerKind::Adagrad => {
+            let sum = &mut st[0];
+            for ((p, &g), s) in p.iter_mut().zip(grad).zip(sum.iter_mut()) {
+                let g = g * sc;
+                *s += g * g;
+                *p -= lr * g / (s.sqrt() + ADAGRAD_EPS as f32);
+            }
+        }
+        OptimizerKind::Adam => {
+            // 1 − β in f64 first (as PyTorch passes it): 1 − 0.999f32 would be off by 5e-5.
+            let (b1, b2) = (BETA1 as f32, BETA2 as f32);
+            let (c1, c2) = ((1.0 - BETA1) as f32, (1.0 - BETA2) as f32);
+            let (bc1, bc2) = (k.bc1, k.bc2);
+            let (m, v) = st.split_at_mut(1);
+            let (m, v) = (&mut m[0], &mut v[0]);
+            for (((p, &g), m), v) in p.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = g * sc;
+                *m = b1 * *m + c1 * g;
+                *v = b2 * *v + c2 * g * g;
+                *p -= lr * (*m / bc1) / ((*v / bc2).sqrt() + ADAM_EPS as f32);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     fn one(kind: OptimizerKind, lr: f64) -> Optimizer {
-        let v = Var::from_tensor(&Tensor::new(&[1.0f32], &Device::Cpu).unwrap()).unwrap();
+        let dev = crate::runtime::Runtime::default().device;
+        let v = Var::from_tensor(&Tensor::new(&[1.0f32], &dev).unwrap()).unwrap();
         Optimizer::new(kind, lr, vec![("p".into(), v)]).unwrap()
     }
 

@@ -1,13 +1,14 @@
-//! Where elman runs: the device and the number of threads, chosen once (by `main` from
-//! `--threads`) and passed down to every stage that computes.
+//! The device module: where elman runs — the device and the number of threads, chosen once (by
+//! `main` from `--threads`) and passed down to every stage that computes — and the only code that
+//! names a device or reaches into a tensor's storage ([`read_f32`], [`update_f32`]).
 //!
-//! Only the CPU is supported today; the device travels with the threads so that a later GPU path
-//! has one place to be chosen in. How a fused window uses its threads is decided from these by
-//! `fast` (one share of streams per thread, helpers for a single scored stream); scoring many
-//! streams by `eval::score` (groups per thread).
+//! Only the CPU is supported today; a GPU backend is a device chosen here and a body for it beside
+//! each CPU body below (as candle's own ops keep theirs side by side). How a fused window uses its
+//! threads is decided from these by `fused/` (one share of streams per thread, helpers for a
+//! single scored stream); scoring many streams by `eval::score` (groups per thread).
 
 use anyhow::{bail, Result};
-use candle_core::Device;
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use std::sync::OnceLock;
 
 /// The device and the threads every computing stage uses.
@@ -53,4 +54,84 @@ impl Default for Runtime {
 pub fn cores() -> usize {
     static CORES: OnceLock<usize> = OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Runs `f` on the tensors' f32 data, read in place where a tensor is a contiguous f32 CPU tensor
+/// (a model's own weights are: no copy of them, tens of MB at the word level), else through a
+/// contiguous f32 copy made on the CPU. A tensor on another device is an error, never copied
+/// across silently. The tensors are read-locked meanwhile: `f` must not write them.
+pub fn read_f32<R>(
+    tensors: &[&Tensor],
+    f: impl FnOnce(Vec<&[f32]>) -> R,
+) -> candle_core::Result<R> {
+    if let Some(t) = tensors.iter().find(|t| !t.device().is_cpu()) {
+        candle_core::bail!(
+            "the CPU kernels read tensors on the CPU, not on {:?}",
+            t.device().location()
+        );
+    }
+    let in_place = |t: &Tensor| t.dtype() == DType::F32 && t.is_contiguous();
+    // Copies first, for the others (before any lock is held).
+    let copies: Vec<Option<Vec<f32>>> = tensors
+        .iter()
+        .map(|t| {
+            if in_place(t) {
+                Ok(None)
+            } else {
+                Ok(Some(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?))
+            }
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let guards: Vec<_> = tensors
+        .iter()
+        .zip(&copies)
+        .map(|(t, c)| c.is_none().then(|| t.storage_and_layout()))
+        .collect();
+    let mut flat = Vec::with_capacity(tensors.len());
+    for (g, c) in guards.iter().zip(&copies) {
+        flat.push(match (g, c) {
+            (_, Some(c)) => c.as_slice(),
+            (Some((storage, layout)), None) => match (&**storage, layout.contiguous_offsets()) {
+                (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) => &data[a..b],
+                _ => candle_core::bail!("a parameter changed layout while being read"),
+            },
+            (None, None) => unreachable!("every tensor is either locked or copied"),
+        });
+    }
+    Ok(f(flat))
+}
+
+/// Runs `f` on a parameter's f32 data in place (`Tensor::inplace_op1`: the only public way to
+/// write a `Var`'s data without building a tensor to copy from). The CPU body; a GPU's goes beside
+/// it.
+pub fn update_f32(
+    t: &Tensor,
+    name: &'static str,
+    f: impl FnMut(&mut [f32]) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    struct Update<F> {
+        name: &'static str,
+        f: std::cell::RefCell<F>,
+    }
+    impl<F: FnMut(&mut [f32]) -> candle_core::Result<()>> candle_core::InplaceOp1 for Update<F> {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+
+        fn cpu_fwd(
+            &self,
+            storage: &mut CpuStorage,
+            layout: &candle_core::Layout,
+        ) -> candle_core::Result<()> {
+            let (CpuStorage::F32(data), Some((a, b))) = (storage, layout.contiguous_offsets())
+            else {
+                candle_core::bail!("elman trains contiguous f32 parameters only");
+            };
+            (self.f.borrow_mut())(&mut data[a..b])
+        }
+    }
+    t.inplace_op1(&Update {
+        name,
+        f: std::cell::RefCell::new(f),
+    })
 }

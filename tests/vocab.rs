@@ -229,7 +229,7 @@ fn word_level_decoding_writes_punctuation_the_way_text_does() {
             // in `and'` has the apostrophe glued, where the whole line waits and writes `and 'tis`.)
             for k in (1..ids.len()).filter(|&k| !matches!(v.token(ids[k - 1]), "'" | "’")) {
                 let prompt = v.decode(&ids[..k]);
-                let mut d = elman::vocab::Detokenizer::new(&prompt);
+                let mut d = elman::vocab::detok::Detokenizer::new(&prompt);
                 let mut rest: String = ids[k..].iter().map(|&i| d.piece(&v, i)).collect();
                 rest.push_str(&d.finish(&v));
                 assert_eq!(

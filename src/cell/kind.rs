@@ -30,6 +30,19 @@ impl CellKind {
         }
     }
 
+    /// What it is, in a line (`--help`).
+    pub fn about(self) -> &'static str {
+        match self {
+            CellKind::Elman => {
+                "The chapter's Elman network: s(t) = σ(U x(t) + W s(t−1) + b) (PyTorch's nn.RNN)"
+            }
+            CellKind::Lstm => {
+                "Long short-term memory (PyTorch's nn.LSTM: gates i, f, g, o and a cell state c)"
+            }
+            CellKind::Gru => "Gated recurrent unit (PyTorch's nn.GRU: gates r, z, n)",
+        }
+    }
+
     /// The PyTorch module a checkpoint of this cell loads into.
     pub fn torch_module(self) -> &'static str {
         match self {

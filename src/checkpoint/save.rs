@@ -2,8 +2,16 @@
 //! (`TrainingState`, the one writer and reader of `state.safetensors`), and the atomic swap that
 //! replaces a checkpoint folder whole.
 
-use super::*;
+use super::format::*;
+use super::load::read_weights;
+use crate::corpus::file_error;
 use crate::optim::OptimizerSlot;
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// One tensor of a safetensors file a save streams out: a candle tensor (F32, turned into bytes
 /// only when its turn to be written comes) or f32 data borrowed as it lies (the optimizer's

@@ -2,21 +2,12 @@
 //! with the full softmax over the vocabulary or a sampled one (targets plus K shared negatives),
 //! and scoring's forward-only version that holds a block of logits at a time.
 
+use super::frame::{Sampled, Shared, Work};
 use super::window::passed_up;
-use super::{Shared, Work};
 use crate::config::Param;
 use crate::kernels::gemm::{add_rows, col_sums, mm};
 use crate::kernels::math::{dot, nll, softmax_ce};
 use crate::kernels::packed::{self, PackedB};
-use crate::stochastic::Sample;
-
-/// What every thread reads in a sampled-softmax step.
-pub(super) struct Sampled<'a> {
-    pub(super) sample: &'a Sample,
-    pub(super) dec_s: &'a [f32],
-    pub(super) bias_s: &'a [f32],
-    pub(super) slot: &'a [u32],
-}
 
 /// Columns of the decoder that scoring computes as dot products rather than in a panel of the
 /// packed kernel: a last panel holding only a few real columns (V = 65 is 4 panels and 1 column)

@@ -2,7 +2,8 @@
 //! group of streams, and the forward-only window each group runs.
 
 use super::decoder::dot_columns;
-use super::{execute, FusedWindow, Params, Shared};
+use super::frame::{execute, input_table, Params, Shared};
+use super::FusedWindow;
 use crate::config::{ModelConfig, Param};
 use crate::kernels::packed::PackedB;
 
@@ -121,7 +122,7 @@ impl ScoreWeights {
             // Their embeddings through W_ih, as training builds its table.
             let held32: Vec<u32> = held.iter().map(|&x| x as u32).collect();
             let mut scratch = Vec::new();
-            super::input_table(
+            input_table(
                 &config,
                 params,
                 &held32,

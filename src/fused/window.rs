@@ -4,7 +4,7 @@
 //! `FusedCell::forward_layer` / `FusedCell::backward_layer`; what is common to every cell (the input term,
 //! the recurrent product's packing, dropout, the weight gradients) is here.
 
-use super::{Shared, Work};
+use super::frame::{Shared, Work};
 use crate::cell::{BwdBufs, LayerBwd, LayerFwd, LayerInput, PreGrad, Window};
 use crate::config::Param;
 use crate::kernels::gemm::{col_sums, mm};

@@ -3,7 +3,7 @@
 //! instruction-set level by `dispatch!` (see the module above), and scoring's tanh has an AVX2
 //! version written in intrinsics.
 
-use super::Isa;
+use super::isa::{by_level, dispatch, Isa};
 
 /// The nonlinearities the element-wise kernels compute (a cell maps its own choice onto one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,34 +164,28 @@ dispatch!(pub nll / nll_on, nll_generic, (row: &[f32], bias: &[f32], y: usize, t
 /// back; within 3e-7 of tanh like `act_fwd_scalar` (a test holds both), NaN stays NaN. Training
 /// keeps the division, so its numbers and every checkpoint stay what they were.
 pub fn scoring_tanh(xs: &mut [f32], add: Option<&[f32]>) {
-    scoring_tanh_on(super::isa(), xs, add)
+    scoring_tanh_on(super::isa::isa(), xs, add)
 }
 
 /// [`scoring_tanh`] at a given level.
 pub fn scoring_tanh_on(isa: Isa, xs: &mut [f32], add: Option<&[f32]>) {
-    isa.assert_supported();
-    #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx512 {
-        // SAFETY: `assert_supported` checked that the CPU has AVX-512.
-        unsafe { tanh_avx512::tanh_add(xs, add) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 {
-        // SAFETY: `assert_supported` checked that the CPU has AVX2 and FMA.
-        unsafe { tanh_avx2::tanh_add(xs, add) };
-        return;
-    }
-    match add {
-        Some(add) => act_fwd_add_on(isa, Nonlinearity::Tanh, xs, add),
-        None => act_fwd_on(isa, Nonlinearity::Tanh, xs),
-    }
+    by_level!(
+        isa,
+        // SAFETY: `by_level!` checked that the CPU has AVX-512.
+        avx512 => unsafe { tanh_avx512::tanh_add(xs, add) },
+        // SAFETY: `by_level!` checked that the CPU has AVX2 and FMA.
+        avx2 => unsafe { tanh_avx2::tanh_add(xs, add) },
+        portable => match add {
+            Some(add) => act_fwd_add_on(isa, Nonlinearity::Tanh, xs, add),
+            None => act_fwd_on(isa, Nonlinearity::Tanh, xs),
+        },
+    )
 }
 
 /// `xs ← σ(xs [+ add])` for scoring, as σ(p) = ½ + ½·tanh(p/2) on [`scoring_tanh`]'s road: the
 /// gated cells' gates without a division (within 1.5e-7 of σ). Training keeps `act_fwd`.
 pub fn scoring_sigmoid(xs: &mut [f32], add: Option<&[f32]>) {
-    scoring_sigmoid_on(super::isa(), xs, add)
+    scoring_sigmoid_on(super::isa::isa(), xs, add)
 }
 
 /// [`scoring_sigmoid`] at a given level.
@@ -225,7 +219,7 @@ pub fn lstm_scoring_step(
     c: &mut [f32],
     h: &mut [f32],
 ) {
-    lstm_scoring_step_on(super::isa(), gates, stride, add, c_prev, c, h)
+    lstm_scoring_step_on(super::isa::isa(), gates, stride, add, c_prev, c, h)
 }
 
 /// [`lstm_scoring_step`] at a given level.
@@ -244,19 +238,28 @@ pub fn lstm_scoring_step_on(
     if let Some(add) = add {
         assert!(add.len() >= 3 * stride + n);
     }
-    isa.assert_supported();
-    #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx512 {
-        // SAFETY: `assert_supported` checked that the CPU has AVX-512; lengths checked above.
-        unsafe { tanh_avx512::lstm_step(gates, stride, add, c_prev, c, h) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 {
-        // SAFETY: `assert_supported` checked that the CPU has AVX2 and FMA; lengths checked above.
-        unsafe { tanh_avx2::lstm_step(gates, stride, add, c_prev, c, h) };
-        return;
-    }
+    by_level!(
+        isa,
+        // SAFETY: `by_level!` checked that the CPU has AVX-512; lengths checked above.
+        avx512 => unsafe { tanh_avx512::lstm_step(gates, stride, add, c_prev, c, h) },
+        // SAFETY: `by_level!` checked that the CPU has AVX2 and FMA; lengths checked above.
+        avx2 => unsafe { tanh_avx2::lstm_step(gates, stride, add, c_prev, c, h) },
+        portable => lstm_scoring_step_portable(isa, gates, stride, add, c_prev, c, h),
+    )
+}
+
+/// The portable level of [`lstm_scoring_step`]: the gates' separate passes on [`scoring_tanh`]'s
+/// road.
+fn lstm_scoring_step_portable(
+    isa: Isa,
+    gates: &mut [f32],
+    stride: usize,
+    add: Option<&[f32]>,
+    c_prev: &[f32],
+    c: &mut [f32],
+    h: &mut [f32],
+) {
+    let n = h.len();
     // Gate by gate: its n pre-activations (+ the input term), activated in place.
     for gate in 0..4 {
         let p = &mut gates[gate * stride..gate * stride + n];

@@ -11,7 +11,7 @@
 //! order, so they give the same bits. Tested against a plain triple loop on every level this CPU
 //! has (`tests/packed.rs`); measured in `elman bench`.
 
-use super::Isa;
+use super::isa::{by_level, Isa};
 
 /// The register tile this level runs (for `elman bench`'s report).
 pub fn path(isa: Isa) -> &'static str {
@@ -193,7 +193,7 @@ pub unsafe fn matmul_columns(
     }
     check_a(m, a, lda, k);
     // SAFETY: A is checked above, C is the caller's promise.
-    unsafe { dispatch(super::isa(), m, c, ldc, accumulate, a, lda, b, panels) }
+    unsafe { dispatch(super::isa::isa(), m, c, ldc, accumulate, a, lda, b, panels) }
 }
 
 /// # Safety
@@ -210,18 +210,26 @@ unsafe fn dispatch(
     b: &PackedB,
     panels: std::ops::Range<usize>,
 ) {
-    isa.assert_supported();
-    // SAFETY (each arm): the CPU has the level's features (checked just above); the operands
-    // are the caller's promise.
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if b.k > 0 => unsafe {
-            avx512::matmul(m, c, ldc, accumulate, a, lda, b, panels)
+    // SAFETY (each arm): the CPU has the level's features (checked by `by_level!`); the operands
+    // are the caller's promise. An empty inner dimension takes the portable loop at every level.
+    by_level!(
+        isa,
+        avx512 => unsafe {
+            if b.k > 0 {
+                avx512::matmul(m, c, ldc, accumulate, a, lda, b, panels)
+            } else {
+                portable(m, c, ldc, accumulate, a, lda, b, panels)
+            }
         },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if b.k > 0 => unsafe { avx2::matmul(m, c, ldc, accumulate, a, lda, b, panels) },
-        _ => unsafe { portable(m, c, ldc, accumulate, a, lda, b, panels) },
-    }
+        avx2 => unsafe {
+            if b.k > 0 {
+                avx2::matmul(m, c, ldc, accumulate, a, lda, b, panels)
+            } else {
+                portable(m, c, ldc, accumulate, a, lda, b, panels)
+            }
+        },
+        portable => unsafe { portable(m, c, ldc, accumulate, a, lda, b, panels) },
+    )
 }
 
 /// C (m × n, row stride `ldc`) = [C +] A · B on the kernel of level `isa` (tests hold every level

@@ -2,7 +2,7 @@
 //! the library function its subcommand runs on the blocking pool, and answers JSON — or, for a
 //! mistake, a 4xx with `{"error": "…"}`.
 
-use super::{AppState, Served};
+use super::state::{AppState, Served};
 use crate::generate::{self, RankBy, SampleOptions, Until};
 use crate::heatmap;
 use axum::body::Bytes;
@@ -19,6 +19,33 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
+
+impl AppState {
+    /// The model a request names, or the only one when it names none.
+    pub fn model(&self, name: Option<&str>) -> Result<&Served, ApiError> {
+        match name {
+            Some(n) => self.models.iter().find(|m| m.name == n).ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no model named {n:?}; this server has {}",
+                    self.names()
+                ))
+            }),
+            None if self.models.len() == 1 => Ok(&self.models[0]),
+            None => Err(ApiError::bad(format!(
+                "several models are served ({}): say which with \"model\"",
+                self.names()
+            ))),
+        }
+    }
+
+    fn names(&self) -> String {
+        self.models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
 
 /// The playground, embedded: the page needs nothing from the network.
 const PAGE: &str = include_str!("page.html");

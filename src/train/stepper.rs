@@ -83,7 +83,7 @@ impl Stepper {
         state: &mut [Vec<f32>],
         clip: f64,
     ) -> Result<StepResult> {
-        let dev = Device::Cpu;
+        let dev = self.model.device().clone();
         let dropout = self.dropout.map(|(p, seed)| Dropout {
             p,
             seed,

@@ -67,6 +67,23 @@ fn glue_of_token(tok: &str) -> Glue {
     }
 }
 
+impl Vocab {
+    /// Turns ids back into text. Exact for the char level; for the word level, words are spaced
+    /// and punctuation glued to them as text is usually written (see `Detokenizer`), and `<eos>`
+    /// becomes a newline.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self.level {
+            Level::Char => ids.iter().map(|&i| self.token(i)).collect(),
+            Level::Word => {
+                let mut d = Detokenizer::new("");
+                let mut text: String = ids.iter().map(|&i| d.piece(self, i)).collect();
+                text.push_str(&d.finish(self));
+                text
+            }
+        }
+    }
+}
+
 /// Turns ids into text one token at a time, for streaming output; agrees with [`Vocab::decode`]
 /// (word level: words spaced as they are written, punctuation glued to them, no spaces inside
 /// Chinese, `<eos>` as a line break).

@@ -19,20 +19,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
-use tokenizers::normalizers::{Replace, Sequence as NormSeq, NFC};
-use tokenizers::pre_tokenizers::punctuation::Punctuation;
-use tokenizers::pre_tokenizers::sequence::Sequence as PreSeq;
+use tokenizers::normalizers::NFC;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
-use tokenizers::{
-    AddedToken, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
-};
+use tokenizers::{SplitDelimiterBehavior, Tokenizer};
 use unicode_normalization::UnicodeNormalization;
 
-mod detok;
+pub mod detok;
 mod hf;
+mod json;
 pub use crate::words::{is_han, segment_han, Segmenter, EOS, HAN_PATTERN, UNK};
-pub use detok::Detokenizer;
 use hf::{same_cut, special, word_tokenizer_skeleton};
 
 /// Matches exactly one Unicode scalar value, newlines included, in both regex engines that read
@@ -581,21 +576,6 @@ impl Vocab {
                     line_start += line.chars().count();
                 }
                 Ok((text.to_string(), spans))
-            }
-        }
-    }
-
-    /// Turns ids back into text. Exact for the char level; for the word level, words are spaced
-    /// and punctuation glued to them as text is usually written (see `Detokenizer`), and `<eos>`
-    /// becomes a newline.
-    pub fn decode(&self, ids: &[u32]) -> String {
-        match self.level {
-            Level::Char => ids.iter().map(|&i| self.token(i)).collect(),
-            Level::Word => {
-                let mut d = Detokenizer::new("");
-                let mut text: String = ids.iter().map(|&i| d.piece(self, i)).collect();
-                text.push_str(&d.finish(self));
-                text
             }
         }
     }
