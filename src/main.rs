@@ -118,18 +118,39 @@ fn eval_cmd(c: EvalCmd, rt: &Runtime) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A model loaded and a prompt read into its state: where sample, complete and rank start.
+struct Prompted {
+    loaded: checkpoint::Loaded,
+    engine: StreamModel,
+    state: elman::infer::State,
+}
+
+/// Loads `model`, encodes `prompt` (its warnings printed), and runs the model over it.
+fn prompted(model: &std::path::Path, prompt: &str, rt: &Runtime) -> Result<Prompted> {
+    let loaded = checkpoint::load(model, &rt.device)?;
+    let engine = StreamModel::new(&loaded.model)?;
+    let ids = generate::encode_prompt(&loaded.vocab, prompt, "--prompt")?;
+    for w in &ids.warnings {
+        eprintln!("warning: {w}");
+    }
+    let state = generate::warm_up(&engine, &loaded.vocab, &ids.ids)?;
+    Ok(Prompted {
+        loaded,
+        engine,
+        state,
+    })
+}
+
 fn sample_cmd(c: SampleCmd, rt: &Runtime) -> Result<ExitCode> {
     let prompt_str = prompt_text(c.prompt, &c.prompt_file)?;
     let opts = c.sampling.options()?;
     let seed = c.sampling.seed();
-    let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = StreamModel::new(&loaded.model)?;
+    let Prompted {
+        loaded,
+        engine,
+        state: start,
+    } = prompted(&c.model, &prompt_str, rt)?;
     let vocab = &loaded.vocab;
-    let prompt = generate::encode_prompt(vocab, &prompt_str, "--prompt")?;
-    for w in &prompt.warnings {
-        eprintln!("warning: {w}");
-    }
-    let start = generate::warm_up(&engine, vocab, &prompt.ids)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     repl::CANCEL.store(false, Ordering::SeqCst);
     let _ = ctrlc::set_handler(|| repl::CANCEL.store(true, Ordering::SeqCst));
@@ -184,14 +205,12 @@ fn sample_cmd(c: SampleCmd, rt: &Runtime) -> Result<ExitCode> {
 
 fn complete_cmd(c: CompleteCmd, rt: &Runtime) -> Result<ExitCode> {
     let prompt_str = prompt_text(c.prompt.prompt, &c.prompt.prompt_file)?;
-    let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = StreamModel::new(&loaded.model)?;
+    let Prompted {
+        loaded,
+        engine,
+        state: st,
+    } = prompted(&c.model, &prompt_str, rt)?;
     let vocab = &loaded.vocab;
-    let prompt = generate::encode_prompt(vocab, &prompt_str, "--prompt")?;
-    for w in &prompt.warnings {
-        eprintln!("warning: {w}");
-    }
-    let st = generate::warm_up(&engine, vocab, &prompt.ids)?;
     if let Some(w) = c.beam {
         if w == 0 || c.max_tokens == 0 {
             anyhow::bail!("--beam and --max-tokens must be at least 1");
@@ -218,14 +237,12 @@ fn complete_cmd(c: CompleteCmd, rt: &Runtime) -> Result<ExitCode> {
 fn rank_cmd(c: RankCmd, rt: &Runtime) -> Result<ExitCode> {
     let prompt_str = prompt_text(c.prompt.prompt.clone(), &c.prompt.prompt_file)?;
     let cands = c.candidates()?;
-    let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = StreamModel::new(&loaded.model)?;
+    let Prompted {
+        loaded,
+        engine,
+        state: st,
+    } = prompted(&c.model, &prompt_str, rt)?;
     let vocab = &loaded.vocab;
-    let prompt = generate::encode_prompt(vocab, &prompt_str, "--prompt")?;
-    for w in &prompt.warnings {
-        eprintln!("warning: {w}");
-    }
-    let st = generate::warm_up(&engine, vocab, &prompt.ids)?;
     let ranked = generate::rank(&engine, vocab, &st, &cands, c.by)?;
     for w in ranked.iter().flat_map(|r| &r.warnings) {
         eprintln!("warning: {w}");

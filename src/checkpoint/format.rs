@@ -39,6 +39,19 @@ pub struct VocabConfig {
     pub unknown_types: Option<u64>,
 }
 
+impl VocabConfig {
+    /// The options that build this vocabulary again (resuming and fine-tuning read with them).
+    pub fn options(&self) -> crate::vocab::VocabOptions {
+        crate::vocab::VocabOptions {
+            level: self.level,
+            nfc: self.nfc,
+            max_vocab: self.max_vocab,
+            min_count: self.min_count,
+            segmenter: self.segmenter,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }

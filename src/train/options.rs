@@ -151,99 +151,89 @@ impl Hyper {
         self.schedule.or(self.anneal.then_some(Schedule::Linear))
     }
 
+    /// The options that would make the run `config` describes: every setting given, as
+    /// `elman train` would take it.
+    pub fn of(config: &Config) -> Hyper {
+        let (mc, tc, vc) = (&config.model, &config.training, &config.vocab);
+        Hyper {
+            level: Some(vc.level),
+            segmenter: Some(vc.segmenter),
+            nfc: vc.nfc,
+            max_vocab: vc.max_vocab,
+            min_count: Some(vc.min_count),
+            cell: Some(mc.cell),
+            hidden: Some(mc.hidden),
+            embed: mc.embed,
+            tie: mc.tied,
+            one_hot: mc.embed.is_none(),
+            layers: Some(mc.layers),
+            activation: Some(mc.activation),
+            sampled_softmax: Some(tc.softmax_samples.unwrap_or(0)),
+            batch: Some(tc.batch),
+            bptt: Some(tc.bptt),
+            optimizer: Some(tc.optimizer),
+            lr: Some(tc.lr),
+            clip: Some(tc.clip),
+            schedule: match (tc.anneal, tc.plateau) {
+                (true, _) => Some(Schedule::Linear),
+                (false, true) => Some(Schedule::Plateau),
+                (false, false) => None,
+            },
+            anneal: false,
+            lr_decay: Some(tc.lr_decay),
+            patience: Some(tc.patience),
+            dropout: Some(tc.dropout),
+            val_fraction: Some(tc.val_fraction),
+            eval_every: Some(tc.eval_every),
+            seed: Some(tc.seed),
+        }
+    }
+
+    /// The options given whose values differ from the run `config` describes, each with whether
+    /// it fixes the model or its vocabulary (what a fine-tuning run cannot change either).
+    fn differences(&self, config: &Config) -> Vec<(&'static str, bool)> {
+        let saved = Hyper::of(config);
+        let given = Hyper {
+            // `auto` resolves to what the text needs: it asks for nothing in particular.
+            segmenter: self.segmenter.filter(|&s| s != Segmenter::Auto),
+            schedule: self.chosen_schedule(),
+            ..self.clone()
+        };
+        let mut out = Vec::new();
+        // Given and not the run's: an option set to another value, or a switch turned on.
+        macro_rules! differ {
+            ($model:literal: $($field:ident $flag:literal),+ $(,)?) => {$(
+                if given.$field != Hyper::default().$field && given.$field != saved.$field {
+                    out.push(($flag, $model));
+                }
+            )+};
+        }
+        differ!(true: cell "--cell", hidden "--hidden", embed "--embed", tie "--tie",
+            one_hot "--one-hot", layers "--layers", activation "--activation");
+        differ!(false: batch "--batch", bptt "--bptt", optimizer "--optimizer", lr "--lr",
+            clip "--clip", lr_decay "--lr-decay", patience "--patience",
+            val_fraction "--val-fraction", eval_every "--eval-every", seed "--seed",
+            dropout "--dropout", sampled_softmax "--sampled-softmax");
+        differ!(true: level "--level", max_vocab "--max-vocab", min_count "--min-count",
+            segmenter "--segmenter", nfc "--nfc");
+        differ!(false: schedule "--schedule");
+        out
+    }
+
     /// The options given whose values differ from the run `config` describes.
     pub fn changes(&self, config: &Config) -> Vec<&'static str> {
-        let (mc, tc, vc) = (&config.model, &config.training, &config.vocab);
-        let mut out = Vec::new();
-        let mut differs = |given: bool, name: &'static str| {
-            if given {
-                out.push(name);
-            }
-        };
-        differs(self.cell.is_some_and(|x| x != mc.cell), "--cell");
-        differs(self.hidden.is_some_and(|x| x != mc.hidden), "--hidden");
-        differs(self.embed.is_some_and(|x| Some(x) != mc.embed), "--embed");
-        differs(self.tie && !mc.tied, "--tie");
-        differs(self.one_hot && mc.embed.is_some(), "--one-hot");
-        differs(self.layers.is_some_and(|x| x != mc.layers), "--layers");
-        differs(
-            self.activation.is_some_and(|x| x != mc.activation),
-            "--activation",
-        );
-        differs(self.batch.is_some_and(|x| x != tc.batch), "--batch");
-        differs(self.bptt.is_some_and(|x| x != tc.bptt), "--bptt");
-        differs(
-            self.optimizer.is_some_and(|x| x != tc.optimizer),
-            "--optimizer",
-        );
-        differs(self.lr.is_some_and(|x| x != tc.lr), "--lr");
-        differs(self.clip.is_some_and(|x| x != tc.clip), "--clip");
-        differs(
-            self.lr_decay.is_some_and(|x| x != tc.lr_decay),
-            "--lr-decay",
-        );
-        differs(
-            self.patience.is_some_and(|x| x != tc.patience),
-            "--patience",
-        );
-        differs(
-            self.val_fraction.is_some_and(|x| x != tc.val_fraction),
-            "--val-fraction",
-        );
-        differs(
-            self.eval_every.is_some_and(|x| x != tc.eval_every),
-            "--eval-every",
-        );
-        differs(self.seed.is_some_and(|x| x != tc.seed), "--seed");
-        differs(self.dropout.is_some_and(|x| x != tc.dropout), "--dropout");
-        differs(
-            self.sampled_softmax
-                .is_some_and(|k| (k > 0).then_some(k) != tc.softmax_samples),
-            "--sampled-softmax",
-        );
-        differs(self.level.is_some_and(|x| x != vc.level), "--level");
-        differs(
-            self.max_vocab.is_some_and(|x| Some(x) != vc.max_vocab),
-            "--max-vocab",
-        );
-        differs(
-            self.min_count.is_some_and(|x| x != vc.min_count),
-            "--min-count",
-        );
-        differs(
-            self.segmenter
-                .is_some_and(|x| x != Segmenter::Auto && x != vc.segmenter),
-            "--segmenter",
-        );
-        differs(self.nfc && !vc.nfc, "--nfc");
-        differs(
-            self.chosen_schedule()
-                .is_some_and(|s| s.flags() != (tc.anneal, tc.plateau)),
-            "--schedule",
-        );
-        out
+        self.differences(config)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect()
     }
 
     /// The options given that fix the model or its vocabulary and differ from `config`'s (what a
     /// fine-tuning run cannot change).
     pub fn model_changes(&self, config: &Config) -> Vec<&'static str> {
-        let model_flags = [
-            "--cell",
-            "--hidden",
-            "--embed",
-            "--tie",
-            "--one-hot",
-            "--layers",
-            "--activation",
-            "--level",
-            "--max-vocab",
-            "--min-count",
-            "--segmenter",
-            "--nfc",
-        ];
-        self.changes(config)
+        self.differences(config)
             .into_iter()
-            .filter(|f| model_flags.contains(f))
+            .filter_map(|(f, model)| model.then_some(f))
             .collect()
     }
 }

@@ -140,13 +140,7 @@ pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
         config.vocab.nfc,
         config.vocab.segmenter,
     )?;
-    let vopts = VocabOptions {
-        level: config.vocab.level,
-        nfc: config.vocab.nfc,
-        max_vocab: config.vocab.max_vocab,
-        min_count: config.vocab.min_count,
-        segmenter: config.vocab.segmenter,
-    };
+    let vopts = config.vocab.options();
     let (corpus, vocab, data) = load_data(
         &files,
         &val_files,
@@ -195,9 +189,7 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
             src.display()
         );
     }
-    if !args.val_files.is_empty() && args.hyper.val_fraction.is_some() {
-        bail!("--val and --val-fraction exclude each other: the validation text is either its own file or the end of the training text");
-    }
+    check_val_options(args)?;
     let mut vocab = Vocab::from_tokenizer_json(
         &src.join(checkpoint::TOKENIZER_FILE),
         base.vocab.level,
@@ -205,13 +197,7 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         base.vocab.segmenter,
     )?;
     vocab.unknown_types = base.vocab.unknown_types;
-    let vopts = VocabOptions {
-        level: base.vocab.level,
-        nfc: base.vocab.nfc,
-        max_vocab: base.vocab.max_vocab,
-        min_count: base.vocab.min_count,
-        segmenter: base.vocab.segmenter,
-    };
+    let vopts = base.vocab.options();
     let val_fraction = args
         .hyper
         .val_fraction
@@ -227,15 +213,9 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
     .map_err(|e| anyhow!("{e} (the vocabulary is that of {})", src.display()))?;
     let mc = base.model;
     let mut tc = train_config(&args.hyper, vocab.len(), Some(&base.training))?;
-    if args.hyper.eval_every.is_none() {
-        tc.eval_every =
-            super::schedule::default_eval_every(&mc, &tc, data.val().len(), data.train().len());
-    }
+    default_eval_every(&args.hyper, &mut tc, &mc, &data);
     check_hyper(&tc, &mc)?;
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("checkpoints").join(&corpus.name));
+    let dir = out_dir(args, &corpus);
     if dir == src {
         bail!(
             "{}: is the checkpoint --init-from starts from; write the new run elsewhere with --out",
@@ -270,9 +250,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
     if h.segmenter.is_some() && vopts.level != Level::Word {
         bail!("--segmenter applies to word-level vocabularies: add --level word");
     }
-    if !args.val_files.is_empty() && h.val_fraction.is_some() {
-        bail!("--val and --val-fraction exclude each other: the validation text is either its own file or the end of the training text");
-    }
+    check_val_options(args)?;
     let (corpus, vocab, data) = load_data(
         &args.files,
         &args.val_files,
@@ -314,10 +292,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             format!("no dropout (the budget reads the text {often})")
         });
     }
-    if h.eval_every.is_none() {
-        tc.eval_every =
-            super::schedule::default_eval_every(&mc, &tc, data.val().len(), data.train().len());
-    }
+    default_eval_every(h, &mut tc, &mc, &data);
     check_hyper(&tc, &mc)?;
     if mc.vocab_size > crate::config::MAX_VOCAB {
         bail!(
@@ -327,10 +302,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         );
     }
     mc.validate()?;
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("checkpoints").join(&corpus.name));
+    let dir = out_dir(args, &corpus);
     claim_folder(&dir, args.force)?;
     let config = new_config(args, mc, &vopts, &vocab, tc, &corpus);
     Ok(Run {
@@ -343,6 +315,30 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         init_from: None,
         chosen,
     })
+}
+
+/// `--val` names the validation text, `--val-fraction` cuts it from the end: not both.
+fn check_val_options(args: &TrainArgs) -> Result<()> {
+    if !args.val_files.is_empty() && args.hyper.val_fraction.is_some() {
+        bail!("--val and --val-fraction exclude each other: the validation text is either its own file or the end of the training text");
+    }
+    Ok(())
+}
+
+/// The evaluation interval of a new run when `--eval-every` was not given (it depends on what
+/// scoring the validation text costs against training).
+fn default_eval_every(h: &Hyper, tc: &mut TrainConfig, mc: &ModelConfig, data: &Data) {
+    if h.eval_every.is_none() {
+        tc.eval_every =
+            super::schedule::default_eval_every(mc, tc, data.val().len(), data.train().len());
+    }
+}
+
+/// Where a new run is saved: `--out`, or `checkpoints/` and the corpus's name.
+fn out_dir(args: &TrainArgs, corpus: &CorpusMeta) -> PathBuf {
+    args.out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("checkpoints").join(&corpus.name))
 }
 
 /// The config of a new run (fresh or fine-tuned), before its first save.

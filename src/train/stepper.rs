@@ -1,12 +1,17 @@
-//! One training step: a window of truncated BPTT and the optimizer's update, on the fused path or
-//! (for reference) candle's autograd graph. Training and `elman bench` both run exactly this.
+//! One training step: a window of truncated BPTT and the optimizer's update. Training and
+//! `elman bench` both run exactly this.
+//!
+//! How a window's loss and gradients are found is a [`WindowBackend`]: the fused CPU window
+//! (`fused/`, what training runs) or candle's autograd graph (`train --reference`, what the tests
+//! hold the fused window to). Everything around it — the divergence check, the carried state,
+//! clipping and the optimizer's step — is written once, in [`Stepper::step`].
 
-use crate::fused::FusedWindow;
+use crate::fused::{with_params, FusedWindow};
 use crate::model::{cross_entropy, GraphModel};
 use crate::optim::{clip_scale, grads_in_order, Optimizer};
-use crate::stochastic::Dropout;
+use crate::stochastic::{Dropout, Sample};
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;
 
 /// What one training step came to.
@@ -17,13 +22,107 @@ pub enum StepResult {
     Diverged(String),
 }
 
+/// What a window draws at random: its dropout masks and its sampled softmax's negatives.
+struct Noise<'a> {
+    dropout: Option<Dropout>,
+    sample: Option<&'a Sample>,
+}
+
+/// One window forward and back. `inp`/`tgt` are time-major (bptt × batch); `state` holds each
+/// layer's carried state and `next` receives the window's last one. Returns the mean loss; the
+/// gradients (layout order) are then in [`WindowBackend::grads`].
+trait WindowBackend {
+    fn window(
+        &mut self,
+        params: &[(String, Var)],
+        inp: &[u32],
+        tgt: &[u32],
+        state: &[Vec<f32>],
+        next: &mut [Vec<f32>],
+        noise: &Noise,
+    ) -> Result<f64>;
+
+    fn grads(&self) -> &[Vec<f32>];
+}
+
+/// The fused window: the weights read where they lie (the optimizer then updates them in place).
+struct Fused(FusedWindow);
+
+impl WindowBackend for Fused {
+    fn window(
+        &mut self,
+        params: &[(String, Var)],
+        inp: &[u32],
+        tgt: &[u32],
+        _state: &[Vec<f32>],
+        next: &mut [Vec<f32>],
+        noise: &Noise,
+    ) -> Result<f64> {
+        let fused = &mut self.0;
+        fused.set_dropout(noise.dropout);
+        let vars: Vec<&Tensor> = params.iter().map(|(_, v)| v.as_tensor()).collect();
+        let config = fused.config;
+        Ok(with_params(&config, &vars, |p| match noise.sample {
+            None => fused.step(p, inp, tgt, next),
+            Some(sample) => fused.step_sampled(p, inp, tgt, next, sample),
+        })?)
+    }
+
+    fn grads(&self) -> &[Vec<f32>] {
+        &self.0.grads
+    }
+}
+
+/// candle's autograd graph, the reference.
+struct Graph {
+    model: GraphModel,
+    batch: usize,
+    bptt: usize,
+    grads: Vec<Vec<f32>>,
+}
+
+impl WindowBackend for Graph {
+    fn window(
+        &mut self,
+        params: &[(String, Var)],
+        inp: &[u32],
+        tgt: &[u32],
+        state: &[Vec<f32>],
+        next: &mut [Vec<f32>],
+        noise: &Noise,
+    ) -> Result<f64> {
+        let dev = self.model.device().clone();
+        let (batch, bptt, hidden) = (self.batch, self.bptt, self.model.config.hidden);
+        let inp_t = Tensor::from_slice(inp, (bptt, batch), &dev)?;
+        let tgt_t = Tensor::from_slice(tgt, bptt * batch, &dev)?;
+        let h0 = state
+            .iter()
+            .map(|h| Ok(Tensor::from_slice(h, (batch, hidden), &dev)?))
+            .collect::<Result<Vec<_>>>()?;
+        let masks = match noise.dropout {
+            Some(d) => d.mask_tensors(self.model.config.layers, bptt, batch, hidden, &dev)?,
+            None => Vec::new(),
+        };
+        let (logits, last) = self.model.forward_masked(&inp_t, &h0, &masks)?;
+        let loss_t = cross_entropy(&logits, &tgt_t)?;
+        let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        self.grads = grads_in_order(&loss_t.backward()?, params)?;
+        for (s, h) in next.iter_mut().zip(&last) {
+            *s = h.flatten_all()?.to_vec1::<f32>()?;
+        }
+        Ok(loss)
+    }
+
+    fn grads(&self) -> &[Vec<f32>] {
+        &self.grads
+    }
+}
+
 /// One step of truncated BPTT plus the optimizer update, on the fused path or (for reference) the
 /// candle graph.
 pub struct Stepper {
-    model: GraphModel,
-    fast: Option<FusedWindow>,
-    batch: usize,
-    bptt: usize,
+    backend: Box<dyn WindowBackend + Send + Sync>,
+    vocab: usize,
     diverge_limit: f64,
     /// Sampled softmax: negatives per step and the run's seed.
     samples: Option<(usize, u64)>,
@@ -43,11 +142,19 @@ impl Stepper {
         reference: bool,
     ) -> Self {
         let mc = model.config;
+        let backend: Box<dyn WindowBackend + Send + Sync> = if reference {
+            Box::new(Graph {
+                model: model.clone(),
+                batch,
+                bptt,
+                grads: Vec::new(),
+            })
+        } else {
+            Box::new(Fused(FusedWindow::new(mc, batch, bptt, threads)))
+        };
         Stepper {
-            model: model.clone(),
-            fast: (!reference).then(|| FusedWindow::new(mc, batch, bptt, threads)),
-            batch,
-            bptt,
+            backend,
+            vocab: mc.vocab_size,
             // Far above any loss a learning model has (ln V at the start).
             diverge_limit: 3.0 * (mc.vocab_size as f64).ln() + 10.0,
             samples: None,
@@ -83,87 +190,32 @@ impl Stepper {
         state: &mut [Vec<f32>],
         clip: f64,
     ) -> Result<StepResult> {
-        let dev = self.model.device().clone();
-        let dropout = self.dropout.map(|(p, seed)| Dropout {
-            p,
-            seed,
-            step: self.step_index,
+        let step = self.step_index;
+        let sample = self.samples.map(|(k, seed)| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed ^ 0x5A3F_0C1E_u64 ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03),
+            );
+            Sample::draw(self.vocab, k, &mut rng)
         });
-        let (loss, grads) = if let Some(fast) = self.fast.as_mut() {
-            fast.set_dropout(dropout);
-            // The weights are read where they lie (the optimizer then updates them in place).
-            let vars: Vec<&Tensor> = opt.params().iter().map(|(_, v)| v.as_tensor()).collect();
-            let mut next = state.to_vec();
-            let (samples, step_index) = (self.samples, self.step_index);
-            let vocab = self.model.config.vocab_size;
-            let loss =
-                crate::fused::with_params(&self.model.config, &vars, |params| match samples {
-                    None => fast.step(params, inp, tgt, &mut next),
-                    Some((k, seed)) => {
-                        let mut rng = rand::rngs::StdRng::seed_from_u64(
-                            seed ^ 0x5A3F_0C1E_u64 ^ step_index.wrapping_mul(0xD1B5_4A32_D192_ED03),
-                        );
-                        let sample = crate::stochastic::Sample::draw(vocab, k, &mut rng);
-                        fast.step_sampled(params, inp, tgt, &mut next, &sample)
-                    }
-                })?;
-            self.step_index += 1;
-            if !loss.is_finite() || loss > self.diverge_limit {
-                return Ok(StepResult::Diverged(format!("loss {loss}")));
-            }
-            state.clone_from_slice(&next);
-            let (norm, scale) = clip_scale(&fast.grads, clip)?;
-            if !norm.is_finite() {
-                return Ok(StepResult::Diverged(format!("gradient norm {norm}")));
-            }
-            opt.step(&fast.grads, scale)?;
-            return Ok(StepResult::Ok(loss));
-        } else {
-            let hidden = self.model.config.hidden;
-            let inp_t = Tensor::from_slice(inp, (self.bptt, self.batch), &dev)?;
-            let tgt_t = Tensor::from_slice(tgt, self.bptt * self.batch, &dev)?;
-            let h0 = state_tensors(state, self.batch, hidden, &dev)?;
-            let masks = match dropout {
-                Some(d) => d.mask_tensors(
-                    self.model.config.layers,
-                    self.bptt,
-                    self.batch,
-                    hidden,
-                    &dev,
-                )?,
-                None => Vec::new(),
-            };
-            let (logits, last) = self.model.forward_masked(&inp_t, &h0, &masks)?;
-            self.step_index += 1;
-            let loss_t = cross_entropy(&logits, &tgt_t)?;
-            let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !loss.is_finite() || loss > self.diverge_limit {
-                return Ok(StepResult::Diverged(format!("loss {loss}")));
-            }
-            let grads = grads_in_order(&loss_t.backward()?, opt.params())?;
-            for (s, h) in state.iter_mut().zip(&last) {
-                *s = h.flatten_all()?.to_vec1::<f32>()?;
-            }
-            (loss, grads)
+        let noise = Noise {
+            dropout: self.dropout.map(|(p, seed)| Dropout { p, seed, step }),
+            sample: sample.as_ref(),
         };
-        let (norm, scale) = clip_scale(&grads, clip)?;
+        let mut next = state.to_vec();
+        let loss = self
+            .backend
+            .window(opt.params(), inp, tgt, state, &mut next, &noise)?;
+        self.step_index += 1;
+        if !loss.is_finite() || loss > self.diverge_limit {
+            return Ok(StepResult::Diverged(format!("loss {loss}")));
+        }
+        state.clone_from_slice(&next);
+        let grads = self.backend.grads();
+        let (norm, scale) = clip_scale(grads, clip)?;
         if !norm.is_finite() {
             return Ok(StepResult::Diverged(format!("gradient norm {norm}")));
         }
-        opt.step(&grads, scale)?;
+        opt.step(grads, scale)?;
         Ok(StepResult::Ok(loss))
     }
-}
-
-/// The carried hidden state as candle tensors, one (batch × hidden) per layer.
-fn state_tensors(
-    state: &[Vec<f32>],
-    batch: usize,
-    hidden: usize,
-    dev: &Device,
-) -> Result<Vec<Tensor>> {
-    state
-        .iter()
-        .map(|h| Ok(Tensor::from_slice(h, (batch, hidden), dev)?))
-        .collect()
 }
