@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 
-class GraphModel(torch.nn.Module):
+class RecurrentLM(torch.nn.Module):
     def __init__(self, vocab: int, hidden: int, layers: int, activation: str, cell: str = "elman",
                  embed=None, tied: bool = False):
         super().__init__()
@@ -104,8 +104,8 @@ def main() -> int:
     cfg = json.loads((args.checkpoint / "config.json").read_text())
     m = cfg["model"]
     cell = m.get("cell", "elman")
-    model = GraphModel(m["vocab_size"], m["hidden"], m["layers"], m["activation"], cell,
-                    m.get("embed"), m.get("tied", False))
+    model = RecurrentLM(m["vocab_size"], m["hidden"], m["layers"], m["activation"], cell,
+                       m.get("embed"), m.get("tied", False))
     model.load_state_dict(load_file(str(args.checkpoint / "model.safetensors")), strict=True)
     model.eval()
     tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))

@@ -108,7 +108,7 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
         train::train(&train_args(a), &rt)?;
     }
     let loaded = checkpoint::load(&a.out, &rt.device)?;
-    let engine = StreamModel::new(&loaded.model)?;
+    let net = StreamModel::new(&loaded.model)?;
     let vocab = &loaded.vocab;
     let p = &loaded.config.progress;
     writeln!(
@@ -127,20 +127,20 @@ pub fn run(a: &DemoArgs, out: &mut dyn Write) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for prompt in ["天空中", "小明在", "The bird", "In the morning,"] {
         let ids = encode_prompt(vocab, prompt, "prompt")?.ids;
-        let mut st = warm_up(&engine, vocab, &ids)?;
+        let mut st = warm_up(&net, vocab, &ids)?;
         write!(out, "  {prompt}")?;
         let never = AtomicBool::new(false);
         let (len, until) = (120, Until::LineEnd);
         stream(
-            &engine, vocab, &mut st, prompt, len, &opts, &mut rng, until, &never, out,
+            &net, vocab, &mut st, prompt, len, &opts, &mut rng, until, &never, out,
         )?;
         writeln!(out)?;
     }
 
     let cands: Vec<String> = SHOWCASE_CANDIDATES.iter().map(|s| s.to_string()).collect();
     let ids = encode_prompt(vocab, SHOWCASE_PROMPT, "prompt")?.ids;
-    let st = warm_up(&engine, vocab, &ids)?;
-    let ranked = rank(&engine, vocab, &st, &cands, RankBy::Total)?;
+    let st = warm_up(&net, vocab, &ids)?;
+    let ranked = rank(&net, vocab, &st, &cands, RankBy::Total)?;
     writeln!(out, "\nthe chapter's question: {SHOWCASE_PROMPT}__ ?")?;
     write!(
         out,

@@ -33,21 +33,21 @@ pub fn encode_prompt(vocab: &Vocab, text: &str, what: &str) -> Result<Prompt> {
 
 /// The state after reading `prompt` from s = 0. An empty prompt starts after a line break
 /// (`"\n"`, or `<eos>` at word level), the natural start of a text.
-pub fn warm_up(engine: &StreamModel, vocab: &Vocab, prompt: &[u32]) -> Result<State> {
-    let mut state = engine.zero_state();
+pub fn warm_up(net: &StreamModel, vocab: &Vocab, prompt: &[u32]) -> Result<State> {
+    let mut state = net.zero_state();
     if prompt.is_empty() {
         let start = match vocab.level {
             Level::Char => vocab.id("\n"),
             Level::Word => vocab.id(EOS),
         };
         match start {
-            Some(s) => engine.step(&mut state, s),
+            Some(s) => net.step(&mut state, s),
             None => bail!(
                 "the prompt is empty and the model has no line break to start from: give a prompt"
             ),
         }
     } else {
-        engine.feed(&mut state, prompt);
+        net.feed(&mut state, prompt);
     }
     Ok(state)
 }
@@ -164,7 +164,7 @@ pub fn sample_next(log_probs: &[f64], opts: &SampleOptions, rng: &mut impl Rng) 
 /// Generates up to `length` tokens from `state`, calling `emit` with each; `emit` returning false
 /// stops early (Ctrl-C). Returns the tokens.
 pub fn generate(
-    engine: &StreamModel,
+    net: &StreamModel,
     state: &mut State,
     length: usize,
     opts: &SampleOptions,
@@ -173,10 +173,10 @@ pub fn generate(
 ) -> Vec<u32> {
     let mut out = Vec::with_capacity(length);
     for _ in 0..length {
-        let lp = engine.log_probs(state);
+        let lp = net.log_probs(state);
         let x = sample_next(&lp, opts, rng);
         out.push(x);
-        engine.step(state, x);
+        net.step(state, x);
         if !emit(x) {
             break;
         }
@@ -200,7 +200,7 @@ pub enum Until {
 /// text generated.
 #[allow(clippy::too_many_arguments)]
 pub fn stream(
-    engine: &StreamModel,
+    net: &StreamModel,
     vocab: &Vocab,
     state: &mut State,
     after: &str,
@@ -216,7 +216,7 @@ pub fn stream(
     let mut text = String::new();
     let mut failed: Option<std::io::Error> = None;
     let mut line_ended = false;
-    generate(engine, state, length, opts, rng, |x| {
+    generate(net, state, length, opts, rng, |x| {
         let piece = detok.piece(vocab, x);
         let piece = match (until, piece.split_once('\n')) {
             (Until::LineEnd, Some((head, _))) => {
@@ -251,8 +251,8 @@ pub struct NextToken {
 }
 
 /// The `k` most probable next tokens after `state`.
-pub fn top_next(engine: &StreamModel, vocab: &Vocab, state: &State, k: usize) -> Vec<NextToken> {
-    let lp = engine.log_probs(state);
+pub fn top_next(net: &StreamModel, vocab: &Vocab, state: &State, k: usize) -> Vec<NextToken> {
+    let lp = net.log_probs(state);
     top_k_indices(&lp, k)
         .into_iter()
         .map(|i| NextToken {
@@ -303,7 +303,7 @@ pub struct Continuation {
 /// ending at a stop token or at the limit. Exact when `width` ≥ the number of possible
 /// continuations (every candidate survives every round).
 pub fn beam_search(
-    engine: &StreamModel,
+    net: &StreamModel,
     vocab: &Vocab,
     state: &State,
     width: usize,
@@ -315,7 +315,7 @@ pub fn beam_search(
     for depth in 0..max_tokens {
         let mut cands: Vec<(usize, u32, f64)> = Vec::with_capacity(live.len() * vocab.len());
         for (b, (st, _, score)) in live.iter().enumerate() {
-            let lp = engine.log_probs(st);
+            let lp = net.log_probs(st);
             cands.extend(lp.iter().enumerate().map(|(v, l)| (b, v as u32, score + l)));
         }
         cands.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
@@ -334,7 +334,7 @@ pub fn beam_search(
                 });
             } else {
                 let mut st = live[b].0.clone();
-                engine.step(&mut st, v);
+                net.step(&mut st, v);
                 next.push((st, ids, score));
             }
         }
@@ -419,7 +419,7 @@ pub fn unknown_rule(vocab: &Vocab) -> String {
 /// KenLM score an out-of-vocabulary word); where N is not known, unknown candidates rank after
 /// every known one. Either way they are marked (`unknown`).
 pub fn rank(
-    engine: &StreamModel,
+    net: &StreamModel,
     vocab: &Vocab,
     prompt_state: &State,
     candidates: &[String],
@@ -444,13 +444,13 @@ pub fn rank(
         let mut st = prompt_state.clone();
         let mut lps = Vec::with_capacity(ids.len());
         for (j, &x) in ids.iter().enumerate() {
-            let mut lp = engine.log_probs(&st)[x as usize];
+            let mut lp = net.log_probs(&st)[x as usize];
             if Some(x) == vocab.unk && !unknown.is_empty() {
                 lp -= unk_share.unwrap_or(0.0);
             }
             lps.push(lp);
             if j + 1 < ids.len() {
-                engine.step(&mut st, x);
+                net.step(&mut st, x);
             }
         }
         let total: f64 = lps.iter().sum();

@@ -147,26 +147,26 @@ pub fn spectral_norm_of(a: &[f32], m: usize, n: usize) -> f64 {
 
 /// Measures ‖∂L(t)/∂s(t−k)‖ for k = 0..=max_k, averaged over `positions` positions t spread
 /// evenly over `tokens` (each t has at least max_k tokens of history before it), by the cell's own
-/// backward step ([`StreamCell::backward`]). An LSTM gives a second curve, ‖∂L(t)/∂c(t−k)‖ for
+/// backward step ([`crate::cell::StreamCell::backward`]). An LSTM gives a second curve, ‖∂L(t)/∂c(t−k)‖ for
 /// its cell state (with h(t−k) held apart: the gradient that travels along c).
 pub fn measure(
-    engine: &StreamModel,
+    net: &StreamModel,
     tokens: &[u32],
     opts: Options,
     label: &str,
 ) -> Result<Vec<Curve>> {
-    measure_reporting(engine, tokens, opts, label, &|_| {})
+    measure_reporting(net, tokens, opts, label, &|_| {})
 }
 
 /// [`measure`], telling `progress` of every token read.
 pub fn measure_reporting(
-    engine: &StreamModel,
+    net: &StreamModel,
     tokens: &[u32],
     opts: Options,
     label: &str,
     progress: &dyn Fn(u64),
 ) -> Result<Vec<Curve>> {
-    let cfg = engine.config;
+    let cfg = net.config;
     let (h, k_max) = (cfg.hidden, opts.max_k);
     if opts.positions == 0 {
         bail!("--positions must be at least 1");
@@ -193,9 +193,9 @@ pub fn measure_reporting(
         .collect();
 
     let top = cfg.layers - 1;
-    let cell = engine.cell();
-    let weights = engine.layer(top);
-    let dec = engine.decoder_weight();
+    let cell = net.cell();
+    let weights = net.layer(top);
+    let dec = net.decoder_weight();
     let w_norm = spectral_norm_of(&weights.w_hh, cell.gates() * h, h);
 
     // A ring of what the last max_k + 2 steps of the top layer left (step t back to t−max_k−1:
@@ -203,11 +203,11 @@ pub fn measure_reporting(
     let ring_len = k_max + 2;
     let mut ring = vec![StepRecord::default(); ring_len];
     let (mut sums, mut sums_c) = (vec![0f64; k_max + 1], vec![0f64; k_max + 1]);
-    let mut state = engine.zero_state();
+    let mut state = net.zero_state();
     let mut next = chosen.iter().peekable();
     let mut d = StateGrad::new(cell.gates(), cell.carried(), h);
     for (t, &x) in tokens.iter().enumerate().take(last + 1) {
-        engine.step(&mut state, x);
+        net.step(&mut state, x);
         progress(1);
         let r = &mut ring[t % ring_len];
         r.h.clone_from(&state.h[top]);
@@ -219,7 +219,7 @@ pub fn measure_reporting(
         }
         next.next();
         // δ(0) = Vᵀ (p − onehot(target)); nothing reaches c(t) but through h(t).
-        let lp = engine.log_probs(&state);
+        let lp = net.log_probs(&state);
         let target = tokens[t + 1] as usize;
         d.h.iter_mut().for_each(|v| *v = 0.0);
         d.c.iter_mut().for_each(|v| *v = 0.0);
@@ -273,15 +273,10 @@ pub fn measure_reporting(
 }
 
 /// [`measure`] with a progress bar (on a terminal, unless `req.quiet`).
-fn measured(
-    engine: &StreamModel,
-    tokens: &[u32],
-    req: &Request,
-    label: &str,
-) -> Result<Vec<Curve>> {
+fn measured(net: &StreamModel, tokens: &[u32], req: &Request, label: &str) -> Result<Vec<Curve>> {
     let read = tokens.len().saturating_sub(1) as u64;
     let bar = crate::progress::Bar::new(read, &format!("gradflow {label}"), req.quiet);
-    let curves = measure_reporting(engine, tokens, req.options, label, &|n| bar.inc(n));
+    let curves = measure_reporting(net, tokens, req.options, label, &|n| bar.inc(n));
     bar.finish();
     curves
 }
@@ -510,7 +505,7 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
 
     let mut curves = Vec::new();
     if let Some(l) = &loaded {
-        let engine = StreamModel::new(&l.model)?;
+        let net = StreamModel::new(&l.model)?;
         let name = l
             .dir
             .file_name()
@@ -521,7 +516,7 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
             activation: mc.activation,
         };
         let label = format!("{name} ({}, trained)", kind.name());
-        curves.extend(measured(&engine, &tokens, req, &label)?);
+        curves.extend(measured(&net, &tokens, req, &label)?);
     }
     let hidden = req
         .hidden
@@ -539,18 +534,18 @@ pub fn run(req: &Request, rt: &crate::runtime::Runtime) -> Result<Report> {
             cfg,
             candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev),
         )?;
-        let mut engine = StreamModel::new(&model)?;
+        let mut net = StreamModel::new(&model)?;
         let mut label = format!("{act} (fresh, H={hidden})");
         if let Some(target) = req.w_norm {
             if !(target.is_finite() && target >= 0.0) {
                 bail!("--w-norm must be a non-negative number");
             }
-            let gates = engine.cell().gates();
-            let now = spectral_norm_of(engine.recurrent_weight(0), gates * hidden, hidden);
-            engine.scale_recurrent_weight(0, (target / now) as f32);
+            let gates = net.cell().gates();
+            let now = spectral_norm_of(net.recurrent_weight(0), gates * hidden, hidden);
+            net.scale_recurrent_weight(0, (target / now) as f32);
             label = format!("{act} (fresh, ‖W‖={target})");
         }
-        curves.extend(measured(&engine, &tokens, req, &label)?);
+        curves.extend(measured(&net, &tokens, req, &label)?);
     }
     Ok(Report {
         text: text_files.iter().map(|f| f.display().to_string()).collect(),

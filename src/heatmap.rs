@@ -71,8 +71,8 @@ pub struct Options {
 
 impl Options {
     /// Checks the options against the model; returns the layer the unit is in.
-    pub fn check(&self, engine: &StreamModel) -> Result<usize> {
-        let cfg = engine.config;
+    pub fn check(&self, net: &StreamModel) -> Result<usize> {
+        let cfg = net.config;
         let layer = self.layer.unwrap_or(cfg.layers - 1);
         if layer >= cfg.layers {
             bail!(
@@ -81,7 +81,7 @@ impl Options {
                 cfg.layers - 1
             );
         }
-        if self.cell_state && engine.cell().carried() < 2 {
+        if self.cell_state && net.cell().carried() < 2 {
             bail!(
                 "--cell-state: a {} model has no cell state (only an LSTM does); drop --cell-state to show the unit's output",
                 cfg.cell
@@ -102,15 +102,15 @@ impl Options {
 
 /// Scores `text` token by token.
 pub fn analyse(
-    engine: &StreamModel,
+    net: &StreamModel,
     vocab: &Vocab,
     text: &str,
     opts: Options,
     model: &str,
     text_name: &str,
 ) -> Result<Heatmap> {
-    let cfg = engine.config;
-    let layer = opts.check(engine)?;
+    let cfg = net.config;
+    let layer = opts.check(net)?;
     let (shown, mut spans) = vocab.encode_spans(text)?;
     if spans.len() < 2 {
         bail!("the text has fewer than 2 tokens: nothing to score");
@@ -120,7 +120,7 @@ pub fn analyse(
     let chars: Vec<char> = shown.chars().collect();
     let piece = |a: usize, b: usize| -> String { chars[a..b].iter().collect() };
 
-    let mut state = engine.zero_state();
+    let mut state = net.zero_state();
     let mut tokens = Vec::with_capacity(spans.len());
     let mut gaps = Vec::with_capacity(spans.len());
     let mut pos = 0usize;
@@ -133,7 +133,7 @@ pub fn analyse(
         let (bits, top) = if i == 0 {
             (None, Vec::new())
         } else {
-            let lp = engine.log_probs(&state);
+            let lp = net.log_probs(&state);
             nats -= lp[sp.id as usize];
             let top = generate::top_k_indices(&lp, opts.top)
                 .into_iter()
@@ -141,7 +141,7 @@ pub fn analyse(
                 .collect();
             (Some(-lp[sp.id as usize] / std::f64::consts::LN_2), top)
         };
-        engine.step(&mut state, sp.id);
+        net.step(&mut state, sp.id);
         tokens.push(Token {
             text: piece(sp.start, sp.end),
             token: vocab.token(sp.id).to_string(),

@@ -2,7 +2,7 @@
 //! plain Rust loops over `Vec<f32>`.
 //!
 //! Sampling, completion, ranking and the REPL run at batch 1, where building a candle graph per
-//! step costs more than the arithmetic. This engine copies the weights once, keeps them in the
+//! step costs more than the arithmetic. This model copies the weights once, keeps them in the
 //! layout each step reads contiguously, and never allocates in `step`. Tests check it against
 //! `GraphModel::forward`.
 

@@ -1,9 +1,13 @@
 //! elman — Elman recurrent neural-network language models, after chapter 13 of the book
 //! (`s(t) = σ(U x(t) + W s(t−1) + b)`, `y(t) = softmax(V s(t) + c)`, trained by BPTT).
 //!
-//! The pipeline, one module per stage (see ARCHITECTURE.md):
-//! [`corpus`] (text files) → [`vocab`] (token ids; [`words`] cuts word-level lines) → [`model`] (the network) → [`train`]
-//! (truncated BPTT with [`optim`]) → [`checkpoint`] (the folder on disk) → [`eval`] (scoring).
+//! The pipeline, one module per stage (see ARCHITECTURE.md, which also gives the stairs imports
+//! run down): [`corpus`] (text files) → [`vocab`] (token ids; [`words`] cuts word-level lines) →
+//! [`config`] and [`cell`] (what the network is) → [`model`] (the network on candle's graph, the
+//! reference), [`fused`] (the fused CPU window training and scoring run) and [`infer`] (batch 1) →
+//! [`train`] (truncated BPTT with [`optim`]) → [`checkpoint`] (the folder on disk) → [`eval`]
+//! (scoring) and [`generate`] (sampling, completion, ranking). [`kernels`] hold every hot loop;
+//! [`runtime`] is the device; only [`cli`] knows the command line.
 
 pub mod bench;
 pub mod cell;

@@ -121,24 +121,20 @@ fn eval_cmd(c: EvalCmd, rt: &Runtime) -> Result<ExitCode> {
 /// A model loaded and a prompt read into its state: where sample, complete and rank start.
 struct Prompted {
     loaded: checkpoint::Loaded,
-    engine: StreamModel,
+    net: StreamModel,
     state: elman::infer::State,
 }
 
 /// Loads `model`, encodes `prompt` (its warnings printed), and runs the model over it.
 fn prompted(model: &std::path::Path, prompt: &str, rt: &Runtime) -> Result<Prompted> {
     let loaded = checkpoint::load(model, &rt.device)?;
-    let engine = StreamModel::new(&loaded.model)?;
+    let net = StreamModel::new(&loaded.model)?;
     let ids = generate::encode_prompt(&loaded.vocab, prompt, "--prompt")?;
     for w in &ids.warnings {
         eprintln!("warning: {w}");
     }
-    let state = generate::warm_up(&engine, &loaded.vocab, &ids.ids)?;
-    Ok(Prompted {
-        loaded,
-        engine,
-        state,
-    })
+    let state = generate::warm_up(&net, &loaded.vocab, &ids.ids)?;
+    Ok(Prompted { loaded, net, state })
 }
 
 fn sample_cmd(c: SampleCmd, rt: &Runtime) -> Result<ExitCode> {
@@ -147,7 +143,7 @@ fn sample_cmd(c: SampleCmd, rt: &Runtime) -> Result<ExitCode> {
     let seed = c.sampling.seed();
     let Prompted {
         loaded,
-        engine,
+        net,
         state: start,
     } = prompted(&c.model, &prompt_str, rt)?;
     let vocab = &loaded.vocab;
@@ -167,7 +163,7 @@ fn sample_cmd(c: SampleCmd, rt: &Runtime) -> Result<ExitCode> {
         write!(to, "{prompt_str}")?;
         let mut st = start.clone();
         samples.push(generate::stream(
-            &engine,
+            &net,
             vocab,
             &mut st,
             &prompt_str,
@@ -207,7 +203,7 @@ fn complete_cmd(c: CompleteCmd, rt: &Runtime) -> Result<ExitCode> {
     let prompt_str = prompt_text(c.prompt.prompt, &c.prompt.prompt_file)?;
     let Prompted {
         loaded,
-        engine,
+        net,
         state: st,
     } = prompted(&c.model, &prompt_str, rt)?;
     let vocab = &loaded.vocab;
@@ -215,7 +211,7 @@ fn complete_cmd(c: CompleteCmd, rt: &Runtime) -> Result<ExitCode> {
         if w == 0 || c.max_tokens == 0 {
             anyhow::bail!("--beam and --max-tokens must be at least 1");
         }
-        let beams = generate::beam_search(&engine, vocab, &st, w, c.max_tokens);
+        let beams = generate::beam_search(&net, vocab, &st, w, c.max_tokens);
         if c.json {
             let v = serde_json::json!({"prompt": prompt_str, "beam": w, "continuations": beams});
             outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -223,7 +219,7 @@ fn complete_cmd(c: CompleteCmd, rt: &Runtime) -> Result<ExitCode> {
             out!("{}", report::beam_table(&prompt_str, &beams));
         }
     } else {
-        let next = generate::top_next(&engine, vocab, &st, c.top.max(1));
+        let next = generate::top_next(&net, vocab, &st, c.top.max(1));
         if c.json {
             let v = serde_json::json!({"prompt": prompt_str, "next": next});
             outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -239,11 +235,11 @@ fn rank_cmd(c: RankCmd, rt: &Runtime) -> Result<ExitCode> {
     let cands = c.candidates()?;
     let Prompted {
         loaded,
-        engine,
+        net,
         state: st,
     } = prompted(&c.model, &prompt_str, rt)?;
     let vocab = &loaded.vocab;
-    let ranked = generate::rank(&engine, vocab, &st, &cands, c.by)?;
+    let ranked = generate::rank(&net, vocab, &st, &cands, c.by)?;
     for w in ranked.iter().flat_map(|r| &r.warnings) {
         eprintln!("warning: {w}");
     }
@@ -259,14 +255,14 @@ fn rank_cmd(c: RankCmd, rt: &Runtime) -> Result<ExitCode> {
 fn repl_cmd(c: ReplCmd, rt: &Runtime) -> Result<ExitCode> {
     let opts = c.sampling.options()?;
     let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = StreamModel::new(&loaded.model)?;
+    let net = StreamModel::new(&loaded.model)?;
     let settings = repl::Settings {
         sample: opts,
         length: c.length,
         seed: c.sampling.seed(),
         next: 5,
     };
-    repl::run(&engine, &loaded.vocab, settings)?;
+    repl::run(&net, &loaded.vocab, settings)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -333,7 +329,7 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
         anyhow::bail!("--max-tokens must be at least 2");
     }
     let loaded = checkpoint::load(&c.model, &rt.device)?;
-    let engine = StreamModel::new(&loaded.model)?;
+    let net = StreamModel::new(&loaded.model)?;
     let corpus = elman::corpus::Corpus::read(&c.files)?;
     let text_name = corpus
         .files
@@ -349,10 +345,10 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
         cell_state: c.cell_state,
         quiet: c.quiet || c.json,
     };
-    opts.check(&engine)?;
+    opts.check(&net)?;
     let model_name = loaded.dir.display().to_string();
     let h = elman::heatmap::analyse(
-        &engine,
+        &net,
         &loaded.vocab,
         &corpus.text,
         opts,

@@ -45,7 +45,7 @@ pub fn init_params(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> 
 
 /// One recurrent layer on candle's graph (the reference). Implements candle-nn's [`RNN`] trait:
 /// `step` takes either token ids of shape (batch,) — the one-hot input, looked up — or a dense
-/// (batch, input) tensor. What happens after the two products is its cell's ([`GraphCell::step`]).
+/// (batch, input) tensor. What happens after the two products is its cell's ([`crate::cell::GraphCell::step`]).
 #[derive(Debug, Clone)]
 pub struct RecurrentLayer {
     /// (gates·H, input): Uᵀ for an Elman layer.
@@ -258,7 +258,7 @@ impl GraphModel {
     }
 
     /// [`GraphModel::forward`] with dropout: layer l's outputs are multiplied by `masks[l]`
-    /// (T, batch, H; see [`Dropout::mask_tensors`]) on their way up; the carried states are not.
+    /// (T, batch, H; see [`crate::stochastic::Dropout::mask_tensors`]) on their way up; the carried states are not.
     /// No masks: the plain forward.
     pub fn forward_masked(
         &self,
@@ -376,7 +376,7 @@ pub fn nll_sum(logits: &Tensor, targets: &Tensor) -> candle_core::Result<f64> {
     Ok(-s)
 }
 
-/// The sampled-softmax training loss on candle's graph (the reference for `fast.rs`): for each
+/// The sampled-softmax training loss on candle's graph (the reference for `fused/decoder.rs`): for each
 /// row of `hs` (N × H), the logits of its target and of `sample`'s K ids, each minus ln E[count];
 /// a sample equal to the row's target is masked out; mean cross-entropy with the target first.
 pub fn sampled_softmax_loss(

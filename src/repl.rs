@@ -47,7 +47,7 @@ pub struct Settings {
 }
 
 struct Session<'a> {
-    engine: &'a StreamModel,
+    net: &'a StreamModel,
     vocab: &'a Vocab,
     settings: Settings,
     rng: rand::rngs::StdRng,
@@ -70,7 +70,7 @@ impl<'a> Session<'a> {
     fn state(&self) -> Result<State> {
         match &self.state {
             Some(s) => Ok(s.clone()),
-            None => crate::generate::warm_up(self.engine, self.vocab, &[]),
+            None => crate::generate::warm_up(self.net, self.vocab, &[]),
         }
     }
 
@@ -92,19 +92,19 @@ impl<'a> Session<'a> {
         let mut state = match &self.state {
             Some(s) => s.clone(),
             None if p.ids.is_empty() => self.state()?,
-            None => self.engine.zero_state(),
+            None => self.net.zero_state(),
         };
-        self.engine.feed(&mut state, &p.ids);
+        self.net.feed(&mut state, &p.ids);
         self.context_text.push_str(line);
         if self.settings.next > 0 {
-            let next = top_next(self.engine, self.vocab, &state, self.settings.next);
+            let next = top_next(self.net, self.vocab, &state, self.settings.next);
             writeln!(out, "next: {}", report::next_line(&next))?;
         }
         write!(out, "{line}")?;
         CANCEL.store(false, Ordering::SeqCst);
         let opts = self.settings.sample;
         let text = stream(
-            self.engine,
+            self.net,
             self.vocab,
             &mut state,
             &self.context_text,
@@ -211,7 +211,7 @@ impl<'a> Session<'a> {
                     return Ok(true);
                 }
                 let st = self.state()?;
-                match rank(self.engine, self.vocab, &st, &cands, RankBy::Total) {
+                match rank(self.net, self.vocab, &st, &cands, RankBy::Total) {
                     Ok(r) => {
                         let table = report::rank_table(&self.context_tail(), &r, RankBy::Total, self.vocab);
                         write!(out, "{table}")?
@@ -223,7 +223,7 @@ impl<'a> Session<'a> {
                 let w = if arg.is_empty() { 5 } else { parse!(usize, "a whole number") };
                 let w = w.clamp(1, 50);
                 let st = self.state()?;
-                let beams = beam_search(self.engine, self.vocab, &st, w, self.settings.length.clamp(1, 40));
+                let beams = beam_search(self.net, self.vocab, &st, w, self.settings.length.clamp(1, 40));
                 write!(out, "{}", report::beam_table(&self.context_tail(), &beams))?;
             }
             other => writeln!(out, "error: unknown command :{other} (try :help)")?,
@@ -233,9 +233,9 @@ impl<'a> Session<'a> {
 }
 
 /// Runs the session on stdin/stdout until :quit or end of input.
-pub fn run(engine: &StreamModel, vocab: &Vocab, settings: Settings) -> Result<()> {
+pub fn run(net: &StreamModel, vocab: &Vocab, settings: Settings) -> Result<()> {
     let mut session = Session {
-        engine,
+        net,
         vocab,
         rng: rand::rngs::StdRng::seed_from_u64(settings.seed),
         settings,

@@ -570,7 +570,7 @@ fn heatmap_page_in_a_real_browser() {
     assert!(red > n / 2000, "surprising tokens shaded red: {red}/{n}");
 }
 
-/// `gradflow --w-norm` scales a fresh model's W_hh in the batch-1 engine: its forward step (which
+/// `gradflow --w-norm` scales a fresh model's W_hh in the batch-1 model: its forward step (which
 /// reads the packed copy) and its backward step (which reads the stored one) must both run the
 /// scaled network. The engine scaled in place against an engine built from parameters whose
 /// W_hh was scaled before loading.

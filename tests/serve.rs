@@ -306,7 +306,7 @@ fn every_endpoint_answers_with_the_command_lines_numbers() {
     assert!(
         (bits * 2f64.ln() / predicted - scored["nats_per_token"].as_f64().unwrap()).abs() < 1e-6
     );
-    // `eval` runs the batched forward path, the server the batch-1 engine: equal to rounding.
+    // `eval` runs the batched forward path, the server the batch-1 model: equal to rounding.
     let ev = json(elman(d).args(["eval", "--model", "m", "t.txt", "--json"]));
     let (a, b) = (
         scored["nats_per_token"].as_f64().unwrap(),

@@ -1,4 +1,4 @@
-//! Stage 3b — the fast training path: one window of truncated BPTT written out by hand.
+//! Stage 3b — the fused training path: one window of truncated BPTT written out by hand.
 //!
 //! The chapter's algorithm, with every product that is not sequential batched into one GEMM:
 //!
@@ -17,11 +17,15 @@
 //! own preallocated buffers, and the per-thread gradients are summed in thread order at the end
 //! (deterministic for a given thread count). No step allocates.
 //!
-//! This file is the frame: parameters by role, the window's shared constants, the threads and the
-//! reduce. One thread's forward and BPTT over its streams is `window.rs`; the cell's own step is in
-//! `cell/` ([`FusedCell::forward_layer`], [`FusedCell::backward_layer`]); the decoder and loss in
-//! `decoder.rs`; scoring's weights in `score.rs`. `model.rs`'s candle graph stays the reference: tests hold this path's loss and
-//! gradients to it.
+//! This file is `FusedWindow`: the window's shared constants, W packed once per window, the
+//! thread plan. What every thread shares (parameters by role, buffers, running the threads and
+//! the reduce) is `frame.rs`; one thread's forward and BPTT over its streams is `window.rs`; the
+//! cell's own step is in `cell/` ([`FusedCell::forward_layer`], [`FusedCell::backward_layer`]);
+//! the decoder and loss in `decoder.rs`; scoring in `score.rs`. `model.rs`'s candle graph stays
+//! the reference: tests hold this path's loss and gradients to it.
+//!
+//! [`FusedCell::forward_layer`]: crate::cell::FusedCell::forward_layer
+//! [`FusedCell::backward_layer`]: crate::cell::FusedCell::backward_layer
 
 mod decoder;
 mod frame;

@@ -1,6 +1,6 @@
 //! One thread's share of a training window: its streams' forward pass through every layer, the
 //! decoder (in `decoder.rs`), and back-propagation through time, layer by layer from the top, into
-//! the thread's own gradient buffers (`mod.rs` sums them in thread order). The cell's own step is
+//! the thread's own gradient buffers (`frame.rs` sums them in thread order). The cell's own step is
 //! `FusedCell::forward_layer` / `FusedCell::backward_layer`; what is common to every cell (the input term,
 //! the recurrent product's packing, dropout, the weight gradients) is here.
 

@@ -203,7 +203,7 @@ async fn info(
 /// The prompt's state, with the warnings for characters mapped to `<unk>`.
 fn warmed(m: &Served, prompt: &str) -> Result<(crate::infer::State, Vec<String>), ApiError> {
     let p = generate::encode_prompt(&m.loaded.vocab, prompt, "prompt")?;
-    let st = generate::warm_up(&m.engine, &m.loaded.vocab, &p.ids)?;
+    let st = generate::warm_up(&m.net, &m.loaded.vocab, &p.ids)?;
     Ok((st, p.warnings))
 }
 
@@ -228,7 +228,7 @@ async fn next(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejectio
     blocking(move || {
         let m = st.model(r.model.as_deref())?;
         let (state, warnings) = warmed(m, &r.prompt)?;
-        let next = generate::top_next(&m.engine, &m.loaded.vocab, &state, r.top.max(1));
+        let next = generate::top_next(&m.net, &m.loaded.vocab, &state, r.top.max(1));
         Ok(Json(json!({"prompt": r.prompt, "next": next, "warnings": warnings})).into_response())
     })
     .await
@@ -280,7 +280,7 @@ async fn sample(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesReject
         let (mut state, warnings) = warmed(m, &r.prompt)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let text = generate::stream(
-            &m.engine,
+            &m.net,
             &m.loaded.vocab,
             &mut state,
             &r.prompt,
@@ -347,7 +347,7 @@ async fn sample_stream(
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut out = ChannelWriter(tx.clone());
         let done = generate::stream(
-            &m.engine,
+            &m.net,
             &m.loaded.vocab,
             &mut state,
             &r.prompt,
@@ -412,7 +412,7 @@ async fn complete(
     blocking(move || {
         let m = st.model(r.model.as_deref())?;
         let (state, warnings) = warmed(m, &r.prompt)?;
-        let beams = generate::beam_search(&m.engine, &m.loaded.vocab, &state, r.beam, r.max_tokens);
+        let beams = generate::beam_search(&m.net, &m.loaded.vocab, &state, r.beam, r.max_tokens);
         Ok(Json(json!({
             "prompt": r.prompt, "beam": r.beam, "continuations": beams, "warnings": warnings,
         }))
@@ -451,7 +451,7 @@ async fn rank(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejectio
         let m = st.model(r.model.as_deref())?;
         let (state, warnings) = warmed(m, &r.prompt)?;
         let cands: Vec<String> = r.candidates.iter().map(|c| c.trim().to_string()).collect();
-        let ranked = generate::rank(&m.engine, &m.loaded.vocab, &state, &cands, r.by)?;
+        let ranked = generate::rank(&m.net, &m.loaded.vocab, &state, &cands, r.by)?;
         Ok(Json(json!({
             "prompt": r.prompt, "sorted_by": r.by, "candidates": ranked, "warnings": warnings,
             "unknown_rule": generate::unknown_rule(&m.loaded.vocab),
@@ -490,14 +490,7 @@ async fn score(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejecti
             cell_state: false,
             quiet: true,
         };
-        let h = heatmap::analyse(
-            &m.engine,
-            &m.loaded.vocab,
-            &r.text,
-            opts,
-            &m.name,
-            "request",
-        )?;
+        let h = heatmap::analyse(&m.net, &m.loaded.vocab, &r.text, opts, &m.name, "request")?;
         let mut v = serde_json::to_value(&h).map_err(|e| ApiError::bad(e.to_string()))?;
         v["html"] = json!(heatmap::text_html(&h));
         Ok(Json(v).into_response())

@@ -2,7 +2,7 @@
 //!
 //! The numbers are the command line's: every endpoint calls the same library functions as its
 //! subcommand (`generate::top_next`, `generate::stream`, `beam_search`, `rank`, `heatmap::analyse`)
-//! on the same batch-1 engine, and the tests hold them equal. The models are loaded once and shared
+//! on the same batch-1 model (`infer::StreamModel`), and the tests hold them equal. The models are loaded once and shared
 //! read-only by every request; each request's work runs on tokio's blocking pool, so requests do not
 //! wait on one another beyond the CPU. Safe by default: it listens on 127.0.0.1 unless told
 //! otherwise, bounds every request (`Limits`), answers every mistake with a 4xx and a one-line JSON

@@ -52,7 +52,7 @@ pub const LIMITS: Limits = Limits {
 pub struct Served {
     pub name: String,
     pub loaded: Loaded,
-    pub engine: StreamModel,
+    pub net: StreamModel,
     /// `elman info --json` of it.
     pub info: serde_json::Value,
 }
@@ -74,7 +74,7 @@ pub fn load(args: &ServeArgs, rt: &Runtime) -> Result<AppState> {
     for m in &args.models {
         let info = crate::info::info(m, rt)?;
         let loaded = checkpoint::load(m, &rt.device)?;
-        let engine = StreamModel::new(&loaded.model)?;
+        let net = StreamModel::new(&loaded.model)?;
         let name = loaded.dir.file_name().map_or_else(
             || loaded.dir.display().to_string(),
             |n| n.to_string_lossy().into(),
@@ -89,7 +89,7 @@ pub fn load(args: &ServeArgs, rt: &Runtime) -> Result<AppState> {
             name,
             info: serde_json::to_value(&info)?,
             loaded,
-            engine,
+            net,
         });
     }
     Ok(AppState {
