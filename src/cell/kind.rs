@@ -158,8 +158,6 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub const ALL: [Activation; 3] = [Activation::Tanh, Activation::Sigmoid, Activation::Relu];
-
     /// σ′ written in terms of σ's output s = σ(a), which is what BPTT has at hand.
     pub fn derivative_from_output(self, s: f32) -> f32 {
         match self {
