@@ -1,4 +1,4 @@
-//! The `elman` command line: parses the arguments (`cli.rs`, the only module that knows clap) and
+//! The `elman` command line: parses the arguments (`cli/`, the only module that knows clap) and
 //! runs one function per subcommand, each a few calls into the library and the printing of what
 //! they return.
 

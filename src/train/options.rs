@@ -1,6 +1,6 @@
 //! What a run is asked for: `elman train`'s options as the library takes them ([`TrainArgs`],
 //! [`Hyper`]), the defaults that are plain numbers, and the bounds every run's settings must keep
-//! ([`check_hyper`], the one place they live). The command line's own types stay in `cli.rs`.
+//! ([`check_hyper`], the one place they live). The command line's own types stay in `cli/`.
 
 use crate::cell::{Activation, CellKind};
 use crate::checkpoint::{Config, Schedule, TrainConfig};
@@ -49,7 +49,7 @@ impl TrainArgs {
 }
 
 /// Hyperparameters fixed by a checkpoint; `None` means "the default" for a new run and "keep" when
-/// resuming (giving one when resuming is an error, since it would break the run). `cli.rs` fills
+/// resuming (giving one when resuming is an error, since it would break the run). `cli/train.rs` fills
 /// it from `elman train`'s options; each field's help is there, with its default.
 #[derive(Debug, Clone, Default)]
 pub struct Hyper {

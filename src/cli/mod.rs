@@ -1,15 +1,17 @@
-//! The command line's options: one clap struct per subcommand (`main.rs` holds the subcommand
-//! list and runs each), and the groups several share (a prompt, the sampling rules). `train`'s
-//! model and training settings are [`HyperArgs`], converted to the library's [`Hyper`].
+//! The command line, the only module that knows clap: the subcommand list ([`Command`]), one
+//! clap struct per subcommand, and the groups several share (a prompt, the sampling rules). Each
+//! converts to the library's own types at this edge. `train.rs` holds `elman train`'s options
+//! ([`HyperArgs`], converted to the library's `train::Hyper`), `values.rs` clap's `ValueEnum` for
+//! the library's enums; `main.rs` runs one function per subcommand.
 
-use crate::cell::{Activation, CellKind};
-use crate::checkpoint::Schedule;
+mod train;
+mod values;
+
+pub use train::{HyperArgs, TrainCmd};
+
+use crate::cell::Activation;
 use crate::demo;
 use crate::generate::{RankBy, SampleOptions};
-use crate::optim::OptimizerKind;
-use crate::plot::XAxis;
-use crate::train::{self, Hyper};
-use crate::vocab::{Level, Segmenter};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -305,231 +307,6 @@ pub struct DemoCmd {
     pub quiet: bool,
 }
 
-/// `elman train`'s model and training options, as clap reads them: [`Hyper`] with its help and
-/// defaults (`None`: the default for a new run, "keep" when resuming).
-#[derive(Debug, Clone, Default, Args)]
-pub struct HyperArgs {
-    /// Token level: one token per character, or words and punctuation [default: char].
-    #[arg(long, value_enum, help_heading = "Vocabulary")]
-    pub level: Option<Level>,
-    /// Word level: how text is cut into words. auto: jieba for text with Chinese, else words;
-    /// words: spaces and punctuation (Chinese characters one by one); jieba: Chinese words by
-    /// jieba, other text as words; spaces: whitespace only (WikiText) [default: auto].
-    #[arg(long, value_enum, help_heading = "Vocabulary")]
-    pub segmenter: Option<Segmenter>,
-    /// Normalise the text to Unicode NFC first.
-    #[arg(long, help_heading = "Vocabulary")]
-    pub nfc: bool,
-    /// Keep only the N most frequent tokens (special tokens included); the rest become <unk>.
-    #[arg(long, value_name = "N", help_heading = "Vocabulary")]
-    pub max_vocab: Option<usize>,
-    /// Tokens seen fewer than N times become <unk> [default: 1].
-    #[arg(long, value_name = "N", help_heading = "Vocabulary")]
-    pub min_count: Option<u64>,
-
-    /// The recurrent cell: elman (the chapter's network, PyTorch's nn.RNN), lstm (nn.LSTM) or gru
-    /// (nn.GRU). The gated cells carry information further back (the chapter's answer to
-    /// vanishing gradients) at 4× and 3× the recurrence's cost per step [default: elman].
-    #[arg(long, value_enum, help_heading = "Model")]
-    pub cell: Option<CellKind>,
-    /// Hidden units per layer [default: 512 for the Elman cell at char level on a vocabulary of at
-    /// most 256 tokens (an alphabet: the decoder is cheap, so the recurrence can be wide), else 256].
-    #[arg(long, value_name = "H", help_heading = "Model")]
-    pub hidden: Option<usize>,
-    /// Read the input as an embedding of E units (PyTorch's nn.Embedding, `encoder.weight`) that
-    /// feeds the first layer through its input weights: every step trains the shared input
-    /// weights, where the one-hot U trains only the rows of the tokens it saw, so a model learns
-    /// more per token [default: 64 on a vocabulary of at most 256 tokens; on a larger one (Chinese
-    /// characters, words) the hidden size, tied to the decoder, except characters that the budget
-    /// will read 100 times or more: half the hidden size, untied].
-    #[arg(
-        long,
-        value_name = "E",
-        help_heading = "Model",
-        conflicts_with = "one_hot"
-    )]
-    pub embed: Option<usize>,
-    /// Share the decoder's weights with the input embedding (word_language_model's --tied): one
-    /// V×H matrix reads tokens in and scores them out. Implies --embed equal to --hidden
-    /// [default: on at word level, and on more than 256 characters read fewer than 100 times].
-    #[arg(long, help_heading = "Model", conflicts_with = "one_hot")]
-    pub tie: bool,
-    /// The book's model: x(t) one-hot, Uᵀx(t) a column of U (no embedding; PyTorch's nn.RNN alone).
-    #[arg(long, help_heading = "Model")]
-    pub one_hot: bool,
-    /// Stacked recurrent layers [default: 1].
-    #[arg(long, value_name = "L", help_heading = "Model")]
-    pub layers: Option<usize>,
-    /// The Elman cell's nonlinearity σ: tanh, or the book's sigmoid, or relu [default: tanh].
-    #[arg(long, value_enum, help_heading = "Model")]
-    pub activation: Option<Activation>,
-
-    /// Train the decoder with a sampled softmax of K negatives per step instead of the full one
-    /// (0 = full). Validation and every use of the model stay exact [default: 4096 for vocabularies
-    /// of 20,000 tokens or more, else 0].
-    #[arg(long, value_name = "K", help_heading = "Training")]
-    pub sampled_softmax: Option<usize>,
-    /// Parallel streams the text is cut into (the batch size) [default: 32].
-    #[arg(long, value_name = "B", help_heading = "Training")]
-    pub batch: Option<usize>,
-    /// Steps of back-propagation through time per window [default: 64].
-    #[arg(long, value_name = "T", help_heading = "Training")]
-    pub bptt: Option<usize>,
-    /// adam, adagrad or sgd [default: adam].
-    #[arg(long, value_enum, help_heading = "Training")]
-    pub optimizer: Option<OptimizerKind>,
-    /// Learning rate [default: adam 0.003 (0.002 with --schedule plateau), adagrad 0.05, sgd 1.0].
-    #[arg(
-        long,
-        value_name = "LR",
-        allow_negative_numbers = true,
-        help_heading = "Training"
-    )]
-    pub lr: Option<f64>,
-    /// Clip the global gradient norm to this (0 = off) [default: 5].
-    #[arg(
-        long,
-        value_name = "NORM",
-        allow_negative_numbers = true,
-        help_heading = "Training"
-    )]
-    pub clip: Option<f64>,
-    /// How the learning rate moves: linear falls from --lr to 0 over the run's budget (--time,
-    /// --steps or --epochs, whichever ends first), so a run of any length ends settled; plateau
-    /// keeps --lr and multiplies it by --lr-decay after --patience evaluations without improvement
-    /// (elman's rule before 0.9; on a small text it halves the rate at every evaluation once the
-    /// model starts to overfit) [default: linear].
-    #[arg(long, value_enum, value_name = "S", help_heading = "Training")]
-    pub schedule: Option<Schedule>,
-    /// The same as --schedule linear (kept for older scripts).
-    #[arg(long, hide = true, conflicts_with = "schedule")]
-    pub anneal: bool,
-    /// --schedule plateau: multiply the learning rate by this when validation stops improving
-    /// [default: 0.5].
-    #[arg(long, value_name = "F", help_heading = "Training")]
-    pub lr_decay: Option<f64>,
-    /// --schedule plateau: evaluations without improvement before the learning rate decays
-    /// [default: 1].
-    #[arg(long, value_name = "N", help_heading = "Training")]
-    pub patience: Option<u32>,
-    /// Dropout: while training, zero each unit of a layer's output with probability P on its way
-    /// up (to the layer above and the decoder; never along the recurrence), scaling the rest by
-    /// 1/(1 − P). Fights overfitting of big models on small texts (0.2–0.5 is usual); sampling,
-    /// scoring and validation run the whole network [default: by how many times the budget will
-    /// read the text: on an alphabet 0 below 50 readings, 0.2 up to 100, 0.5 beyond (--cell lstm
-    /// or gru: 0 below 20, 0.5 beyond); on more characters or words 0 below 10, 0.5 beyond].
-    #[arg(
-        long,
-        value_name = "P",
-        allow_negative_numbers = true,
-        help_heading = "Training"
-    )]
-    pub dropout: Option<f64>,
-    /// Fraction of the text (its end) held out for validation [default: 0.1].
-    #[arg(long, value_name = "F", help_heading = "Training")]
-    pub val_fraction: Option<f64>,
-    /// Evaluate and save every N steps [default: 200, more when scoring the validation text costs over a fifth of that training: a large vocabulary with the sampled softmax].
-    #[arg(long, value_name = "N", help_heading = "Training")]
-    pub eval_every: Option<u64>,
-    /// Random seed (initial weights, epoch offsets) [default: 1234].
-    #[arg(long, help_heading = "Training")]
-    pub seed: Option<u64>,
-}
-
-impl From<HyperArgs> for Hyper {
-    fn from(a: HyperArgs) -> Hyper {
-        Hyper {
-            level: a.level,
-            segmenter: a.segmenter,
-            nfc: a.nfc,
-            max_vocab: a.max_vocab,
-            min_count: a.min_count,
-            cell: a.cell,
-            hidden: a.hidden,
-            embed: a.embed,
-            tie: a.tie,
-            one_hot: a.one_hot,
-            layers: a.layers,
-            activation: a.activation,
-            sampled_softmax: a.sampled_softmax,
-            batch: a.batch,
-            bptt: a.bptt,
-            optimizer: a.optimizer,
-            lr: a.lr,
-            clip: a.clip,
-            schedule: a.schedule,
-            anneal: a.anneal,
-            lr_decay: a.lr_decay,
-            patience: a.patience,
-            dropout: a.dropout,
-            val_fraction: a.val_fraction,
-            eval_every: a.eval_every,
-            seed: a.seed,
-        }
-    }
-}
-
-#[derive(Args)]
-pub struct TrainCmd {
-    /// Text files or folders (UTF-8). With --resume, defaults to the files the run was started on.
-    #[arg(value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-    /// Validation text of its own (files or folders), instead of the last --val-fraction of FILE;
-    /// the vocabulary is built from both.
-    #[arg(long = "val", value_name = "FILE")]
-    pub val_files: Vec<PathBuf>,
-    /// Checkpoint folder to write [default: checkpoints/<name of the first file>].
-    #[arg(long, short, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Continue the run saved in DIR exactly where it stopped (weights, optimizer, data position).
-    /// Options equal to the run's own may be repeated; extend a finished run with --epochs,
-    /// --steps or --time.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "force", "init_from"])]
-    pub resume: Option<PathBuf>,
-    /// Fine-tune: start a new run on FILE from the weights and vocabulary of the checkpoint in DIR
-    /// (its model is kept; training settings are the checkpoint's unless given, the optimizer
-    /// starts afresh). FILE's characters (or words) must be in the vocabulary, or map to <unk>.
-    #[arg(long, value_name = "DIR")]
-    pub init_from: Option<PathBuf>,
-    /// Replace an existing checkpoint at --out.
-    #[arg(long)]
-    pub force: bool,
-
-    #[command(flatten)]
-    pub hyper: HyperArgs,
-
-    /// Stop after N epochs [default: 10 when neither --steps nor --time is given].
-    #[arg(
-        long,
-        value_name = "N",
-        help_heading = "Stopping (whichever comes first)"
-    )]
-    pub epochs: Option<u64>,
-    /// Stop when the run reaches N steps in total (a resumed run counts its earlier steps).
-    #[arg(
-        long,
-        value_name = "N",
-        help_heading = "Stopping (whichever comes first)"
-    )]
-    pub steps: Option<u64>,
-    /// Stop after this much training time in this session: 90s, 10m, 1h30m. The final validation
-    /// runs after it (a minute at a 33k-word vocabulary), as benchmarks with a training budget expect.
-    #[arg(long, value_name = "DURATION", value_parser = parse_time, help_heading = "Stopping (whichever comes first)")]
-    pub time: Option<std::time::Duration>,
-
-    /// No progress bar or evaluation lines.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Train through candle's autograd graph, step by step, instead of the fused BPTT path: much
-    /// slower; the reference the fused path is tested against.
-    #[arg(long)]
-    pub reference: bool,
-}
-
-pub fn parse_time(s: &str) -> Result<std::time::Duration, String> {
-    train::parse_duration(s).map_err(|e| e.to_string())
-}
-
 #[derive(Args)]
 #[command(
     about = "Score text with a model: nats per token, bits per character, perplexity",
@@ -729,27 +506,6 @@ pub fn prompt_text(prompt: Option<String>, file: &Option<PathBuf>) -> Result<Str
     }
 }
 
-impl TrainCmd {
-    /// What `train::train` takes (the model and training settings pass as they are).
-    pub fn into_args(self) -> train::TrainArgs {
-        train::TrainArgs {
-            files: self.files,
-            val_files: self.val_files,
-            out: self.out,
-            resume: self.resume,
-            init_from: self.init_from,
-            force: self.force,
-            hyper: self.hyper.into(),
-            epochs: self.epochs,
-            steps: self.steps,
-            time: self.time,
-            quiet: self.quiet,
-            reference: self.reference,
-            made_by: None,
-        }
-    }
-}
-
 impl RankCmd {
     /// The candidates from `--candidates` or `--candidates-file` (one per line, blank lines
     /// skipped).
@@ -891,63 +647,3 @@ pub struct ServeCmd {
     #[arg(long, default_value_t = 8080, value_name = "PORT")]
     pub port: u16,
 }
-
-/// Implements clap's `ValueEnum` for a library type, so the library's enums need no clap: each
-/// variant's name on the command line and its help.
-macro_rules! value_enum {
-    ($ty:ty { $($variant:path => $name:literal: $help:literal),+ $(,)? }) => {
-        impl clap::ValueEnum for $ty {
-            fn value_variants<'a>() -> &'a [Self] {
-                &[$($variant),+]
-            }
-
-            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-                Some(match self {
-                    $($variant => clap::builder::PossibleValue::new($name).help($help)),+
-                })
-            }
-        }
-    };
-}
-
-impl clap::ValueEnum for CellKind {
-    fn value_variants<'a>() -> &'a [Self] {
-        &CellKind::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.name()).help(self.about()))
-    }
-}
-value_enum!(Activation {
-    Activation::Tanh => "tanh": "tanh: zero-centred, σ′ ≤ 1 (PyTorch's default)",
-    Activation::Sigmoid => "sigmoid": "The book's logistic sigmoid: σ′ ≤ 1/4, so gradients vanish fastest",
-    Activation::Relu => "relu": "max(0, x): no saturation for positive inputs, may explode",
-});
-value_enum!(Level {
-    Level::Char => "char": "One token per Unicode character (exactly reversible)",
-    Level::Word => "word": "Words and punctuation; newline becomes <eos>",
-});
-value_enum!(Segmenter {
-    Segmenter::Auto => "auto": "jieba when the text has Chinese characters, else `words` (resolved when the vocabulary is built; the checkpoint records the result)",
-    Segmenter::Words => "words": "Split at spaces and punctuation; Chinese characters one by one",
-    Segmenter::Jieba => "jieba": "Chinese cut into words by jieba (its dictionary and HMM); other text as `words`",
-    Segmenter::Spaces => "spaces": "Split at whitespace only, punctuation attached (WikiText's convention)",
-});
-value_enum!(OptimizerKind {
-    OptimizerKind::Adam => "adam": "Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8)",
-    OptimizerKind::Adagrad => "adagrad": "Adagrad (ε = 1e-10), the classic char-rnn choice",
-    OptimizerKind::Sgd => "sgd": "Plain gradient descent, the book's",
-});
-value_enum!(Schedule {
-    Schedule::Linear => "linear": "Falls linearly from --lr to 0 over the budget (--time, --steps or --epochs, whichever ends first): the run ends settled, whatever its length",
-    Schedule::Plateau => "plateau": "Stays at --lr, multiplied by --lr-decay after --patience evaluations without improvement",
-});
-value_enum!(RankBy {
-    RankBy::Total => "total": "Total log-probability of the candidate's tokens: the probability of the whole candidate",
-    RankBy::Mean => "mean": "Mean log-probability per token: does not favour short candidates",
-});
-value_enum!(XAxis {
-    XAxis::Tokens => "tokens": "Tokens trained on: per-token learning, whatever the speed",
-    XAxis::Time => "time": "Seconds of training: what a budget buys",
-});
