@@ -398,17 +398,28 @@ impl Ranked {
 
 /// How an unknown token is scored, in words (for `--help`, the table's footnote and the README).
 pub fn unknown_rule(vocab: &Vocab) -> String {
-    match vocab.unknown_types {
-        Some(n) => format!(
-            "not in the vocabulary: each unknown piece scores p(<unk>) shared evenly over the {} {} the vocabulary left out",
-            n.max(1),
-            match vocab.level {
-                Level::Char => "characters",
-                Level::Word => "words",
-            }
+    let types = match vocab.level {
+        Level::Char => "characters",
+        Level::Word => "words",
+    };
+    match (vocab.unk, unknown_share(vocab)) {
+        (None, _) => "not in the vocabulary: this model has no <unk> token, so a candidate with one cannot be scored".to_string(),
+        (Some(_), Some(n)) => format!(
+            "not in the vocabulary: each unknown piece scores p(<unk>) shared evenly over the {n} {types} the vocabulary left out"
         ),
-        None => "not in the vocabulary: ranked after every known candidate (this checkpoint does not say how many types share <unk>)".to_string(),
+        (Some(_), None) if vocab.unknown_types == Some(0) => format!(
+            "not in the vocabulary: ranked after every known candidate (the training text left no {types} out, so <unk> stands for nothing the model saw)"
+        ),
+        (Some(_), None) => "not in the vocabulary: ranked after every known candidate (this checkpoint does not say how many types share <unk>)".to_string(),
     }
+}
+
+/// How many distinct types `<unk>` stood for in training, when that is known and not zero: an
+/// unknown piece's score is p(<unk>) shared among them. With none (nothing was left out, as a word
+/// vocabulary at `--min-count 1` without `--max-vocab`), p(<unk>) was never a target and means
+/// nothing, so such a candidate cannot be compared.
+fn unknown_share(vocab: &Vocab) -> Option<u64> {
+    vocab.unknown_types.filter(|&n| n > 0)
 }
 
 /// Scores every candidate token by token from the same prompt state, sorted by `by` (best first).
@@ -416,7 +427,7 @@ pub fn unknown_rule(vocab: &Vocab) -> String {
 /// A token the vocabulary lacks is read as `<unk>`, whose probability is that of *any* rare
 /// token: a candidate must not win for being unknown. So each unknown piece scores
 /// log p(<unk>) − ln N, N the number of distinct tokens the vocabulary left out (the way SRILM and
-/// KenLM score an out-of-vocabulary word); where N is not known, unknown candidates rank after
+/// KenLM score an out-of-vocabulary word); where N is not known or is 0, unknown candidates rank after
 /// every known one. Either way they are marked (`unknown`).
 pub fn rank(
     net: &StreamModel,
@@ -428,7 +439,7 @@ pub fn rank(
     if candidates.is_empty() {
         bail!("no candidates to rank");
     }
-    let unk_share = vocab.unknown_types.map(|n| (n.max(1) as f64).ln());
+    let unk_share = unknown_share(vocab).map(|n| (n as f64).ln());
     let mut out = Vec::with_capacity(candidates.len());
     for (i, c) in candidates.iter().enumerate() {
         if c.is_empty() {

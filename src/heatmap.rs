@@ -83,7 +83,7 @@ impl Options {
         }
         if self.cell_state && net.cell().carried() < 2 {
             bail!(
-                "--cell-state: a {} model has no cell state (only an LSTM does); drop --cell-state to show the unit's output",
+                "--cell-state: this model's cell ({}) has no cell state (only an LSTM does); drop --cell-state to show the unit's output",
                 cfg.cell
             );
         }

@@ -601,6 +601,11 @@ impl GradflowCmd {
         if fresh.is_empty() && self.model.is_none() {
             fresh.push(elman(Activation::Sigmoid));
         }
+        if self.w_norm.is_some() && fresh.is_empty() {
+            anyhow::bail!(
+                "--w-norm rescales the fresh models that --compare or --activation asks for, not a trained --model; add e.g. --compare sigmoid,tanh"
+            );
+        }
         if self.max_k == 0 {
             anyhow::bail!("--max-k must be at least 1");
         }

@@ -672,7 +672,10 @@ impl Progress {
         } else if self.tty {
             self.bar.println(line);
         } else {
-            eprintln!("{line}");
+            // A closed standard error (`elman train … 2>&1 | head`) must not stop the run before
+            // its save: the line is dropped, training goes on.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
         }
     }
 
