@@ -199,6 +199,42 @@ fn w_norm_without_a_fresh_model_is_refused() {
     );
 }
 
+/// A candidate is scored exactly as given in a file: " king" after "the" keeps its space (it was
+/// trimmed to "king", scoring "theking"); the comma form drops spaces around the commas.
+#[test]
+fn a_candidate_file_keeps_spaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "m", &WORDS.repeat(20), &[]);
+    std::fs::write(d.join("cands.txt"), " king\nking\n\n").unwrap();
+    let v = json(elman(d).args([
+        "rank",
+        "-m",
+        "m",
+        "-p",
+        "the",
+        "--candidates-file",
+        "cands.txt",
+        "--json",
+    ]));
+    let cands = v["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 2, "{v}");
+    let spaced = cands.iter().find(|c| c["candidate"] == " king").unwrap();
+    assert_eq!(spaced["tokens"][0], " ", "{v}");
+    assert!(cands.iter().any(|c| c["candidate"] == "king"), "{v}");
+    let comma = rank_json(d, "m", "the", " king , queen");
+    let names: Vec<&str> = comma["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["candidate"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"king") && names.contains(&"queen"),
+        "{comma}"
+    );
+}
+
 /// `elman train … 2>&1 | head -1`: the reader of standard error goes away after the first line.
 /// Training goes on to its end and saves (the next progress line panicked, exit 101, and the
 /// final save was lost; found by a new-user trial).

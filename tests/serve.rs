@@ -280,6 +280,13 @@ fn every_endpoint_answers_with_the_command_lines_numbers() {
         .find(|c| c["candidate"] == "鸭")
         .unwrap();
     assert_eq!(unknown["unknown"], json!(["鸭"]));
+    // A candidate is scored as sent, spaces included.
+    let spaced = s.post(
+        "/api/rank",
+        json!({"prompt": "The", "candidates": [" bird"]}),
+    );
+    assert_eq!(spaced["candidates"][0]["candidate"], " bird", "{spaced}");
+    assert_eq!(spaced["candidates"][0]["tokens"][0], " ", "{spaced}");
 
     // Scoring a text = `elman heatmap --json` and `elman eval` on the same text.
     let text = "天空飞过一只小鸟。The bird flew.";

@@ -240,7 +240,8 @@ pub struct RankCmd {
     pub model: PathBuf,
     #[command(flatten)]
     pub prompt: PromptArgs,
-    /// Comma-separated candidates (also ， or 、); spaces around them are trimmed.
+    /// Comma-separated candidates (also ， or 、); spaces around them are trimmed (give a candidate
+    /// that starts or ends with a space in --candidates-file).
     #[arg(
         long,
         short,
@@ -248,7 +249,8 @@ pub struct RankCmd {
         required_unless_present = "candidates_file"
     )]
     pub candidates: Option<String>,
-    /// A file with one candidate per line.
+    /// A file with one candidate per line, each scored exactly as written (spaces included; empty
+    /// lines skipped).
     #[arg(long, value_name = "FILE", conflicts_with = "candidates")]
     pub candidates_file: Option<PathBuf>,
     /// Sort by total or mean per-token log-probability.
@@ -507,16 +509,16 @@ pub fn prompt_text(prompt: Option<String>, file: &Option<PathBuf>) -> Result<Str
 }
 
 impl RankCmd {
-    /// The candidates from `--candidates` or `--candidates-file` (one per line, blank lines
-    /// skipped).
+    /// The candidates from `--candidates` (spaces around the commas dropped) or
+    /// `--candidates-file` (one per line exactly as written, spaces included; empty lines skipped).
     pub fn candidates(&self) -> Result<Vec<String>> {
         let cands: Vec<String> = match (&self.candidates, &self.candidates_file) {
             (Some(s), _) => crate::generate::split_candidates(s),
             (None, Some(f)) => std::fs::read_to_string(f)
                 .map_err(|e| crate::corpus::file_error(f, &e))?
                 .lines()
-                .map(|l| l.trim().to_string())
                 .filter(|l| !l.is_empty())
+                .map(str::to_string)
                 .collect(),
             (None, None) => unreachable!("clap requires one"),
         };

@@ -450,7 +450,8 @@ async fn rank(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejectio
     blocking(move || {
         let m = st.model(r.model.as_deref())?;
         let (state, warnings) = warmed(m, &r.prompt)?;
-        let cands: Vec<String> = r.candidates.iter().map(|c| c.trim().to_string()).collect();
+        // Each scored exactly as sent: " light" after "Let there be" is not "light".
+        let cands: Vec<String> = r.candidates.clone();
         let ranked = generate::rank(&m.net, &m.loaded.vocab, &state, &cands, r.by)?;
         Ok(Json(json!({
             "prompt": r.prompt, "sorted_by": r.by, "candidates": ranked, "warnings": warnings,
