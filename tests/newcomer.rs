@@ -235,6 +235,21 @@ fn a_candidate_file_keeps_spaces() {
     );
 }
 
+/// Training again into a folder that holds a checkpoint names all three ways on: resume it, write
+/// elsewhere, or replace it (--out was missing).
+#[test]
+fn an_existing_checkpoint_names_every_way_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "m", &WORDS.repeat(20), &[]);
+    fails_with(
+        elman(d).args([
+            "train", "c.txt", "--out", "m", "--hidden", "16", "--steps", "5",
+        ]),
+        &["already there", "--resume", "--out", "--force"],
+    );
+}
+
 /// `elman train … 2>&1 | head -1`: the reader of standard error goes away after the first line.
 /// Training goes on to its end and saves (the next progress line panicked, exit 101, and the
 /// final save was lost; found by a new-user trial).

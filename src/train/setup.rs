@@ -473,7 +473,7 @@ fn claim_folder(dir: &Path, force: bool) -> Result<()> {
     }
     if !force {
         bail!(
-            "{}: a checkpoint is already there; continue it with `elman train --resume {}`, or replace it with --force",
+            "{}: a checkpoint is already there; continue it with `elman train --resume {}`, write the new run elsewhere with --out DIR, or replace it with --force",
             dir.display(),
             dir.display()
         );
