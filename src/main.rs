@@ -24,14 +24,6 @@ macro_rules! out {
     };
 }
 
-/// `eprintln!` that cannot panic: with standard error closed (`elman … 2>&1 | head`) the message is
-/// dropped, and the work it reports on (a saved checkpoint, say) is not undone by a panic.
-macro_rules! errln {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stderr().lock(), $($t)*);
-    }};
-}
-
 macro_rules! outln {
     ($($t:tt)*) => {
         writeln!(std::io::stdout().lock(), $($t)*)?
@@ -50,7 +42,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = elman::cli::parse();
     if cli.threads == Some(0) {
-        errln!("error: --threads must be at least 1");
+        elman::note!("error: --threads must be at least 1");
         return ExitCode::from(2);
     }
     // candle (validation scoring, the reference path) sizes its thread pool from this variable; at
@@ -62,7 +54,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the error and its causes, no backtrace.
             let msg = format!("{e:#}").replace('\n', " ");
-            errln!("error: {msg}");
+            elman::note!("error: {msg}");
             ExitCode::FAILURE
         }
     }
@@ -91,7 +83,7 @@ fn train_cmd(c: TrainCmd, rt: &Runtime) -> Result<ExitCode> {
     let quiet = c.quiet;
     let o = train::train(&c.into_args(), rt)?;
     if let Some(note) = &o.note {
-        errln!("{note}");
+        elman::note!("{note}");
         return Ok(ExitCode::SUCCESS);
     }
     if !quiet {
@@ -103,7 +95,7 @@ fn train_cmd(c: TrainCmd, rt: &Runtime) -> Result<ExitCode> {
             "interrupted" => "interrupted".to_string(),
             other => format!("stopped by --{other}"),
         };
-        errln!(
+        elman::note!(
             "{why} at step {}; {best}; checkpoint saved in {}",
             o.step,
             o.dir.display()
@@ -139,7 +131,7 @@ fn prompted(model: &std::path::Path, prompt: &str, rt: &Runtime) -> Result<Promp
     let net = StreamModel::new(&loaded.model)?;
     let ids = generate::encode_prompt(&loaded.vocab, prompt, "--prompt")?;
     for w in &ids.warnings {
-        errln!("warning: {w}");
+        elman::note!("warning: {w}");
     }
     let state = generate::warm_up(&net, &loaded.vocab, &ids.ids)?;
     Ok(Prompted { loaded, net, state })
@@ -249,7 +241,7 @@ fn rank_cmd(c: RankCmd, rt: &Runtime) -> Result<ExitCode> {
     let vocab = &loaded.vocab;
     let ranked = generate::rank(&net, vocab, &st, &cands, c.by)?;
     for w in ranked.iter().flat_map(|r| &r.warnings) {
-        errln!("warning: {w}");
+        elman::note!("warning: {w}");
     }
     if c.json {
         let v = serde_json::json!({"prompt": prompt_str, "sorted_by": c.by, "candidates": ranked});
@@ -292,7 +284,7 @@ fn bench_cmd(c: BenchCmd, rt: &Runtime) -> Result<ExitCode> {
     let quiet = c.json;
     let r = elman::bench::run(&args, |what| {
         if !quiet {
-            errln!("measuring {what} …");
+            elman::note!("measuring {what} …");
         }
     })?;
     if c.json {
@@ -380,7 +372,7 @@ fn heatmap_cmd(c: HeatmapCmd, rt: &Runtime) -> Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if h.truncated {
-            errln!(
+            elman::note!(
                 "note: the page shows the first {} tokens of the text (--max-tokens)",
                 h.tokens.len()
             );

@@ -5,14 +5,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
 /// `eprintln!` that cannot panic: with standard error closed (`elman … 2>&1 | head`) the line is
-/// dropped and the work goes on (a panic there lost a training run's final save).
+/// dropped and the work goes on (a panic there lost a training run's final save). Every status
+/// line of the library and the binary goes through it (`crate::note!`, `elman::note!`).
+#[macro_export]
 macro_rules! note {
     ($($t:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr().lock(), $($t)*);
     }};
 }
-pub(crate) use note;
 
 /// A bar over a known amount of work, or nothing (piped, `--quiet`, `--json`).
 pub struct Bar(Option<ProgressBar>);

@@ -46,20 +46,20 @@ pub fn run(args: &ServeArgs, rt: &Runtime) -> Result<()> {
             .map_err(|e| anyhow!("{addr}: cannot listen there ({e}); choose another --port"))?;
         let local = listener.local_addr()?;
         if !ip.is_loopback() {
-            crate::progress::note!(
+            crate::note!(
                 "warning: listening on {ip}, not the loopback address: anyone who can reach this machine can use these models"
             );
         }
-        crate::progress::note!("elman serve: listening on http://{local}/");
+        crate::note!("elman serve: listening on http://{local}/");
         for m in &state.models {
-            crate::progress::note!("  model {:?} from {}", m.name, m.loaded.dir.display());
+            crate::note!("  model {:?} from {}", m.name, m.loaded.dir.display());
         }
         let app = api::router(state.clone());
         let stopping = state.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = tokio::signal::ctrl_c().await;
-            crate::progress::note!("\nelman serve: stopping");
+            crate::note!("\nelman serve: stopping");
             stopping.stopping.store(true, Ordering::SeqCst);
             let _ = done_tx.send(());
         };

@@ -12,7 +12,7 @@ pub fn install_ctrlc_handler() {
     let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let _ = ctrlc::set_handler(move || {
         if hits.fetch_add(1, Ordering::SeqCst) > 0 {
-            crate::progress::note!("\ninterrupted twice: exiting now");
+            crate::note!("\ninterrupted twice: exiting now");
             std::process::exit(130);
         }
         INTERRUPTED.store(true, Ordering::SeqCst);

@@ -674,7 +674,7 @@ impl Progress {
         } else {
             // A closed standard error (`elman train … 2>&1 | head`) must not stop the run before
             // its save: the line is dropped, training goes on.
-            crate::progress::note!("{line}");
+            crate::note!("{line}");
         }
     }
 
