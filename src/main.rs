@@ -95,8 +95,17 @@ fn train_cmd(c: TrainCmd, rt: &Runtime) -> Result<ExitCode> {
             "interrupted" => "interrupted".to_string(),
             other => format!("stopped by --{other}"),
         };
+        // An interrupted run is finished by the same command whatever its budget was.
+        let then = if o.stopped == "interrupted" {
+            format!(
+                "; finish the run with: elman train --resume {}",
+                shell_word(&o.dir.display().to_string())
+            )
+        } else {
+            String::new()
+        };
         elman::note!(
-            "{why} at step {}; {best}; checkpoint saved in {}",
+            "{why} at step {}; {best}; checkpoint saved in {}{then}",
             o.step,
             o.dir.display()
         );
@@ -406,4 +415,15 @@ fn serve_cmd(c: ServeCmd, rt: &Runtime) -> Result<ExitCode> {
     };
     elman::serve::run(&args, rt)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `word` as one shell word: as it is when it holds nothing the shell reads specially, else in
+/// single quotes (a quote inside written as '\'').
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "/._-+,:@%=".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }

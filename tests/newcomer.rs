@@ -345,15 +345,130 @@ fn resuming_takes_the_same_command_and_says_when_nothing_is_left() {
         &["train", "--resume", "r", "--epochs", "2", "-q"],
         &["nothing left to do", "--epochs 4"],
     );
-    // With no stopping option the default of 10 epochs applies, and the run says so.
-    let out = elman(d).args(["train", "--resume", "r"]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("the default of 10 epochs"), "{err}");
+    // With no stopping option the run keeps its own budget (--epochs 2 since the last resume),
+    // which is done: it does not run on to a default.
     nothing_left(
         &["train", "--resume", "r", "-q"],
-        &["nothing left to do", "the default", "--epochs 20"],
+        &["nothing left to do", "its budget: --epochs 2", "--epochs 4"],
     );
+}
+
+/// Ctrl-C on a `--time` run, then `--resume DIR` alone: the run finishes its own budget (here the
+/// time left of it); the interruption says the command. A larger budget given then is an extension:
+/// the learning rate goes on from where it was and falls to 0 at the new end, never jumping up.
+#[cfg(unix)]
+#[test]
+fn a_resumed_run_finishes_its_own_budget_and_an_extension_never_jumps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("c.txt"), WORDS.repeat(20)).unwrap();
+    let flags = ["--hidden", "32", "--batch", "4", "--bptt", "16"];
+    let bin = assert_cmd::cargo::cargo_bin("elman");
+    let mut child = std::process::Command::new(&bin)
+        .current_dir(d)
+        .args([
+            "--threads",
+            "1",
+            "train",
+            "c.txt",
+            "--out",
+            "r",
+            "--time",
+            "40s",
+        ])
+        .args(flags)
+        .args(["--eval-every", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let steps_saved = || -> u64 {
+        std::fs::read(d.join("r/config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|c| c["progress"]["step"].as_u64())
+            .unwrap_or(0)
+    };
+    while steps_saved() < 10 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{err}");
+    assert!(
+        err.contains("interrupted at step") && err.contains("elman train --resume r"),
+        "the interruption names the command that resumes: {err}"
+    );
+    let config = |key: &str| -> serde_json::Value {
+        let c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("r/config.json")).unwrap()).unwrap();
+        c[key].clone()
+    };
+    let (k, seconds) = (
+        config("progress")["step"].as_u64().unwrap(),
+        config("progress")["train_seconds"].as_f64().unwrap(),
+    );
+    assert!(seconds < 40.0, "{seconds}");
+    assert_eq!(config("training")["time_limit_s"], 40.0);
+
+    // Resumed with a budget of steps 30 past the interruption: stated, and the rate goes on.
+    let steps = k + 30;
+    let out = elman(d)
+        .args(["train", "--resume", "r", "--steps"])
+        .arg(steps.to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the budget is now --steps {steps}, 30 steps left (it was --time 40s)"
+        )) && err.contains("the learning rate goes on from"),
+        "{err}"
+    );
+    assert_eq!(config("progress")["step"], steps);
+    let restart = &config("training")["lr_restart"];
+    let (factor, done) = (
+        restart["factor"].as_f64().unwrap(),
+        restart["done"].as_f64().unwrap(),
+    );
+    // The share of the rate in use at the interruption (the time budget's), and the share of the
+    // new budget then used.
+    assert!((factor - (1.0 - seconds / 40.0)).abs() < 1e-12, "{factor}");
+    assert_eq!(done, k as f64 / steps as f64);
+    let base = config("training")["lr"].as_f64().unwrap();
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(d.join("r/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut last = f64::INFINITY;
+    for m in &metrics {
+        let (step, lr) = (m["step"].as_u64().unwrap(), m["lr"].as_f64().unwrap());
+        assert!(
+            lr < last,
+            "the rate never rises: {lr} after {last} at step {step}"
+        );
+        last = lr;
+        if step > k {
+            // The rate of the step that ended at `step` (it started at step − 1).
+            let used = (step - 1) as f64 / steps as f64;
+            let want = base * factor * (1.0 - used) / (1.0 - done);
+            assert!(
+                (lr - want).abs() < 1e-12 * base,
+                "step {step}: {lr} vs {want}"
+            );
+        }
+    }
+    assert!(metrics.iter().any(|m| m["step"].as_u64().unwrap() > k));
 }
 
 /// `--resume` from another working folder than the run was started in: the text was found by

@@ -104,9 +104,15 @@ pub struct TrainConfig {
     /// Sampled softmax with this many negatives per step (`None`: the full softmax).
     #[serde(default)]
     pub softmax_samples: Option<usize>,
-    /// The learning rate falls linearly to 0 over the budget (--steps and --epochs count the whole run, --time the session).
+    /// The learning rate falls linearly to 0 over the budget (--steps, --epochs and --time all
+    /// count the whole run).
     #[serde(default)]
     pub anneal: bool,
+    /// Where a resumed run's budget was changed: the linear schedule goes on from the rate it had
+    /// there and falls to 0 at the new budget's end (instead of jumping to the rate the new budget
+    /// alone would give).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_restart: Option<LrRestart>,
     /// The plateau rule: the rate is multiplied by `lr_decay` after `patience` evaluations without
     /// improvement. Runs made before `--schedule` had it always (hence the default).
     #[serde(default = "yes")]
@@ -114,6 +120,15 @@ pub struct TrainConfig {
     /// Dropout probability on the layers' outputs while training (0: none).
     #[serde(default)]
     pub dropout: f64,
+}
+
+/// A change of budget in a resumed run under `--schedule linear`: the share of the base rate in use
+/// there (`factor`), and the share of the new budget already used (`done`). From there on the rate
+/// is `factor · (1 − used) / (1 − done)`: continuous where the budget changed, 0 at its end.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct LrRestart {
+    pub factor: f64,
+    pub done: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

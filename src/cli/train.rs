@@ -185,9 +185,10 @@ pub struct TrainCmd {
     /// Checkpoint folder to write [default: checkpoints/<name of the first file>].
     #[arg(long, short, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue the run saved in DIR exactly where it stopped (weights, optimizer, data position).
-    /// Options equal to the run's own may be repeated; extend a finished run with --epochs,
-    /// --steps or --time.
+    /// Continue the run saved in DIR exactly where it stopped (weights, optimizer, data position,
+    /// learning rate) and finish its own budget. Options equal to the run's own may be repeated;
+    /// --epochs, --steps or --time given here replace the budget (an extension: under --schedule
+    /// linear the rate goes on from where it was and falls to 0 at the new end).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "force", "init_from"])]
     pub resume: Option<PathBuf>,
     /// Fine-tune: start a new run on FILE from the weights and vocabulary of the checkpoint in DIR
@@ -209,15 +210,16 @@ pub struct TrainCmd {
         help_heading = "Stopping (whichever comes first)"
     )]
     pub epochs: Option<u64>,
-    /// Stop when the run reaches N steps in total (a resumed run counts its earlier steps).
+    /// Stop when the run reaches N steps in total (a resumed run counts its earlier ones).
     #[arg(
         long,
         value_name = "N",
         help_heading = "Stopping (whichever comes first)"
     )]
     pub steps: Option<u64>,
-    /// Stop after this much training time in this session: 90s, 10m, 1h30m. The final validation
-    /// runs after it (a minute at a 33k-word vocabulary), as benchmarks with a training budget expect.
+    /// Stop after this much training time in the whole run (a resumed run counts its earlier
+    /// sessions): 90s, 10m, 1h30m. The final validation runs after it (a minute at a 33k-word
+    /// vocabulary), as benchmarks with a training budget expect.
     #[arg(long, value_name = "DURATION", value_parser = parse_time, help_heading = "Stopping (whichever comes first)")]
     pub time: Option<std::time::Duration>,
 

@@ -111,29 +111,99 @@ pub fn validation_in_steps(mc: &ModelConfig, tc: &TrainConfig, val_tokens: usize
     validation / step.max(1.0)
 }
 
-/// Where a run is in its budget, for `--schedule linear`.
+/// Where a run is in its budget (all counted over the whole run, every session of it).
+#[derive(Debug, Clone, Copy)]
 pub struct Budget {
-    /// Steps of the run so far (a resumed run counts its earlier ones), its epoch (with the
-    /// fraction of the current one done), and the time so far in this session.
+    /// Steps so far, the epoch (with the fraction of the current one done), and the training
+    /// time so far in seconds.
     pub step: u64,
     pub epoch_at: f64,
-    pub elapsed: Duration,
+    pub seconds: f64,
 }
 
-/// `--schedule linear`: the share of the base learning rate a step uses, the share of the budget
-/// still ahead (whichever stopping rule is nearest sets the pace). --steps and --epochs count the
-/// whole run, so a run resumed after a crash goes on with the very rates it would have used;
-/// --time counts this session (its clock starts with the session).
-pub fn anneal_factor(tc: &TrainConfig, time: Option<Duration>, at: &Budget) -> f64 {
+/// The share of the run's budget used at `at`: the nearest stopping rule's (`--steps`,
+/// `--epochs`, `--time`), 1 or more once one is reached.
+pub fn budget_used(tc: &TrainConfig, at: &Budget) -> f64 {
     let mut done: f64 = 0.0;
     if let Some(s) = tc.steps {
         done = done.max(at.step as f64 / s.max(1) as f64);
     }
-    if let Some(t) = time {
-        done = done.max(at.elapsed.as_secs_f64() / t.as_secs_f64());
+    if let Some(t) = tc.time_limit_s {
+        done = done.max(at.seconds / t.max(1e-9));
     }
     if let Some(e) = tc.epochs {
         done = done.max(at.epoch_at / e.max(1) as f64);
     }
-    (1.0 - done).clamp(0.0, 1.0)
+    done
+}
+
+/// `--schedule linear`: the share of the base learning rate a step uses, the share of the budget
+/// still ahead. The budget counts the whole run, so a resumed run goes on with the very rates it
+/// would have used; where a resumed run's budget was changed ([`crate::checkpoint::LrRestart`]), the rate goes on from
+/// the one it had there and falls to 0 at the new end.
+pub fn anneal_factor(tc: &TrainConfig, at: &Budget) -> f64 {
+    let done = budget_used(tc, at);
+    let factor = match tc.lr_restart {
+        None => 1.0 - done,
+        Some(r) => r.factor * (1.0 - done) / (1.0 - r.done).max(1e-12),
+    };
+    factor.clamp(0.0, 1.0)
+}
+
+/// A run's budget as the options that set it: `--epochs 10`, `--steps 15000, --time 2m`.
+pub fn describe_budget(tc: &TrainConfig) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = tc.epochs {
+        parts.push(format!("--epochs {e}"));
+    }
+    if let Some(s) = tc.steps {
+        parts.push(format!("--steps {s}"));
+    }
+    if let Some(t) = tc.time_limit_s {
+        parts.push(format!("--time {}", format_seconds(t)));
+    }
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// What is left of each of the budget's rules at `at`: "9963 steps left", "1m12s of training
+/// time left", "3.4 epochs left".
+pub fn describe_left(tc: &TrainConfig, at: &Budget) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = tc.epochs {
+        parts.push(format!(
+            "{:.1} epochs left",
+            (e as f64 - at.epoch_at).max(0.0)
+        ));
+    }
+    if let Some(s) = tc.steps {
+        parts.push(format!("{} steps left", s.saturating_sub(at.step)));
+    }
+    if let Some(t) = tc.time_limit_s {
+        parts.push(format!(
+            "{} of training time left",
+            format_seconds((t - at.seconds).max(0.0))
+        ));
+    }
+    parts.join(", ")
+}
+
+/// Seconds as `--time` takes them: `45s`, `2m`, `1m12s`, `1h30m`.
+pub fn format_seconds(secs: f64) -> String {
+    let total = secs.round().max(0.0) as u64;
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out += &format!("{h}h");
+    }
+    if m > 0 {
+        out += &format!("{m}m");
+    }
+    if s > 0 || out.is_empty() {
+        out += &format!("{s}s");
+    }
+    out
 }

@@ -2,11 +2,13 @@
 //! (fresh or restored from `state.safetensors`), stepped window by window, evaluated and saved.
 
 use super::interrupt::INTERRUPTED;
-use super::options::{TrainArgs, DEFAULT_EPOCHS, DEFAULT_EVAL_EVERY};
+use super::options::{TrainArgs, DEFAULT_EVAL_EVERY};
 use super::schedule::{self, epoch_plan, Budget};
 use super::setup::{Data, Run};
 use super::stepper::{StepResult, Stepper};
-use crate::checkpoint::{self, Config, Entry, LoopState, Metric, TrainingState};
+use crate::checkpoint::{
+    self, Config, Entry, LoopState, LrRestart, Metric, TrainConfig, TrainingState,
+};
 use crate::config::ModelConfig;
 use crate::eval::{score_reporting, window};
 use crate::model::{init_params, GraphModel};
@@ -37,7 +39,6 @@ pub struct Outcome {
 pub type Stopped = &'static str;
 
 pub(super) struct Session<'a> {
-    args: &'a TrainArgs,
     rt: &'a Runtime,
     dir: PathBuf,
     config: Config,
@@ -96,9 +97,15 @@ impl<'a> Session<'a> {
             init_from,
             chosen: run_chosen,
         } = run;
-        config.training.epochs = args.epochs_or_default();
-        config.training.steps = args.steps;
-        config.training.time_limit_s = args.time.map(|d| d.as_secs_f64());
+        // The budget: a new run's is what was asked; a resumed run keeps its own unless another is
+        // given (settled below, once its position is known).
+        let saved = config.training.clone();
+        if !resuming || !args.no_budget() {
+            config.training.epochs = args.epochs_or_default();
+            config.training.steps = args.steps;
+            config.training.time_limit_s = args.time.map(|d| d.as_secs_f64());
+            config.training.lr_restart = None;
+        }
         config.training.threads = rt.threads;
         let (tc, mc) = (config.training.clone(), config.model);
 
@@ -146,6 +153,10 @@ impl<'a> Session<'a> {
             (opt.t, opt.lr) = (ls.optimizer_t, ls.lr);
             metrics = checkpoint::read_metrics(&dir)?;
         }
+        let budget_note = resuming
+            .then(|| settle_budget(&saved, &mut config.training, &ls, stream_len, opt.lr))
+            .flatten();
+        let tc = config.training.clone();
         let tokenizer_json = vocab.to_tokenizer_json()?;
 
         let (epoch_windows, _) = epoch_plan(tc.seed, 0, stream_len, tc.bptt);
@@ -153,7 +164,10 @@ impl<'a> Session<'a> {
         if let Some(s) = tc.steps {
             total_steps = Some(total_steps.map_or(s, |t| t.min(s)));
         }
-        let progress = Progress::new(args.quiet, total_steps, args.time, ls.step);
+        let time_left = tc
+            .time_limit_s
+            .map(|t| Duration::from_secs_f64((t - ls.train_seconds).max(0.0)));
+        let progress = Progress::new(args.quiet, total_steps, time_left, ls.step);
         let verb = match (&init_from, resuming) {
             (Some(src), _) => format!("fine-tuning {} on", src.display()),
             (None, true) => "resuming".to_string(),
@@ -166,12 +180,8 @@ impl<'a> Session<'a> {
                 run_chosen.join(", ")
             ));
         }
-        if resuming && args.no_budget() {
-            // The interrupted session's budget is not carried over (`--time` is per session):
-            // say what this one runs to, and how to choose instead.
-            progress.say(format!(
-                "no --epochs, --steps or --time given: running to the default of {DEFAULT_EPOCHS} epochs (give --time or --epochs to choose)"
-            ));
+        if let Some(note) = budget_note {
+            progress.say(note);
         }
         if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
             progress.say(format!(
@@ -191,7 +201,6 @@ impl<'a> Session<'a> {
             last_eval_step: metrics.last().map(|m| m.step),
         };
         Ok(Session {
-            args,
             rt,
             dir,
             config,
@@ -236,10 +245,9 @@ impl<'a> Session<'a> {
         if tc.epochs.is_some_and(|e| self.ls.epoch >= e) {
             return Some("epochs");
         }
-        if self
-            .args
-            .time
-            .is_some_and(|t| self.clock.start.elapsed() >= t)
+        if tc
+            .time_limit_s
+            .is_some_and(|t| self.clock.wall_time_s() >= t)
         {
             return Some("time");
         }
@@ -261,12 +269,8 @@ impl<'a> Session<'a> {
         // ahead (see schedule::anneal_factor for what the budget counts).
         let base_lr = self.opt.lr;
         if tc.anneal {
-            let at = Budget {
-                step: self.ls.step,
-                epoch_at: self.ls.epoch as f64 + self.ls.window as f64 / n_windows.max(1) as f64,
-                elapsed: self.clock.start.elapsed(),
-            };
-            let factor = schedule::anneal_factor(&tc, self.args.time, &at);
+            let at = budget_at(&self.ls, n_windows, self.clock.wall_time_s());
+            let factor = schedule::anneal_factor(&tc, &at);
             self.opt.lr = base_lr * factor;
         }
         self.clock.last_step_lr = self.opt.lr;
@@ -331,20 +335,25 @@ impl<'a> Session<'a> {
         let (dir, tc, ls) = (self.dir.display(), &self.config.training, &self.ls);
         match why {
             "steps" => format!(
-                "{dir}: nothing left to do: the run already has {} steps (--steps {}); continue it with a larger --steps, or --time",
+                "{dir}: nothing left to do: the run already has {} steps (its budget: {}); continue it with a larger --steps, or --time (both count the whole run)",
                 ls.step,
-                tc.steps.unwrap_or(0)
+                schedule::describe_budget(tc)
             ),
+            "time" => {
+                let t = tc.time_limit_s.unwrap_or(0.0);
+                format!(
+                    "{dir}: nothing left to do: the run already trained for {} (its budget: {}); continue it with a larger --time, such as --time {} (it counts the whole run), or --epochs/--steps",
+                    schedule::format_seconds(ls.train_seconds),
+                    schedule::describe_budget(tc),
+                    schedule::format_seconds(ls.train_seconds.max(t) + 600.0)
+                )
+            }
             _ => {
                 let e = tc.epochs.unwrap_or(0);
-                let how = if self.args.epochs.is_some() {
-                    format!("--epochs {e}")
-                } else {
-                    format!("{e} epochs, the default when neither --steps nor --time is given")
-                };
                 format!(
-                    "{dir}: nothing left to do: the run already trained {} epochs ({how}); continue it with --epochs {}, --steps N or --time 10m",
+                    "{dir}: nothing left to do: the run already trained {} epochs (its budget: {}); continue it with --epochs {}, --steps N or --time 10m (all count the whole run)",
                     ls.epoch,
+                    schedule::describe_budget(tc),
                     ls.epoch + e.max(1)
                 )
             }
@@ -578,6 +587,67 @@ fn check_fits(data: &Data, tc: &checkpoint::TrainConfig, files: &[PathBuf]) -> R
     Ok(stream_len)
 }
 
+/// Where the loop stands in its budget: `n_windows` is the current epoch's window count,
+/// `seconds` the run's training time so far.
+fn budget_at(ls: &LoopState, n_windows: u64, seconds: f64) -> Budget {
+    Budget {
+        step: ls.step,
+        epoch_at: ls.epoch as f64 + ls.window as f64 / n_windows.max(1) as f64,
+        seconds,
+    }
+}
+
+/// A resumed run's budget: its own (`saved`) when no --epochs, --steps or --time was given, else
+/// the one given (already in `tc`). Under the linear schedule a changed budget never makes the
+/// learning rate jump: the rate goes on from the one in use and falls to 0 at the new end; a run
+/// that had finished its budget (rate 0) starts the extension where a run planned for the new
+/// budget would be. Returns the line that says what the run now does.
+fn settle_budget(
+    saved: &TrainConfig,
+    tc: &mut TrainConfig,
+    ls: &LoopState,
+    stream_len: usize,
+    base_lr: f64,
+) -> Option<String> {
+    let (n_windows, _) = epoch_plan(tc.seed, ls.epoch, stream_len, tc.bptt);
+    let at = budget_at(ls, n_windows, ls.train_seconds);
+    let new = schedule::describe_budget(tc);
+    let left = schedule::describe_left(tc, &at);
+    let unchanged =
+        (tc.epochs, tc.steps, tc.time_limit_s) == (saved.epochs, saved.steps, saved.time_limit_s);
+    let used = schedule::budget_used(tc, &at);
+    if used >= 1.0 {
+        // Nothing left: the session says so and how to extend the run.
+        return None;
+    }
+    if unchanged {
+        return Some(format!("going on to the run's budget, {new}: {left}"));
+    }
+    let was = schedule::describe_budget(saved);
+    if !tc.anneal {
+        return Some(format!("the budget is now {new}, {left} (it was {was})"));
+    }
+    let before = schedule::anneal_factor(saved, &at);
+    let how = if before > 0.0 {
+        tc.lr_restart = Some(LrRestart {
+            factor: before,
+            done: used,
+        });
+        format!(
+            "the learning rate goes on from {:.3e} and falls linearly to 0 at its end",
+            base_lr * before
+        )
+    } else {
+        format!(
+            "the run had finished its budget, so the learning rate starts again at {:.3e}, where a run planned for the new budget would be now, and falls linearly to 0 at its end",
+            base_lr * (1.0 - used)
+        )
+    };
+    Some(format!(
+        "the budget is now {new}, {left} (it was {was}): {how}"
+    ))
+}
+
 /// The line a session starts with: the corpus, the model and the training settings.
 fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> String {
     let (mc, tc) = (&config.model, &config.training);
@@ -619,7 +689,7 @@ fn format_metric(m: &Metric) -> String {
 
 /// The progress bar on a terminal, and the evaluation lines (above the bar, or plain lines on a
 /// pipe); nothing with `--quiet`. The bar counts steps when the run's end is a number of steps
-/// (`--steps`, `--epochs`), and time when it is a time budget (`--time` alone).
+/// (`--steps`, `--epochs`), and time when it is a time budget (`--time` alone: the time left of it).
 struct Progress {
     bar: ProgressBar,
     quiet: bool,

@@ -434,6 +434,7 @@ fn train_config(h: &Hyper, vocab_len: usize, base: Option<&TrainConfig>) -> Resu
             },
         },
         anneal,
+        lr_restart: None,
         plateau,
         dropout: pickf(h.dropout, |b| b.dropout, 0.0),
     };
