@@ -189,6 +189,37 @@ fn score_groups(
     }
 }
 
+/// The `<unk>` targets among the positions [`score`] predicts in `ids` cut into `streams`
+/// streams, and what they add to its sum: ln N each, N the distinct tokens `<unk>` stood for in
+/// training (`unknown_types`). p(<unk>)/N is then the probability of one specific unknown token,
+/// so the score is a likelihood over every character (or word) of the text, comparable with a
+/// model that kept them all, and ranking's rule for an unknown candidate scores the same. Nothing
+/// is added where N is unknown or 0 (no specific token was ever trained as `<unk>`).
+pub fn unknown_charge(
+    ids: &[u32],
+    streams: usize,
+    unk: Option<u32>,
+    unknown_types: Option<u64>,
+) -> (usize, f64) {
+    let (Some(unk), Some(n)) = (unk, unknown_types.filter(|&n| n > 1)) else {
+        return (0, 0.0);
+    };
+    let streams = streams.max(1).min((ids.len() / 2).max(1));
+    let len = ids.len() / streams;
+    if len < 2 {
+        return (0, 0.0);
+    }
+    let count = (0..streams)
+        .map(|b| {
+            ids[b * len + 1..(b + 1) * len]
+                .iter()
+                .filter(|&&i| i == unk)
+                .count()
+        })
+        .sum::<usize>();
+    (count, count as f64 * (n as f64).ln())
+}
+
 /// Stream groups per scoring thread: more groups even out the threads' finishing times, fewer
 /// keep more streams in each product (a row of W read from memory serves every stream of a group).
 const GROUPS_PER_THREAD: usize = 3;
@@ -273,8 +304,19 @@ pub struct EvalReport {
     pub nats_per_token: f64,
     pub bits_per_char: f64,
     pub perplexity: f64,
-    /// Unknown tokens mapped to `<unk>`.
+    /// Places where the text has a token the vocabulary lacks: read and scored as `<unk>`, or
+    /// left out (neither read nor scored) by a model without one.
     pub unknown: usize,
+    /// The distinct tokens the vocabulary lacks, most frequent first.
+    pub unknown_tokens: Vec<String>,
+    /// How the unknown places were scored: "unk" (as `<unk>`, each charged ln N more, N =
+    /// `unknown_share`), or "left out" (a model without `<unk>`: the rest of the text is scored as
+    /// if they were not there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_scored_as: Option<&'static str>,
+    /// N, the distinct tokens `<unk>` stood for in training (see [`unknown_charge`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_share: Option<u64>,
 }
 
 /// Scores text files with a checkpoint. `streams = 1` gives the exact likelihood.
@@ -290,13 +332,16 @@ pub fn eval_files(
     let vocab = &loaded.vocab;
     let cuts = crate::corpus::Cuts::for_vocab(vocab);
     let (mut ids, mut chars, mut blank) = (Vec::new(), 0usize, true);
+    // The tokens the vocabulary lacks, with how often each occurs.
+    let mut unknown: std::collections::HashMap<String, usize> = Default::default();
     crate::corpus::stream_lines(&files, cuts, |block| {
         chars += block.chars().count();
         blank &= block.trim().is_empty();
-        ids.extend(vocab.encode_bulk(block)?);
+        ids.extend(vocab.encode_scoring(block, |tok| {
+            *unknown.entry(tok.to_string()).or_insert(0) += 1
+        })?);
         Ok(())
-    })
-    .map_err(|e| crate::corpus::unknown_char_error(&files, vocab).unwrap_or(e))?;
+    })?;
     if blank {
         anyhow::bail!(
             "{}: the text is empty (nothing to score)",
@@ -307,20 +352,25 @@ pub fn eval_files(
                 .join(", ")
         );
     }
-    let unknown = vocab
-        .unk
-        .map_or(0, |u| ids.iter().filter(|&&i| i == u).count());
+    let places = unknown.values().sum::<usize>();
+    let mut unknown_tokens: Vec<(String, usize)> = unknown.into_iter().collect();
+    unknown_tokens.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     if ids.len() < 2 {
-        anyhow::bail!("the text has fewer than 2 tokens: nothing to score");
+        anyhow::bail!(
+            "the text has fewer than 2 tokens{}: nothing to score",
+            if places > 0 { " the model knows" } else { "" }
+        );
     }
     let chunk = loaded.config.training.bptt.max(1);
     // Scoring 200k tokens at a 33k-word vocabulary takes most of a minute: a bar on a terminal.
     let predicted = (ids.len() / streams.max(1)).saturating_sub(1) * streams.max(1);
     let bar = crate::progress::Bar::new(predicted as u64, "scoring", quiet);
-    let s = score_reporting(&loaded.model, &ids, streams, chunk, threads, &|n| {
+    let mut s = score_reporting(&loaded.model, &ids, streams, chunk, threads, &|n| {
         bar.inc(n)
     })?;
     bar.finish();
+    let types = vocab.unknown_types;
+    s.nats += unknown_charge(&ids, streams, vocab.unk, types).1;
     Ok(EvalReport {
         model: loaded.dir.display().to_string(),
         files: files.iter().map(|f| f.display().to_string()).collect(),
@@ -328,8 +378,23 @@ pub fn eval_files(
         tokens: ids.len(),
         predicted: s.predicted,
         nats_per_token: s.nats_per_token(),
-        bits_per_char: s.bits_per_char(ids.len(), chars),
+        // Left-out characters were not scored: bits per character of the rest.
+        bits_per_char: s.bits_per_char(
+            ids.len(),
+            if vocab.unk.is_none() {
+                chars - places
+            } else {
+                chars
+            },
+        ),
         perplexity: s.perplexity(),
-        unknown,
+        unknown: places,
+        unknown_scored_as: (places > 0).then_some(if vocab.unk.is_some() {
+            "unk"
+        } else {
+            "left out"
+        }),
+        unknown_share: types.filter(|&n| n > 1 && vocab.unk.is_some()),
+        unknown_tokens: unknown_tokens.into_iter().map(|(t, _)| t).collect(),
     })
 }

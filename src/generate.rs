@@ -387,6 +387,9 @@ pub struct Ranked {
     /// The pieces of the candidate the vocabulary does not hold (each scored as `<unk>`, see
     /// [`rank`]); empty for a known candidate.
     pub unknown: Vec<String>,
+    /// False for a candidate a model without `<unk>` cannot score (it holds a piece the vocabulary
+    /// lacks): ranked last, its log-probabilities `null` in JSON.
+    pub scored: bool,
     pub warnings: Vec<String>,
 }
 
@@ -398,10 +401,7 @@ impl Ranked {
 
 /// How an unknown token is scored, in words (for `--help`, the table's footnote and the README).
 pub fn unknown_rule(vocab: &Vocab) -> String {
-    let types = match vocab.level {
-        Level::Char => "characters",
-        Level::Word => "words",
-    };
+    let types = vocab.level.plural();
     match (vocab.unk, unknown_share(vocab)) {
         (None, _) => "not in the vocabulary: this model has no <unk> token, so a candidate with one cannot be scored".to_string(),
         (Some(_), Some(n)) => format!(
@@ -428,7 +428,8 @@ fn unknown_share(vocab: &Vocab) -> Option<u64> {
 /// token: a candidate must not win for being unknown. So each unknown piece scores
 /// log p(<unk>) − ln N, N the number of distinct tokens the vocabulary left out (the way SRILM and
 /// KenLM score an out-of-vocabulary word); where N is not known or is 0, unknown candidates rank after
-/// every known one. Either way they are marked (`unknown`).
+/// every known one. Either way they are marked (`unknown`). A model without `<unk>` cannot score
+/// such a candidate at all: it is ranked last, marked, with `scored` false.
 pub fn rank(
     net: &StreamModel,
     vocab: &Vocab,
@@ -440,12 +441,51 @@ pub fn rank(
         bail!("no candidates to rank");
     }
     let unk_share = unknown_share(vocab).map(|n| (n as f64).ln());
-    let mut out = Vec::with_capacity(candidates.len());
+    // A candidate given twice is one candidate (two copies would split its share of the set).
+    let mut given: Vec<(&String, usize)> = Vec::with_capacity(candidates.len());
     for (i, c) in candidates.iter().enumerate() {
         if c.is_empty() {
             bail!("candidate {} is empty", i + 1);
         }
+        match given.iter_mut().find(|(g, _)| *g == c) {
+            Some((_, n)) => *n += 1,
+            None => given.push((c, 1)),
+        }
+    }
+    let mut out: Vec<Ranked> = Vec::with_capacity(given.len());
+    for &(c, times) in &given {
+        let repeated =
+            (times > 1).then(|| format!("candidate {c:?} was given {times} times: ranked once"));
         let mut unknown = Vec::new();
+        if vocab.unk.is_none() {
+            let known = vocab.encode_scoring(c, |tok| unknown.push(tok.to_string()))?;
+            if !unknown.is_empty() {
+                let mut seen = std::collections::HashSet::new();
+                unknown.retain(|u| seen.insert(u.clone()));
+                let warnings: Vec<String> = unknown
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "candidate {c:?}: {} is {}; ranked last",
+                            describe_token(u),
+                            unknown_rule(vocab)
+                        )
+                    })
+                    .collect();
+                out.push(Ranked {
+                    candidate: c.clone(),
+                    tokens: known.iter().map(|&x| vocab.token(x).to_string()).collect(),
+                    total_logprob: f64::NAN,
+                    mean_logprob: f64::NAN,
+                    prob_in_set: None,
+                    token_logprobs: Vec::new(),
+                    unknown,
+                    scored: false,
+                    warnings: repeated.into_iter().chain(warnings).collect(),
+                });
+                continue;
+            }
+        }
         let ids = vocab
             .encode_reporting(c, |tok, _| unknown.push(tok.to_string()))
             .map_err(|e| anyhow::anyhow!("candidate {c:?}: {e}"))?;
@@ -465,15 +505,15 @@ pub fn rank(
             }
         }
         let total: f64 = lps.iter().sum();
-        let warnings = unknown
-            .iter()
-            .map(|u| {
+        let warnings = repeated
+            .into_iter()
+            .chain(unknown.iter().map(|u| {
                 format!(
                     "candidate {c:?}: {} is {}",
                     describe_token(u),
                     unknown_rule(vocab)
                 )
-            })
+            }))
             .collect();
         out.push(Ranked {
             candidate: c.clone(),
@@ -483,12 +523,13 @@ pub fn rank(
             prob_in_set: None,
             token_logprobs: lps,
             unknown,
+            scored: true,
             warnings,
         });
     }
     // Normalised over the candidates that can be compared: all of them, or with an unknown share,
     // only the known ones.
-    let comparable = |r: &Ranked| r.known() || unk_share.is_some();
+    let comparable = |r: &Ranked| r.scored && (r.known() || unk_share.is_some());
     let m = out
         .iter()
         .filter(|r| comparable(r))
@@ -506,10 +547,16 @@ pub fn rank(
         RankBy::Total => r.total_logprob,
         RankBy::Mean => r.mean_logprob,
     };
+    // Stable: unscored candidates keep their order, after every scored one.
     out.sort_by(|a, b| {
         comparable(b)
             .cmp(&comparable(a))
-            .then(key(b).total_cmp(&key(a)))
+            .then(b.scored.cmp(&a.scored))
+            .then(if a.scored && b.scored {
+                key(b).total_cmp(&key(a))
+            } else {
+                std::cmp::Ordering::Equal
+            })
     });
     Ok(out)
 }

@@ -43,6 +43,86 @@ pub fn init_params(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> 
     Ok(map)
 }
 
+/// The weights of a model on `from`'s vocabulary grown to `to`'s (the same model with more tokens
+/// after the old ones, as fine-tuning on a text with new characters makes it). Every old number
+/// is kept. A new token starts as the old model saw it: as `<unk>` (`unk`), whose input row or
+/// column and decoder row it copies, with `<unk>`'s output bias less ln N (N = `unknown_types`, the
+/// tokens `<unk>` stood for), so that the old predictions hardly move. Without `<unk>` its input
+/// weights are drawn as a new model's are (from `seed`), its decoder row is 0 (a tied model's is
+/// the drawn embedding row) and its bias the lowest old one: about as unlikely as the least likely
+/// old token until training says otherwise.
+pub fn grow_vocab(
+    weights: &std::collections::HashMap<String, Tensor>,
+    from: &ModelConfig,
+    to: &ModelConfig,
+    unk: Option<u32>,
+    unknown_types: Option<u64>,
+    seed: u64,
+) -> Result<std::collections::HashMap<String, Tensor>> {
+    let (v0, v1) = (from.vocab_size, to.vocab_size);
+    anyhow::ensure!(v1 >= v0, "a vocabulary only grows");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6772_6f77);
+    let mut out = std::collections::HashMap::new();
+    for (p, shape) in to.layout().iter() {
+        let name = p.name();
+        let old = weights
+            .get(&name)
+            .ok_or_else(|| anyhow::anyhow!("the checkpoint has no {name}"))?
+            .to_dtype(DType::F32)?;
+        let b = to.init_bound(*p) as f32;
+        let t = match p {
+            // Token rows: (V, width).
+            Param::Embedding | Param::DecoderWeight => {
+                let rows = old.to_vec2::<f32>()?;
+                let width = shape[1];
+                let mut flat: Vec<f32> = rows.concat();
+                for _ in v0..v1 {
+                    match unk {
+                        Some(u) => flat.extend_from_slice(&rows[u as usize]),
+                        None if *p == Param::DecoderWeight => flat.extend(vec![0.0; width]),
+                        None => flat.extend((0..width).map(|_| rng.random_range(-b..b))),
+                    }
+                }
+                Tensor::from_vec(flat, (v1, width), old.device())?
+            }
+            // The one-hot input's token columns: (gates·H, V).
+            Param::WeightIh(0) if to.embed.is_none() => {
+                let rows = old.to_vec2::<f32>()?;
+                let mut flat = Vec::with_capacity(rows.len() * v1);
+                let fresh: Vec<Vec<f32>> = (v0..v1)
+                    .map(|_| (0..rows.len()).map(|_| rng.random_range(-b..b)).collect())
+                    .collect();
+                for (r, row) in rows.iter().enumerate() {
+                    flat.extend_from_slice(row);
+                    for new in &fresh {
+                        flat.push(match unk {
+                            Some(u) => row[u as usize],
+                            None => new[r],
+                        });
+                    }
+                }
+                Tensor::from_vec(flat, (rows.len(), v1), old.device())?
+            }
+            Param::DecoderBias => {
+                let mut bias = old.to_vec1::<f32>()?;
+                let new = match unk {
+                    Some(u) => bias[u as usize] - (unknown_types.unwrap_or(1).max(1) as f32).ln(),
+                    None => bias.iter().copied().fold(f32::INFINITY, f32::min),
+                };
+                bias.resize(v1, new);
+                Tensor::from_vec(bias, v1, old.device())?
+            }
+            _ => old,
+        };
+        anyhow::ensure!(
+            t.dims() == shape.as_slice(),
+            "{name}: grown to the wrong shape"
+        );
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
 /// One recurrent layer on candle's graph (the reference). Implements candle-nn's [`RNN`] trait:
 /// `step` takes either token ids of shape (batch,) — the one-hot input, looked up — or a dense
 /// (batch, input) tensor. What happens after the two products is its cell's ([`crate::cell::GraphCell::step`]).

@@ -76,13 +76,20 @@ pub fn rank_table(prompt: &str, ranked: &[Ranked], by: RankBy, vocab: &Vocab) ->
         pad("candidate", cw)
     );
     for (i, r) in ranked.iter().enumerate() {
+        let num = |x: f64, w: usize| {
+            if r.scored {
+                format!("{x:>w$.3}")
+            } else {
+                format!("{:>w$}", "—")
+            }
+        };
         s += &format!(
-            "{:>3}  {}  {:>6}  {:>10.3}  {:>9.3}  {:>9}\n",
+            "{:>3}  {}  {:>6}  {}  {}  {:>9}\n",
             i + 1,
             pad(&name(r), cw),
             r.tokens.len(),
-            r.total_logprob,
-            r.mean_logprob,
+            num(r.total_logprob, 10),
+            num(r.mean_logprob, 9),
             r.prob_in_set
                 .map_or("—".to_string(), |p| format!("{:.2}%", 100.0 * p))
         );
@@ -161,7 +168,30 @@ pub fn eval_table(r: &crate::eval::EvalReport) -> String {
         r.tokens, r.predicted
     ));
     if r.unknown > 0 {
-        out.push_str(&format!("unknown        {} mapped to <unk>\n", r.unknown));
+        // The first few unknown tokens, most frequent first.
+        let shown: Vec<String> = r
+            .unknown_tokens
+            .iter()
+            .take(12)
+            .map(|t| show_token(t))
+            .collect();
+        let more = r.unknown_tokens.len().saturating_sub(shown.len());
+        out.push_str(&format!(
+            "unknown        {} places, {} distinct not in the vocabulary: {}{}\n",
+            r.unknown,
+            r.unknown_tokens.len(),
+            shown.join(" "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+        out.push_str(&match r.unknown_share {
+            _ if r.unknown_scored_as == Some("left out") => "               left out (the model has no <unk>): the rest of the text is scored as if they were not there\n".to_string(),
+            Some(n) => format!("               read as <unk>, each scored p(<unk>)/{n} (<unk> stood for {n} rare tokens in training)\n"),
+            None => "               read and scored as <unk>\n".to_string(),
+        });
     }
     out.push_str(&format!("nats/token     {:.4}\n", r.nats_per_token));
     out.push_str(&format!("bits/char      {:.4}\n", r.bits_per_char));

@@ -440,3 +440,70 @@ fn gated_layers_equal_candle_nns_lstm_and_gru() {
         }
     }
 }
+
+/// Fine-tuning on a text with new characters grows the model's vocabulary: the old tokens'
+/// weights stay, so on old input the old tokens' logits are unchanged; a new token reads as
+/// `<unk>` read, and scores `<unk>`'s logit less ln N (N the tokens `<unk>` stood for). Without
+/// `<unk>`, a new token's logit is the lowest old bias.
+#[test]
+fn a_grown_vocabulary_keeps_the_old_model_and_starts_new_tokens_as_unk() {
+    use elman::model::grow_vocab;
+    let dev = Device::Cpu;
+    for (embed, tied) in [(None, false), (Some(4), false), (Some(6), true)] {
+        let small = ModelConfig {
+            embed,
+            tied,
+            ..ModelConfig::new(5, 6)
+        };
+        let big = ModelConfig {
+            vocab_size: 7,
+            ..small
+        };
+        let varmap = init_params(&small, 11, DType::F32, &dev).unwrap();
+        let weights: HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let logits = |cfg: ModelConfig, w: &HashMap<String, Tensor>, ids: &[u32]| {
+            let m = GraphModel::new(cfg, VarBuilder::from_tensors(w.clone(), DType::F32, &dev))
+                .unwrap();
+            let inp = Tensor::from_vec(ids.to_vec(), (ids.len(), 1), &dev).unwrap();
+            let (o, _) = m.forward(&inp, &m.zero_state(1).unwrap()).unwrap();
+            o.to_vec2::<f32>().unwrap()
+        };
+        let old = logits(small, &weights, &[0, 2, 4, 1]);
+        let (unk, n) = (2u32, 4u64);
+        let grown = grow_vocab(&weights, &small, &big, Some(unk), Some(n), 3).unwrap();
+        let new = logits(big, &grown, &[0, 2, 4, 1]);
+        // New token 5 read where <unk> was: the same states, so the same logits.
+        let via_new = logits(big, &grown, &[0, 5, 4, 1]);
+        for (t, (o, g)) in old.iter().zip(&new).enumerate() {
+            assert_eq!(&g[..5], &o[..], "{embed:?} {tied}: old logits at step {t}");
+            for j in [5, 6] {
+                let want = o[unk as usize] - (n as f32).ln();
+                assert!((g[j] - want).abs() < 1e-5, "{embed:?} {tied}: token {j}");
+            }
+            assert_eq!(
+                via_new[t], *g,
+                "{embed:?} {tied}: a new token reads as <unk>"
+            );
+        }
+        // Without <unk>: the old logits again, and the new tokens at the lowest old bias.
+        let grown = grow_vocab(&weights, &small, &big, None, None, 3).unwrap();
+        let lowest = weights["decoder.bias"]
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .fold(f32::INFINITY, f32::min);
+        let new = logits(big, &grown, &[0, 2, 4, 1]);
+        for (o, g) in old.iter().zip(&new) {
+            assert_eq!(&g[..5], &o[..]);
+            if !tied {
+                assert_eq!([g[5], g[6]], [lowest, lowest], "{embed:?}");
+            }
+        }
+    }
+}

@@ -562,13 +562,40 @@ fn fine_tuning_starts_from_a_checkpoint() {
         val("tuned"),
         val("fresh")
     );
+    // A text with a character the vocabulary lacks: the vocabulary grows by it (and says so),
+    // unless --keep-vocab, which refuses it (the model has no <unk>).
     std::fs::write(d.join("odd.txt"), "the king ß\n".repeat(30)).unwrap();
+    let out = elman(d)
+        .args(["train", "odd.txt", "--init-from", "base", "--out", "grown"])
+        .args(short)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let grown: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("grown/config.json")).unwrap())
+            .unwrap();
+    let size = base["vocab"]["size"].as_u64().unwrap();
+    assert_eq!(grown["vocab"]["size"], size + 1);
+    assert_eq!(grown["model"]["vocab_size"], size + 1);
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("grown/tokenizer.json")).unwrap())
+            .unwrap();
+    assert_eq!(tok["model"]["vocab"]["ß"], size, "after the old ids");
+    elman(d)
+        .args(["train", "odd.txt", "--init-from", "base", "--out", "grown2"])
+        .args(["--steps", "10", "--eval-every", "10"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "grows by 1 character(s) of the new text: \"ß\" (U+00DF)",
+        ));
     fails_with(
         elman(d).args([
             "train",
             "odd.txt",
             "--init-from",
             "base",
+            "--keep-vocab",
             "--out",
             "x",
             "-q",
@@ -793,4 +820,141 @@ fn the_legend_never_covers_the_data() {
         .parse()
         .unwrap();
     assert!(y > 500.0, "legend label at y = {y}: {tag}");
+}
+
+/// A text of more than 256 distinct characters (a Chinese-sized alphabet): 300 common ones in
+/// many orders, and 20 rare ones, each once, early in the text (training, not validation).
+fn large_alphabet_text() -> String {
+    let common = |i: u32| char::from_u32(0x4E00 + i % 300).unwrap();
+    let mut text = String::new();
+    for j in 0..20u32 {
+        text.push(char::from_u32(0x6000 + j).unwrap());
+        text.push(common(j));
+    }
+    text.push('\n');
+    for r in 0..40u32 {
+        text.extend((0..300).map(|i| common(i * 7 + r)));
+        text.push('\n');
+    }
+    text
+}
+
+/// With only the text and a budget, a large vocabulary maps the characters seen once to a
+/// trained <unk> (and says so), so the model reads any text: eval scores new characters as
+/// p(<unk>) shared over those it stood for, rank and complete take them.
+#[test]
+fn a_large_vocabulary_trains_its_unk_and_reads_any_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("c.txt"), large_alphabet_text()).unwrap();
+    let out = elman(d)
+        .args([
+            "train", "c.txt", "--out", "m", "--hidden", "16", "--batch", "2",
+        ])
+        .args(["--bptt", "8", "--steps", "20", "--eval-every", "10"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("<unk> for the 20 characters seen once (20 places"),
+        "{err}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("m/config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab"]["min_count"], 2);
+    assert_eq!(config["vocab"]["unknown_types"], 20);
+    assert_eq!(
+        config["vocab"]["size"], 302,
+        "300 characters, the newline and <unk>"
+    );
+
+    // A new text: three characters the training text never had, one it had once.
+    let new = "一丁咖啡七\u{6003}万丈";
+    std::fs::write(d.join("new.txt"), new).unwrap();
+    let r = json(elman(d).args(["eval", "-m", "m", "new.txt", "--json"]));
+    assert_eq!(r["unknown"], 3, "{r}");
+    assert_eq!(r["unknown_scored_as"], "unk");
+    assert_eq!(r["unknown_share"], 20);
+    let tokens: Vec<&str> = r["unknown_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, ["咖", "啡", "\u{6003}"]);
+    // Against an independent sum: the model's own log-likelihood of the ids, plus ln 20 for each
+    // <unk> it had to predict.
+    let loaded = elman::checkpoint::load(&d.join("m"), &candle_core::Device::Cpu).unwrap();
+    let ids = loaded.vocab.encode(new).unwrap();
+    let s = elman::eval::score(&loaded.model, &ids, 1, 64, 1).unwrap();
+    let unk = loaded.vocab.unk.unwrap();
+    let charged = ids[1..].iter().filter(|&&i| i == unk).count() as f64 * 20f64.ln();
+    let want = (s.nats + charged) / s.predicted as f64;
+    let got = r["nats_per_token"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+
+    // rank and complete take an unseen character too.
+    let ranked = rank_json(d, "m", "一丁", "咖啡,七万");
+    let cands = ranked["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 2);
+    assert!(cands.iter().all(|c| c["scored"] == true), "{ranked}");
+    let coffee = cands.iter().find(|c| c["candidate"] == "咖啡").unwrap();
+    assert_eq!(coffee["unknown"], serde_json::json!(["咖", "啡"]));
+    elman(d)
+        .args(["complete", "-m", "m", "-p", "我爱咖啡", "--top", "3"])
+        .assert()
+        .success();
+}
+
+/// A model without <unk> (a small alphabet, every character kept): eval names the characters it
+/// cannot read and scores the rest, exactly as the text without them; rank puts a candidate it
+/// cannot score last, marked, and merges a candidate given twice.
+#[test]
+fn a_model_without_unk_scores_what_it_can() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "m", &WORDS.repeat(20), &[]);
+    std::fs::write(d.join("new.txt"), "the king ß of france ß.\n").unwrap();
+    std::fs::write(d.join("without.txt"), "the king  of france .\n").unwrap();
+    let r = json(elman(d).args(["eval", "-m", "m", "new.txt", "--json"]));
+    let w = json(elman(d).args(["eval", "-m", "m", "without.txt", "--json"]));
+    assert_eq!(r["unknown"], 2, "{r}");
+    assert_eq!(r["unknown_tokens"], serde_json::json!(["ß"]));
+    assert_eq!(r["unknown_scored_as"], "left out");
+    for key in ["tokens", "predicted", "nats_per_token", "bits_per_char"] {
+        assert_eq!(r[key], w[key], "{key}: {r} vs {w}");
+    }
+    let text = String::from_utf8(
+        elman(d)
+            .args(["eval", "-m", "m", "new.txt"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(text.contains("left out (the model has no <unk>)"), "{text}");
+
+    let ranked = rank_json(d, "m", "the ", "ßing,king,queen,king");
+    let cands = ranked["candidates"].as_array().unwrap();
+    let names: Vec<&str> = cands
+        .iter()
+        .map(|c| c["candidate"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "the repeated king is ranked once: {ranked}");
+    assert_eq!(names[2], "ßing", "the unscoreable candidate is last");
+    let last = &cands[2];
+    assert_eq!(last["scored"], false);
+    assert!(last["total_logprob"].is_null() && last["prob_in_set"].is_null());
+    assert_eq!(last["unknown"], serde_json::json!(["ß"]));
+    let king = cands.iter().find(|c| c["candidate"] == "king").unwrap();
+    assert!(king["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("given 2 times"));
+    let p: f64 = cands[..2]
+        .iter()
+        .map(|c| c["prob_in_set"].as_f64().unwrap())
+        .sum();
+    assert!((p - 1.0).abs() < 1e-9, "the scored ones share the set: {p}");
 }

@@ -186,11 +186,14 @@ fn unknown_characters_in_prompts_are_named_or_mapped() {
             .code(1)
             .stderr(predicate::str::contains("\"🙂\" (U+1F642) at character 3"));
     }
+    // A candidate it cannot score is ranked last, marked, and the ranking goes on.
     elman(d)
         .args(["rank", "-m", "m", "-p", "天空", "-c", "小鸟,🐉"])
         .assert()
-        .code(1)
-        .stderr(predicate::str::contains("candidate \"🐉\""));
+        .success()
+        .stderr(predicate::str::contains("candidate \"🐉\""))
+        .stderr(predicate::str::contains("ranked last"))
+        .stdout(predicate::str::contains("2  🐉*"));
     // A model with <unk> maps the character and warns.
     tiny_model(d, "capped", &["--max-vocab", "20"]);
     elman(d)

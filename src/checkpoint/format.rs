@@ -47,6 +47,7 @@ impl VocabConfig {
             nfc: self.nfc,
             max_vocab: self.max_vocab,
             min_count: self.min_count,
+            rare_to_unk_above: None,
             segmenter: self.segmenter,
         }
     }

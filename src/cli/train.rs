@@ -193,9 +193,14 @@ pub struct TrainCmd {
     pub resume: Option<PathBuf>,
     /// Fine-tune: start a new run on FILE from the weights and vocabulary of the checkpoint in DIR
     /// (its model is kept; training settings are the checkpoint's unless given, the optimizer
-    /// starts afresh). FILE's characters (or words) must be in the vocabulary, or map to <unk>.
+    /// starts afresh). A character model's vocabulary grows by FILE's new characters (rows that
+    /// start as <unk>'s, or fresh ones); words it lacks are read as <unk>.
     #[arg(long, value_name = "DIR")]
     pub init_from: Option<PathBuf>,
+    /// With --init-from: keep the checkpoint's vocabulary as it is; characters it lacks become
+    /// <unk> (a model without one refuses them).
+    #[arg(long, requires = "init_from")]
+    pub keep_vocab: bool,
     /// Replace an existing checkpoint at --out.
     #[arg(long)]
     pub force: bool,
@@ -245,6 +250,7 @@ impl TrainCmd {
             out: self.out,
             resume: self.resume,
             init_from: self.init_from,
+            keep_vocab: self.keep_vocab,
             force: self.force,
             hyper: self.hyper.into(),
             epochs: self.epochs,

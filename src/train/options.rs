@@ -21,6 +21,9 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     /// Fine-tune: a new run from this checkpoint's weights and vocabulary.
     pub init_from: Option<PathBuf>,
+    /// Fine-tuning: keep the checkpoint's vocabulary as it is (new characters become <unk>, or
+    /// are refused without one) instead of growing it by the new text's characters.
+    pub keep_vocab: bool,
     pub force: bool,
     pub hyper: Hyper,
     pub epochs: Option<u64>,

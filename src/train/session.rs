@@ -96,6 +96,7 @@ impl<'a> Session<'a> {
             resuming,
             init_from,
             chosen: run_chosen,
+            notes: run_notes,
         } = run;
         // The budget: a new run's is what was asked; a resumed run keeps its own unless another is
         // given (settled below, once its position is known).
@@ -133,9 +134,18 @@ impl<'a> Session<'a> {
             .with_sampled_softmax(tc.softmax_samples, tc.seed)
             .with_dropout(tc.dropout, tc.seed);
         if let Some(src) = &init_from {
-            // Fine-tuning starts from the other run's best weights.
-            let path = src.join(checkpoint::MODEL_FILE);
-            let (weights, _) = checkpoint::read_weights(&path, &mc, "", &rt.device)?;
+            // Fine-tuning starts from the other run's best weights (with rows for the tokens a
+            // grown vocabulary added).
+            let path = src.dir.join(checkpoint::MODEL_FILE);
+            let (weights, _) = checkpoint::read_weights(&path, &src.model, "", &rt.device)?;
+            let weights = crate::model::grow_vocab(
+                &weights,
+                &src.model,
+                &mc,
+                src.unk,
+                src.unknown_types,
+                tc.seed,
+            )?;
             for (name, var) in &vars {
                 var.set(&weights[name].to_dtype(DType::F32)?)?;
             }
@@ -169,11 +179,14 @@ impl<'a> Session<'a> {
             .map(|t| Duration::from_secs_f64((t - ls.train_seconds).max(0.0)));
         let progress = Progress::new(args.quiet, total_steps, time_left, ls.step);
         let verb = match (&init_from, resuming) {
-            (Some(src), _) => format!("fine-tuning {} on", src.display()),
+            (Some(src), _) => format!("fine-tuning {} on", src.dir.display()),
             (None, true) => "resuming".to_string(),
             (None, false) => "training on".to_string(),
         };
         progress.say(intro_line(&config, &verb, &corpus.name, &data, opt.lr));
+        for note in run_notes {
+            progress.say(note);
+        }
         if !run_chosen.is_empty() {
             progress.say(format!(
                 "chosen for this text: {}; --hidden, --embed, --dropout and --lr set them, --one-hot is the book's model",
@@ -377,7 +390,10 @@ impl<'a> Session<'a> {
                 .note(format!("validating {}%", 100 * d / total));
         };
         let threads = self.rt.threads;
-        let s = score_reporting(&self.model, val, self.val_streams, bptt, threads, &progress)?;
+        let mut s = score_reporting(&self.model, val, self.val_streams, bptt, threads, &progress)?;
+        // A rare token read as <unk> is charged its share of p(<unk>), as `elman eval` does.
+        let v = &self.config.vocab;
+        s.nats += crate::eval::unknown_charge(val, self.val_streams, v.unk, v.unknown_types).1;
         Ok((
             s.nats_per_token(),
             s.bits_per_char(val.len(), self.data.val_chars.max(1)),

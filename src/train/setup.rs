@@ -49,9 +49,21 @@ pub struct Run {
     pub data: Data,
     pub resuming: bool,
     /// Fine-tuning: the checkpoint whose weights the run starts from.
-    pub init_from: Option<PathBuf>,
+    pub init_from: Option<InitFrom>,
     /// The defaults chosen for this text where the options were silent (a new run says them).
     pub chosen: Vec<String>,
+    /// What else a new run should say before it starts (a fine-tuned vocabulary that grew).
+    pub notes: Vec<String>,
+}
+
+/// The checkpoint a fine-tuned run starts from, and what its weights need to fit the run's model
+/// (a vocabulary grown by the new text's characters: see [`crate::model::grow_vocab`]).
+pub struct InitFrom {
+    pub dir: PathBuf,
+    /// The checkpoint's model (the run's has the same shape but maybe more tokens).
+    pub model: ModelConfig,
+    pub unk: Option<u32>,
+    pub unknown_types: Option<u64>,
 }
 
 /// Reads and tokenises the corpus ([`crate::corpus::load`]: streamed, the text never held).
@@ -165,6 +177,7 @@ pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
         resuming: true,
         init_from: None,
         chosen: Vec::new(),
+        notes: Vec::new(),
     })
 }
 
@@ -197,6 +210,13 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         base.vocab.segmenter,
     )?;
     vocab.unknown_types = base.vocab.unknown_types;
+    vocab.min_count = base.vocab.min_count;
+    let mut notes = Vec::new();
+    if !args.keep_vocab {
+        if let Some(note) = grow_vocab(&mut vocab, args, &src)? {
+            notes.push(note);
+        }
+    }
     let vopts = base.vocab.options();
     let val_fraction = args
         .hyper
@@ -211,7 +231,11 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         !args.quiet,
     )
     .map_err(|e| anyhow!("{e} (the vocabulary is that of {})", src.display()))?;
-    let mc = base.model;
+    let mc = ModelConfig {
+        vocab_size: vocab.len(),
+        ..base.model
+    };
+    mc.validate()?;
     let mut tc = train_config(&args.hyper, vocab.len(), Some(&base.training))?;
     default_eval_every(&args.hyper, &mut tc, &mc, &data);
     check_hyper(&tc, &mc)?;
@@ -232,20 +256,80 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         corpus,
         data,
         resuming: false,
-        init_from: Some(src),
+        init_from: Some(InitFrom {
+            dir: src,
+            model: base.model,
+            unk: base.vocab.unk,
+            unknown_types: base.vocab.unknown_types,
+        }),
         chosen: Vec::new(),
+        notes,
     })
+}
+
+/// Fine-tuning a character model on a text with characters its vocabulary lacks: adds them (after
+/// the old ones, whose ids stay), each seen at least the vocabulary's min count (rarer ones are
+/// left to `<unk>` where there is one). Returns what to say, or `None` when nothing was added.
+fn grow_vocab(vocab: &mut Vocab, args: &TrainArgs, src: &Path) -> Result<Option<String>> {
+    if vocab.level != Level::Char {
+        // Words the vocabulary lacks are read as <unk>, which a word vocabulary always has.
+        return Ok(None);
+    }
+    let mut counts: std::collections::HashMap<char, u64> = Default::default();
+    for files in [&args.files, &args.val_files] {
+        if files.is_empty() {
+            continue;
+        }
+        for (c, n) in crate::corpus::scan(files, vocab.nfc)?.counts {
+            if vocab.char_id(c).is_none() {
+                *counts.entry(c).or_insert(0) += n;
+            }
+        }
+    }
+    let least = if vocab.unk.is_some() {
+        vocab.min_count.max(1)
+    } else {
+        1
+    };
+    let mut new: Vec<(char, u64)> = counts.into_iter().filter(|&(_, n)| n >= least).collect();
+    if new.is_empty() {
+        return Ok(None);
+    }
+    new.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let chars: Vec<char> = new.iter().map(|&(c, _)| c).collect();
+    *vocab = vocab.with_chars(&chars)?;
+    let shown: Vec<String> = chars
+        .iter()
+        .take(10)
+        .map(|c| crate::vocab::describe_token(c.encode_utf8(&mut [0; 4])))
+        .collect();
+    Ok(Some(format!(
+        "the vocabulary of {} grows by {} character(s) of the new text: {}{}; {} (--keep-vocab keeps the vocabulary as it is)",
+        src.display(),
+        chars.len(),
+        shown.join(", "),
+        if chars.len() > shown.len() { ", …" } else { "" },
+        if vocab.unk.is_some() {
+            "each starts as the model saw it, as <unk>"
+        } else {
+            "each starts with new weights, as unlikely as the least likely old character"
+        }
+    )))
 }
 
 /// A new run on `args.files`, with `args.hyper`'s settings and the defaults for the rest.
 pub fn fresh(args: &TrainArgs) -> Result<Run> {
     let h = &args.hyper;
-    let vopts = VocabOptions {
+    let mut vopts = VocabOptions {
         level: h.level.unwrap_or(Level::Char),
         nfc: h.nfc,
         max_vocab: h.max_vocab,
         min_count: h.min_count.unwrap_or(1),
         segmenter: h.segmenter.unwrap_or(Segmenter::Auto),
+        // Where the options are silent, a large vocabulary trains its <unk> on the tokens the
+        // text holds once: a model that can read any text.
+        rare_to_unk_above: (h.min_count.is_none() && h.max_vocab.is_none())
+            .then_some(super::defaults::SMALL_VOCAB),
     };
     if h.segmenter.is_some() && vopts.level != Level::Word {
         bail!("--segmenter applies to word-level vocabularies: add --level word");
@@ -260,6 +344,19 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         !args.quiet,
     )?;
     let mut tc = train_config(h, vocab.len(), None)?;
+    let mut chosen = Vec::new();
+    if vocab.min_count != vopts.min_count {
+        vopts.min_count = vocab.min_count;
+        let unk = vocab
+            .unk
+            .map_or(0, |u| data.train().iter().filter(|&&i| i == u).count());
+        chosen.push(format!(
+            "<unk> for the {} {} seen once ({unk} places: it learns to stand for {} the model never saw; --min-count 1 keeps them)",
+            vocab.unknown_types.unwrap_or(0),
+            vopts.level.plural(),
+            vopts.level.plural()
+        ));
+    }
     let config = |shape: &super::defaults::Shape| ModelConfig {
         vocab_size: vocab.len(),
         hidden: shape.hidden,
@@ -276,7 +373,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
     };
     let shape = super::defaults::shape(h, vopts.level, vocab.len(), |s| readings(&config(s), &tc));
     let mc = config(&shape);
-    let mut chosen = shape.chosen;
+    chosen.splice(0..0, shape.chosen);
     if h.dropout.is_none() {
         let planned = readings(&mc, &tc);
         tc.dropout = super::defaults::dropout(planned, mc.vocab_size, mc.cell);
@@ -314,6 +411,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         resuming: false,
         init_from: None,
         chosen,
+        notes: Vec::new(),
     })
 }
 

@@ -42,6 +42,16 @@ pub enum Level {
     Word,
 }
 
+impl Level {
+    /// What its tokens are called: "characters" or "words".
+    pub fn plural(self) -> &'static str {
+        match self {
+            Level::Char => "characters",
+            Level::Word => "words",
+        }
+    }
+}
+
 impl std::fmt::Display for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -63,6 +73,21 @@ pub struct VocabOptions {
     pub min_count: u64,
     /// Word level: how text is cut into words.
     pub segmenter: Segmenter,
+    /// The defaults' rule for a large vocabulary: when `min_count` is 1 and the text has more
+    /// distinct tokens than this, the tokens it holds only once become `<unk>` (min count 2), so
+    /// that `<unk>` is trained and the model can read text with tokens it never saw.
+    #[serde(default)]
+    pub rare_to_unk_above: Option<usize>,
+}
+
+impl VocabOptions {
+    /// The min count a text of `distinct` tokens, `once` of them seen only once, is built with.
+    pub fn min_count_for(&self, distinct: usize, once: usize) -> u64 {
+        match self.rare_to_unk_above {
+            Some(n) if self.min_count <= 1 && distinct > n && once > 0 => 2,
+            _ => self.min_count,
+        }
+    }
 }
 
 impl Default for VocabOptions {
@@ -73,6 +98,7 @@ impl Default for VocabOptions {
             max_vocab: None,
             min_count: 1,
             segmenter: Segmenter::Auto,
+            rare_to_unk_above: None,
         }
     }
 }
@@ -100,6 +126,9 @@ pub struct Vocab {
     /// `--min-count`): what ranking divides p(<unk>) by to score one specific unknown token.
     /// `None` when not known (a `tokenizer.json` alone, or a checkpoint from before it was kept).
     pub unknown_types: Option<u64>,
+    /// The min count the vocabulary was built with (what [`VocabOptions::min_count_for`] chose);
+    /// 1 for one read from a file.
+    pub min_count: u64,
     /// Word level: how words are cut (never `Auto` once built).
     pub segmenter: Segmenter,
     /// Word level only: the HF tokenizer that does the splitting.
@@ -157,9 +186,10 @@ impl Vocab {
             .collect();
         ordered.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let distinct = ordered.len();
+        let min_count = opts.min_count_for(distinct, ordered.iter().filter(|e| e.1 == 1).count());
         let kept: Vec<String> = ordered
             .into_iter()
-            .filter(|(_, n)| *n >= opts.min_count)
+            .filter(|(_, n)| *n >= min_count)
             .map(|(s, _)| s)
             .collect();
         let mut tokens = Vec::new();
@@ -178,6 +208,7 @@ impl Vocab {
         let known = tokens.len() - usize::from(needs_unk);
         let mut v = Self::from_tokens(Level::Char, opts.nfc, tokens, None, Segmenter::Words)?;
         v.unknown_types = Some((distinct - known) as u64);
+        v.min_count = min_count;
         Ok(v)
     }
 
@@ -221,9 +252,10 @@ impl Vocab {
             crate::words::for_each_word(line.as_ref(), segmenter, &mut count);
         }
         let distinct = counts.len();
+        let min_count = opts.min_count_for(distinct, counts.values().filter(|&&n| n == 1).count());
         let mut ordered: Vec<(String, u64)> = counts
             .into_iter()
-            .filter(|&(_, n)| n >= opts.min_count)
+            .filter(|&(_, n)| n >= min_count)
             .collect();
         ordered.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut tokens = vec![UNK.to_string(), EOS.to_string()];
@@ -237,6 +269,7 @@ impl Vocab {
         let known = tokens.len() - 2;
         let mut v = Self::from_tokens(Level::Word, opts.nfc, tokens, None, segmenter)?;
         v.unknown_types = Some((distinct - known) as u64);
+        v.min_count = min_count;
         Ok(v)
     }
 
@@ -290,6 +323,20 @@ impl Vocab {
             bail!("the corpus has no words to learn from");
         }
         Self::from_tokens(Level::Word, opts.nfc, tokens, None, segmenter)
+    }
+
+    /// A char-level vocabulary grown by `new` characters, given ids after the existing ones (whose
+    /// ids do not move); what it knows of `<unk>` is kept.
+    pub fn with_chars(&self, new: &[char]) -> Result<Vocab> {
+        if self.level != Level::Char {
+            bail!("only a character vocabulary grows by characters");
+        }
+        let mut tokens = self.tokens.clone();
+        tokens.extend(new.iter().map(|c| c.to_string()));
+        let mut v = Self::from_tokens(Level::Char, self.nfc, tokens, None, self.segmenter)?;
+        v.unknown_types = self.unknown_types;
+        v.min_count = self.min_count;
+        Ok(v)
     }
 
     /// Builds a vocabulary from its ordered token list (id = position).
@@ -351,6 +398,7 @@ impl Vocab {
             unk,
             eos,
             unknown_types: None,
+            min_count: 1,
             segmenter,
             hf,
             native_cut,
@@ -438,6 +486,49 @@ impl Vocab {
             }
         }
         Ok(ids)
+    }
+
+    /// Encodes `text` for scoring it: an unknown token becomes `<unk>`, or is left out when the
+    /// vocabulary has none (the char level; a word vocabulary always has one), and is reported
+    /// to `on_unknown` either way.
+    pub fn encode_scoring(&self, text: &str, mut on_unknown: impl FnMut(&str)) -> Result<Vec<u32>> {
+        match self.level {
+            Level::Char => {
+                let mut ids = Vec::with_capacity(text.len());
+                let mut push = |c: char| match self.char_index.get(&c) {
+                    Some(&id) => ids.push(id),
+                    None => {
+                        on_unknown(c.encode_utf8(&mut [0; 4]));
+                        if let Some(u) = self.unk {
+                            ids.push(u);
+                        }
+                    }
+                };
+                if self.nfc {
+                    text.nfc().for_each(&mut push);
+                } else {
+                    text.chars().for_each(&mut push);
+                }
+                Ok(ids)
+            }
+            Level::Word => match (self.native_cut, self.unk) {
+                (true, Some(unk)) => {
+                    let mut ids = Vec::with_capacity(text.len() / 4);
+                    let mut push = |w: &str| match self.index.get(w) {
+                        Some(&id) => ids.push(id),
+                        None => {
+                            on_unknown(w);
+                            ids.push(unk);
+                        }
+                    };
+                    for line in lines_with_newlines(text) {
+                        crate::words::for_each_word(line, self.segmenter, &mut push);
+                    }
+                    Ok(ids)
+                }
+                _ => self.encode_reporting(text, |tok, _| on_unknown(tok)),
+            },
+        }
     }
 
     /// Encodes `text`; every unknown token that becomes `<unk>` is reported to
