@@ -57,7 +57,8 @@ pub fn warm_up(net: &StreamModel, vocab: &Vocab, prompt: &[u32]) -> Result<State
 pub struct SampleOptions {
     /// Softmax temperature; ≤ 0 (or below 1e-6) means argmax.
     pub temperature: f64,
-    /// Keep only the k most probable tokens.
+    /// Keep only the k most probable tokens (`None`: all; 0 from any caller means off too, as in
+    /// the repl's `:topk 0`, `--top-k 0` and the API's `"top_k": 0`).
     pub top_k: Option<usize>,
     /// Keep the smallest set of most probable tokens whose probability reaches p.
     pub top_p: Option<f64>,
@@ -81,12 +82,9 @@ impl SampleOptions {
 
     /// The bounds of every setting (the one place they are checked), each named as the caller
     /// calls it: the command line's `--top-p`, the repl's `:topp`.
-    pub fn validate_as(&self, [temperature, top_k, top_p]: [&str; 3]) -> Result<()> {
+    pub fn validate_as(&self, [temperature, _top_k, top_p]: [&str; 3]) -> Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             bail!("{temperature} {} must be a number ≥ 0", self.temperature);
-        }
-        if self.top_k == Some(0) {
-            bail!("{top_k} must be at least 1");
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
@@ -126,8 +124,8 @@ pub fn sampling_distribution(log_probs: &[f64], opts: &SampleOptions) -> Vec<(u3
         .map(|(i, &lp)| (i as u32, ((lp - m) / t).exp()))
         .collect();
     p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    if let Some(k) = opts.top_k {
-        p.truncate(k.max(1));
+    if let Some(k) = opts.top_k.filter(|&k| k > 0) {
+        p.truncate(k);
     }
     let z: f64 = p.iter().map(|x| x.1).sum();
     p.iter_mut().for_each(|x| x.1 /= z);
@@ -301,8 +299,64 @@ pub struct Continuation {
 
 /// Beam search for the `width` most probable continuations of at most `max_tokens` tokens, each
 /// ending at a stop token or at the limit. Exact when `width` ≥ the number of possible
-/// continuations (every candidate survives every round).
+/// continuations (every candidate survives every round). At the char level a continuation the
+/// limit cuts inside a word is finished greedily (at most [`WORD_FINISH`] more characters), so it
+/// never ends in half a word.
 pub fn beam_search(
+    net: &StreamModel,
+    vocab: &Vocab,
+    state: &State,
+    width: usize,
+    max_tokens: usize,
+) -> Vec<Continuation> {
+    let mut done = beam_search_cut(net, vocab, state, width, max_tokens);
+    if vocab.level == Level::Char {
+        for c in done.iter_mut().filter(|c| !c.complete) {
+            finish_word(net, vocab, state, c);
+        }
+        done.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+        // Two beams may have become one.
+        let mut seen = std::collections::HashSet::new();
+        done.retain(|c| seen.insert(c.ids.clone()));
+    }
+    done
+}
+
+/// The most characters a word cut by `--max-tokens` is finished with.
+pub const WORD_FINISH: usize = 20;
+
+/// Whether `token` is (a piece of) a word whose end a reader waits for: letters and digits of
+/// scripts written with spaces (a Chinese character is a whole word or part of one, either way
+/// readable where it stops).
+fn mid_word(token: &str) -> bool {
+    token
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_alphanumeric() && !crate::words::is_han(c))
+}
+
+/// Extends `c` greedily while its last token is inside a word, adding each token's log p.
+fn finish_word(net: &StreamModel, vocab: &Vocab, start: &State, c: &mut Continuation) {
+    if !c.ids.last().is_some_and(|&id| mid_word(vocab.token(id))) {
+        return;
+    }
+    let mut st = start.clone();
+    net.feed(&mut st, &c.ids);
+    for _ in 0..WORD_FINISH {
+        let lp = net.log_probs(&st);
+        let next = argmax(&lp);
+        if !mid_word(vocab.token(next)) {
+            break;
+        }
+        c.ids.push(next);
+        c.logprob += lp[next as usize];
+        net.step(&mut st, next);
+    }
+    c.text = vocab.decode(&c.ids);
+}
+
+/// [`beam_search`] with every continuation ending at a stop token or at the limit.
+fn beam_search_cut(
     net: &StreamModel,
     vocab: &Vocab,
     state: &State,

@@ -88,9 +88,13 @@ pub struct Curve {
     pub mean_norm: Vec<f64>,
     /// The guaranteed bound mean_norm[0] · (‖W‖₂ · sup σ′)^k (infinite where the cell has none).
     pub bound: Vec<f64>,
-    /// What `relative` divides by: mean_norm[0], or for an LSTM's cell-state curve its hidden
-    /// state's (∂L(t)/∂c(t) is 0 with h(t) held apart).
+    /// What `relative` divides by: mean_norm[0].
     pub norm0: f64,
+    /// An LSTM's cell-state curve: ‖∂L(t)/∂c(t−k)‖ with h(t−k) held apart (the gradient that
+    /// travels along c), and at k = 0, where c(t) reaches L(t) only through h(t), what it gets
+    /// from there. No bound applies to it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cell_state: bool,
 }
 
 impl Curve {
@@ -234,6 +238,11 @@ pub fn measure_reporting(
             }
         }
         sums[0] += norm(&d.h);
+        // The cell state at k = 0: what c(t) gets through h(t), the only way it reaches L(t).
+        let mut entry = d.clone();
+        cell.stream()
+            .carried_from_output(&ring[t % ring_len], &mut entry);
+        sums_c[0] += norm(&entry.c);
         for k in 1..=k_max {
             // Back through the step that made s(t−k+1), by the cell's own backward equations.
             let after = &ring[(t + ring_len - (k - 1)) % ring_len];
@@ -259,12 +268,16 @@ pub fn measure_reporting(
         norm0: mean_norm[0],
         mean_norm,
         bound,
+        cell_state: false,
     };
     let mut curves = vec![curve.clone()];
     if cell.carried() > 1 {
+        let mean_c: Vec<f64> = sums_c.iter().map(|s| s / count as f64).collect();
         curves.push(Curve {
             label: format!("{label}, cell state c"),
-            mean_norm: sums_c.iter().map(|s| s / count as f64).collect(),
+            norm0: mean_c[0],
+            mean_norm: mean_c,
+            cell_state: true,
             bound: vec![f64::INFINITY; k_max + 1],
             ..curve
         });
@@ -334,7 +347,7 @@ pub fn table(curves: &[Curve]) -> String {
         }
         out.push('\n');
     }
-    for c in curves.iter().filter(|c| c.norm0 == c.mean_norm[0]) {
+    for c in curves.iter().filter(|c| !c.cell_state) {
         let Some(slope) = c.cell.sup_slope(c.activation) else {
             out.push_str(&format!(
                 "{}: no such bound; {}\n",

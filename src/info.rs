@@ -13,20 +13,32 @@ pub struct Info {
     pub evaluations: usize,
     pub first: Option<Metric>,
     pub last: Option<Metric>,
+    /// What is wrong with the checkpoint beyond its `config.json` (a damaged `model.safetensors`,
+    /// a tokenizer that disagrees): `info` shows the rest and says this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 pub fn info(dir: &Path, rt: &crate::runtime::Runtime) -> Result<Info> {
     let dir = checkpoint::resolve_dir(dir);
-    // A full load checks weights and vocabulary against the config, so `info` also vets a file.
-    let loaded = checkpoint::load(&dir, &rt.device)?;
-    let metrics = checkpoint::read_metrics(&dir)?;
+    // A full load checks weights and vocabulary against the config, so `info` also vets a file;
+    // when only the config can be read, that is shown, with what is wrong.
+    let (config, problem) = match checkpoint::load(&dir, &rt.device) {
+        Ok(loaded) => (loaded.config, None),
+        Err(e) => match checkpoint::read_config(&dir) {
+            Ok(config) if config.model.validate().is_ok() => (config, Some(e.to_string())),
+            _ => return Err(e),
+        },
+    };
+    let metrics = checkpoint::read_metrics(&dir).unwrap_or_default();
     Ok(Info {
         dir: dir.display().to_string(),
-        parameters: loaded.config.model.num_params(),
-        config: loaded.config,
+        parameters: config.model.num_params(),
+        config,
         evaluations: metrics.len(),
         first: metrics.first().cloned(),
         last: metrics.last().cloned(),
+        problem,
     })
 }
 
@@ -125,6 +137,9 @@ pub fn render(i: &Info) -> String {
             "history      {} evaluations: val bpc {:.4} at step {} → {:.4} at step {}\n",
             i.evaluations, f.val_bpc, f.step, l.val_bpc, l.step
         );
+    }
+    if let Some(problem) = &i.problem {
+        s += &format!("problem      {problem} (what is above is from config.json)\n");
     }
     s
 }

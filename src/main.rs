@@ -404,7 +404,11 @@ fn info_cmd(c: InfoCmd, rt: &Runtime) -> Result<ExitCode> {
     } else {
         out!("{}", info::render(&i));
     }
-    Ok(ExitCode::SUCCESS)
+    // A damaged checkpoint is shown as far as it can be, and still fails.
+    match i.problem {
+        Some(problem) => Err(anyhow::anyhow!(problem)),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn serve_cmd(c: ServeCmd, rt: &Runtime) -> Result<ExitCode> {

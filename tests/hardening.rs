@@ -123,10 +123,17 @@ fn prompts_long_empty_and_strange() {
         elman(d).args(["sample", "-m", "m", "-t", "-1"]),
         &["--temperature"],
     );
-    fails_with(
-        elman(d).args(["sample", "-m", "m", "--top-k", "0"]),
-        &["--top-k"],
-    );
+    // --top-k 0 means off, as the repl's :topk 0 does: the same text as no --top-k.
+    let sample = |extra: &[&str]| {
+        elman(d)
+            .args(["sample", "-m", "m", "-p", "天空", "-l", "30", "--seed", "5"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let (zero, none) = (sample(&["--top-k", "0"]), sample(&[]));
+    assert!(zero.status.success(), "{zero:?}");
+    assert_eq!(zero.stdout, none.stdout);
 }
 
 #[test]

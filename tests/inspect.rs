@@ -72,14 +72,24 @@ fn autograd_norms(m: &GraphModel, ids: &[u32], t: usize, max_k: usize) -> (Vec<f
                 h: h.as_tensor().clone(),
                 c: c.as_ref().map(|c| c.as_tensor().clone()),
             };
-            let top = if k == 0 {
-                leaf.h.clone()
-            } else {
-                run(&inputs[t - k + 1..=t], &leaf).pop().unwrap().h
+            let loss_of = |top: &Tensor| {
+                let logits = detached.decoder.forward(top).unwrap();
+                let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();
+                loss.backward().unwrap()
             };
-            let logits = detached.decoder.forward(&top).unwrap();
-            let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();
-            let grads = loss.backward().unwrap();
+            if k == 0 {
+                // c(t) reaches L(t) only through h(t) = o(t) ⊙ tanh c(t): with the output gate
+                // o = h / tanh c held fixed, what c(t) gets from there.
+                let dh = norm(loss_of(&leaf.h).get(h.as_tensor()));
+                let dc = c.as_ref().map_or(0.0, |c| {
+                    let o = (&at.h / at.c.as_ref().unwrap().tanh().unwrap()).unwrap();
+                    let top = (o * c.as_tensor().tanh().unwrap()).unwrap();
+                    norm(loss_of(&top).get(c.as_tensor()))
+                });
+                return (dh, dc);
+            }
+            let top = run(&inputs[t - k + 1..=t], &leaf).pop().unwrap().h;
+            let grads = loss_of(&top);
             let dc = c.as_ref().map_or(0.0, |c| norm(grads.get(c.as_tensor())));
             (norm(grads.get(h.as_tensor())), dc)
         })
@@ -132,6 +142,11 @@ fn gradflow_equals_autograd_for_every_cell() {
                     );
                 }
                 assert!(cc.mean_norm[max_k] > 0.0);
+                assert!(
+                    cc.mean_norm[0] > 0.0,
+                    "k = 0 reads what c(t) gets through h(t)"
+                );
+                assert_eq!(cc.relative()[0], 1.0);
             }
         }
     }

@@ -958,3 +958,119 @@ fn a_model_without_unk_scores_what_it_can() {
         .sum();
     assert!((p - 1.0).abs() < 1e-9, "the scored ones share the set: {p}");
 }
+
+/// The smaller things: model files readable like the rest, `--hidden -3` refused as a value,
+/// `info` on a damaged model file shows the config and says what is wrong, and the readings a
+/// time budget is turned into are said to be at a reference speed.
+#[test]
+fn the_smaller_things() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let m = model(d, "m", &WORDS.repeat(20), &[]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let modes: Vec<(String, u32)> = std::fs::read_dir(&m)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                (e.file_name().to_string_lossy().into_owned(), mode)
+            })
+            .collect();
+        let config = modes.iter().find(|(n, _)| n == "config.json").unwrap().1;
+        for (name, mode) in &modes {
+            assert_eq!(*mode, config, "{name} {mode:o} vs config.json {config:o}");
+        }
+    }
+    let out = elman(d)
+        .args(["train", "c.txt", "--hidden", "-3", "--out", "x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid value '-3' for '--hidden <H>'") && !err.contains("-- -3"),
+        "{err}"
+    );
+
+    let broken = d.join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in std::fs::read_dir(&m).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, broken.join(f.file_name().unwrap())).unwrap();
+    }
+    let weights = std::fs::read(broken.join("model.safetensors")).unwrap();
+    std::fs::write(
+        broken.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    let out = elman(d).args(["info", "-m", "broken"]).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("vocabulary") && stdout.contains("problem"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("model.safetensors"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let said = |budget: &[&str]| {
+        let out = elman(d)
+            .args(["train", "c.txt", "--out", "r", "--force", "--hidden", "16"])
+            .args(["--batch", "2", "--bptt", "8"])
+            .args(budget)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(said(&["--time", "1s"]).contains("at the reference 150 GFLOP/s"));
+    assert!(!said(&["--steps", "3"]).contains("GFLOP/s"));
+}
+
+/// `complete --beam` never ends a continuation in half a word: one the --max-tokens limit cuts
+/// inside a word is finished (greedily, at most 20 more characters).
+#[test]
+fn beam_continuations_end_on_whole_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model(d, "m", &WORDS.repeat(20), &["--steps", "200"]);
+    let r = json(elman(d).args([
+        "complete",
+        "-m",
+        "m",
+        "-p",
+        "the ki",
+        "--beam",
+        "4",
+        "--max-tokens",
+        "3",
+        "--json",
+    ]));
+    let loaded = elman::checkpoint::load(&d.join("m"), &candle_core::Device::Cpu).unwrap();
+    let net = elman::infer::StreamModel::new(&loaded.model).unwrap();
+    let vocab = &loaded.vocab;
+    let beams = r["continuations"].as_array().expect("continuations");
+    assert!(!beams.is_empty(), "{r}");
+    for b in beams {
+        let text = b["text"].as_str().unwrap();
+        if b["complete"] == true {
+            continue;
+        }
+        let ids = vocab.encode(&format!("the ki{text}")).unwrap();
+        let st = elman::generate::warm_up(&net, vocab, &ids).unwrap();
+        let next = elman::generate::argmax(&net.log_probs(&st));
+        let n = text.chars().count();
+        let in_word = text.chars().last().is_some_and(char::is_alphanumeric)
+            && vocab.token(next).chars().all(char::is_alphanumeric);
+        assert!(
+            !in_word || n == 3 + 20,
+            "{text:?} ends inside a word (the model goes on with {:?})",
+            vocab.token(next)
+        );
+    }
+}

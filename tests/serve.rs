@@ -177,9 +177,20 @@ fn every_endpoint_answers_with_the_command_lines_numbers() {
     assert_eq!(st, 200);
     assert_eq!(models["models"][0]["name"], "m");
     assert_eq!(models["models"][0]["hidden"], 24);
+    // The playground opens on the showcase: this model's vocabulary holds it.
+    assert_eq!(
+        models["models"][0]["example"],
+        json!({"prompt": "天空飞过一只", "candidates": ["小鸟", "蜻蜓", "人", "坦克", "猪"]})
+    );
     let (st, info) = s.call("/api/info", None);
     assert_eq!(st, 200);
-    let cli_info = json(elman(d).args(["info", "--model", "m", "--json"]));
+    let mut cli_info = json(elman(d).args(["info", "--model", "m", "--json"]));
+    // The server's paths stay private: file names only.
+    let files = &mut cli_info["config"]["corpus"]["files"];
+    assert!(files[0].as_str().unwrap().starts_with('/'), "{files}");
+    files[0] = json!("c.txt");
+    assert_eq!(info["dir"], "m");
+    assert!(!info.to_string().contains(&*d.to_string_lossy()), "{info}");
     assert_eq!(info["config"], cli_info["config"]);
     assert_eq!(info["parameters"], cli_info["parameters"]);
     let (st, named) = s.call("/api/info?model=m", None);
@@ -216,6 +227,12 @@ fn every_endpoint_answers_with_the_command_lines_numbers() {
     ]));
     assert_eq!(sample["text"], cli["samples"][0]);
     assert_eq!(sample["seed"], 7);
+    // "top_k": 0 means off, as `--top-k 0` and the repl's `:topk 0` do.
+    let off = |top_k: Value| {
+        let body = json!({"prompt": prompt, "length": 30, "top_k": top_k, "seed": 3});
+        s.post("/api/sample", body)["text"].clone()
+    };
+    assert_eq!(off(json!(0)), off(Value::Null));
     let (st, events) = s.raw("/api/sample/stream", Some(&body.to_string()));
     assert_eq!(st, 200);
     let mut streamed = String::new();
@@ -420,7 +437,6 @@ fn every_bad_request_gets_a_4xx_and_one_line_of_json() {
             "temperature",
         ),
         ("/api/sample", r#"{"top_p": 1.5}"#.into(), 400, "top_p"),
-        ("/api/sample", r#"{"top_k": 0}"#.into(), 400, "top_k"),
         (
             "/api/sample",
             r#"{"seed": -1}"#.into(),
@@ -894,4 +910,42 @@ fn playground_in_a_real_browser() {
             .unwrap();
         std::fs::write(path, bytes).unwrap();
     }
+}
+
+/// A model whose vocabulary lacks the showcase's characters opens the playground on a prompt it
+/// can read: its own most likely opening, and the tokens it expects next.
+#[test]
+fn the_playground_opens_on_a_prompt_the_model_can_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("e.txt"), "The bird flew over the hill.\n".repeat(60)).unwrap();
+    elman(d)
+        .args([
+            "train", "e.txt", "--out", "en", "--hidden", "16", "--batch", "2",
+        ])
+        .args(["--bptt", "8", "--steps", "40", "-q"])
+        .assert()
+        .success();
+    let s = Server::start(d, &["en"]);
+    let (st, models) = s.call("/api/models", None);
+    assert_eq!(st, 200);
+    let example = &models["models"][0]["example"];
+    let prompt = example["prompt"].as_str().unwrap();
+    assert!(!prompt.is_empty() && !prompt.contains('天'), "{example}");
+    let known = "The bird flew over the hill.\n";
+    assert!(prompt.chars().all(|c| known.contains(c)), "{example}");
+    let candidates = example["candidates"].as_array().unwrap();
+    assert!(!candidates.is_empty(), "{example}");
+    // It reads without a warning, and its candidates rank.
+    let next = s.post("/api/next", json!({"prompt": prompt}));
+    assert_eq!(next["warnings"], json!([]), "{next}");
+    let ranked = s.post(
+        "/api/rank",
+        json!({"prompt": prompt, "candidates": candidates}),
+    );
+    assert!(ranked["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["scored"] == true && c["unknown"] == json!([])));
 }

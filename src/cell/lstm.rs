@@ -219,6 +219,14 @@ impl StreamCell for Lstm {
         step_pointwise(pre, c_prev, c, h);
     }
 
+    fn carried_from_output(&self, at: &StepRecord, d: &mut StateGrad) {
+        let h = d.h.len();
+        for k in 0..h {
+            let (o, tc) = (at.gates[3 * h + k] as f64, (at.c[k] as f64).tanh());
+            d.c[k] += d.h[k] * o * (1.0 - tc * tc);
+        }
+    }
+
     fn backward(
         &self,
         w: &StreamWeights,

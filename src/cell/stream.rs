@@ -82,6 +82,11 @@ pub trait StreamCell: Sync + Send {
         before: &StepRecord,
         d: &mut StateGrad,
     );
+
+    /// In f64, for `gradflow`: adds to `d.c` what the carried state of step τ gets from `d.h`
+    /// within the step itself (an LSTM's h = o ⊙ tanh c): at k = 0 the only way the loss reaches
+    /// c(t). A cell that carries h alone has nothing to add.
+    fn carried_from_output(&self, _at: &StepRecord, _d: &mut StateGrad) {}
 }
 
 /// `out += W_hhᵀ · dp` in f64 (`w_hh` is gates·H × H as stored, `dp` gates·H): the part of

@@ -85,7 +85,30 @@ pub fn write_entries(
         safetensors::SafeTensorError::IoError(io) => file_error(&tmp, &io),
         e => anyhow!("{}: {e}", tmp.display()),
     })?;
+    // safetensors writes through a private temporary file (mode 600): give it the mode every
+    // other file of the checkpoint gets.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = 0o666 & !umask();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .map_err(|e| file_error(&tmp, &e))?;
+    }
     sync_and_rename(&tmp, path)
+}
+
+/// The process's file-creation mask (what `File::create` leaves out of 666), read from
+/// /proc/self/status without changing it; 022, the usual one, where that is not available.
+#[cfg(unix)]
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// Everything one save writes.

@@ -81,7 +81,22 @@ elman train sonnets.txt --init-from checkpoints/tinyshakespeare --lr 0.0005 --ti
 
 /// The command line as given (clap prints `--help`, `--version` and usage errors itself, and exits).
 pub fn parse() -> Cli {
-    <Cli as clap::Parser>::parse()
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = negative_numbers_are_values(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `--hidden -3` is a value for --hidden that its parser then refuses ("invalid value '-3' for
+/// '--hidden <N>'"), not an unknown flag -3 with clap's tip to write `-- -3`, which would not help.
+fn negative_numbers_are_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_action().takes_values() && !a.is_positional() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(negative_numbers_are_values)
 }
 
 #[derive(Args)]
@@ -129,7 +144,7 @@ pub struct SamplingFlags {
         allow_negative_numbers = true
     )]
     pub temperature: f64,
-    /// Sample only from the K most likely tokens.
+    /// Sample only from the K most likely tokens (0 = off, all of them, as the repl's :topk 0).
     #[arg(long, value_name = "K")]
     pub top_k: Option<usize>,
     /// Sample only from the smallest set of tokens whose probability reaches P (nucleus sampling).
@@ -144,7 +159,7 @@ impl SamplingFlags {
     pub fn options(&self) -> Result<SampleOptions> {
         let o = SampleOptions {
             temperature: self.temperature,
-            top_k: self.top_k,
+            top_k: self.top_k.filter(|&k| k > 0),
             top_p: self.top_p,
         };
         o.validate()?;

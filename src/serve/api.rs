@@ -178,6 +178,7 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
                 "vocab_size": c.model.vocab_size,
                 "hidden": c.model.hidden,
                 "layers": c.model.layers,
+                "example": {"prompt": m.example.0, "candidates": m.example.1},
             })
         })
         .collect();
@@ -263,7 +264,8 @@ impl SampleReq {
         check_max("length", self.length, st.limits.sample)?;
         let opts = SampleOptions {
             temperature: self.temperature,
-            top_k: self.top_k,
+            // 0 means off, as everywhere.
+            top_k: self.top_k.filter(|&k| k > 0),
             top_p: self.top_p,
         };
         opts.validate_as(["temperature", "top_k", "top_p"])?;

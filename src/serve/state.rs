@@ -55,6 +55,49 @@ pub struct Served {
     pub net: StreamModel,
     /// `elman info --json` of it.
     pub info: serde_json::Value,
+    /// What the playground opens on for it: a prompt and candidates to rank ([`example`]).
+    pub example: (String, Vec<String>),
+}
+
+/// The chapter's showcase.
+const SHOWCASE: (&str, [&str; 5]) = ("天空飞过一只", ["小鸟", "蜻蜓", "人", "坦克", "猪"]);
+
+/// A prompt and candidates the model can read: the chapter's showcase when its vocabulary holds
+/// every piece of it; otherwise the model's own most likely opening (greedy from the start of a
+/// text, to its first line break or 24 tokens) and the three tokens it expects next.
+pub fn example(net: &StreamModel, vocab: &crate::vocab::Vocab) -> (String, Vec<String>) {
+    let known = |s: &str| {
+        let mut unknown = false;
+        vocab.encode_reporting(s, |_, _| unknown = true).is_ok() && !unknown
+    };
+    if known(SHOWCASE.0) && SHOWCASE.1.iter().all(|c| known(c)) {
+        return (
+            SHOWCASE.0.to_string(),
+            SHOWCASE.1.iter().map(|c| c.to_string()).collect(),
+        );
+    }
+    let Ok(mut state) = crate::generate::warm_up(net, vocab, &[]) else {
+        return (String::new(), Vec::new());
+    };
+    let mut ids = Vec::new();
+    while ids.len() < 24 {
+        let next = crate::generate::argmax(&net.log_probs(&state));
+        let line_break = matches!(vocab.token(next), "\n" | crate::vocab::EOS);
+        if line_break && !ids.is_empty() {
+            break;
+        }
+        net.step(&mut state, next);
+        ids.push(next);
+        if crate::generate::is_stop_token(vocab, next) && !line_break {
+            break;
+        }
+    }
+    let candidates = crate::generate::top_next(net, vocab, &state, 3)
+        .into_iter()
+        .map(|n| n.token)
+        .filter(|t| !t.trim().is_empty())
+        .collect();
+    (vocab.decode(&ids), candidates)
 }
 
 /// What every request handler reads.
@@ -63,6 +106,29 @@ pub struct AppState {
     pub limits: Limits,
     /// Set by Ctrl-C: generations stop at their next token.
     pub stopping: AtomicBool,
+}
+
+/// `elman info --json` as a client may see it: the server's file system stays private, so the
+/// model is named by its name, and the texts and checkpoints it came from by their file names.
+fn without_paths(info: &mut serde_json::Value, name: &str) {
+    use serde_json::Value;
+    let file_name = |v: &mut Value| {
+        if let Some(p) = v.as_str() {
+            let base = std::path::Path::new(p)
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            *v = Value::String(base);
+        }
+    };
+    info["dir"] = Value::String(name.to_string());
+    for key in ["files", "val_files"] {
+        if let Some(files) = info["config"]["corpus"][key].as_array_mut() {
+            files.iter_mut().for_each(file_name);
+        }
+    }
+    if let Some(from) = info["config"].get_mut("init_from") {
+        file_name(from);
+    }
 }
 
 /// Loads the models: each under its folder's name, which must differ.
@@ -85,11 +151,15 @@ pub fn load(args: &ServeArgs, rt: &Runtime) -> Result<AppState> {
                 loaded.dir.display()
             );
         }
+        let mut info = serde_json::to_value(&info)?;
+        without_paths(&mut info, &name);
+        let example = example(&net, &loaded.vocab);
         models.push(Served {
             name,
-            info: serde_json::to_value(&info)?,
+            info,
             loaded,
             net,
+            example,
         });
     }
     Ok(AppState {

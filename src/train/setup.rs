@@ -383,10 +383,27 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             x if x < 1.5 => "about once".to_string(),
             x => format!("~{x:.0} times"),
         };
-        chosen.push(if tc.dropout > 0.0 {
-            format!("dropout {} (the budget reads the text {often})", tc.dropout)
+        // A time budget is turned into readings at a reference speed, not this machine's (so
+        // the same command makes the same model everywhere): say so.
+        let by_time = args.time.is_some_and(|t| {
+            let n = data.train().len();
+            super::defaults::planned_epochs(&mc, &tc, n, None, None, Some(t)) <= planned
+        });
+        let at = if by_time {
+            format!(
+                " at the reference {:.0} GFLOP/s",
+                super::defaults::NOMINAL_FLOPS / 1e9
+            )
         } else {
-            format!("no dropout (the budget reads the text {often})")
+            String::new()
+        };
+        chosen.push(if tc.dropout > 0.0 {
+            format!(
+                "dropout {} (the budget reads the text {often}{at})",
+                tc.dropout
+            )
+        } else {
+            format!("no dropout (the budget reads the text {often}{at})")
         });
     }
     default_eval_every(h, &mut tc, &mc, &data);
