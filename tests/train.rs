@@ -590,3 +590,57 @@ fn the_defaults_follow_the_text_and_the_budget() {
         assert_eq!(dropout(21.0, 4_488, cell), 0.5);
     }
 }
+
+/// Weight decay (decoupled, AdamW's) changes training and nothing else: a run with it resumes bit
+/// for bit, differs from one without, a zero rate is the run without, and the setting is kept in
+/// the checkpoint (changing it on resume is refused).
+#[test]
+fn weight_decay_resumes_exactly_and_zero_is_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let dir = |n: &str| tmp.path().join(n);
+    let mut args = tiny_args(&f, &dir("whole"), 60);
+    args.hyper.weight_decay = Some(0.5);
+    // Split by budgets (23, then 60), so a schedule that does not depend on the budget.
+    args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
+    train(&args, &one_thread()).unwrap();
+    let mut first = args.clone();
+    first.out = Some(dir("parts"));
+    first.steps = Some(23);
+    train(&first, &one_thread()).unwrap();
+    let resume = TrainArgs {
+        resume: Some(dir("parts")),
+        steps: Some(60),
+        quiet: true,
+        ..Default::default()
+    };
+    train(&resume, &one_thread()).unwrap();
+    assert_eq!(
+        tensors_of(&dir("whole").join(STATE_FILE)),
+        tensors_of(&dir("parts").join(STATE_FILE))
+    );
+    let c = checkpoint::read_config(&dir("parts")).unwrap();
+    assert_eq!(c.training.weight_decay, 0.5);
+    let mut none = args.clone();
+    none.out = Some(dir("none"));
+    none.hyper.weight_decay = None;
+    train(&none, &one_thread()).unwrap();
+    let mut zero = args.clone();
+    zero.out = Some(dir("zero"));
+    zero.hyper.weight_decay = Some(0.0);
+    train(&zero, &one_thread()).unwrap();
+    assert_eq!(
+        tensors_of(&dir("none").join(STATE_FILE)),
+        tensors_of(&dir("zero").join(STATE_FILE)),
+        "a zero rate is no decay, bit for bit"
+    );
+    assert_ne!(
+        tensors_of(&dir("whole").join(STATE_FILE)),
+        tensors_of(&dir("none").join(STATE_FILE))
+    );
+    let mut change = resume.clone();
+    change.hyper.weight_decay = Some(0.1);
+    change.steps = Some(70);
+    let err = train(&change, &one_thread()).unwrap_err().to_string();
+    assert!(err.contains("--weight-decay"), "{err}");
+}

@@ -121,6 +121,13 @@ pub struct TrainConfig {
     /// Dropout probability on the layers' outputs while training (0: none).
     #[serde(default)]
     pub dropout: f64,
+    /// Decoupled weight decay λ (AdamW's; 0: none). Absent from runs made without it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_decay: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// A change of budget in a resumed run under `--schedule linear`: the share of the base rate in use

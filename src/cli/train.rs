@@ -129,6 +129,15 @@ pub struct HyperArgs {
         help_heading = "Training"
     )]
     pub dropout: Option<f64>,
+    /// Decoupled weight decay λ (AdamW's, as AWD-LSTM regularises with): every update first
+    /// shrinks each weight by lr·λ of itself, apart from its gradient's step [default: 0].
+    #[arg(
+        long,
+        value_name = "W",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
+    pub weight_decay: Option<f64>,
     /// Fraction of the text (its end) held out for validation [default: 0.1].
     #[arg(long, value_name = "F", help_heading = "Training")]
     pub val_fraction: Option<f64>,
@@ -166,6 +175,7 @@ impl From<HyperArgs> for Hyper {
             lr_decay: a.lr_decay,
             patience: a.patience,
             dropout: a.dropout,
+            weight_decay: a.weight_decay,
             val_fraction: a.val_fraction,
             eval_every: a.eval_every,
             seed: a.seed,

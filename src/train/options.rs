@@ -129,6 +129,9 @@ pub struct Hyper {
     /// read the text: on an alphabet 0 below 50 readings, 0.2 up to 100, 0.5 beyond (--cell lstm
     /// or gru: 0 below 20, 0.5 beyond); on more characters or words 0 below 10, 0.5 beyond].
     pub dropout: Option<f64>,
+    /// Decoupled weight decay λ (AdamW's): every update first shrinks each weight by lr·λ of
+    /// itself [default: 0].
+    pub weight_decay: Option<f64>,
     /// Fraction of the text (its end) held out for validation [default: 0.1].
     pub val_fraction: Option<f64>,
     /// Evaluate and save every N steps [default: 200, more when scoring the validation text costs over a fifth of that training: a large vocabulary with the sampled softmax].
@@ -186,6 +189,7 @@ impl Hyper {
             lr_decay: Some(tc.lr_decay),
             patience: Some(tc.patience),
             dropout: Some(tc.dropout),
+            weight_decay: Some(tc.weight_decay),
             val_fraction: Some(tc.val_fraction),
             eval_every: Some(tc.eval_every),
             seed: Some(tc.seed),
@@ -216,7 +220,8 @@ impl Hyper {
         differ!(false: batch "--batch", bptt "--bptt", optimizer "--optimizer", lr "--lr",
             clip "--clip", lr_decay "--lr-decay", patience "--patience",
             val_fraction "--val-fraction", eval_every "--eval-every", seed "--seed",
-            dropout "--dropout", sampled_softmax "--sampled-softmax");
+            dropout "--dropout", sampled_softmax "--sampled-softmax",
+            weight_decay "--weight-decay");
         differ!(true: level "--level", max_vocab "--max-vocab", min_count "--min-count",
             segmenter "--segmenter", nfc "--nfc");
         differ!(false: schedule "--schedule");
@@ -261,6 +266,14 @@ pub fn check_hyper(tc: &TrainConfig, mc: &ModelConfig) -> Result<()> {
         bail!(
             "--dropout {} must be in [0, 1): the probability of dropping a unit (0 = off)",
             tc.dropout
+        );
+    }
+    if !(tc.weight_decay >= 0.0 && tc.lr * tc.weight_decay < 1.0) {
+        // (NaN fails this too.)
+        bail!(
+            "--weight-decay {} must be ≥ 0 and below 1/lr = {} (each update shrinks the weights by lr·λ of themselves)",
+            tc.weight_decay,
+            1.0 / tc.lr
         );
     }
     if !(tc.lr_decay > 0.0 && tc.lr_decay <= 1.0) {

@@ -119,6 +119,7 @@ impl<'a> Session<'a> {
         // ---- model, optimizer, loop state ----
         let (model, vars) = new_model(&mc, tc.seed, rt)?;
         let mut opt = Optimizer::new(tc.optimizer, tc.lr, vars.clone())?;
+        opt.weight_decay = tc.weight_decay;
         let mut ls = LoopState {
             lr: tc.lr,
             ..Default::default()
@@ -690,6 +691,10 @@ fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> 
         if tc.anneal { " falling linearly to 0" } else { "" },
         if tc.dropout > 0.0 {
             format!(", dropout {}", tc.dropout)
+        } else {
+            String::new()
+        } + &if tc.weight_decay > 0.0 {
+            format!(", weight decay {}", tc.weight_decay)
         } else {
             String::new()
         },
