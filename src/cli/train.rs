@@ -27,7 +27,8 @@ pub struct HyperArgs {
     /// Keep only the N most frequent tokens (special tokens included); the rest become <unk>.
     #[arg(long, value_name = "N", help_heading = "Vocabulary")]
     pub max_vocab: Option<usize>,
-    /// Tokens seen fewer than N times become <unk> [default: 1].
+    /// Tokens seen fewer than N times become <unk> [default: 1; 2 when the text has more than 256
+    /// distinct tokens and --max-vocab is not given, so that <unk> is trained on the rare ones].
     #[arg(long, value_name = "N", help_heading = "Vocabulary")]
     pub min_count: Option<u64>,
 

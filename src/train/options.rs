@@ -66,7 +66,8 @@ pub struct Hyper {
     pub nfc: bool,
     /// Keep only the N most frequent tokens (special tokens included); the rest become <unk>.
     pub max_vocab: Option<usize>,
-    /// Tokens seen fewer than N times become <unk> [default: 1].
+    /// Tokens seen fewer than N times become <unk> [default: 1; 2 over more than 256 distinct
+    /// tokens without --max-vocab].
     pub min_count: Option<u64>,
 
     /// The recurrent cell: elman (the chapter's network, PyTorch's nn.RNN), lstm (nn.LSTM) or gru
