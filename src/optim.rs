@@ -156,6 +156,75 @@ impl Optimizer {
     }
 }
 
+/// An exponential moving average of the parameters (Polyak averaging, as AWD-LSTM evaluates an
+/// average of its weights rather than the last ones): validation scores it and it is the saved
+/// model, while training goes on from the latest weights. Early on, when the start would weigh on
+/// it, the decay is min(decay, (1 + t)/(10 + t)) at update t (TensorFlow's rule), a pure function
+/// of the step, so a resumed run averages exactly as one that never stopped.
+pub struct WeightAverage {
+    pub decay: f64,
+    /// The average of each parameter, flat, in the optimizer's order.
+    pub avg: Vec<Vec<f32>>,
+}
+
+impl WeightAverage {
+    /// Starts from the parameters as they are.
+    pub fn new(decay: f64, params: &[(String, Var)]) -> Result<Self> {
+        let avg = params
+            .iter()
+            .map(|(_, v)| read(v))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WeightAverage { decay, avg })
+    }
+
+    /// Folds the parameters after update `t` (1, 2, …) into the average.
+    pub fn update(&mut self, params: &[(String, Var)], t: u64) -> Result<()> {
+        let d = self.decay.min((1.0 + t as f64) / (10.0 + t as f64)) as f32;
+        for ((_, v), avg) in params.iter().zip(self.avg.iter_mut()) {
+            crate::runtime::read_f32(&[v.as_tensor()], |w| {
+                for (a, &x) in avg.iter_mut().zip(w[0]) {
+                    *a = d * *a + (1.0 - d) * x;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the average into the parameters and returns the latest weights they held, for
+    /// [`WeightAverage::restore`] to put back.
+    pub fn swap_in(&self, params: &[(String, Var)]) -> Result<Vec<Vec<f32>>> {
+        let latest = params
+            .iter()
+            .map(|(_, v)| read(v))
+            .collect::<Result<Vec<_>>>()?;
+        write(params, &self.avg)?;
+        Ok(latest)
+    }
+
+    /// Puts the weights `swap_in` returned back.
+    pub fn restore(params: &[(String, Var)], latest: &[Vec<f32>]) -> Result<()> {
+        write(params, latest)
+    }
+}
+
+/// A parameter's values, flat.
+fn read(v: &Var) -> Result<Vec<f32>> {
+    Ok(crate::runtime::read_f32(&[v.as_tensor()], |w| {
+        w[0].to_vec()
+    })?)
+}
+
+/// Overwrites each parameter with `values` (flat, in order).
+fn write(params: &[(String, Var)], values: &[Vec<f32>]) -> Result<()> {
+    for ((_, v), x) in params.iter().zip(values) {
+        crate::runtime::update_f32(v.as_tensor(), "elman-weight-average", |p| {
+            p.copy_from_slice(x);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 /// The gradients of `params`, in order and flat, from an autograd result (zeros where the loss
 /// does not depend on a parameter).
 pub fn grads_in_order(

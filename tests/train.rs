@@ -644,3 +644,110 @@ fn weight_decay_resumes_exactly_and_zero_is_none() {
     let err = train(&change, &one_thread()).unwrap_err().to_string();
     assert!(err.contains("--weight-decay"), "{err}");
 }
+
+/// `--average B`: the state keeps a moving average of the weights that is exactly
+/// a ← d·a + (1 − d)·w after every step, d = min(B, (1 + t)/(10 + t)), from the initial weights
+/// (checked against the weights each step leaves, read back one step at a time); the model file
+/// holds the average while training goes on from the latest weights; a run split anywhere ends
+/// bit for bit as one that never stopped; 0 is no average.
+#[test]
+fn the_weight_average_is_exact_and_resumes() {
+    use elman::model::init_params;
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let dir = |n: &str| tmp.path().join(n);
+    let mut args = tiny_args(&f, &dir("whole"), 12);
+    args.hyper.average = Some(0.5);
+    args.hyper.eval_every = Some(6);
+    args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
+    train(&args, &one_thread()).unwrap();
+    let config = checkpoint::read_config(&dir("whole")).unwrap();
+    assert_eq!(config.training.average, 0.5);
+    // The initial weights, as a new run draws them.
+    let vm = init_params(
+        &config.model,
+        config.training.seed,
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut avg: std::collections::HashMap<String, Vec<f32>> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+            )
+        })
+        .collect();
+    let by_name = |path: &Path, prefix: &str| -> std::collections::HashMap<String, Vec<f32>> {
+        tensors_of(path)
+            .into_iter()
+            .filter_map(|(n, v)| n.strip_prefix(prefix).map(|n| (n.to_string(), v)))
+            .collect()
+    };
+    for t in 1..=12u64 {
+        let step = if t == 1 {
+            let mut a = args.clone();
+            a.out = Some(dir("steps"));
+            a.steps = Some(1);
+            a
+        } else {
+            TrainArgs {
+                resume: Some(dir("steps")),
+                steps: Some(t),
+                quiet: true,
+                ..Default::default()
+            }
+        };
+        train(&step, &one_thread()).unwrap();
+        let state = dir("steps").join(STATE_FILE);
+        let d = 0.5f64.min((1.0 + t as f64) / (10.0 + t as f64)) as f32;
+        for (n, w) in by_name(&state, "param.") {
+            let a = avg.get_mut(&n).unwrap();
+            for (a, x) in a.iter_mut().zip(&w) {
+                *a = d * *a + (1.0 - d) * x;
+            }
+        }
+        let saved = by_name(&state, "avg.");
+        assert_eq!(saved.len(), avg.len());
+        for (n, a) in &saved {
+            assert_eq!(a, &avg[n], "step {t}: the average of {n}");
+        }
+    }
+    // Split twelve times or not at all: the same state, and the model file is the average.
+    assert_eq!(
+        tensors_of(&dir("whole").join(STATE_FILE)),
+        tensors_of(&dir("steps").join(STATE_FILE))
+    );
+    let model = by_name(&dir("whole").join(checkpoint::MODEL_FILE), "");
+    for (n, a) in &avg {
+        assert_eq!(&model[n], a, "model.safetensors holds the average of {n}");
+    }
+    let latest = by_name(&dir("whole").join(STATE_FILE), "param.");
+    assert_ne!(latest, avg, "training goes on from the latest weights");
+    // 0 is no average: bit for bit the run without.
+    let mut none = args.clone();
+    none.out = Some(dir("none"));
+    none.hyper.average = None;
+    train(&none, &one_thread()).unwrap();
+    let mut zero = args.clone();
+    zero.out = Some(dir("zero"));
+    zero.hyper.average = Some(0.0);
+    train(&zero, &one_thread()).unwrap();
+    assert_eq!(
+        tensors_of(&dir("none").join(STATE_FILE)),
+        tensors_of(&dir("zero").join(STATE_FILE))
+    );
+    assert_eq!(
+        tensors_of(&dir("none").join(STATE_FILE)),
+        tensors_of(&dir("whole").join(STATE_FILE))
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("avg."))
+            .collect::<Vec<_>>(),
+        "the average does not change training"
+    );
+}

@@ -124,6 +124,10 @@ pub struct TrainConfig {
     /// Decoupled weight decay λ (AdamW's; 0: none). Absent from runs made without it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub weight_decay: f64,
+    /// Decay of the moving average of the weights that validation scores and the model file holds
+    /// (0: none, the latest weights). Absent from runs made without it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub average: f64,
 }
 
 fn is_zero(x: &f64) -> bool {

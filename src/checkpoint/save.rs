@@ -142,6 +142,8 @@ pub struct TrainingState<'a> {
     pub carried: usize,
     pub loop_state: LoopState,
     pub plateau_best: Option<f64>,
+    /// The moving average of the weights, under their model names (empty without `--average`).
+    pub average: Vec<(String, Entry<'a>)>,
 }
 
 /// What [`TrainingState::read`] gives back.
@@ -154,9 +156,12 @@ pub struct RestoredState {
     pub hidden: Vec<Vec<f32>>,
     pub loop_state: LoopState,
     pub plateau_best: Option<f64>,
+    /// The moving average of the weights by model name (empty without `--average`).
+    pub average: HashMap<String, Tensor>,
 }
 
 const PARAM_PREFIX: &str = "param.";
+const AVERAGE_PREFIX: &str = "avg.";
 
 /// The name of carried state `i` (every layer's h, then every layer's c): `hidden.l{k}`,
 /// `cell.l{k}`.
@@ -184,6 +189,9 @@ impl<'a> TrainingState<'a> {
                 format!("optim.{}.{}", s.slot, s.param),
                 Entry::F32(s.data, s.shape.clone()),
             ));
+        }
+        for (n, e) in &self.average {
+            out.push((format!("{AVERAGE_PREFIX}{n}"), e.share()));
         }
         let layers = self.hidden.len() / self.carried.max(1);
         for (i, h) in self.hidden.iter().enumerate() {
@@ -219,6 +227,21 @@ impl<'a> TrainingState<'a> {
         for n in &names {
             weights.insert(n.clone(), take(&format!("{PARAM_PREFIX}{n}"))?);
         }
+        let mut average = HashMap::new();
+        if config.training.average > 0.0 {
+            for n in &names {
+                let key = format!("{AVERAGE_PREFIX}{n}");
+                let t = take(&key)?;
+                if t.dims() != weights[n].dims() {
+                    bail!(
+                        "{key} has shape {:?}, expected {:?}",
+                        t.dims(),
+                        weights[n].dims()
+                    );
+                }
+                average.insert(n.clone(), t);
+            }
+        }
         let mut optimizer = HashMap::new();
         for slot in slots {
             for n in &names {
@@ -253,6 +276,7 @@ impl<'a> TrainingState<'a> {
             hidden,
             loop_state,
             plateau_best: meta.get("plateau_best").and_then(|s| s.parse().ok()),
+            average,
         })
     }
 }

@@ -139,6 +139,16 @@ pub struct HyperArgs {
         help_heading = "Training"
     )]
     pub weight_decay: Option<f64>,
+    /// Validate and save an exponential moving average of the weights with decay B (0.999 is
+    /// usual: about the last thousand steps) instead of the latest ones; training goes on from the
+    /// latest, and a resumed run keeps the average exactly [default: 0, off].
+    #[arg(
+        long,
+        value_name = "B",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
+    pub average: Option<f64>,
     /// Fraction of the text (its end) held out for validation [default: 0.1].
     #[arg(long, value_name = "F", help_heading = "Training")]
     pub val_fraction: Option<f64>,
@@ -177,6 +187,7 @@ impl From<HyperArgs> for Hyper {
             patience: a.patience,
             dropout: a.dropout,
             weight_decay: a.weight_decay,
+            average: a.average,
             val_fraction: a.val_fraction,
             eval_every: a.eval_every,
             seed: a.seed,

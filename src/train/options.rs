@@ -133,6 +133,9 @@ pub struct Hyper {
     /// Decoupled weight decay λ (AdamW's): every update first shrinks each weight by lr·λ of
     /// itself [default: 0].
     pub weight_decay: Option<f64>,
+    /// Validate and save a moving average of the weights with this decay (0.999 is usual) instead
+    /// of the latest ones [default: 0, off].
+    pub average: Option<f64>,
     /// Fraction of the text (its end) held out for validation [default: 0.1].
     pub val_fraction: Option<f64>,
     /// Evaluate and save every N steps [default: 200, more when scoring the validation text costs over a fifth of that training: a large vocabulary with the sampled softmax].
@@ -191,6 +194,7 @@ impl Hyper {
             patience: Some(tc.patience),
             dropout: Some(tc.dropout),
             weight_decay: Some(tc.weight_decay),
+            average: Some(tc.average),
             val_fraction: Some(tc.val_fraction),
             eval_every: Some(tc.eval_every),
             seed: Some(tc.seed),
@@ -222,7 +226,7 @@ impl Hyper {
             clip "--clip", lr_decay "--lr-decay", patience "--patience",
             val_fraction "--val-fraction", eval_every "--eval-every", seed "--seed",
             dropout "--dropout", sampled_softmax "--sampled-softmax",
-            weight_decay "--weight-decay");
+            weight_decay "--weight-decay", average "--average");
         differ!(true: level "--level", max_vocab "--max-vocab", min_count "--min-count",
             segmenter "--segmenter", nfc "--nfc");
         differ!(false: schedule "--schedule");
@@ -275,6 +279,13 @@ pub fn check_hyper(tc: &TrainConfig, mc: &ModelConfig) -> Result<()> {
             "--weight-decay {} must be ≥ 0 and below 1/lr = {} (each update shrinks the weights by lr·λ of themselves)",
             tc.weight_decay,
             1.0 / tc.lr
+        );
+    }
+    if !(tc.average >= 0.0 && tc.average < 1.0) {
+        // (NaN fails this too.)
+        bail!(
+            "--average {} must be in [0, 1): the decay of the weights' moving average (0 = off)",
+            tc.average
         );
     }
     if !(tc.lr_decay > 0.0 && tc.lr_decay <= 1.0) {

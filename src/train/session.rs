@@ -12,7 +12,7 @@ use crate::checkpoint::{
 use crate::config::ModelConfig;
 use crate::eval::{score_reporting, window};
 use crate::model::{init_params, GraphModel};
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, WeightAverage};
 use crate::runtime::Runtime;
 use anyhow::{bail, Result};
 use candle_core::{DType, Var};
@@ -46,6 +46,8 @@ pub(super) struct Session<'a> {
     tokenizer_json: String,
     model: GraphModel,
     opt: Optimizer,
+    /// `--average`: the moving average of the weights validation scores and the model file holds.
+    average: Option<WeightAverage>,
     stepper: Stepper,
     /// The state each stream carries into the next window: each layer's h (B × H, row-major),
     /// then an LSTM's c.
@@ -153,6 +155,10 @@ impl<'a> Session<'a> {
         }
         let mut metrics: Vec<Metric> = Vec::new();
         let mut plateau_best: Option<f64> = None;
+        // The average starts from the weights the run starts from (a resumed run reads its own).
+        let mut average = (tc.average > 0.0)
+            .then(|| WeightAverage::new(tc.average, opt.params()))
+            .transpose()?;
         if resuming {
             // Everything that steers the weights, as the interrupted session left it.
             let r = TrainingState::read(&dir, &config, opt.slot_names(), &rt.device)?;
@@ -162,6 +168,14 @@ impl<'a> Session<'a> {
             opt.restore(&r.optimizer)?;
             (state, ls, plateau_best) = (r.hidden, r.loop_state, r.plateau_best);
             (opt.t, opt.lr) = (ls.optimizer_t, ls.lr);
+            if let Some(a) = &mut average {
+                for ((name, _), avg) in opt.params().iter().zip(a.avg.iter_mut()) {
+                    *avg = r.average[name]
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1()?;
+                }
+            }
             metrics = checkpoint::read_metrics(&dir)?;
         }
         let budget_note = resuming
@@ -222,6 +236,7 @@ impl<'a> Session<'a> {
             tokenizer_json,
             model,
             opt,
+            average,
             stepper,
             state,
             ls,
@@ -308,6 +323,9 @@ impl<'a> Session<'a> {
                 );
             }
         };
+        if let Some(a) = &mut self.average {
+            a.update(self.opt.params(), self.ls.step + 1)?;
+        }
         let ls = &mut self.ls;
         ls.step += 1;
         ls.window += 1;
@@ -417,9 +435,30 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Runs `f` with the weight average in the model (validation scores it, the model file holds
+    /// it), the latest weights lent to `f` for the training state and put back after.
+    fn averaged<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self, Option<&[Vec<f32>]>) -> Result<R>,
+    ) -> Result<R> {
+        let latest = match &self.average {
+            Some(a) => Some(a.swap_in(self.opt.params())?),
+            None => None,
+        };
+        let r = f(self, latest.as_deref());
+        if let Some(l) = &latest {
+            WeightAverage::restore(self.opt.params(), l)?;
+        }
+        r
+    }
+
     /// A scheduled evaluation and save: the only evaluations that may lower the learning rate
     /// (so that a resumed run takes the same decisions as an uninterrupted one).
     pub(super) fn evaluate_and_save(&mut self) -> Result<()> {
+        self.averaged(|s, latest| s.evaluate_and_save_with(latest))
+    }
+
+    fn evaluate_and_save_with(&mut self, latest: Option<&[Vec<f32>]>) -> Result<()> {
         let (val_loss, val_bpc) = self.validate()?;
         let m = self.metric(val_loss, val_bpc);
         self.ls.train_loss_sum = 0.0;
@@ -447,21 +486,23 @@ impl<'a> Session<'a> {
         self.clock.last_eval_step = Some(self.ls.step);
         let best = self.record(m);
         self.ls.train_seconds = self.clock.wall_time_s();
-        self.save(best, None)
+        self.save(best, None, latest)
     }
 
     /// Ends the session: a last evaluation unless one was just made (or Ctrl-C asked to stop),
     /// which never steers the learning rate, then the final save.
     pub(super) fn finish(mut self, stopped: Stopped) -> Result<Outcome> {
-        let mut best = false;
-        if stopped != "interrupted" && self.clock.last_eval_step != Some(self.ls.step) {
-            let (val_loss, val_bpc) = self.validate()?;
-            let m = self.metric(val_loss, val_bpc);
-            self.progress.say(format_metric(&m));
-            best = self.record(m);
-        }
-        self.ls.train_seconds = self.clock.wall_time_s();
-        self.save(best, Some(stopped))?;
+        self.averaged(|s, latest| {
+            let mut best = false;
+            if stopped != "interrupted" && s.clock.last_eval_step != Some(s.ls.step) {
+                let (val_loss, val_bpc) = s.validate()?;
+                let m = s.metric(val_loss, val_bpc);
+                s.progress.say(format_metric(&m));
+                best = s.record(m);
+            }
+            s.ls.train_seconds = s.clock.wall_time_s();
+            s.save(best, Some(stopped), latest)
+        })?;
         self.progress.finish();
         let p = &self.config.progress;
         Ok(Outcome {
@@ -491,7 +532,13 @@ impl<'a> Session<'a> {
 
     /// Saves the checkpoint: everything is streamed out from where it lies (the weights are
     /// candle tensors, the optimizer's moments and the hidden state plain slices).
-    fn save(&self, best: bool, stopped: Option<Stopped>) -> Result<()> {
+    /// `latest`: the latest weights, when the model holds the average of them (`--average`).
+    fn save(
+        &self,
+        best: bool,
+        stopped: Option<Stopped>,
+        latest: Option<&[Vec<f32>]>,
+    ) -> Result<()> {
         let ls = &self.ls;
         let mut config = self.config.clone();
         config.progress.step = ls.step;
@@ -509,7 +556,19 @@ impl<'a> Session<'a> {
             };
         // The resume state holds each parameter once; model.safetensors every name PyTorch's
         // modules give them (a tied decoder weight twice).
-        let weights = entries(self.model.named_tensors())?;
+        let params = self.opt.params();
+        let (weights, average) = match latest {
+            // The model holds the average: the latest weights come from `latest`.
+            Some(latest) => (
+                params
+                    .iter()
+                    .zip(latest)
+                    .map(|((n, v), x)| (n.clone(), Entry::F32(x, v.dims().to_vec())))
+                    .collect(),
+                entries(self.model.named_tensors())?,
+            ),
+            None => (entries(self.model.named_tensors())?, Vec::new()),
+        };
         let export = entries(self.model.export_tensors())?;
         let (batch, h) = (config.training.batch, config.model.hidden);
         let training = TrainingState {
@@ -526,6 +585,7 @@ impl<'a> Session<'a> {
             carried: config.model.cell().carried(),
             loop_state: ls.clone(),
             plateau_best: self.plateau_best,
+            average,
         };
         // A first save with no evaluation yet (interrupted early) writes the latest weights.
         let best = best || config.progress.best_step.is_none();
@@ -695,6 +755,10 @@ fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> 
             String::new()
         } + &if tc.weight_decay > 0.0 {
             format!(", weight decay {}", tc.weight_decay)
+        } else {
+            String::new()
+        } + &if tc.average > 0.0 {
+            format!(", averaging the weights ({})", tc.average)
         } else {
             String::new()
         },
