@@ -543,7 +543,7 @@ pub fn unknown_char_error(files: &[PathBuf], vocab: &Vocab) -> Option<anyhow::Er
         });
         if let Some((line, col, c)) = found {
             return Some(anyhow::anyhow!(
-                "{}: line {line}, column {col}: {} is not in the model's vocabulary, and the model has no {} token to stand for it; remove or replace it (models trained with --max-vocab or --min-count have one)",
+                "{}: line {line}, column {col}: {} is not in the model's vocabulary, and the model has no {} token to stand for it; remove or replace it (fine-tuning without --keep-vocab grows the vocabulary by it)",
                 file.display(),
                 crate::vocab::describe_token(c.encode_utf8(&mut [0; 4])),
                 crate::vocab::UNK

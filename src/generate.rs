@@ -512,8 +512,18 @@ pub fn rank(
             (times > 1).then(|| format!("candidate {c:?} was given {times} times: ranked once"));
         let mut unknown = Vec::new();
         if vocab.unk.is_none() {
-            let known = vocab.encode_scoring(c, |tok| unknown.push(tok.to_string()))?;
+            vocab.encode_scoring(c, |tok| unknown.push(tok.to_string()))?;
             if !unknown.is_empty() {
+                // Every piece, the unknown ones included: at the char level its characters (as
+                // the vocabulary reads them), at the word level the candidate whole.
+                let pieces: Vec<String> = match vocab.level {
+                    Level::Char if vocab.nfc => {
+                        use unicode_normalization::UnicodeNormalization;
+                        c.nfc().map(String::from).collect()
+                    }
+                    Level::Char => c.chars().map(String::from).collect(),
+                    Level::Word => vec![c.clone()],
+                };
                 let mut seen = std::collections::HashSet::new();
                 unknown.retain(|u| seen.insert(u.clone()));
                 let warnings: Vec<String> = unknown
@@ -528,7 +538,7 @@ pub fn rank(
                     .collect();
                 out.push(Ranked {
                     candidate: c.clone(),
-                    tokens: known.iter().map(|&x| vocab.token(x).to_string()).collect(),
+                    tokens: pieces,
                     total_logprob: f64::NAN,
                     mean_logprob: f64::NAN,
                     prob_in_set: None,

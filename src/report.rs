@@ -194,7 +194,15 @@ pub fn eval_table(r: &crate::eval::EvalReport) -> String {
         });
     }
     out.push_str(&format!("nats/token     {:.4}\n", r.nats_per_token));
-    out.push_str(&format!("bits/char      {:.4}\n", r.bits_per_char));
+    out.push_str(&format!(
+        "bits/char      {:.4}{}\n",
+        r.bits_per_char,
+        if r.unknown_scored_as == Some("left out") {
+            format!(" (over the {} characters scored)", r.chars - r.unknown)
+        } else {
+            String::new()
+        }
+    ));
     out.push_str(&format!("perplexity     {:.3}\n", r.perplexity));
     out
 }

@@ -431,7 +431,8 @@ fn a_resumed_run_finishes_its_own_budget_and_an_extension_never_jumps() {
     assert!(
         err.contains(&format!(
             "the budget is now --steps {steps}, 30 steps left (it was --time 40s)"
-        )) && err.contains("the learning rate goes on from"),
+        )) && err.contains("the learning rate goes on from")
+            && err.contains("falling linearly to 0, now "),
         "{err}"
     );
     assert_eq!(config("progress")["step"], steps);
@@ -469,6 +470,15 @@ fn a_resumed_run_finishes_its_own_budget_and_an_extension_never_jumps() {
         }
     }
     assert!(metrics.iter().any(|m| m["step"].as_u64().unwrap() > k));
+    // config.json's progress says the rate in use, the last step's.
+    assert_eq!(config("progress")["lr"], metrics.last().unwrap()["lr"]);
+    // Finished: a resume says only that, without the session's header.
+    let out = elman(d).args(["train", "--resume", "r"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing left to do") && !err.contains("resuming"),
+        "{err}"
+    );
 }
 
 /// `--resume` from another working folder than the run was started in: the text was found by
@@ -600,7 +610,7 @@ fn fine_tuning_starts_from_a_checkpoint() {
             "x",
             "-q",
         ]),
-        &["odd.txt", "ß"],
+        &["odd.txt", "ß", "without --keep-vocab grows the vocabulary"],
     );
     fails_with(
         elman(d).args([
@@ -857,7 +867,7 @@ fn a_large_vocabulary_trains_its_unk_and_reads_any_text() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("<unk> for the 20 characters seen once (20 places"),
+        err.contains("<unk> for the 20 characters seen once (trained on their 20 places"),
         "{err}"
     );
     let config: serde_json::Value =
@@ -905,6 +915,45 @@ fn a_large_vocabulary_trains_its_unk_and_reads_any_text() {
         .args(["complete", "-m", "m", "-p", "我爱咖啡", "--top", "3"])
         .assert()
         .success();
+
+    // Fine-tuned with --keep-vocab on a text it cannot read (English): warned, and the training
+    // loss is charged for <unk> as validation is, so the two read alike (not 0.05 against 3).
+    std::fs::write(d.join("en.txt"), "the bird flew over the hill\n".repeat(40)).unwrap();
+    let out = elman(d)
+        .args([
+            "train",
+            "en.txt",
+            "--init-from",
+            "m",
+            "--keep-vocab",
+            "--out",
+            "ft",
+        ])
+        .args(["--steps", "40", "--eval-every", "40", "--lr", "0.05"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("% of the new text's tokens are <unk>"),
+        "{err}"
+    );
+    let last: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(d.join("ft/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let (train, val) = (
+        last["train_loss"].as_f64().unwrap(),
+        last["val_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        train > 20f64.ln() * 0.8 && (train - val).abs() < 0.5,
+        "train {train}, val {val}"
+    );
 }
 
 /// A model without <unk> (a small alphabet, every character kept): eval names the characters it
@@ -947,6 +996,11 @@ fn a_model_without_unk_scores_what_it_can() {
     assert_eq!(last["scored"], false);
     assert!(last["total_logprob"].is_null() && last["prob_in_set"].is_null());
     assert_eq!(last["unknown"], serde_json::json!(["ß"]));
+    assert_eq!(
+        last["tokens"],
+        serde_json::json!(["ß", "i", "n", "g"]),
+        "every piece"
+    );
     let king = cands.iter().find(|c| c["candidate"] == "king").unwrap();
     assert!(king["warnings"][0]
         .as_str()
@@ -1016,7 +1070,10 @@ fn the_smaller_things() {
         stdout.contains("vocabulary") && stdout.contains("problem"),
         "{stdout}"
     );
-    assert!(stderr.contains("model.safetensors"), "{stderr}");
+    assert!(
+        stderr.contains("model.safetensors: truncated") && stderr.contains("cut short"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
     let said = |budget: &[&str]| {

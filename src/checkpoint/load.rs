@@ -114,10 +114,25 @@ pub fn read_weights(
     // far larger is not a file this config could have written.
     check_size(path, cfg.num_params() as u64 * 4 * 4 + (64 << 20))?;
     let bytes = fs::read(path).map_err(|e| file_error(path, &e))?;
+    // A file that does not parse and is shorter than every parameter once in f32 was cut short:
+    // said in those words rather than the format's.
+    let least = cfg.num_params() as u64 * 4;
+    let broken = |what: &str, e: safetensors::SafeTensorError| {
+        if (bytes.len() as u64) < least {
+            anyhow!(
+                "{}: truncated: {} bytes, while the {} parameters config.json describes take at least {least}; the file was cut short (use another copy, or another checkpoint)",
+                path.display(),
+                bytes.len(),
+                cfg.num_params()
+            )
+        } else {
+            anyhow!("{}: {what} ({e})", path.display())
+        }
+    };
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+        .map_err(|e| broken("not a valid safetensors file", e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{}: damaged safetensors file ({e})", path.display()))?;
+        .map_err(|e| broken("damaged safetensors file", e))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         // Training stops on a non-finite loss or gradient before anything is saved, so a NaN or

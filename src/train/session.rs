@@ -182,6 +182,12 @@ impl<'a> Session<'a> {
             .then(|| settle_budget(&saved, &mut config.training, &ls, stream_len, opt.lr))
             .flatten();
         let tc = config.training.clone();
+        // Where a resumed run is in its budget: nothing left (it says only that), and the rate
+        // its next step uses under the linear schedule.
+        let (n_windows, _) = epoch_plan(tc.seed, ls.epoch, stream_len, tc.bptt);
+        let at = budget_at(&ls, n_windows, ls.train_seconds);
+        let finished = resuming && schedule::budget_used(&tc, &at) >= 1.0;
+        let now = (resuming && tc.anneal).then(|| opt.lr * schedule::anneal_factor(&tc, &at));
         let tokenizer_json = vocab.to_tokenizer_json()?;
 
         let (epoch_windows, _) = epoch_plan(tc.seed, 0, stream_len, tc.bptt);
@@ -198,7 +204,9 @@ impl<'a> Session<'a> {
             (None, true) => "resuming".to_string(),
             (None, false) => "training on".to_string(),
         };
-        progress.say(intro_line(&config, &verb, &corpus.name, &data, opt.lr));
+        if !finished {
+            progress.say(intro_line(&config, &verb, &corpus.name, &data, opt.lr, now));
+        }
         for note in run_notes {
             progress.say(note);
         }
@@ -326,6 +334,17 @@ impl<'a> Session<'a> {
         if let Some(a) = &mut self.average {
             a.update(self.opt.params(), self.ls.step + 1)?;
         }
+        // The loss reported is charged for <unk> as validation is (see eval::unknown_charge), so
+        // the two are measured alike; what is optimised is not changed by a constant.
+        let v = &self.config.vocab;
+        let loss = loss
+            + match (v.unk, v.unknown_types.filter(|&n| n > 1)) {
+                (Some(u), Some(n)) => {
+                    let unk = tgt.iter().filter(|&&t| t == u).count();
+                    unk as f64 * (n as f64).ln() / tgt.len().max(1) as f64
+                }
+                _ => 0.0,
+            };
         let ls = &mut self.ls;
         ls.step += 1;
         ls.window += 1;
@@ -544,7 +563,8 @@ impl<'a> Session<'a> {
         config.progress.step = ls.step;
         config.progress.epoch = ls.epoch;
         config.progress.tokens_seen = ls.tokens_seen;
-        config.progress.lr = ls.lr;
+        // The rate in use (the last step's; under the linear schedule below the base rate).
+        config.progress.lr = self.clock.last_step_lr;
         config.progress.train_seconds = ls.train_seconds;
         config.progress.stopped = stopped.map(str::to_string);
         let entries =
@@ -726,7 +746,16 @@ fn settle_budget(
 }
 
 /// The line a session starts with: the corpus, the model and the training settings.
-fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> String {
+/// `now`: the rate the next step uses, where it is not `lr` (a resumed run under the linear
+/// schedule).
+fn intro_line(
+    config: &Config,
+    verb: &str,
+    name: &str,
+    data: &Data,
+    lr: f64,
+    now: Option<f64>,
+) -> String {
     let (mc, tc) = (&config.model, &config.training);
     format!(
         "{} {}: {} chars, {} train / {} val tokens, vocab {} ({}), {} parameters, {}{} × {} layer(s) {}{}, batch {} × bptt {}, {} lr {}{}{}",
@@ -748,7 +777,11 @@ fn intro_line(config: &Config, verb: &str, name: &str, data: &Data, lr: f64) -> 
         tc.bptt,
         tc.optimizer,
         lr,
-        if tc.anneal { " falling linearly to 0" } else { "" },
+        match (tc.anneal, now) {
+            (true, Some(now)) => format!(" falling linearly to 0, now {now:.3e}"),
+            (true, None) => " falling linearly to 0".to_string(),
+            _ => String::new(),
+        },
         if tc.dropout > 0.0 {
             format!(", dropout {}", tc.dropout)
         } else {

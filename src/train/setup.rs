@@ -236,6 +236,23 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         ..base.model
     };
     mc.validate()?;
+    // A text the vocabulary mostly cannot read trains <unk>, not the model: say so.
+    if let Some(u) = vocab.unk {
+        let unk = data.train().iter().filter(|&&i| i == u).count();
+        let share = unk as f64 / data.train().len().max(1) as f64;
+        if share > 0.05 {
+            notes.push(format!(
+                "warning: {:.0}% of the new text's tokens are <unk> to the vocabulary of {}{}",
+                100.0 * share,
+                src.display(),
+                if args.keep_vocab {
+                    " (leave out --keep-vocab to grow the vocabulary by its characters)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     let mut tc = train_config(&args.hyper, vocab.len(), Some(&base.training))?;
     default_eval_every(&args.hyper, &mut tc, &mc, &data);
     check_hyper(&tc, &mc)?;
@@ -351,7 +368,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             .unk
             .map_or(0, |u| data.train().iter().filter(|&&i| i == u).count());
         chosen.push(format!(
-            "<unk> for the {} {} seen once ({unk} places: it learns to stand for {} the model never saw; --min-count 1 keeps them)",
+            "<unk> for the {} {} seen once (trained on their {unk} places in the training part: it learns to stand for {} the model never saw; --min-count 1 keeps them)",
             vocab.unknown_types.unwrap_or(0),
             vopts.level.plural(),
             vopts.level.plural()
