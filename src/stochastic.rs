@@ -13,13 +13,17 @@ use candle_core::{Device, Tensor};
 ///
 /// Every mask is a pure function of (seed, step, layer, t, stream): the fused path on any number of
 /// threads and the reference graph draw the same masks, and a resumed run draws what the
-/// uninterrupted one would have.
+/// uninterrupted one would have. `locked` (variational dropout, Gal & Ghahramani; AWD-LSTM's
+/// `LockedDropout`) draws one mask per (step, layer, stream) and keeps it at every time step of
+/// the window: a unit is dropped for the whole sequence, not at random moments of it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
     pub p: f32,
     pub seed: u64,
     /// The training step the masks are for.
     pub step: u64,
+    /// The same mask at every time step of a window.
+    pub locked: bool,
 }
 
 /// SplitMix64's output function: a bijective mix of all 64 bits.
@@ -33,6 +37,7 @@ impl Dropout {
     /// Fills `out` (one row of H units) with the mask of layer `layer`'s output at time `t` of
     /// stream `stream`: each entry 0 (dropped) or 1/(1 − p) (kept).
     pub fn mask_row(&self, layer: usize, t: usize, stream: usize, out: &mut [f32]) {
+        let t = if self.locked { 0 } else { t };
         let mut key = mix64(self.seed ^ 0xD50F_0A7B_3C41_9E27);
         for part in [self.step, layer as u64, t as u64, stream as u64] {
             key = mix64(key ^ part.wrapping_add(0x9E37_79B9_7F4A_7C15));

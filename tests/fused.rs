@@ -40,6 +40,8 @@ struct Fixture {
     h0: Vec<Vec<f32>>,
     sample: Option<Sample>,
     dropout: Option<f32>,
+    /// The dropout mask kept at every time step.
+    locked: bool,
 }
 
 /// What a window gives: its mean loss, the gradients in layout order, each layer's last state.
@@ -94,11 +96,17 @@ impl Fixture {
             h0,
             sample,
             dropout,
+            locked: false,
         }
     }
 
     fn dropout_at(&self, step: u64) -> Option<Dropout> {
-        self.dropout.map(|p| Dropout { p, seed: 5, step })
+        self.dropout.map(|p| Dropout {
+            p,
+            seed: 5,
+            step,
+            locked: self.locked,
+        })
     }
 
     /// The window through candle's graph and autograd.
@@ -224,9 +232,13 @@ fn check_cfg(
     samples: Option<usize>,
     dropout: Option<f32>,
 ) {
-    let (act, layers) = (cfg.activation, cfg.layers);
-    let what = format!("{} {act}", cfg.cell);
-    let fx = Fixture::new(cfg, (batch, bptt), samples, dropout);
+    compare(&Fixture::new(cfg, (batch, bptt), samples, dropout), threads);
+}
+
+/// The fused window of `fx` against the graph.
+fn compare(fx: &Fixture, threads: usize) {
+    let (act, layers) = (fx.cfg.activation, fx.cfg.layers);
+    let what = format!("{} {act}", fx.cfg.cell);
     let want = fx.reference();
     let got = fx.fused(threads);
     assert!(
@@ -567,4 +579,28 @@ fn more_streams_than_the_text_can_fill_are_capped() {
     assert!(per_token.is_finite() && per_token > 0.0, "{per_token}");
     let reference = elman::eval::score_reference(&model, &ids, 1_000_000, 64).unwrap();
     assert_eq!(reference.predicted, 350);
+}
+
+/// Locked (variational) dropout: the fused path and the graph drop the same units, each kept
+/// dropped for the whole window, for every cell.
+#[test]
+fn locked_dropout_fused_equals_graph() {
+    use elman::cell::CellKind;
+    for (cell, layers, threads) in [
+        (CellKind::Elman, 2, 2),
+        (CellKind::Lstm, 2, 1),
+        (CellKind::Gru, 1, 3),
+    ] {
+        let cfg = ModelConfig {
+            cell,
+            layers,
+            ..ModelConfig::new(11, 16)
+        };
+        let mut fx = Fixture::new(cfg, (4, 5), None, Some(0.4));
+        fx.locked = true;
+        compare(&fx, threads);
+        // And it is not plain dropout's mask.
+        let plain = Fixture::new(cfg, (4, 5), None, Some(0.4)).reference();
+        assert_ne!(plain.loss, fx.reference().loss, "{cell}");
+    }
 }

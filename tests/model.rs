@@ -152,6 +152,7 @@ fn gradcheck_cfg(cfg: ModelConfig, dropout: Option<f32>) {
             p,
             seed: 3,
             step: 0,
+            locked: false,
         }
         .mask_tensors(layers, t, b, 4, &dev)
         .unwrap(),
@@ -236,6 +237,7 @@ fn dropout_masks_drop_at_their_rate_and_depend_on_every_key() {
             p,
             seed: 1,
             step: 7,
+            locked: false,
         };
         let mut zeros = 0;
         for s in 0..50 {
@@ -252,6 +254,7 @@ fn dropout_masks_drop_at_their_rate_and_depend_on_every_key() {
         p: 0.5,
         seed: 1,
         step: 7,
+        locked: false,
     };
     let base = row(d, 1, 2, 3);
     assert_eq!(base, row(d, 1, 2, 3));
@@ -267,6 +270,12 @@ fn dropout_masks_drop_at_their_rate_and_depend_on_every_key() {
     assert!(row(Dropout { p: 0.0, ..d }, 0, 0, 0)
         .iter()
         .all(|&v| v == 1.0));
+    // Locked: one mask per (step, layer, stream), the same at every time step.
+    let l = Dropout { locked: true, ..d };
+    assert_eq!(row(l, 1, 0, 3), row(l, 1, 9, 3));
+    assert_ne!(row(l, 1, 0, 3), row(l, 1, 0, 4));
+    assert_ne!(row(l, 1, 0, 3), row(l, 0, 0, 3));
+    assert_ne!(row(l, 1, 0, 3), row(Dropout { step: 8, ..l }, 1, 0, 3));
 }
 
 #[test]

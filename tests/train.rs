@@ -751,3 +751,56 @@ fn the_weight_average_is_exact_and_resumes() {
         "the average does not change training"
     );
 }
+
+/// `--locked-dropout`: kept in the checkpoint, resumed bit for bit (its masks are a pure function
+/// of the seed and the step, like plain dropout's), a different run from plain dropout, and
+/// refused without --dropout.
+#[test]
+fn locked_dropout_resumes_exactly_and_needs_dropout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let dir = |n: &str| tmp.path().join(n);
+    let mut args = tiny_args(&f, &dir("whole"), 40);
+    args.hyper.layers = Some(2);
+    args.hyper.dropout = Some(0.3);
+    args.hyper.locked_dropout = true;
+    args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
+    train(&args, &one_thread()).unwrap();
+    let mut first = args.clone();
+    first.out = Some(dir("parts"));
+    first.steps = Some(17);
+    train(&first, &one_thread()).unwrap();
+    let resume = TrainArgs {
+        resume: Some(dir("parts")),
+        steps: Some(40),
+        quiet: true,
+        ..Default::default()
+    };
+    train(&resume, &one_thread()).unwrap();
+    assert_eq!(
+        tensors_of(&dir("whole").join(STATE_FILE)),
+        tensors_of(&dir("parts").join(STATE_FILE))
+    );
+    assert!(
+        checkpoint::read_config(&dir("parts"))
+            .unwrap()
+            .training
+            .locked_dropout
+    );
+    let mut plain = args.clone();
+    plain.out = Some(dir("plain"));
+    plain.hyper.locked_dropout = false;
+    train(&plain, &one_thread()).unwrap();
+    assert_ne!(
+        tensors_of(&dir("whole").join(STATE_FILE)),
+        tensors_of(&dir("plain").join(STATE_FILE))
+    );
+    let mut without = args.clone();
+    without.out = Some(dir("without"));
+    without.hyper.dropout = Some(0.0);
+    let err = train(&without, &one_thread()).unwrap_err().to_string();
+    assert!(
+        err.contains("--locked-dropout") && err.contains("--dropout"),
+        "{err}"
+    );
+}

@@ -128,6 +128,10 @@ pub struct TrainConfig {
     /// (0: none, the latest weights). Absent from runs made without it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub average: f64,
+    /// Dropout's mask is drawn once per window and stream and kept at every time step (variational
+    /// dropout). Absent from runs made without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked_dropout: bool,
 }
 
 fn is_zero(x: &f64) -> bool {

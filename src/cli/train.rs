@@ -139,6 +139,10 @@ pub struct HyperArgs {
         help_heading = "Training"
     )]
     pub weight_decay: Option<f64>,
+    /// Variational dropout (AWD-LSTM's LockedDropout): draw --dropout's mask once per window and
+    /// stream and keep it at every time step, so a unit is dropped for the whole sequence.
+    #[arg(long, help_heading = "Training")]
+    pub locked_dropout: bool,
     /// Validate and save an exponential moving average of the weights with decay B (0.999 is
     /// usual: about the last thousand steps) instead of the latest ones; training goes on from the
     /// latest, and a resumed run keeps the average exactly [default: 0, off].
@@ -187,6 +191,7 @@ impl From<HyperArgs> for Hyper {
             patience: a.patience,
             dropout: a.dropout,
             weight_decay: a.weight_decay,
+            locked_dropout: a.locked_dropout,
             average: a.average,
             val_fraction: a.val_fraction,
             eval_every: a.eval_every,

@@ -133,6 +133,8 @@ pub struct Hyper {
     /// Decoupled weight decay λ (AdamW's): every update first shrinks each weight by lr·λ of
     /// itself [default: 0].
     pub weight_decay: Option<f64>,
+    /// Draw --dropout's mask once per window and stream and keep it at every time step.
+    pub locked_dropout: bool,
     /// Validate and save a moving average of the weights with this decay (0.999 is usual) instead
     /// of the latest ones [default: 0, off].
     pub average: Option<f64>,
@@ -194,6 +196,7 @@ impl Hyper {
             patience: Some(tc.patience),
             dropout: Some(tc.dropout),
             weight_decay: Some(tc.weight_decay),
+            locked_dropout: tc.locked_dropout,
             average: Some(tc.average),
             val_fraction: Some(tc.val_fraction),
             eval_every: Some(tc.eval_every),
@@ -226,7 +229,8 @@ impl Hyper {
             clip "--clip", lr_decay "--lr-decay", patience "--patience",
             val_fraction "--val-fraction", eval_every "--eval-every", seed "--seed",
             dropout "--dropout", sampled_softmax "--sampled-softmax",
-            weight_decay "--weight-decay", average "--average");
+            weight_decay "--weight-decay", average "--average",
+            locked_dropout "--locked-dropout");
         differ!(true: level "--level", max_vocab "--max-vocab", min_count "--min-count",
             segmenter "--segmenter", nfc "--nfc");
         differ!(false: schedule "--schedule");
@@ -280,6 +284,9 @@ pub fn check_hyper(tc: &TrainConfig, mc: &ModelConfig) -> Result<()> {
             tc.weight_decay,
             1.0 / tc.lr
         );
+    }
+    if tc.locked_dropout && tc.dropout == 0.0 {
+        bail!("--locked-dropout keeps --dropout's mask across time steps: give --dropout P too");
     }
     if !(tc.average >= 0.0 && tc.average < 1.0) {
         // (NaN fails this too.)

@@ -135,7 +135,7 @@ impl<'a> Session<'a> {
         }
         let stepper = Stepper::new(&model, tc.batch, tc.bptt, rt.threads, args.reference)
             .with_sampled_softmax(tc.softmax_samples, tc.seed)
-            .with_dropout(tc.dropout, tc.seed);
+            .with_dropout(tc.dropout, tc.seed, tc.locked_dropout);
         if let Some(src) = &init_from {
             // Fine-tuning starts from the other run's best weights (with rows for the tokens a
             // grown vocabulary added).
@@ -783,7 +783,11 @@ fn intro_line(
             _ => String::new(),
         },
         if tc.dropout > 0.0 {
-            format!(", dropout {}", tc.dropout)
+            format!(
+                ", dropout {}{}",
+                tc.dropout,
+                if tc.locked_dropout { " (locked)" } else { "" }
+            )
         } else {
             String::new()
         } + &if tc.weight_decay > 0.0 {

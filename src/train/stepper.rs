@@ -126,8 +126,8 @@ pub struct Stepper {
     diverge_limit: f64,
     /// Sampled softmax: negatives per step and the run's seed.
     samples: Option<(usize, u64)>,
-    /// Dropout probability and the run's seed (`None`: no dropout).
-    dropout: Option<(f32, u64)>,
+    /// Dropout probability, the run's seed and whether the mask is locked across time (`None`: no dropout).
+    dropout: Option<(f32, u64, bool)>,
     /// The step about to run (the sample drawn and the dropout masks are pure functions of seed
     /// and step).
     step_index: u64,
@@ -164,8 +164,8 @@ impl Stepper {
     }
 
     /// Trains with dropout `p` on the layers' outputs (0: none); the masks derive from `seed`.
-    pub fn with_dropout(mut self, p: f64, seed: u64) -> Self {
-        self.dropout = (p > 0.0).then_some((p as f32, seed));
+    pub fn with_dropout(mut self, p: f64, seed: u64, locked: bool) -> Self {
+        self.dropout = (p > 0.0).then_some((p as f32, seed, locked));
         self
     }
 
@@ -198,7 +198,12 @@ impl Stepper {
             Sample::draw(self.vocab, k, &mut rng)
         });
         let noise = Noise {
-            dropout: self.dropout.map(|(p, seed)| Dropout { p, seed, step }),
+            dropout: self.dropout.map(|(p, seed, locked)| Dropout {
+                p,
+                seed,
+                step,
+                locked,
+            }),
             sample: sample.as_ref(),
         };
         let mut next = state.to_vec();
