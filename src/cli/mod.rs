@@ -82,8 +82,30 @@ elman train sonnets.txt --init-from checkpoints/tinyshakespeare --lr 0.0005 --ti
 /// The command line as given (clap prints `--help`, `--version` and usage errors itself, and exits).
 pub fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = negative_numbers_are_values(Cli::command()).get_matches();
+    let matches = negative_numbers_are_values(Cli::command())
+        .try_get_matches_from(std::env::args_os())
+        .unwrap_or_else(|e| plainer(e).exit());
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// A whole number refused by its parser is said in words a user reads ("expected a whole number
+/// ≥ 0") instead of Rust's ("invalid digit found in string"); every other error as clap puts it.
+fn plainer(e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let digits = e.kind() == ErrorKind::ValueValidation
+        && std::error::Error::source(&e).is_some_and(|s| {
+            let s = s.to_string();
+            s.contains("invalid digit") || s.contains("number too large")
+        });
+    match (digits, e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue)) {
+        (true, Some(ContextValue::String(arg)), Some(ContextValue::String(value))) => {
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("invalid value '{value}' for '{arg}': expected a whole number ≥ 0\n\nFor more information, try '--help'.\n"),
+            )
+        }
+        _ => e,
+    }
 }
 
 /// `--hidden -3` is a value for --hidden that its parser then refuses ("invalid value '-3' for
