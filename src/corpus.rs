@@ -576,7 +576,8 @@ pub struct Loaded {
 /// token ids. The validation text is `val_files`, or else the last `val_fraction` of the
 /// characters ([`split_text`]'s convention). A new vocabulary is built from the training and
 /// validation text together, as PyTorch's word_language_model builds its dictionary from every
-/// split, so validation never meets a token the model cannot represent; `existing` is used as is.
+/// split, so validation never meets a token the model cannot represent; `existing` is used as is,
+/// or with `opts.grow` (a char vocabulary) grown by the characters it lacks, counted in pass 1.
 /// The result is exactly what reading everything into memory and tokenising it would give.
 pub fn load(
     files: &[PathBuf],
@@ -595,8 +596,8 @@ pub fn load(
         pb.bar.set_position(0);
         pb.bar.set_message(what.to_string());
     };
-    // Only a new char-level vocabulary needs the counts of the normalised characters.
-    let nfc_counts = existing.is_none() && opts.nfc && opts.level == Level::Char;
+    // Only a new or growing char-level vocabulary needs the counts of the normalised characters.
+    let nfc_counts = (existing.is_none() || opts.grow) && opts.nfc && opts.level == Level::Char;
     pass("counting characters");
     let mut train = scan_with(files, nfc_counts, &pb)?;
     let val = if val_files.is_empty() {
@@ -605,6 +606,12 @@ pub fn load(
         Some(scan_with(val_files, nfc_counts, &pb)?)
     };
     let vocab = match (existing, opts.level) {
+        (Some(v), Level::Char) if opts.grow => {
+            let val_counts = val
+                .iter()
+                .flat_map(|v| v.counts.iter().map(|(&c, &n)| (c, n)));
+            v.grown_by(train.counts.iter().map(|(&c, &n)| (c, n)).chain(val_counts))?
+        }
         (Some(v), _) => v.clone(),
         (None, Level::Char) => {
             let mut counts = std::mem::take(&mut train.counts);

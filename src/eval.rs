@@ -201,7 +201,7 @@ pub fn unknown_charge(
     unk: Option<u32>,
     unknown_types: Option<u64>,
 ) -> (usize, f64) {
-    let (Some(unk), Some(n)) = (unk, unknown_types.filter(|&n| n > 1)) else {
+    let Some((unk, ln_n)) = unknown_cost(unk, unknown_types) else {
         return (0, 0.0);
     };
     let streams = streams.max(1).min((ids.len() / 2).max(1));
@@ -217,7 +217,13 @@ pub fn unknown_charge(
                 .count()
         })
         .sum::<usize>();
-    (count, count as f64 * (n as f64).ln())
+    (count, count as f64 * ln_n)
+}
+
+/// `<unk>`'s id and what each `<unk>` target costs beyond −ln p(`<unk>`): ln N (see
+/// [`unknown_charge`]); `None` when nothing is charged.
+pub fn unknown_cost(unk: Option<u32>, unknown_types: Option<u64>) -> Option<(u32, f64)> {
+    Some((unk?, (unknown_types.filter(|&n| n > 1)? as f64).ln()))
 }
 
 /// Stream groups per scoring thread: more groups even out the threads' finishing times, fewer
@@ -337,9 +343,14 @@ pub fn eval_files(
     crate::corpus::stream_lines(&files, cuts, |block| {
         chars += block.chars().count();
         blank &= block.trim().is_empty();
-        ids.extend(vocab.encode_scoring(block, |tok| {
-            *unknown.entry(tok.to_string()).or_insert(0) += 1
-        })?);
+        ids.extend(
+            vocab.encode_scoring(block, |tok| match unknown.get_mut(tok) {
+                Some(n) => *n += 1,
+                None => {
+                    unknown.insert(tok.to_string(), 1);
+                }
+            })?,
+        );
         Ok(())
     })?;
     if blank {

@@ -89,16 +89,18 @@ pub fn grow_vocab(
             Param::WeightIh(0) if to.embed.is_none() => {
                 let rows = old.to_vec2::<f32>()?;
                 let mut flat = Vec::with_capacity(rows.len() * v1);
-                let fresh: Vec<Vec<f32>> = (v0..v1)
-                    .map(|_| (0..rows.len()).map(|_| rng.random_range(-b..b)).collect())
-                    .collect();
+                // Without <unk>, each new token's column drawn whole, as a new model's.
+                let fresh: Vec<Vec<f32>> = match unk {
+                    Some(_) => Vec::new(),
+                    None => (v0..v1)
+                        .map(|_| (0..rows.len()).map(|_| rng.random_range(-b..b)).collect())
+                        .collect(),
+                };
                 for (r, row) in rows.iter().enumerate() {
                     flat.extend_from_slice(row);
-                    for new in &fresh {
-                        flat.push(match unk {
-                            Some(u) => row[u as usize],
-                            None => new[r],
-                        });
+                    match unk {
+                        Some(u) => flat.extend(std::iter::repeat_n(row[u as usize], v1 - v0)),
+                        None => flat.extend(fresh.iter().map(|new| new[r])),
                     }
                 }
                 Tensor::from_vec(flat, (rows.len(), v1), old.device())?

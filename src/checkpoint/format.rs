@@ -48,6 +48,7 @@ impl VocabConfig {
             max_vocab: self.max_vocab,
             min_count: self.min_count,
             rare_to_unk_above: None,
+            grow: false,
             segmenter: self.segmenter,
         }
     }

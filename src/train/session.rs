@@ -178,14 +178,15 @@ impl<'a> Session<'a> {
             }
             metrics = checkpoint::read_metrics(&dir)?;
         }
-        let budget_note = resuming
-            .then(|| settle_budget(&saved, &mut config.training, &ls, stream_len, opt.lr))
-            .flatten();
-        let tc = config.training.clone();
-        // Where a resumed run is in its budget: nothing left (it says only that), and the rate
-        // its next step uses under the linear schedule.
+        // Where the run is in its budget (a resumed run's position): the budget it goes on to,
+        // whether anything is left of it (if not, it says only that), and the rate its next step
+        // uses under the linear schedule.
         let (n_windows, _) = epoch_plan(tc.seed, ls.epoch, stream_len, tc.bptt);
         let at = budget_at(&ls, n_windows, ls.train_seconds);
+        let budget_note = resuming
+            .then(|| settle_budget(&saved, &mut config.training, &at, opt.lr))
+            .flatten();
+        let tc = config.training.clone();
         let finished = resuming && schedule::budget_used(&tc, &at) >= 1.0;
         let now = (resuming && tc.anneal).then(|| opt.lr * schedule::anneal_factor(&tc, &at));
         let tokenizer_json = vocab.to_tokenizer_json()?;
@@ -338,13 +339,10 @@ impl<'a> Session<'a> {
         // the two are measured alike; what is optimised is not changed by a constant.
         let v = &self.config.vocab;
         let loss = loss
-            + match (v.unk, v.unknown_types.filter(|&n| n > 1)) {
-                (Some(u), Some(n)) => {
-                    let unk = tgt.iter().filter(|&&t| t == u).count();
-                    unk as f64 * (n as f64).ln() / tgt.len().max(1) as f64
-                }
-                _ => 0.0,
-            };
+            + crate::eval::unknown_cost(v.unk, v.unknown_types).map_or(0.0, |(u, ln_n)| {
+                let unk = tgt.iter().filter(|&&t| t == u).count();
+                unk as f64 * ln_n / tgt.len().max(1) as f64
+            });
         let ls = &mut self.ls;
         ls.step += 1;
         ls.window += 1;
@@ -702,17 +700,14 @@ fn budget_at(ls: &LoopState, n_windows: u64, seconds: f64) -> Budget {
 fn settle_budget(
     saved: &TrainConfig,
     tc: &mut TrainConfig,
-    ls: &LoopState,
-    stream_len: usize,
+    at: &Budget,
     base_lr: f64,
 ) -> Option<String> {
-    let (n_windows, _) = epoch_plan(tc.seed, ls.epoch, stream_len, tc.bptt);
-    let at = budget_at(ls, n_windows, ls.train_seconds);
     let new = schedule::describe_budget(tc);
-    let left = schedule::describe_left(tc, &at);
+    let left = schedule::describe_left(tc, at);
     let unchanged =
         (tc.epochs, tc.steps, tc.time_limit_s) == (saved.epochs, saved.steps, saved.time_limit_s);
-    let used = schedule::budget_used(tc, &at);
+    let used = schedule::budget_used(tc, at);
     if used >= 1.0 {
         // Nothing left: the session says so and how to extend the run.
         return None;
@@ -724,7 +719,7 @@ fn settle_budget(
     if !tc.anneal {
         return Some(format!("the budget is now {new}, {left} (it was {was})"));
     }
-    let before = schedule::anneal_factor(saved, &at);
+    let before = schedule::anneal_factor(saved, at);
     let how = if before > 0.0 {
         tc.lr_restart = Some(LrRestart {
             factor: before,

@@ -212,12 +212,13 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
     vocab.unknown_types = base.vocab.unknown_types;
     vocab.min_count = base.vocab.min_count;
     let mut notes = Vec::new();
-    if !args.keep_vocab {
-        if let Some(note) = grow_vocab(&mut vocab, args, &src)? {
-            notes.push(note);
-        }
-    }
-    let vopts = base.vocab.options();
+    // A character vocabulary grows by the new text's characters as the text is read (words the
+    // vocabulary lacks are read as <unk>, which a word vocabulary always has).
+    let vopts = VocabOptions {
+        grow: !args.keep_vocab && vocab.level == Level::Char,
+        ..base.vocab.options()
+    };
+    let known = vocab.len();
     let val_fraction = args
         .hyper
         .val_fraction
@@ -231,6 +232,13 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         !args.quiet,
     )
     .map_err(|e| anyhow!("{e} (the vocabulary is that of {})", src.display()))?;
+    if vocab.len() > known {
+        notes.push(grown_note(
+            &vocab.tokens()[known..],
+            &src,
+            vocab.unk.is_some(),
+        ));
+    }
     let mc = ModelConfig {
         vocab_size: vocab.len(),
         ..base.model
@@ -284,54 +292,26 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
     })
 }
 
-/// Fine-tuning a character model on a text with characters its vocabulary lacks: adds them (after
-/// the old ones, whose ids stay), each seen at least the vocabulary's min count (rarer ones are
-/// left to `<unk>` where there is one). Returns what to say, or `None` when nothing was added.
-fn grow_vocab(vocab: &mut Vocab, args: &TrainArgs, src: &Path) -> Result<Option<String>> {
-    if vocab.level != Level::Char {
-        // Words the vocabulary lacks are read as <unk>, which a word vocabulary always has.
-        return Ok(None);
-    }
-    let mut counts: std::collections::HashMap<char, u64> = Default::default();
-    for files in [&args.files, &args.val_files] {
-        if files.is_empty() {
-            continue;
-        }
-        for (c, n) in crate::corpus::scan(files, vocab.nfc)?.counts {
-            if vocab.char_id(c).is_none() {
-                *counts.entry(c).or_insert(0) += n;
-            }
-        }
-    }
-    let least = if vocab.unk.is_some() {
-        vocab.min_count.max(1)
-    } else {
-        1
-    };
-    let mut new: Vec<(char, u64)> = counts.into_iter().filter(|&(_, n)| n >= least).collect();
-    if new.is_empty() {
-        return Ok(None);
-    }
-    new.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let chars: Vec<char> = new.iter().map(|&(c, _)| c).collect();
-    *vocab = vocab.with_chars(&chars)?;
-    let shown: Vec<String> = chars
+/// What fine-tuning says of the characters `added` to the vocabulary of `src` (the new text's that
+/// it lacked; see [`Vocab::grown_by`]).
+fn grown_note(added: &[String], src: &Path, has_unk: bool) -> String {
+    let shown: Vec<String> = added
         .iter()
         .take(10)
-        .map(|c| crate::vocab::describe_token(c.encode_utf8(&mut [0; 4])))
+        .map(|c| crate::vocab::describe_token(c))
         .collect();
-    Ok(Some(format!(
+    format!(
         "the vocabulary of {} grows by {} character(s) of the new text: {}{}; {} (--keep-vocab keeps the vocabulary as it is)",
         src.display(),
-        chars.len(),
+        added.len(),
         shown.join(", "),
-        if chars.len() > shown.len() { ", …" } else { "" },
-        if vocab.unk.is_some() {
+        if added.len() > shown.len() { ", …" } else { "" },
+        if has_unk {
             "each starts as the model saw it, as <unk>"
         } else {
             "each starts with new weights, as unlikely as the least likely old character"
         }
-    )))
+    )
 }
 
 /// A new run on `args.files`, with `args.hyper`'s settings and the defaults for the rest.
@@ -347,6 +327,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         // text holds once: a model that can read any text.
         rare_to_unk_above: (h.min_count.is_none() && h.max_vocab.is_none())
             .then_some(super::defaults::SMALL_VOCAB),
+        grow: false,
     };
     if h.segmenter.is_some() && vopts.level != Level::Word {
         bail!("--segmenter applies to word-level vocabularies: add --level word");

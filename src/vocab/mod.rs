@@ -78,6 +78,10 @@ pub struct VocabOptions {
     /// that `<unk>` is trained and the model can read text with tokens it never saw.
     #[serde(default)]
     pub rare_to_unk_above: Option<usize>,
+    /// Reading a text with an existing char vocabulary (fine-tuning): add the characters it lacks
+    /// ([`Vocab::grown_by`]) instead of reading them as `<unk>` or refusing them.
+    #[serde(default)]
+    pub grow: bool,
 }
 
 impl VocabOptions {
@@ -99,6 +103,7 @@ impl Default for VocabOptions {
             min_count: 1,
             segmenter: Segmenter::Auto,
             rare_to_unk_above: None,
+            grow: false,
         }
     }
 }
@@ -325,6 +330,30 @@ impl Vocab {
         Self::from_tokens(Level::Word, opts.nfc, tokens, None, segmenter)
     }
 
+    /// A char-level vocabulary grown by the characters of `counts` (a text's) it lacks, each seen
+    /// at least the vocabulary's min count (rarer ones are left to `<unk>` where there is one),
+    /// most frequent first; the vocabulary as it is when there are none.
+    pub fn grown_by(&self, counts: impl IntoIterator<Item = (char, u64)>) -> Result<Vocab> {
+        let least = if self.unk.is_some() {
+            self.min_count.max(1)
+        } else {
+            1
+        };
+        let mut new: HashMap<char, u64> = HashMap::new();
+        for (c, n) in counts {
+            if self.char_id(c).is_none() {
+                *new.entry(c).or_insert(0) += n;
+            }
+        }
+        let mut new: Vec<(char, u64)> = new.into_iter().filter(|&(_, n)| n >= least).collect();
+        if new.is_empty() {
+            return Ok(self.clone());
+        }
+        new.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let chars: Vec<char> = new.iter().map(|&(c, _)| c).collect();
+        self.with_chars(&chars)
+    }
+
     /// A char-level vocabulary grown by `new` characters, given ids after the existing ones (whose
     /// ids do not move); what it knows of `<unk>` is kept.
     pub fn with_chars(&self, new: &[char]) -> Result<Vocab> {
@@ -449,13 +478,8 @@ impl Vocab {
         if self.level == Level::Char {
             return self.encode(text);
         }
-        if let (true, Some(unk)) = (self.native_cut, self.unk) {
-            let mut ids = Vec::with_capacity(text.len() / 4);
-            let mut push = |w: &str| ids.push(self.index.get(w).copied().unwrap_or(unk));
-            for line in lines_with_newlines(text) {
-                crate::words::for_each_word(line, self.segmenter, &mut push);
-            }
-            return Ok(ids);
+        if self.native_cut && self.unk.is_some() {
+            return self.encode_scoring(text, |_| {});
         }
         self.encode_bulk_reference(text)
     }
