@@ -101,9 +101,7 @@ pub fn render(i: &Info) -> String {
         },
         t.clip, t.batch, t.bptt, t.seed, t.eval_every,
         t.softmax_samples.map_or(String::new(), |k| format!(", sampled softmax K={k}"))
-            + &if t.dropout > 0.0 { format!(", dropout {}{}", t.dropout, if t.locked_dropout { " (locked)" } else { "" }) } else { String::new() }
-            + &if t.weight_decay > 0.0 { format!(", weight decay {}", t.weight_decay) } else { String::new() }
-            + &if t.average > 0.0 { format!(", weights averaged ({})", t.average) } else { String::new() }
+            + &t.regularisers()
     );
     s += &format!(
         "corpus       {}{} ({} chars, {} train / {} val tokens, sha256 {}…)\n",

@@ -17,7 +17,7 @@
 
 use crate::cell::{Cell, GraphWeights, LayerState};
 use crate::config::{ModelConfig, Param};
-use crate::stochastic::Sample;
+use crate::stochastic::{Masks, Sample};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap, RNN};
@@ -173,13 +173,18 @@ impl RecurrentLayer {
     }
 
     /// The per-sequence constants: transposes made contiguous once (a matmul against a transposed
-    /// view is much slower in candle) and the input bias.
-    fn prepared(&self) -> candle_core::Result<PreparedLayer> {
+    /// view is much slower in candle) and the input bias. With `w_mask` (DropConnect), the
+    /// sequence runs on W_hh ⊙ mask.
+    fn prepared(&self, w_mask: Option<&Tensor>) -> candle_core::Result<PreparedLayer> {
         let bias = self.cell.graph().input_bias(&self.bias_ih, &self.bias_hh)?;
+        let w_hh = match w_mask {
+            Some(m) => self.weight_hh.mul(&m.to_dtype(self.weight_hh.dtype())?)?,
+            None => self.weight_hh.clone(),
+        };
         Ok(PreparedLayer {
             w_ih_t: self.weight_ih.t()?.contiguous()?,
             w: GraphWeights {
-                w_hh_t: self.weight_hh.t()?.contiguous()?,
+                w_hh_t: w_hh.t()?.contiguous()?,
                 b_ih: self.bias_ih.clone(),
                 b_hh: self.bias_hh.clone(),
                 bias: bias.unsqueeze(0)?,
@@ -191,11 +196,23 @@ impl RecurrentLayer {
     /// Runs the layer over a sequence of inputs (each (batch,) ids or (batch, input) dense),
     /// starting from `s0`; returns every state.
     pub fn run(&self, inputs: &[Tensor], s0: &LayerState) -> candle_core::Result<Vec<LayerState>> {
-        let p = self.prepared()?;
+        self.run_masked(inputs, s0, None, &[])
+    }
+
+    /// [`RecurrentLayer::run`] while training with DropConnect (`w_mask`: W_hh's (G, H) mask)
+    /// and embedding dropout (`in_scale[t]`: (batch, 1) factors of step t's input term).
+    pub fn run_masked(
+        &self,
+        inputs: &[Tensor],
+        s0: &LayerState,
+        w_mask: Option<&Tensor>,
+        in_scale: &[Tensor],
+    ) -> candle_core::Result<Vec<LayerState>> {
+        let p = self.prepared(w_mask)?;
         let mut out = Vec::with_capacity(inputs.len());
         let mut s = s0.clone();
-        for x in inputs {
-            s = p.step(x, &s)?;
+        for (t, x) in inputs.iter().enumerate() {
+            s = p.step(x, &s, in_scale.get(t))?;
             out.push(s.clone());
         }
         Ok(out)
@@ -209,12 +226,21 @@ struct PreparedLayer {
 }
 
 impl PreparedLayer {
-    fn step(&self, x: &Tensor, s: &LayerState) -> candle_core::Result<LayerState> {
+    fn step(
+        &self,
+        x: &Tensor,
+        s: &LayerState,
+        scale: Option<&Tensor>,
+    ) -> candle_core::Result<LayerState> {
         let x_proj = if x.dtype().is_int() {
             // One-hot input: Uᵀ x(t) is row x(t) of (Uᵀ)ᵀ = U. A lookup, no FLOPs.
             self.w_ih_t.index_select(x, 0)?
         } else {
             x.matmul(&self.w_ih_t)?
+        };
+        let x_proj = match scale {
+            Some(k) => x_proj.broadcast_mul(&k.to_dtype(x_proj.dtype())?)?,
+            None => x_proj,
         };
         self.cell.graph().step(&self.w, &x_proj, s)
     }
@@ -234,7 +260,7 @@ impl RNN for RecurrentLayer {
     }
 
     fn step(&self, input: &Tensor, state: &LayerState) -> candle_core::Result<LayerState> {
-        self.prepared()?.step(input, state)
+        self.prepared(None)?.step(input, state, None)
     }
 
     /// `input` is (batch, seq_len) token ids or (batch, seq_len, features) dense.
@@ -249,6 +275,46 @@ impl RNN for RecurrentLayer {
     fn states_to_tensor(&self, states: &[LayerState]) -> candle_core::Result<Tensor> {
         let hs: Vec<&Tensor> = states.iter().map(|s| &s.h).collect();
         Tensor::stack(&hs, 1)
+    }
+}
+
+/// A training window's masks as the reference graph applies them (all empty: the plain forward).
+#[derive(Debug, Clone, Default)]
+pub struct WindowMasks {
+    /// Per layer, (T, batch, H): dropout on the outputs that go up.
+    pub outputs: Vec<Tensor>,
+    /// Per layer, (gates·H, H): DropConnect on W_hh.
+    pub weight_hh: Vec<Tensor>,
+    /// Per step, (batch, 1): embedding dropout's factor on layer 0's input term.
+    pub input: Vec<Tensor>,
+}
+
+impl WindowMasks {
+    /// The tensors of `masks` for a window of `ids` (time-major, T × batch) through a model of
+    /// `cfg`: the very values the fused window draws.
+    pub fn of(
+        masks: &Masks,
+        cfg: &ModelConfig,
+        ids: &[u32],
+        batch: usize,
+        dev: &Device,
+    ) -> candle_core::Result<WindowMasks> {
+        let (layers, hidden) = (cfg.layers, cfg.hidden);
+        let t_len = ids.len() / batch.max(1);
+        Ok(WindowMasks {
+            outputs: match masks.dropout {
+                Some(d) => d.mask_tensors(layers, t_len, batch, hidden, dev)?,
+                None => Vec::new(),
+            },
+            weight_hh: match masks.weight_drop {
+                Some(d) => d.mask_tensors(layers, cfg.cell().gates() * hidden, hidden, dev)?,
+                None => Vec::new(),
+            },
+            input: match masks.embed_drop {
+                Some(d) => d.scale_tensors(ids, batch, dev)?,
+                None => Vec::new(),
+            },
+        })
     }
 }
 
@@ -336,17 +402,17 @@ impl GraphModel {
         ids: &Tensor,
         state: &[Tensor],
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
-        self.forward_masked(ids, state, &[])
+        self.forward_masked(ids, state, &WindowMasks::default())
     }
 
-    /// [`GraphModel::forward`] with dropout: layer l's outputs are multiplied by `masks[l]`
-    /// (T, batch, H; see [`crate::stochastic::Dropout::mask_tensors`]) on their way up; the carried states are not.
-    /// No masks: the plain forward.
+    /// [`GraphModel::forward`] while training with `masks` ([`WindowMasks::of`]): dropout on the
+    /// layers' outputs on their way up (the carried states are not masked), DropConnect on W_hh
+    /// and embedding dropout on layer 0's input term. Empty masks: the plain forward.
     pub fn forward_masked(
         &self,
         ids: &Tensor,
         state: &[Tensor],
-        masks: &[Tensor],
+        masks: &WindowMasks,
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         let (hs, last) = self.forward_states_masked(ids, state, masks)?;
         let logits = hs
@@ -362,15 +428,15 @@ impl GraphModel {
         ids: &Tensor,
         state: &[Tensor],
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
-        self.forward_states_masked(ids, state, &[])
+        self.forward_states_masked(ids, state, &WindowMasks::default())
     }
 
-    /// [`GraphModel::forward_states`] with dropout masks (as [`GraphModel::forward_masked`]).
+    /// [`GraphModel::forward_states`] with a training window's masks (as [`GraphModel::forward_masked`]).
     pub fn forward_states_masked(
         &self,
         ids: &Tensor,
         state: &[Tensor],
-        masks: &[Tensor],
+        masks: &WindowMasks,
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         let (t_len, batch) = ids.dims2()?;
         // Token ids (layer 0 looks its input term up), or their embeddings (layer 0 reads them
@@ -389,12 +455,13 @@ impl GraphModel {
                 h: state[l].clone(),
                 c: state.get(layers + l).cloned(),
             };
-            let states = layer.run(&xs, &s0)?;
+            let in_scale: &[Tensor] = if l == 0 { &masks.input } else { &[] };
+            let states = layer.run_masked(&xs, &s0, masks.weight_hh.get(l), in_scale)?;
             let end = states.last().cloned().unwrap_or(s0);
             last.push(end.h);
             last_c.extend(end.c);
             xs = states.into_iter().map(|s| s.h).collect();
-            if let Some(mask) = masks.get(l) {
+            if let Some(mask) = masks.outputs.get(l) {
                 // Only the copy that goes up is masked; `last` (carried to the next window)
                 // and the recurrence inside `run` saw the unmasked states.
                 xs = xs

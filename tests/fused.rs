@@ -6,10 +6,11 @@ use candle_nn::VarBuilder;
 use elman::cell::Activation;
 use elman::config::ModelConfig;
 use elman::fused::{FusedWindow, Params};
+use elman::model::WindowMasks;
 use elman::model::{cross_entropy, init_params, sampled_softmax_loss, GraphModel};
 use elman::optim::grads_in_order;
-use elman::stochastic::Dropout;
 use elman::stochastic::Sample;
+use elman::stochastic::{Dropout, EmbedDrop, Masks, WeightDrop};
 use rand::SeedableRng;
 
 fn check(act: Activation, layers: usize, threads: usize, batch: usize, bptt: usize) {
@@ -42,6 +43,9 @@ struct Fixture {
     dropout: Option<f32>,
     /// The dropout mask kept at every time step.
     locked: bool,
+    /// DropConnect's and embedding dropout's rates.
+    weight_drop: Option<f32>,
+    embed_drop: Option<f32>,
 }
 
 /// What a window gives: its mean loss, the gradients in layout order, each layer's last state.
@@ -97,16 +101,22 @@ impl Fixture {
             sample,
             dropout,
             locked: false,
+            weight_drop: None,
+            embed_drop: None,
         }
     }
 
-    fn dropout_at(&self, step: u64) -> Option<Dropout> {
-        self.dropout.map(|p| Dropout {
-            p,
-            seed: 5,
-            step,
-            locked: self.locked,
-        })
+    fn masks_at(&self, step: u64) -> Masks {
+        Masks {
+            dropout: self.dropout.map(|p| Dropout {
+                p,
+                seed: 5,
+                step,
+                locked: self.locked,
+            }),
+            weight_drop: self.weight_drop.map(|p| WeightDrop { p, seed: 5, step }),
+            embed_drop: self.embed_drop.map(|p| EmbedDrop { p, seed: 5, step }),
+        }
     }
 
     /// The window through candle's graph and autograd.
@@ -122,10 +132,14 @@ impl Fixture {
             .iter()
             .map(|h| Tensor::from_slice(h, (batch, hidden), &dev).unwrap())
             .collect();
-        let masks = match self.dropout_at(3) {
-            Some(d) => d.mask_tensors(layers, bptt, batch, hidden, &dev).unwrap(),
-            None => Vec::new(),
-        };
+        let masks = WindowMasks::of(
+            &self.masks_at(3).active(),
+            &self.cfg,
+            &self.inputs,
+            batch,
+            &dev,
+        )
+        .unwrap();
         let (loss, last) = match &self.sample {
             None => {
                 let (logits, last) = model.forward_masked(&inp, &h0_t, &masks).unwrap();
@@ -172,7 +186,7 @@ impl Fixture {
                 .collect();
             let mut st = self.h0.clone();
             // (Other dropout masks too.)
-            fast.set_dropout(self.dropout_at(2));
+            fast.set_masks(self.masks_at(2));
             match &self.sample {
                 None => fast.step(&params, &other, &self.inputs, &mut st),
                 Some(smp) => {
@@ -183,7 +197,7 @@ impl Fixture {
             };
         }
         let mut state = self.h0.clone();
-        fast.set_dropout(self.dropout_at(3));
+        fast.set_masks(self.masks_at(3));
         let (inputs, targets) = (&self.inputs, &self.targets);
         let loss = match &self.sample {
             None => fast.step(&params, inputs, targets, &mut state),
@@ -602,5 +616,42 @@ fn locked_dropout_fused_equals_graph() {
         // And it is not plain dropout's mask.
         let plain = Fixture::new(cfg, (4, 5), None, Some(0.4)).reference();
         assert_ne!(plain.loss, fx.reference().loss, "{cell}");
+    }
+}
+
+/// DropConnect on W_hh and embedding dropout: the fused window and the graph drop the same
+/// weights and tokens and agree on the loss, every gradient and the carried state, for every cell,
+/// one-hot and through an embedding (tied too), with and without dropout on the outputs, any
+/// thread split; and a rate of 0 is bit for bit the window without it.
+#[test]
+fn weight_and_embedding_drop_fused_equals_graph() {
+    use elman::cell::CellKind;
+    for (cell, layers, threads, embed, tied, dropout) in [
+        (CellKind::Elman, 2, 2, None, false, Some(0.3)),
+        (CellKind::Elman, 1, 1, Some(6), false, None),
+        (CellKind::Lstm, 2, 3, Some(16), true, Some(0.2)),
+        (CellKind::Gru, 1, 2, None, false, None),
+    ] {
+        let cfg = ModelConfig {
+            cell,
+            layers,
+            embed,
+            tied,
+            ..ModelConfig::new(11, 16)
+        };
+        let mut fx = Fixture::new(cfg, (4, 5), None, dropout);
+        fx.weight_drop = Some(0.4);
+        fx.embed_drop = Some(0.3);
+        compare(&fx, threads);
+        // The masks change the window (they are not all ones).
+        let plain = Fixture::new(cfg, (4, 5), None, dropout);
+        assert_ne!(plain.reference().loss, fx.reference().loss, "{cell}");
+        // Rates of 0: exactly the plain window.
+        fx.weight_drop = Some(0.0);
+        fx.embed_drop = Some(0.0);
+        let (zero, none) = (fx.fused(threads), plain.fused(threads));
+        assert_eq!(zero.loss.to_bits(), none.loss.to_bits(), "{cell}");
+        assert_eq!(zero.grads, none.grads, "{cell}");
+        assert_eq!(zero.last, none.last, "{cell}");
     }
 }

@@ -6,8 +6,9 @@ use candle_nn::{VarBuilder, RNN};
 use elman::cell::Activation;
 use elman::cell::CellKind;
 use elman::config::ModelConfig;
+use elman::model::WindowMasks;
 use elman::model::{cross_entropy, init_params, GraphModel};
-use elman::stochastic::Dropout;
+use elman::stochastic::{Dropout, EmbedDrop, Masks, WeightDrop};
 use std::collections::HashMap;
 
 fn tensors(pairs: &[(&str, Vec<f64>, Vec<usize>)]) -> HashMap<String, Tensor> {
@@ -97,7 +98,13 @@ fn sigmoid_is_the_logistic_function() {
 }
 
 /// Loss of a fixed window as a function of the parameters (f64 throughout).
-fn loss_of(m: &GraphModel, ids: &Tensor, tgt: &Tensor, h0: &[Tensor], masks: &[Tensor]) -> Tensor {
+fn loss_of(
+    m: &GraphModel,
+    ids: &Tensor,
+    tgt: &Tensor,
+    h0: &[Tensor],
+    masks: &WindowMasks,
+) -> Tensor {
     let (logits, _) = m.forward_masked(ids, h0, masks).unwrap();
     cross_entropy(&logits, tgt).unwrap()
 }
@@ -119,8 +126,26 @@ fn gradcheck_with(activation: Activation, layers: usize, dropout: Option<f32>) {
     gradcheck_cfg(cfg, dropout);
 }
 
+/// The masks of a gradient check: dropout on the outputs at rate `p`, if any.
+fn output_dropout(p: Option<f32>) -> Masks {
+    Masks {
+        dropout: p.map(|p| Dropout {
+            p,
+            seed: 3,
+            step: 0,
+            locked: false,
+        }),
+        ..Masks::default()
+    }
+}
+
 /// Autograd against central differences; with `dropout = Some(p)`, through fixed dropout masks.
 fn gradcheck_cfg(cfg: ModelConfig, dropout: Option<f32>) {
+    gradcheck_masked(cfg, output_dropout(dropout));
+}
+
+/// Autograd against central differences through a window's fixed `masks`.
+fn gradcheck_masked(cfg: ModelConfig, masks: Masks) {
     let dev = Device::Cpu;
     let (layers, activation) = (cfg.layers, cfg.activation);
     let varmap = init_params(&cfg, 7, DType::F64, &dev).unwrap();
@@ -132,6 +157,7 @@ fn gradcheck_cfg(cfg: ModelConfig, dropout: Option<f32>) {
     let (t, b) = (6usize, 3usize);
     let ids: Vec<u32> = (0..t * b).map(|i| ((i * 7 + 3) % 5) as u32).collect();
     let tgt: Vec<u32> = (0..t * b).map(|i| ((i * 3 + 1) % 5) as u32).collect();
+    let masks = WindowMasks::of(&masks.active(), &cfg, &ids, b, &dev).unwrap();
     let ids = Tensor::from_vec(ids, (t, b), &dev).unwrap();
     let tgt = Tensor::from_vec(tgt, t * b, &dev).unwrap();
     // A non-zero carried-in state: its path is part of BPTT too (an LSTM's c as well).
@@ -147,17 +173,6 @@ fn gradcheck_cfg(cfg: ModelConfig, dropout: Option<f32>) {
             .unwrap()
         })
         .collect();
-    let masks = match dropout {
-        Some(p) => Dropout {
-            p,
-            seed: 3,
-            step: 0,
-            locked: false,
-        }
-        .mask_tensors(layers, t, b, 4, &dev)
-        .unwrap(),
-        None => Vec::new(),
-    };
     let grads = loss_of(&m, &ids, &tgt, &h0, &masks).backward().unwrap();
     let vars: Vec<(String, Var)> = {
         let d = varmap.data().lock().unwrap();
@@ -515,4 +530,98 @@ fn a_grown_vocabulary_keeps_the_old_model_and_starts_new_tokens_as_unk() {
             }
         }
     }
+}
+
+/// DropConnect on W_hh and embedding dropout, with and without dropout on the outputs, one-hot and
+/// through an embedding, every cell: the graph against central differences (so the fused path,
+/// held to the graph in tests/fused.rs, is right too).
+#[test]
+fn gradients_match_finite_differences_through_weight_and_embedding_drop() {
+    for (cell, embed, layers, dropout) in [
+        (CellKind::Elman, None, 2, Some(0.3)),
+        (CellKind::Elman, Some(3), 1, None),
+        (CellKind::Lstm, Some(4), 2, None),
+        (CellKind::Gru, None, 1, Some(0.3)),
+    ] {
+        let masks = Masks {
+            weight_drop: Some(WeightDrop {
+                p: 0.4,
+                seed: 9,
+                step: 2,
+            }),
+            embed_drop: Some(EmbedDrop {
+                p: 0.4,
+                seed: 9,
+                step: 2,
+            }),
+            ..output_dropout(dropout)
+        };
+        gradcheck_masked(
+            ModelConfig {
+                layers,
+                cell,
+                embed,
+                ..ModelConfig::new(5, 4)
+            },
+            masks,
+        );
+    }
+}
+
+/// DropConnect's masks drop at their rate, the same for the same (seed, step, layer) and not
+/// otherwise; embedding dropout drops whole tokens at its rate, the same token the same way
+/// throughout a window.
+#[test]
+fn weight_and_embedding_masks_drop_at_their_rate_and_depend_on_every_key() {
+    let n = 40_000;
+    for p in [0.1f32, 0.5] {
+        let w = WeightDrop {
+            p,
+            seed: 1,
+            step: 3,
+        };
+        let mut m = vec![f32::NAN; n];
+        w.mask(1, &mut m);
+        assert!(m.iter().all(|&v| v == 0.0 || v == 1.0 / (1.0 - p)));
+        let rate = m.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+        // The standard error is at most 0.0025.
+        assert!((rate - p as f64).abs() < 0.012, "p = {p}: dropped {rate}");
+        let mask = |w: WeightDrop, l| {
+            let mut m = vec![0.0; 64];
+            w.mask(l, &mut m);
+            m
+        };
+        assert_eq!(mask(w, 1), mask(w, 1));
+        assert_ne!(mask(w, 1), mask(w, 0));
+        assert_ne!(mask(w, 1), mask(WeightDrop { step: 4, ..w }, 1));
+        assert_ne!(mask(w, 1), mask(WeightDrop { seed: 2, ..w }, 1));
+
+        let e = EmbedDrop {
+            p,
+            seed: 1,
+            step: 3,
+        };
+        let keep: Vec<f32> = (0..n as u32).map(|x| e.keep(x)).collect();
+        assert!(keep.iter().all(|&v| v == 0.0 || v == 1.0 / (1.0 - p)));
+        let rate = keep.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+        assert!((rate - p as f64).abs() < 0.012, "p = {p}: dropped {rate}");
+        let other = EmbedDrop { step: 4, ..e };
+        assert!((0..200).any(|x| e.keep(x) != other.keep(x)));
+        // A window reading token 5 at every place: one factor everywhere.
+        let dev = Device::Cpu;
+        let ids = vec![5u32; 12];
+        let t = e.scale_tensors(&ids, 3, &dev).unwrap();
+        assert_eq!(t.len(), 4);
+        for step in &t {
+            let v: Vec<Vec<f32>> = step.to_vec2().unwrap();
+            assert!(v.iter().all(|r| r[0] == e.keep(5)));
+        }
+    }
+    assert!((0..1000).all(|x| EmbedDrop {
+        p: 0.0,
+        seed: 1,
+        step: 0
+    }
+    .keep(x)
+        == 1.0));
 }

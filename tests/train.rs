@@ -804,3 +804,89 @@ fn locked_dropout_resumes_exactly_and_needs_dropout() {
         "{err}"
     );
 }
+
+/// `--weight-drop` and `--embed-dropout`: kept in the checkpoint and resumed bit for bit (their
+/// masks are pure functions of the seed and the step), a run through the fused window ends where
+/// one through candle's graph (`--reference`) does, rates of 0 are the run without them, and
+/// a rate outside [0, 1) is refused naming the flag.
+#[test]
+fn weight_and_embedding_drop_resume_exactly_and_match_the_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let dir = |n: &str| tmp.path().join(n);
+    let mut args = tiny_args(&f, &dir("whole"), 40);
+    args.hyper.layers = Some(2);
+    args.hyper.weight_drop = Some(0.4);
+    args.hyper.embed_dropout = Some(0.2);
+    args.hyper.dropout = Some(0.2);
+    args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
+    train(&args, &one_thread()).unwrap();
+    let mut first = args.clone();
+    first.out = Some(dir("parts"));
+    first.steps = Some(17);
+    train(&first, &one_thread()).unwrap();
+    let resume = TrainArgs {
+        resume: Some(dir("parts")),
+        steps: Some(40),
+        quiet: true,
+        ..Default::default()
+    };
+    train(&resume, &one_thread()).unwrap();
+    assert_eq!(
+        tensors_of(&dir("whole").join(STATE_FILE)),
+        tensors_of(&dir("parts").join(STATE_FILE))
+    );
+    let c = checkpoint::read_config(&dir("parts")).unwrap().training;
+    assert_eq!((c.weight_drop, c.embed_dropout), (0.4, 0.2));
+
+    // The graph: the same run, to within float rounding over 40 steps.
+    let mut graph = args.clone();
+    graph.out = Some(dir("graph"));
+    graph.reference = true;
+    train(&graph, &one_thread()).unwrap();
+    for ((name, a), (_, b)) in tensors_of(&dir("whole").join(STATE_FILE))
+        .iter()
+        .zip(&tensors_of(&dir("graph").join(STATE_FILE)))
+    {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-3,
+            "{name}: the fused run and the graph's differ by {worst}"
+        );
+    }
+
+    // Rates of 0 are no regulariser, bit for bit; any other rate changes the run.
+    let mut none = args.clone();
+    none.out = Some(dir("none"));
+    none.hyper.weight_drop = None;
+    none.hyper.embed_dropout = None;
+    train(&none, &one_thread()).unwrap();
+    let mut zero = none.clone();
+    zero.out = Some(dir("zero"));
+    zero.hyper.weight_drop = Some(0.0);
+    zero.hyper.embed_dropout = Some(0.0);
+    train(&zero, &one_thread()).unwrap();
+    assert_eq!(
+        tensors_of(&dir("none").join(STATE_FILE)),
+        tensors_of(&dir("zero").join(STATE_FILE))
+    );
+    assert_ne!(
+        tensors_of(&dir("whole").join(STATE_FILE)),
+        tensors_of(&dir("none").join(STATE_FILE))
+    );
+    for (flag, p) in [("--weight-drop", 1.0), ("--embed-dropout", -0.1)] {
+        let mut bad = none.clone();
+        bad.out = Some(dir("bad"));
+        if flag == "--weight-drop" {
+            bad.hyper.weight_drop = Some(p);
+        } else {
+            bad.hyper.embed_dropout = Some(p);
+        }
+        let err = train(&bad, &one_thread()).unwrap_err().to_string();
+        assert!(err.contains(flag) && err.contains("[0, 1)"), "{err}");
+    }
+}

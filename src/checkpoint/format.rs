@@ -133,6 +133,41 @@ pub struct TrainConfig {
     /// dropout). Absent from runs made without it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locked_dropout: bool,
+    /// DropConnect's rate on every layer's W_hh, one mask per window (0: none). Absent from runs
+    /// made without it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_drop: f64,
+    /// Embedding dropout's rate: whole tokens dropped from a window's input (0: none). Absent from
+    /// runs made without it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub embed_dropout: f64,
+}
+
+impl TrainConfig {
+    /// The regularisers in use, as the run's header and `elman info` name them: ", dropout 0.2
+    /// (locked), DropConnect 0.3, ..." (empty when none).
+    pub fn regularisers(&self) -> String {
+        let mut s = String::new();
+        if self.dropout > 0.0 {
+            s += &format!(", dropout {}", self.dropout);
+            if self.locked_dropout {
+                s += " (locked)";
+            }
+        }
+        if self.weight_drop > 0.0 {
+            s += &format!(", DropConnect {} on W_hh", self.weight_drop);
+        }
+        if self.embed_dropout > 0.0 {
+            s += &format!(", embedding dropout {}", self.embed_dropout);
+        }
+        if self.weight_decay > 0.0 {
+            s += &format!(", weight decay {}", self.weight_decay);
+        }
+        if self.average > 0.0 {
+            s += &format!(", weights averaged ({})", self.average);
+        }
+        s
+    }
 }
 
 fn is_zero(x: &f64) -> bool {

@@ -143,6 +143,27 @@ pub struct HyperArgs {
     /// stream and keep it at every time step, so a unit is dropped for the whole sequence.
     #[arg(long, help_heading = "Training")]
     pub locked_dropout: bool,
+    /// DropConnect on the recurrent weights (AWD-LSTM's WeightDrop): each weight of every layer's
+    /// W_hh is dropped with probability P for a whole window, the same for every stream and time
+    /// step, and the rest scaled by 1/(1 − P); regularises the recurrence itself (0.2–0.5 is
+    /// usual) [default: 0].
+    #[arg(
+        long,
+        value_name = "P",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
+    pub weight_drop: Option<f64>,
+    /// Embedding dropout (AWD-LSTM's): each token of the vocabulary is dropped from a window's
+    /// input with probability P (every place it is read gets only the bias), the rest scaled by
+    /// 1/(1 − P), so the model cannot lean on one token's embedding (0.1 is usual) [default: 0].
+    #[arg(
+        long,
+        value_name = "P",
+        allow_negative_numbers = true,
+        help_heading = "Training"
+    )]
+    pub embed_dropout: Option<f64>,
     /// Validate and save an exponential moving average of the weights with decay B (0.999 is
     /// usual: about the last thousand steps) instead of the latest ones; training goes on from the
     /// latest, and a resumed run keeps the average exactly [default: 0, off].
@@ -192,6 +213,8 @@ impl From<HyperArgs> for Hyper {
             dropout: a.dropout,
             weight_decay: a.weight_decay,
             locked_dropout: a.locked_dropout,
+            weight_drop: a.weight_drop,
+            embed_dropout: a.embed_dropout,
             average: a.average,
             val_fraction: a.val_fraction,
             eval_every: a.eval_every,

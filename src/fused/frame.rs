@@ -7,7 +7,7 @@ use crate::cell::{Cell, LayerBuf};
 use crate::config::{ModelConfig, Param, ParamLayout};
 use crate::kernels::gemm::mm;
 use crate::kernels::packed::PackedB;
-use crate::stochastic::{Dropout, Sample};
+use crate::stochastic::{Dropout, EmbedDrop, Sample};
 
 /// The parameters as flat row-major slices, in layout order, found by role.
 pub struct Params<'a> {
@@ -101,14 +101,17 @@ pub(super) struct Sampled<'a> {
 }
 
 /// Layer 0's input term for each token of `tokens`: the token's column of W_ih (one-hot input), or
-/// its embedding times W_ihᵀ (one small product for all of them), plus the input `bias`; token x's
-/// row goes to row `row_of(x)` of `table` (G floats a row). `scratch` holds the embeddings and
-/// their products meanwhile.
+/// its embedding times W_ihᵀ (one small product for all of them), times the token's embedding
+/// dropout factor (`drop`; training only), plus the input `bias`; token x's row goes to row
+/// `row_of(x)` of `table` (G floats a row). `scratch` holds the embeddings and their products
+/// meanwhile.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn input_table(
     cfg: &ModelConfig,
     params: &Params,
     tokens: &[u32],
     bias: &[f32],
+    drop: Option<&EmbedDrop>,
     table: &mut [f32],
     scratch: &mut Vec<f32>,
     row_of: impl Fn(u32) -> usize,
@@ -116,15 +119,17 @@ pub(super) fn input_table(
     let g = bias.len();
     let v = cfg.vocab_size;
     let w_ih = params.get(Param::WeightIh(0));
+    // ×1.0 is exact: without embedding dropout the table is what it always was.
+    let keep = |x: u32| drop.map_or(1.0, |d| d.keep(x));
     match cfg.embed {
         None => {
             // Uᵀ rows of the tokens read: a strided gather of their columns, not a transpose of
             // all V (which dominates at word level).
             for &x in tokens {
-                let r = row_of(x);
+                let (r, k) = (row_of(x), keep(x));
                 let row = &mut table[r * g..(r + 1) * g];
                 for (i, (o, b)) in row.iter_mut().zip(bias).enumerate() {
-                    *o = w_ih[i * v + x as usize] + b;
+                    *o = w_ih[i * v + x as usize] * k + b;
                 }
             }
         }
@@ -141,10 +146,10 @@ pub(super) fn input_table(
             // (n × E) · W_ihᵀ (E × G); W_ih is G × E row-major.
             mm(n, g, e, prod, (g, 1), false, rows, (e, 1), w_ih, (1, e));
             for (j, &x) in tokens.iter().enumerate() {
-                let r = row_of(x);
+                let (r, k) = (row_of(x), keep(x));
                 let row = &mut table[r * g..(r + 1) * g];
                 for ((o, p), b) in row.iter_mut().zip(&prod[j * g..(j + 1) * g]).zip(bias) {
-                    *o = p + b;
+                    *o = p * k + b;
                 }
             }
         }
@@ -171,8 +176,10 @@ pub(super) struct Shared<'a> {
     pub(super) sampled: Option<Sampled<'a>>,
     pub(super) helpers: usize,
     pub(super) column_parts: usize,
-    /// Training with dropout on the layers' outputs (`model::Dropout`).
+    /// Training with dropout on the layers' outputs (`stochastic::Dropout`).
     pub(super) dropout: Option<Dropout>,
+    /// Training with embedding dropout: layer 0's input rows and their gradients are scaled.
+    pub(super) embed_drop: Option<EmbedDrop>,
 }
 
 /// Runs one window on the works (one thread each, the first on the caller's), sums the

@@ -37,7 +37,7 @@ pub use frame::{with_params, Params};
 use crate::cell::{Cell, Window};
 use crate::config::{ModelConfig, Param, ParamLayout};
 use crate::kernels::packed::PackedB;
-use crate::stochastic::Dropout;
+use crate::stochastic::Masks;
 use crate::stochastic::Sample;
 use frame::{execute, input_table, Sampled, Shared, Work};
 
@@ -76,8 +76,11 @@ pub struct FusedWindow {
     helpers: usize,
     /// Threads that share each recurrence step of a stream-share when only scoring.
     column_parts: usize,
-    /// Dropout for the next training window (`set_dropout`).
-    dropout: Option<Dropout>,
+    /// The masks of the next training window (`set_masks`).
+    masks: Masks,
+    /// DropConnect: each layer's W_hh mask and the thinned W_hh that is packed instead of W_hh.
+    w_mask: Vec<Vec<f32>>,
+    w_thin: Vec<f32>,
 }
 
 /// How the threads of one fused window are used: decided here, once, from the streams and the
@@ -241,14 +244,16 @@ impl FusedWindow {
             table_scratch: Vec::new(),
             helpers: plan.helpers,
             column_parts: plan.column_parts,
-            dropout: None,
+            masks: Masks::default(),
+            w_mask: Vec::new(),
+            w_thin: Vec::new(),
         }
     }
 
-    /// Dropout for the windows that follow (`None`, or p = 0: none); its `step` picks the masks,
-    /// so set it before every window.
-    pub fn set_dropout(&mut self, dropout: Option<Dropout>) {
-        self.dropout = dropout.filter(|d| d.p > 0.0);
+    /// The masks of the windows that follow (a rate of 0: none); their `step` picks them, so set
+    /// them before every window.
+    pub fn set_masks(&mut self, masks: Masks) {
+        self.masks = masks.active();
     }
 
     /// One window with a sampled softmax (the decoder sees the targets and `sample`'s K ids, not
@@ -333,13 +338,25 @@ impl FusedWindow {
             params,
             &self.distinct,
             &self.bias[0],
+            self.masks.embed_drop.as_ref(),
             &mut self.u0_t,
             &mut self.table_scratch,
             |x| x as usize,
         );
-        // The optimizer changed W in place since the last window: pack it afresh.
+        // The optimizer changed W in place since the last window: pack it afresh (with
+        // DropConnect, the window's thinned W ⊙ M instead).
+        self.w_mask.resize_with(self.config.layers, Vec::new);
         for l in 0..self.config.layers {
-            let w = params.get(Param::WeightHh(l));
+            let mut w = params.get(Param::WeightHh(l));
+            if let Some(d) = self.masks.weight_drop {
+                let mask = &mut self.w_mask[l];
+                mask.resize(w.len(), 0.0);
+                d.mask(l, mask);
+                self.w_thin.clear();
+                self.w_thin
+                    .extend(w.iter().zip(mask.iter()).map(|(w, m)| w * m));
+                w = &self.w_thin;
+            }
             self.w_fwd[l].pack(w, h, g, (1, h));
             self.w_bwd[l].pack(w, g, h, (h, 1));
         }
@@ -361,7 +378,8 @@ impl FusedWindow {
             targets,
             helpers: self.helpers,
             column_parts: self.column_parts,
-            dropout: self.dropout,
+            dropout: self.masks.dropout,
+            embed_drop: self.masks.embed_drop,
             sampled: sample.map(|smp| Sampled {
                 sample: smp,
                 dec_s: &self.dec_s,
@@ -369,6 +387,16 @@ impl FusedWindow {
                 slot: &self.slot,
             }),
         };
-        execute(&mut self.works, &mut self.grads, &shared, state)
+        let loss = execute(&mut self.works, &mut self.grads, &shared, state);
+        if self.masks.weight_drop.is_some() {
+            // The window ran on W ⊙ M: dL/dW = dL/d(W ⊙ M) ⊙ M.
+            for l in 0..self.config.layers {
+                let gw = &mut self.grads[self.layout.index(Param::WeightHh(l))];
+                gw.iter_mut()
+                    .zip(&self.w_mask[l])
+                    .for_each(|(g, m)| *g *= m);
+            }
+        }
+        loss
     }
 }

@@ -47,6 +47,7 @@ impl FusedWindow {
             column_parts: self.column_parts,
             // Scoring runs the plain model.
             dropout: None,
+            embed_drop: None,
             sampled: None,
         };
         scratch.resize_with(self.works.len(), Vec::new);
@@ -127,6 +128,7 @@ impl ScoreWeights {
                 params,
                 &held32,
                 &bias[0],
+                None,
                 &mut u0_t,
                 &mut scratch,
                 |x| row[x as usize] as usize,

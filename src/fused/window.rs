@@ -2,7 +2,8 @@
 //! decoder (in `decoder.rs`), and back-propagation through time, layer by layer from the top, into
 //! the thread's own gradient buffers (`frame.rs` sums them in thread order). The cell's own step is
 //! `FusedCell::forward_layer` / `FusedCell::backward_layer`; what is common to every cell (the input term,
-//! the recurrent product's packing, dropout, the weight gradients) is here.
+//! the recurrent product's packing, dropout, the weight gradients) is here; DropConnect on W_hh is
+//! the caller's (`mod.rs` packs the thinned matrix and masks its gradient).
 
 use super::frame::{Shared, Work};
 use crate::cell::{BwdBufs, LayerBwd, LayerFwd, LayerInput, PreGrad, Window};
@@ -257,6 +258,16 @@ impl Work {
                     .iter_mut()
                     .zip(src)
                     .for_each(|(a, b)| *a += b);
+            }
+        }
+        if let Some(d) = sh.embed_drop {
+            // The input term was the token's row times its factor: so is its gradient (and,
+            // through it, W_ih's and the embedding's below).
+            for (r, &x) in self.in_ids.iter().enumerate() {
+                let k = d.keep(x);
+                self.du_rows[r * g..(r + 1) * g]
+                    .iter_mut()
+                    .for_each(|a| *a *= k);
             }
         }
         if let Some(e) = sh.cfg.embed {

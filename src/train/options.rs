@@ -135,6 +135,10 @@ pub struct Hyper {
     pub weight_decay: Option<f64>,
     /// Draw --dropout's mask once per window and stream and keep it at every time step.
     pub locked_dropout: bool,
+    /// DropConnect on every layer's W_hh: each weight dropped with probability P for a window.
+    pub weight_drop: Option<f64>,
+    /// Embedding dropout: each token dropped from a window's input with probability P.
+    pub embed_dropout: Option<f64>,
     /// Validate and save a moving average of the weights with this decay (0.999 is usual) instead
     /// of the latest ones [default: 0, off].
     pub average: Option<f64>,
@@ -197,6 +201,8 @@ impl Hyper {
             dropout: Some(tc.dropout),
             weight_decay: Some(tc.weight_decay),
             locked_dropout: tc.locked_dropout,
+            weight_drop: Some(tc.weight_drop),
+            embed_dropout: Some(tc.embed_dropout),
             average: Some(tc.average),
             val_fraction: Some(tc.val_fraction),
             eval_every: Some(tc.eval_every),
@@ -230,7 +236,8 @@ impl Hyper {
             val_fraction "--val-fraction", eval_every "--eval-every", seed "--seed",
             dropout "--dropout", sampled_softmax "--sampled-softmax",
             weight_decay "--weight-decay", average "--average",
-            locked_dropout "--locked-dropout");
+            locked_dropout "--locked-dropout", weight_drop "--weight-drop",
+            embed_dropout "--embed-dropout");
         differ!(true: level "--level", max_vocab "--max-vocab", min_count "--min-count",
             segmenter "--segmenter", nfc "--nfc");
         differ!(false: schedule "--schedule");
@@ -284,6 +291,15 @@ pub fn check_hyper(tc: &TrainConfig, mc: &ModelConfig) -> Result<()> {
             tc.weight_decay,
             1.0 / tc.lr
         );
+    }
+    for (p, flag, what) in [
+        (tc.weight_drop, "--weight-drop", "a recurrent weight"),
+        (tc.embed_dropout, "--embed-dropout", "a token's input"),
+    ] {
+        if !(p >= 0.0 && p < 1.0) {
+            // (NaN fails this too.)
+            bail!("{flag} {p} must be in [0, 1): the probability of dropping {what} (0 = off)");
+        }
     }
     if tc.locked_dropout && tc.dropout == 0.0 {
         bail!("--locked-dropout keeps --dropout's mask across time steps: give --dropout P too");

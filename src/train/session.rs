@@ -135,7 +135,8 @@ impl<'a> Session<'a> {
         }
         let stepper = Stepper::new(&model, tc.batch, tc.bptt, rt.threads, args.reference)
             .with_sampled_softmax(tc.softmax_samples, tc.seed)
-            .with_dropout(tc.dropout, tc.seed, tc.locked_dropout);
+            .with_dropout(tc.dropout, tc.seed, tc.locked_dropout)
+            .with_weight_noise(tc.weight_drop, tc.embed_dropout, tc.seed);
         if let Some(src) = &init_from {
             // Fine-tuning starts from the other run's best weights (with rows for the tokens a
             // grown vocabulary added).
@@ -777,23 +778,7 @@ fn intro_line(
             (true, None) => " falling linearly to 0".to_string(),
             _ => String::new(),
         },
-        if tc.dropout > 0.0 {
-            format!(
-                ", dropout {}{}",
-                tc.dropout,
-                if tc.locked_dropout { " (locked)" } else { "" }
-            )
-        } else {
-            String::new()
-        } + &if tc.weight_decay > 0.0 {
-            format!(", weight decay {}", tc.weight_decay)
-        } else {
-            String::new()
-        } + &if tc.average > 0.0 {
-            format!(", averaging the weights ({})", tc.average)
-        } else {
-            String::new()
-        },
+        tc.regularisers(),
     )
 }
 

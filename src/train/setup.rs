@@ -553,6 +553,8 @@ fn train_config(h: &Hyper, vocab_len: usize, base: Option<&TrainConfig>) -> Resu
         weight_decay: pickf(h.weight_decay, |b| b.weight_decay, 0.0),
         average: pickf(h.average, |b| b.average, 0.0),
         locked_dropout: h.locked_dropout || base.is_some_and(|b| b.locked_dropout),
+        weight_drop: pickf(h.weight_drop, |b| b.weight_drop, 0.0),
+        embed_dropout: pickf(h.embed_dropout, |b| b.embed_dropout, 0.0),
     };
     if !tc.plateau && (h.lr_decay.is_some() || h.patience.is_some()) {
         bail!("--lr-decay and --patience steer the plateau rule: add --schedule plateau");

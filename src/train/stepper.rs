@@ -7,9 +7,9 @@
 //! clipping and the optimizer's step — is written once, in [`Stepper::step`].
 
 use crate::fused::{with_params, FusedWindow};
-use crate::model::{cross_entropy, GraphModel};
+use crate::model::{cross_entropy, GraphModel, WindowMasks};
 use crate::optim::{clip_scale, grads_in_order, Optimizer};
-use crate::stochastic::{Dropout, Sample};
+use crate::stochastic::{Dropout, EmbedDrop, Masks, Sample, WeightDrop};
 use anyhow::Result;
 use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;
@@ -22,9 +22,9 @@ pub enum StepResult {
     Diverged(String),
 }
 
-/// What a window draws at random: its dropout masks and its sampled softmax's negatives.
+/// What a window draws at random: its masks and its sampled softmax's negatives.
 struct Noise<'a> {
-    dropout: Option<Dropout>,
+    masks: Masks,
     sample: Option<&'a Sample>,
 }
 
@@ -59,7 +59,7 @@ impl WindowBackend for Fused {
         noise: &Noise,
     ) -> Result<f64> {
         let fused = &mut self.0;
-        fused.set_dropout(noise.dropout);
+        fused.set_masks(noise.masks);
         let vars: Vec<&Tensor> = params.iter().map(|(_, v)| v.as_tensor()).collect();
         let config = fused.config;
         Ok(with_params(&config, &vars, |p| match noise.sample {
@@ -99,10 +99,7 @@ impl WindowBackend for Graph {
             .iter()
             .map(|h| Ok(Tensor::from_slice(h, (batch, hidden), &dev)?))
             .collect::<Result<Vec<_>>>()?;
-        let masks = match noise.dropout {
-            Some(d) => d.mask_tensors(self.model.config.layers, bptt, batch, hidden, &dev)?,
-            None => Vec::new(),
-        };
+        let masks = WindowMasks::of(&noise.masks.active(), &self.model.config, inp, batch, &dev)?;
         let (logits, last) = self.model.forward_masked(&inp_t, &h0, &masks)?;
         let loss_t = cross_entropy(&logits, &tgt_t)?;
         let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -128,6 +125,10 @@ pub struct Stepper {
     samples: Option<(usize, u64)>,
     /// Dropout probability, the run's seed and whether the mask is locked across time (`None`: no dropout).
     dropout: Option<(f32, u64, bool)>,
+    /// DropConnect's and embedding dropout's rates (0: none).
+    weight_drop: f32,
+    embed_drop: f32,
+    seed: u64,
     /// The step about to run (the sample drawn and the dropout masks are pure functions of seed
     /// and step).
     step_index: u64,
@@ -159,8 +160,20 @@ impl Stepper {
             diverge_limit: 3.0 * (mc.vocab_size as f64).ln() + 10.0,
             samples: None,
             dropout: None,
+            weight_drop: 0.0,
+            embed_drop: 0.0,
+            seed: 0,
             step_index: 0,
         }
+    }
+
+    /// Trains with DropConnect `weight_drop` on every layer's W_hh and embedding dropout
+    /// `embed_drop` on layer 0's input (0: none); the masks derive from `seed`.
+    pub fn with_weight_noise(mut self, weight_drop: f64, embed_drop: f64, seed: u64) -> Self {
+        self.weight_drop = weight_drop as f32;
+        self.embed_drop = embed_drop as f32;
+        self.seed = seed;
+        self
     }
 
     /// Trains with dropout `p` on the layers' outputs (0: none); the masks derive from `seed`.
@@ -197,13 +210,27 @@ impl Stepper {
             );
             Sample::draw(self.vocab, k, &mut rng)
         });
+        let seed = self.seed;
         let noise = Noise {
-            dropout: self.dropout.map(|(p, seed, locked)| Dropout {
-                p,
-                seed,
-                step,
-                locked,
-            }),
+            masks: Masks {
+                dropout: self.dropout.map(|(p, seed, locked)| Dropout {
+                    p,
+                    seed,
+                    step,
+                    locked,
+                }),
+                weight_drop: Some(WeightDrop {
+                    p: self.weight_drop,
+                    seed,
+                    step,
+                }),
+                embed_drop: Some(EmbedDrop {
+                    p: self.embed_drop,
+                    seed,
+                    step,
+                }),
+            }
+            .active(),
             sample: sample.as_ref(),
         };
         let mut next = state.to_vec();
