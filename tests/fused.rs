@@ -123,7 +123,7 @@ impl Fixture {
     fn reference(&self) -> Outcome {
         let dev = Device::Cpu;
         let (batch, bptt, n) = (self.batch, self.bptt, self.batch * self.bptt);
-        let (layers, hidden) = (self.cfg.layers, self.cfg.hidden);
+        let hidden = self.cfg.hidden;
         let model = &self.model;
         let inp = Tensor::from_vec(self.inputs.clone(), (bptt, batch), &dev).unwrap();
         let tgt = Tensor::from_vec(self.targets.clone(), n, &dev).unwrap();

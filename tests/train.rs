@@ -488,7 +488,7 @@ fn cell_gates(cell: elman::cell::CellKind) -> usize {
 /// The defaults a new run gets follow the text and the budget, and every option given wins.
 #[test]
 fn the_defaults_follow_the_text_and_the_budget() {
-    use elman::train::defaults::{dropout, planned_epochs, shape};
+    use elman::train::defaults::{average, dropout, planned_epochs, shape};
     use elman::vocab::Level;
     let none = Hyper::default();
     // The budget reads the text a dozen times, or hundreds of times.
@@ -575,9 +575,12 @@ fn the_defaults_follow_the_text_and_the_budget() {
         0.0
     );
     let ten_minutes = planned_epochs(&mc, &tc, n, None, None, Some(Duration::from_secs(600)));
-    assert_eq!(dropout(ten_minutes, 65, elman::cell::CellKind::Elman), 0.0);
+    assert_eq!(dropout(ten_minutes, 65, elman::cell::CellKind::Elman), 0.2);
     assert_eq!(dropout(60.0, 65, elman::cell::CellKind::Elman), 0.2);
-    assert_eq!(dropout(1000.0, 65, elman::cell::CellKind::Elman), 0.5);
+    assert_eq!(dropout(1000.0, 65, elman::cell::CellKind::Elman), 0.3);
+    // The weight average from 15 readings: 10 minutes, not 3.
+    assert_eq!(average(three_minutes), 0.0);
+    assert_eq!(average(ten_minutes), 0.999);
     // A large vocabulary memorises sooner.
     assert_eq!(dropout(6.0, 4_488, elman::cell::CellKind::Elman), 0.0);
     assert_eq!(dropout(21.0, 4_488, elman::cell::CellKind::Elman), 0.5);
@@ -585,7 +588,7 @@ fn the_defaults_follow_the_text_and_the_budget() {
     for cell in [elman::cell::CellKind::Lstm, elman::cell::CellKind::Gru] {
         assert_eq!(dropout(13.0, 65, cell), 0.0);
         assert_eq!(dropout(43.0, 65, cell), 0.5);
-        assert_eq!(dropout(43.0, 65, elman::cell::CellKind::Elman), 0.0);
+        assert_eq!(dropout(19.0, 65, elman::cell::CellKind::Elman), 0.0);
         assert_eq!(dropout(6.0, 4_488, cell), 0.0);
         assert_eq!(dropout(21.0, 4_488, cell), 0.5);
     }
@@ -889,4 +892,30 @@ fn weight_and_embedding_drop_resume_exactly_and_match_the_graph() {
         let err = train(&bad, &one_thread()).unwrap_err().to_string();
         assert!(err.contains(flag) && err.contains("[0, 1)"), "{err}");
     }
+}
+
+/// Where `--average` is silent, a run whose budget reads its text 15 times or more validates and
+/// saves the weights' moving average (0.999) and says so before it starts; a shorter one, or one
+/// given `--average 0`, keeps the latest weights.
+#[test]
+fn a_long_budget_averages_the_weights_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text: String = noisy_text().chars().take(1200).collect();
+    let f = write_corpus(tmp.path(), "short.txt", &text);
+    let dir = |n: &str| tmp.path().join(n);
+    let run = |name: &str, epochs: u64, average: Option<f64>| {
+        let mut args = tiny_args(&f, &dir(name), 0);
+        args.steps = None;
+        args.epochs = Some(epochs);
+        args.hyper.average = average;
+        train(&args, &one_thread()).unwrap();
+        checkpoint::read_config(&dir(name))
+            .unwrap()
+            .training
+            .average
+    };
+    assert_eq!(run("long", 16, None), 0.999);
+    assert_eq!(run("short", 14, None), 0.0);
+    assert_eq!(run("told", 16, Some(0.0)), 0.0);
+    assert_eq!(run("given", 3, Some(0.9)), 0.9);
 }

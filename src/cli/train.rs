@@ -121,7 +121,7 @@ pub struct HyperArgs {
     /// up (to the layer above and the decoder; never along the recurrence), scaling the rest by
     /// 1/(1 − P). Fights overfitting of big models on small texts (0.2–0.5 is usual); sampling,
     /// scoring and validation run the whole network [default: by how many times the budget will
-    /// read the text: on an alphabet 0 below 50 readings, 0.2 up to 100, 0.5 beyond (--cell lstm
+    /// read the text: on an alphabet 0 below 20 readings, 0.2 up to 100, 0.3 beyond (--cell lstm
     /// or gru: 0 below 20, 0.5 beyond); on more characters or words 0 below 10, 0.5 beyond].
     #[arg(
         long,
@@ -166,7 +166,8 @@ pub struct HyperArgs {
     pub embed_dropout: Option<f64>,
     /// Validate and save an exponential moving average of the weights with decay B (0.999 is
     /// usual: about the last thousand steps) instead of the latest ones; training goes on from the
-    /// latest, and a resumed run keeps the average exactly [default: 0, off].
+    /// latest, and a resumed run keeps the average exactly [default: 0.999 when the budget reads
+    /// the text 15 times or more, else 0 (off)].
     #[arg(
         long,
         value_name = "B",

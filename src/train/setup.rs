@@ -404,6 +404,16 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             format!("no dropout (the budget reads the text {often}{at})")
         });
     }
+    if h.average.is_none() {
+        tc.average = super::defaults::average(readings(&mc, &tc));
+        if tc.average > 0.0 {
+            chosen.push(format!(
+                "a moving average of the weights ({}, about the last {} steps) for validation and the saved model (--average 0 for the latest weights)",
+                tc.average,
+                (1.0 / (1.0 - tc.average)).round()
+            ));
+        }
+    }
     default_eval_every(h, &mut tc, &mc, &data);
     check_hyper(&tc, &mc)?;
     if mc.vocab_size > crate::config::MAX_VOCAB {
