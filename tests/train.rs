@@ -523,6 +523,30 @@ fn the_defaults_follow_the_text_and_the_budget() {
         ..Default::default()
     };
     assert_eq!(shape(&elman_cell, Level::Char, 65, few).hidden, 512);
+    // A budget that reads an alphabet many times buys width: the widest that still reads it 20
+    // times (readings here fall with the recurrence's cost, as planned_epochs' do).
+    let by_width = |reads_at_512: f64| {
+        move |s: &elman::train::defaults::Shape| {
+            reads_at_512 * (512.0 * 512.0) / (s.hidden * s.hidden) as f64
+        }
+    };
+    assert_eq!(shape(&none, Level::Char, 65, by_width(14.0)).hidden, 512);
+    assert_eq!(shape(&none, Level::Char, 65, by_width(46.0)).hidden, 768);
+    let s = shape(&none, Level::Char, 65, by_width(137.0));
+    assert_eq!(s.hidden, 768);
+    assert!(s.chosen[0].contains("wider while the budget still reads the text 20 times"));
+    // Not a gated cell (its width is unmeasured), nor a large vocabulary.
+    let lstm = Hyper {
+        cell: Some(elman::cell::CellKind::Lstm),
+        ..Default::default()
+    };
+    assert_eq!(shape(&lstm, Level::Char, 65, by_width(137.0)).hidden, 256);
+    assert_eq!(
+        shape(&none, Level::Char, 4_488, by_width(137.0)).hidden,
+        256
+    );
+    // Under --epochs or --steps a wider model reads the text as often, only slower: no widening.
+    assert_eq!(shape(&none, Level::Char, 65, |_| 137.0).hidden, 512);
     // Words: word_language_model's tied embedding.
     let s = shape(&none, Level::Word, 33_278, few);
     assert_eq!((s.hidden, s.embed, s.tied), (256, Some(256), true));

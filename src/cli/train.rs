@@ -38,7 +38,8 @@ pub struct HyperArgs {
     #[arg(long, value_enum, help_heading = "Model")]
     pub cell: Option<CellKind>,
     /// Hidden units per layer [default: 512 for the Elman cell at char level on a vocabulary of at
-    /// most 256 tokens (an alphabet: the decoder is cheap, so the recurrence can be wide), else 256].
+    /// most 256 tokens (an alphabet: the decoder is cheap, so the recurrence can be wide; with
+    /// --time, 768 when the budget still reads the text 20 times at that width), else 256].
     #[arg(long, value_name = "H", help_heading = "Model")]
     pub hidden: Option<usize>,
     /// Read the input as an embedding of E units (PyTorch's nn.Embedding, `encoder.weight`) that

@@ -49,6 +49,16 @@ pub struct Shape {
     pub chosen: Vec<String>,
 }
 
+/// The Elman cell on an alphabet is widened to the first of these that a time budget still reads
+/// the text [`WIDEN_READINGS`] times with (else it stays at 512): past ~20 readings a 512-wide
+/// model has learned what it can and memorises (tiny Shakespeare: 3 and 10 minutes at 512 scored
+/// the same, 1.5196 and 1.5194; 768 in 10 minutes, 1.5128). Not 1024: in 30 minutes it read the
+/// text only ~25 times on one thread and memorised all the same (1.5306, train 1.39).
+pub const WIDER: [usize; 1] = [768];
+
+/// See [`WIDER`].
+pub const WIDEN_READINGS: f64 = 20.0;
+
 /// A large vocabulary's tied embedding pays while the budget reads the text fewer times than this.
 pub const TIE_READINGS: f64 = 100.0;
 
@@ -62,18 +72,38 @@ pub fn shape(h: &Hyper, level: Level, vocab: usize, readings: impl Fn(&Shape) ->
     let hidden = h.hidden.unwrap_or_else(|| {
         // A gated cell's step costs 3–4 recurrent products: at 256 an LSTM's step costs what the
         // Elman cell's does at 512.
-        let hidden = if small && level == Level::Char && !gated {
-            512
+        let alphabet_elman = small && level == Level::Char && !gated;
+        let base = if alphabet_elman { 512 } else { 256 };
+        // A time budget long enough to read the text many times at 512 buys width instead: the
+        // widest that still reads it WIDEN_READINGS times. (Under --epochs or --steps a wider
+        // model reads the text as often, only slower: no trade to make.)
+        let input = if h.one_hot {
+            None
         } else {
-            256
+            Some(h.embed.unwrap_or(64))
         };
+        let reads_at = |hidden| {
+            readings(&Shape {
+                hidden,
+                embed: input,
+                tied: h.tie,
+                chosen: Vec::new(),
+            })
+        };
+        let at_base = reads_at(base);
+        let wider = WIDER
+            .into_iter()
+            .find(|&w| alphabet_elman && reads_at(w) >= WIDEN_READINGS && reads_at(w) < at_base);
+        let hidden = wider.unwrap_or(base);
         chosen.push(format!(
             "{hidden} hidden units (a {} vocabulary{})",
             if small { "small" } else { "large" },
             if gated && small && level == Level::Char {
-                ", a gated cell"
+                ", a gated cell".to_string()
+            } else if wider.is_some() {
+                format!("; wider while the budget still reads the text {WIDEN_READINGS:.0} times")
             } else {
-                ""
+                String::new()
             }
         ));
         hidden
@@ -124,10 +154,10 @@ pub fn shape(h: &Hyper, level: Level, vocab: usize, readings: impl Fn(&Shape) ->
     }
 }
 
-/// The FLOP rate that turns a budget in time into tokens, for the default dropout only: about what
-/// one of this project's 2-core machines sustains while training (110–190 GFLOP/s measured on
-/// the AVX2 kind at 1–2 threads, more on AVX-512). Within a factor of three either way the rule
-/// below picks the same dropout for every reference corpus.
+/// The FLOP rate that turns a budget in time into tokens for the defaults that go by readings
+/// (width, dropout, the weight average): about what one of this project's 2-core machines
+/// sustains while training (110–190 GFLOP/s measured on the AVX2 kind at 1–2 threads, more on
+/// AVX-512). A fixed rate, not this machine's, so the same command makes the same model anywhere.
 pub const NOMINAL_FLOPS: f64 = 150e9;
 
 /// How many times a run will read its training text before its budget ends: the nearest of

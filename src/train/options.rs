@@ -75,7 +75,8 @@ pub struct Hyper {
     /// vanishing gradients) at 4× and 3× the recurrence's cost per step [default: elman].
     pub cell: Option<CellKind>,
     /// Hidden units per layer [default: 512 for the Elman cell at char level on a vocabulary of at
-    /// most 256 tokens (an alphabet: the decoder is cheap, so the recurrence can be wide), else 256].
+    /// most 256 tokens (an alphabet: the decoder is cheap, so the recurrence can be wide; with
+    /// --time, 768 when the budget still reads the text 20 times at that width), else 256].
     pub hidden: Option<usize>,
     /// Read the input as an embedding of E units (PyTorch's nn.Embedding, `encoder.weight`) that
     /// feeds the first layer through its input weights: every step trains the shared input

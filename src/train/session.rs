@@ -214,7 +214,7 @@ impl<'a> Session<'a> {
         }
         if !run_chosen.is_empty() {
             progress.say(format!(
-                "chosen for this text: {}; --hidden, --embed, --dropout and --lr set them, --one-hot is the book's model",
+                "chosen for this text: {}; --hidden, --embed, --dropout, --average and --lr set them, --one-hot is the book's model",
                 run_chosen.join(", ")
             ));
         }
