@@ -101,7 +101,9 @@ pub fn shape(h: &Hyper, level: Level, vocab: usize, readings: impl Fn(&Shape) ->
             if gated && small && level == Level::Char {
                 ", a gated cell".to_string()
             } else if wider.is_some() {
-                format!("; wider while the budget still reads the text {WIDEN_READINGS:.0} times")
+                format!(
+                    "; the budget still reads the text {WIDEN_READINGS:.0} times or more at this width"
+                )
             } else {
                 String::new()
             }

@@ -288,7 +288,7 @@ pub fn check_hyper(tc: &TrainConfig, mc: &ModelConfig) -> Result<()> {
     if !(tc.weight_decay >= 0.0 && tc.lr * tc.weight_decay < 1.0) {
         // (NaN fails this too.)
         bail!(
-            "--weight-decay {} must be ≥ 0 and below 1/lr = {} (each update shrinks the weights by lr·λ of themselves)",
+            "--weight-decay {} must be ≥ 0 and below 1/lr = {:.4} (each update shrinks the weights by lr·λ of themselves)",
             tc.weight_decay,
             1.0 / tc.lr
         );

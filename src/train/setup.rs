@@ -372,43 +372,46 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
     let shape = super::defaults::shape(h, vopts.level, vocab.len(), |s| readings(&config(s), &tc));
     let mc = config(&shape);
     chosen.splice(0..0, shape.chosen);
+    // The readings are what the dropout and average rules go by: said with either.
+    let planned = readings(&mc, &tc);
+    let often = match planned {
+        x if x < 0.5 => "less than once".to_string(),
+        x if x < 1.5 => "about once".to_string(),
+        x => format!("~{x:.0} times"),
+    };
+    // A time budget is turned into readings at a reference speed, not this machine's (so the same
+    // command makes the same model everywhere): say so.
+    let by_time = args.time.is_some_and(|t| {
+        let n = data.train().len();
+        super::defaults::planned_epochs(&mc, &tc, n, None, None, Some(t)) <= planned
+    });
+    let at = if by_time {
+        format!(
+            " at the reference {:.0} GFLOP/s",
+            super::defaults::NOMINAL_FLOPS / 1e9
+        )
+    } else {
+        String::new()
+    };
+    let reads = format!("the budget reads the text {often}{at}");
     if h.dropout.is_none() {
-        let planned = readings(&mc, &tc);
         tc.dropout = super::defaults::dropout(planned, mc.vocab_size, mc.cell);
-        // The readings are what the dropout rule went by: shown either way.
-        let often = match planned {
-            x if x < 0.5 => "less than once".to_string(),
-            x if x < 1.5 => "about once".to_string(),
-            x => format!("~{x:.0} times"),
-        };
-        // A time budget is turned into readings at a reference speed, not this machine's (so
-        // the same command makes the same model everywhere): say so.
-        let by_time = args.time.is_some_and(|t| {
-            let n = data.train().len();
-            super::defaults::planned_epochs(&mc, &tc, n, None, None, Some(t)) <= planned
-        });
-        let at = if by_time {
-            format!(
-                " at the reference {:.0} GFLOP/s",
-                super::defaults::NOMINAL_FLOPS / 1e9
-            )
-        } else {
-            String::new()
-        };
         chosen.push(if tc.dropout > 0.0 {
-            format!(
-                "dropout {} (the budget reads the text {often}{at})",
-                tc.dropout
-            )
+            format!("dropout {} ({reads})", tc.dropout)
         } else {
-            format!("no dropout (the budget reads the text {often}{at})")
+            format!("no dropout ({reads})")
         });
     }
     if h.average.is_none() {
-        tc.average = super::defaults::average(readings(&mc, &tc));
+        tc.average = super::defaults::average(planned);
         if tc.average > 0.0 {
+            let why = if h.dropout.is_none() {
+                format!("{:.0} readings or more", super::defaults::AVERAGE_FROM)
+            } else {
+                format!("{reads}, {:.0} or more", super::defaults::AVERAGE_FROM)
+            };
             chosen.push(format!(
-                "a moving average of the weights ({}, about the last {} steps) for validation and the saved model (--average 0 for the latest weights)",
+                "a moving average of the weights ({}, about the last {} steps) for validation and the saved model ({why}; --average 0 keeps the latest weights)",
                 tc.average,
                 (1.0 / (1.0 - tc.average)).round()
             ));
