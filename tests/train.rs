@@ -943,3 +943,18 @@ fn a_long_budget_averages_the_weights_by_default() {
     assert_eq!(run("told", 16, Some(0.0)), 0.0);
     assert_eq!(run("given", 3, Some(0.9)), 0.9);
 }
+
+/// `--locked-dropout` on a budget whose default is no dropout says so, instead of blaming a
+/// `--dropout 0` the user never gave.
+#[test]
+fn locked_dropout_without_a_default_dropout_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_corpus(tmp.path(), "noisy.txt", &noisy_text());
+    let mut args = tiny_args(&f, &tmp.path().join("x"), 10);
+    args.hyper.locked_dropout = true;
+    let err = train(&args, &one_thread()).unwrap_err().to_string();
+    assert!(
+        err.contains("this budget's default is no dropout") && err.contains("give --dropout P"),
+        "{err}"
+    );
+}

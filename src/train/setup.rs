@@ -396,6 +396,9 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
     let reads = format!("the budget reads the text {often}{at}");
     if h.dropout.is_none() {
         tc.dropout = super::defaults::dropout(planned, mc.vocab_size, mc.cell);
+        if h.locked_dropout && tc.dropout == 0.0 {
+            bail!("--locked-dropout keeps dropout's mask across time steps, but this budget's default is no dropout ({reads}); give --dropout P too");
+        }
         chosen.push(if tc.dropout > 0.0 {
             format!("dropout {} ({reads})", tc.dropout)
         } else {
