@@ -191,6 +191,15 @@ pub struct Masks {
 }
 
 impl Masks {
+    /// The same masks for training step `step`.
+    pub fn at_step(self, step: u64) -> Masks {
+        Masks {
+            dropout: self.dropout.map(|d| Dropout { step, ..d }),
+            weight_drop: self.weight_drop.map(|d| WeightDrop { step, ..d }),
+            embed_drop: self.embed_drop.map(|d| EmbedDrop { step, ..d }),
+        }
+    }
+
     /// The same masks with every zero rate left out: p = 0 runs exactly the unregularised window.
     pub fn active(self) -> Masks {
         Masks {

@@ -135,8 +135,7 @@ impl<'a> Session<'a> {
         }
         let stepper = Stepper::new(&model, tc.batch, tc.bptt, rt.threads, args.reference)
             .with_sampled_softmax(tc.softmax_samples, tc.seed)
-            .with_dropout(tc.dropout, tc.seed, tc.locked_dropout)
-            .with_weight_noise(tc.weight_drop, tc.embed_dropout, tc.seed);
+            .with_masks(&tc);
         if let Some(src) = &init_from {
             // Fine-tuning starts from the other run's best weights (with rows for the tokens a
             // grown vocabulary added).

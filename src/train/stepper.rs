@@ -6,6 +6,7 @@
 //! hold the fused window to). Everything around it — the divergence check, the carried state,
 //! clipping and the optimizer's step — is written once, in [`Stepper::step`].
 
+use crate::checkpoint::TrainConfig;
 use crate::fused::{with_params, FusedWindow};
 use crate::model::{cross_entropy, GraphModel, WindowMasks};
 use crate::optim::{clip_scale, grads_in_order, Optimizer};
@@ -123,12 +124,8 @@ pub struct Stepper {
     diverge_limit: f64,
     /// Sampled softmax: negatives per step and the run's seed.
     samples: Option<(usize, u64)>,
-    /// Dropout probability, the run's seed and whether the mask is locked across time (`None`: no dropout).
-    dropout: Option<(f32, u64, bool)>,
-    /// DropConnect's and embedding dropout's rates (0: none).
-    weight_drop: f32,
-    embed_drop: f32,
-    seed: u64,
+    /// The run's masks (dropout, DropConnect, embedding dropout), drawn afresh for every step.
+    masks: Masks,
     /// The step about to run (the sample drawn and the dropout masks are pure functions of seed
     /// and step).
     step_index: u64,
@@ -159,26 +156,35 @@ impl Stepper {
             // Far above any loss a learning model has (ln V at the start).
             diverge_limit: 3.0 * (mc.vocab_size as f64).ln() + 10.0,
             samples: None,
-            dropout: None,
-            weight_drop: 0.0,
-            embed_drop: 0.0,
-            seed: 0,
+            masks: Masks::default(),
             step_index: 0,
         }
     }
 
-    /// Trains with DropConnect `weight_drop` on every layer's W_hh and embedding dropout
-    /// `embed_drop` on layer 0's input (0: none); the masks derive from `seed`.
-    pub fn with_weight_noise(mut self, weight_drop: f64, embed_drop: f64, seed: u64) -> Self {
-        self.weight_drop = weight_drop as f32;
-        self.embed_drop = embed_drop as f32;
-        self.seed = seed;
-        self
-    }
-
-    /// Trains with dropout `p` on the layers' outputs (0: none); the masks derive from `seed`.
-    pub fn with_dropout(mut self, p: f64, seed: u64, locked: bool) -> Self {
-        self.dropout = (p > 0.0).then_some((p as f32, seed, locked));
+    /// Trains with the regularisers of `tc` that draw masks: dropout on the layers' outputs
+    /// (locked or not), DropConnect on W_hh and embedding dropout (a rate of 0: none), all
+    /// derived from the run's seed.
+    pub fn with_masks(mut self, tc: &TrainConfig) -> Self {
+        let (seed, step) = (tc.seed, 0);
+        self.masks = Masks {
+            dropout: Some(Dropout {
+                p: tc.dropout as f32,
+                seed,
+                step,
+                locked: tc.locked_dropout,
+            }),
+            weight_drop: Some(WeightDrop {
+                p: tc.weight_drop as f32,
+                seed,
+                step,
+            }),
+            embed_drop: Some(EmbedDrop {
+                p: tc.embed_dropout as f32,
+                seed,
+                step,
+            }),
+        }
+        .active();
         self
     }
 
@@ -210,27 +216,8 @@ impl Stepper {
             );
             Sample::draw(self.vocab, k, &mut rng)
         });
-        let seed = self.seed;
         let noise = Noise {
-            masks: Masks {
-                dropout: self.dropout.map(|(p, seed, locked)| Dropout {
-                    p,
-                    seed,
-                    step,
-                    locked,
-                }),
-                weight_drop: Some(WeightDrop {
-                    p: self.weight_drop,
-                    seed,
-                    step,
-                }),
-                embed_drop: Some(EmbedDrop {
-                    p: self.embed_drop,
-                    seed,
-                    step,
-                }),
-            }
-            .active(),
+            masks: self.masks.at_step(step),
             sample: sample.as_ref(),
         };
         let mut next = state.to_vec();
