@@ -72,6 +72,23 @@ fn a_repetitive_corpus_is_learned_to_near_zero_loss() {
     assert!(metrics.last().unwrap().train_loss < 0.1);
 }
 
+/// Trains `args` for its first `first` steps into `parts`, then resumes there with no setting but
+/// the whole run's `--steps`: what an interrupted run does. Returns the resuming arguments.
+fn split_and_resumed(args: &TrainArgs, parts: &Path, first: u64) -> TrainArgs {
+    let mut head = args.clone();
+    head.out = Some(parts.to_path_buf());
+    head.steps = Some(first);
+    train(&head, &one_thread()).unwrap();
+    let resume = TrainArgs {
+        resume: Some(parts.to_path_buf()),
+        steps: args.steps,
+        quiet: true,
+        ..Default::default()
+    };
+    train(&resume, &one_thread()).unwrap();
+    resume
+}
+
 fn noisy_text() -> String {
     // Pseudo-random but learnable text, so runs have a non-trivial loss curve.
     let words = [
@@ -631,17 +648,7 @@ fn weight_decay_resumes_exactly_and_zero_is_none() {
     // Split by budgets (23, then 60), so a schedule that does not depend on the budget.
     args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
     train(&args, &one_thread()).unwrap();
-    let mut first = args.clone();
-    first.out = Some(dir("parts"));
-    first.steps = Some(23);
-    train(&first, &one_thread()).unwrap();
-    let resume = TrainArgs {
-        resume: Some(dir("parts")),
-        steps: Some(60),
-        quiet: true,
-        ..Default::default()
-    };
-    train(&resume, &one_thread()).unwrap();
+    let resume = split_and_resumed(&args, &dir("parts"), 23);
     assert_eq!(
         tensors_of(&dir("whole").join(STATE_FILE)),
         tensors_of(&dir("parts").join(STATE_FILE))
@@ -793,17 +800,7 @@ fn locked_dropout_resumes_exactly_and_needs_dropout() {
     args.hyper.locked_dropout = true;
     args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
     train(&args, &one_thread()).unwrap();
-    let mut first = args.clone();
-    first.out = Some(dir("parts"));
-    first.steps = Some(17);
-    train(&first, &one_thread()).unwrap();
-    let resume = TrainArgs {
-        resume: Some(dir("parts")),
-        steps: Some(40),
-        quiet: true,
-        ..Default::default()
-    };
-    train(&resume, &one_thread()).unwrap();
+    split_and_resumed(&args, &dir("parts"), 17);
     assert_eq!(
         tensors_of(&dir("whole").join(STATE_FILE)),
         tensors_of(&dir("parts").join(STATE_FILE))
@@ -848,17 +845,7 @@ fn weight_and_embedding_drop_resume_exactly_and_match_the_graph() {
     args.hyper.dropout = Some(0.2);
     args.hyper.schedule = Some(elman::checkpoint::Schedule::Plateau);
     train(&args, &one_thread()).unwrap();
-    let mut first = args.clone();
-    first.out = Some(dir("parts"));
-    first.steps = Some(17);
-    train(&first, &one_thread()).unwrap();
-    let resume = TrainArgs {
-        resume: Some(dir("parts")),
-        steps: Some(40),
-        quiet: true,
-        ..Default::default()
-    };
-    train(&resume, &one_thread()).unwrap();
+    split_and_resumed(&args, &dir("parts"), 17);
     assert_eq!(
         tensors_of(&dir("whole").join(STATE_FILE)),
         tensors_of(&dir("parts").join(STATE_FILE))
