@@ -9,12 +9,14 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::tokens::{self, Header, TokenWriter, Tokens, Width};
 use crate::vocab::{Level, Vocab, VocabOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Largest corpus elman reads (token ids and positions are 32-bit; `gradflow` and `heatmap` hold
-/// their text in memory).
+/// Largest text the commands that hold it (or its ids) in memory read: `eval`, `gradflow`,
+/// `heatmap`. Training streams a text of any size.
 pub const MAX_CORPUS_BYTES: u64 = 4 << 30;
 
 /// Files with these extensions are picked up when a folder is given.
@@ -34,7 +36,7 @@ pub struct Corpus {
 impl Corpus {
     /// Reads every path (a file, or a folder whose text files are read in name order) into memory.
     pub fn read(paths: &[PathBuf]) -> Result<Corpus> {
-        let (name, files, total) = resolve(paths)?;
+        let (name, files, total) = resolve_in_memory(paths)?;
         let mut text = String::with_capacity(total as usize);
         let sha256 = stream(&files, |chunk| {
             text.push_str(chunk);
@@ -145,13 +147,6 @@ pub fn resolve(paths: &[PathBuf]) -> Result<(String, Vec<PathBuf>, u64)> {
             );
         }
         total += meta.len();
-        if total > MAX_CORPUS_BYTES {
-            bail!(
-                "{}: the corpus is larger than {} GiB, more than elman can hold; split it or train on a part",
-                f.display(),
-                MAX_CORPUS_BYTES >> 30
-            );
-        }
     }
     let first = &paths[0];
     let name = first
@@ -163,6 +158,20 @@ pub fn resolve(paths: &[PathBuf]) -> Result<(String, Vec<PathBuf>, u64)> {
         })
         .unwrap_or_else(|| "corpus".to_string());
     Ok((sanitize_name(&name), files, total))
+}
+
+/// [`resolve`], for a command that holds the text or its ids in memory: refuses more than
+/// [`MAX_CORPUS_BYTES`].
+pub fn resolve_in_memory(paths: &[PathBuf]) -> Result<(String, Vec<PathBuf>, u64)> {
+    let r = resolve(paths)?;
+    if r.2 > MAX_CORPUS_BYTES {
+        bail!(
+            "{}: the text is larger than {} GiB, more than this command holds in memory (only `elman train` streams a text of any size); give it a part",
+            describe(&r.1),
+            MAX_CORPUS_BYTES >> 30
+        );
+    }
+    Ok(r)
 }
 
 fn describe(files: &[PathBuf]) -> String {
@@ -179,7 +188,41 @@ fn describe(files: &[PathBuf]) -> String {
 /// it is read. A UTF-8 byte-order mark is dropped. Returns the SHA-256 of all the bytes, hex.
 ///
 /// Memory stays bounded whatever the corpus size: callers decide what to keep.
+///
+/// The reading, hashing and checking run on a thread of their own, a few pieces ahead of `f`,
+/// so that a pass over a big text costs what the slower of the two sides costs, not their sum.
 pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Result<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(2);
+    std::thread::scope(|sc| {
+        let reader = std::thread::Builder::new().name("elman-read".into());
+        let reader = reader.spawn_scoped(sc, move || {
+            read_checked(files, |piece| {
+                // The consumer stopped (its own error says why): stop reading.
+                tx.send(piece.to_string())
+                    .map_err(|_| anyhow::anyhow!("stopped"))
+            })
+        });
+        let reader = reader.map_err(|e| anyhow::anyhow!("cannot start a reading thread: {e}"))?;
+        let mut out = Ok(());
+        for piece in rx.iter() {
+            out = f(&piece);
+            if out.is_err() {
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("{}: reading failed", describe(files)))?;
+        // The consumer's error first: the reader only stopped because of it.
+        out?;
+        read
+    })
+}
+
+/// The reading side of [`stream`]: reads, hashes and checks `files`, handing `f` each valid
+/// piece.
+fn read_checked(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Result<String> {
     use std::io::Read;
     const CHUNK: usize = 1 << 20;
     let mut hasher = Sha256::new();
@@ -188,7 +231,7 @@ pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Resul
         let stamp = |m: &fs::Metadata| (m.len(), m.modified().ok());
         let before = fs::metadata(path).map_err(|e| file_error(path, &e))?;
         let mut file = fs::File::open(path).map_err(|e| file_error(path, &e))?;
-        let (mut carry, mut offset, mut line, mut read_total) = (0usize, 0u64, 1usize, 0u64);
+        let (mut carry, mut offset, mut read_total) = (0usize, 0u64, 0u64);
         let mut first = true;
         loop {
             let n = file
@@ -197,8 +240,9 @@ pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Resul
             if n == 0 {
                 if carry > 0 {
                     bail!(
-                        "{}: invalid UTF-8 at byte offset {offset} (line {line}): the file ends inside a character",
-                        path.display()
+                        "{}: invalid UTF-8 at byte offset {offset} (line {}): the file ends inside a character",
+                        path.display(),
+                        line_at(path, offset)
                     );
                 }
                 break;
@@ -212,22 +256,22 @@ pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Resul
                     path.display()
                 );
             }
-            let valid = match std::str::from_utf8(data) {
+            let valid = match simdutf8::compat::from_utf8(data) {
                 Ok(_) => data.len(),
                 // An incomplete character at the end continues in the next read.
                 Err(e) if e.error_len().is_none() => e.valid_up_to(),
                 Err(e) => {
                     let at = e.valid_up_to();
-                    let l = line + data[..at].iter().filter(|&&b| b == b'\n').count();
                     bail!(
-                        "{}: invalid UTF-8 at byte offset {} (line {l}); elman reads UTF-8 text only",
+                        "{}: invalid UTF-8 at byte offset {} (line {}); elman reads UTF-8 text only",
                         path.display(),
-                        offset + at as u64
+                        offset + at as u64,
+                        line_at(path, offset + at as u64)
                     );
                 }
             };
-            // Validated just above.
-            let text = std::str::from_utf8(&data[..valid]).expect("validated UTF-8");
+            // Validated just above (again: the fast validator hands back no prefix).
+            let text = simdutf8::basic::from_utf8(&data[..valid]).expect("validated UTF-8");
             if let Some(at) = text.find('\0') {
                 bail!(
                     "{}: looks like a binary file (NUL byte at byte offset {}); give a text file",
@@ -242,7 +286,6 @@ pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Resul
             };
             first = false;
             f(body)?;
-            line += text.bytes().filter(|&b| b == b'\n').count();
             offset += valid as u64;
             let rest = data.len() - valid;
             buf.copy_within(valid..valid + rest, 0);
@@ -262,6 +305,17 @@ pub fn stream(files: &[PathBuf], mut f: impl FnMut(&str) -> Result<()>) -> Resul
         }
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// The line (from 1) that byte `offset` of `path` is on, counted only when an error needs it.
+fn line_at(path: &Path, offset: u64) -> usize {
+    use std::io::Read;
+    let Ok(file) = fs::File::open(path) else {
+        return 0;
+    };
+    let mut prefix = Vec::new();
+    let _ = file.take(offset).read_to_end(&mut prefix);
+    1 + prefix.iter().filter(|&&b| b == b'\n').count()
 }
 
 /// Where [`stream_lines`] may cut the text between two blocks.
@@ -367,31 +421,48 @@ impl Scan {
 
 /// Pass 1 of streamed reading: character counts (of the NFC form with `nfc`), length and hash.
 pub fn scan(paths: &[PathBuf], nfc: bool) -> Result<Scan> {
-    scan_with(paths, nfc, &Reading::quiet())
+    scan_with(paths, nfc, true, &Reading::quiet())
 }
 
-fn scan_with(paths: &[PathBuf], nfc: bool, pb: &Reading) -> Result<Scan> {
+/// [`scan`]; without `count` (the vocabulary is known) only the length and the hash.
+fn scan_with(paths: &[PathBuf], nfc: bool, count: bool, pb: &Reading) -> Result<Scan> {
     use unicode_normalization::UnicodeNormalization;
     let (name, files, _) = resolve(paths)?;
-    let mut counts = std::collections::HashMap::new();
-    let mut chars = 0usize;
-    let mut blank = true;
-    let mut count = |c: char| *counts.entry(c).or_insert(0u64) += 1;
+    // The counts of the Basic Multilingual Plane in a table (a hash lookup per character would
+    // cap this pass at ~100 MB/s), the rare characters beyond it in a map.
+    let mut bmp = vec![0u64; 0x1_0000];
+    let mut beyond = std::collections::HashMap::new();
+    let mut tally = |c: char| match bmp.get_mut(c as usize) {
+        Some(n) => *n += 1,
+        None => *beyond.entry(c).or_insert(0u64) += 1,
+    };
+    // ASCII, most of most texts, in four tables taken in turn: a run of one character (spaces)
+    // would otherwise wait on its own count at every byte.
+    let mut ascii = [[0u64; 128]; 4];
+    let (mut chars, mut blank) = (0usize, true);
     let cuts = if nfc { Cuts::Lines } else { Cuts::Anywhere };
     let sha256 = stream_lines(&files, cuts, |block| {
         pb.tick(block.len())?;
-        for c in block.chars() {
-            chars += 1;
-            blank &= c.is_whitespace();
-            if !nfc {
-                count(c);
-            }
-        }
-        if nfc {
-            block.nfc().for_each(&mut count);
+        chars += block.chars().count();
+        // Stops at the first character that is not whitespace.
+        blank = blank && block.chars().all(char::is_whitespace);
+        match (count, nfc) {
+            (false, _) => {}
+            (true, false) => count_chars(block, &mut ascii, &mut tally),
+            (true, true) => block.nfc().for_each(&mut tally),
         }
         Ok(())
     })?;
+    for (c, n) in bmp.iter_mut().enumerate().take(128) {
+        *n += ascii.iter().map(|t| t[c]).sum::<u64>();
+    }
+    let mut counts = beyond;
+    counts.extend(
+        bmp.iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .filter_map(|(c, &n)| Some((char::from_u32(c as u32)?, n))),
+    );
     if blank {
         bail!(
             "{}: the corpus is empty (no text to learn from)",
@@ -405,6 +476,29 @@ fn scan_with(paths: &[PathBuf], nfc: bool, pb: &Reading) -> Result<Scan> {
         chars,
         counts,
     })
+}
+
+/// Counts the characters of `text`: ASCII bytes into `ascii`, the others through `tally`.
+fn count_chars(text: &str, ascii: &mut [[u64; 128]; 4], mut tally: impl FnMut(char)) {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let b = rest.as_bytes();
+        let run = b.iter().position(|&x| x >= 0x80).unwrap_or(b.len());
+        let mut quads = b[..run].chunks_exact(4);
+        for q in &mut quads {
+            for (k, &x) in q.iter().enumerate() {
+                ascii[k][x as usize] += 1;
+            }
+        }
+        for &x in quads.remainder() {
+            ascii[0][x as usize] += 1;
+        }
+        rest = &rest[run..];
+        // Then the run of other characters, up to the next ASCII byte.
+        let other = rest.bytes().position(|x| x < 0x80).unwrap_or(rest.len());
+        rest[..other].chars().for_each(&mut tally);
+        rest = &rest[other..];
+    }
 }
 
 /// The lines of `files`, read on a thread of their own, as an iterator for `consume` (what the
@@ -452,7 +546,7 @@ fn with_lines<R>(
 /// an NFC vocabulary) and the two sides are encoded apart, exactly as the in-memory split would
 /// be; also returned: where the second side starts, as an index into the ids and in characters
 /// (the ends without a cut). Text is encoded a block of whole lines at a time: the only
-/// corpus-sized allocation is the ids, 4 bytes per token (`chars` sizes it at the char level).
+/// corpus-sized allocation is the ids, 4 bytes per token.
 pub fn encode_streamed(
     files: &[PathBuf],
     vocab: &Vocab,
@@ -460,24 +554,66 @@ pub fn encode_streamed(
     sha256: &str,
     cut_char: Option<usize>,
 ) -> Result<(Vec<u32>, (usize, usize))> {
-    encode_streamed_with(files, vocab, chars, sha256, cut_char, &Reading::quiet())
+    let mut sink = Sink::memory(vocab, chars);
+    let cut = encode_into(files, vocab, sha256, cut_char, &Reading::quiet(), &mut sink)?;
+    Ok((sink.into_ids(), cut))
 }
 
-fn encode_streamed_with(
+/// Where encoded ids go: memory, or a token file being written.
+enum Sink {
+    Memory(Vec<u32>),
+    File(Box<TokenWriter>),
+}
+
+impl Sink {
+    /// Ids in memory, sized up front: a large allocation is mapped on its own, so growing past a
+    /// guess remaps it instead of copying it and leaving the old copy in the heap (words run ~4–6
+    /// characters with their space; a guess too high costs address space only, given back by
+    /// `shrink_to_fit`).
+    fn memory(vocab: &Vocab, chars: usize) -> Sink {
+        Sink::Memory(Vec::with_capacity(match vocab.level {
+            Level::Char => chars,
+            Level::Word => chars / 4,
+        }))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Sink::Memory(v) => v.len(),
+            Sink::File(w) => w.len() as usize,
+        }
+    }
+
+    fn push(&mut self, ids: &[u32]) -> Result<()> {
+        match self {
+            Sink::Memory(v) => {
+                v.extend_from_slice(ids);
+                Ok(())
+            }
+            Sink::File(w) => w.push(ids),
+        }
+    }
+
+    fn into_ids(self) -> Vec<u32> {
+        match self {
+            Sink::Memory(mut v) => {
+                v.shrink_to_fit();
+                v
+            }
+            Sink::File(..) => unreachable!("ids written to a file are read back by mapping it"),
+        }
+    }
+}
+
+/// [`encode_streamed`] into `sink`; returns the cut (or the ends) as tokens and characters.
+fn encode_into(
     files: &[PathBuf],
     vocab: &Vocab,
-    chars: usize,
     sha256: &str,
     cut_char: Option<usize>,
     pb: &Reading,
-) -> Result<(Vec<u32>, (usize, usize))> {
-    // Sized up front: a large allocation is mapped on its own, so growing past a guess remaps it
-    // instead of copying it and leaving the old copy in the heap (words run ~4–6 characters with
-    // their space; a guess too high costs address space only, given back by `shrink_to_fit`).
-    let mut ids = Vec::with_capacity(match vocab.level {
-        Level::Char => chars,
-        Level::Word => chars / 4,
-    });
+    sink: &mut Sink,
+) -> Result<(usize, usize)> {
     let (mut seen, mut cut) = (0usize, None);
     let read = stream_lines(files, Cuts::for_vocab(vocab), |block| {
         pb.tick(block.len())?;
@@ -492,11 +628,11 @@ fn encode_streamed_with(
                     i = nfc_safe_cut(block, i);
                 }
                 let (a, b) = block.split_at(i);
-                ids.extend(vocab.encode_bulk(a)?);
-                cut = Some((ids.len(), seen + a.chars().count()));
-                ids.extend(vocab.encode_bulk(b)?);
+                sink.push(&vocab.encode_bulk(a)?)?;
+                cut = Some((sink.len(), seen + a.chars().count()));
+                sink.push(&vocab.encode_bulk(b)?)?;
             }
-            _ => ids.extend(vocab.encode_bulk(block)?),
+            _ => sink.push(&vocab.encode_bulk(block)?)?,
         }
         seen += n;
         Ok(())
@@ -508,9 +644,7 @@ fn encode_streamed_with(
             describe(files)
         );
     }
-    ids.shrink_to_fit();
-    let cut = cut.unwrap_or((ids.len(), seen));
-    Ok((ids, cut))
+    Ok(cut.unwrap_or((sink.len(), seen)))
 }
 
 /// The error for the first character of `files` that `vocab` cannot encode — only a char-level
@@ -554,7 +688,6 @@ pub fn unknown_char_error(files: &[PathBuf], vocab: &Vocab) -> Option<anyhow::Er
 }
 
 /// A corpus read for training: where it came from, its vocabulary and its token ids.
-#[derive(Debug)]
 pub struct Loaded {
     pub name: String,
     pub files: Vec<PathBuf>,
@@ -563,12 +696,107 @@ pub struct Loaded {
     /// Characters in all the text read (training and validation).
     pub chars: usize,
     pub vocab: Vocab,
-    /// Training ids, then validation ids: the only corpus-sized memory, 4 bytes per token.
-    pub ids: Vec<u32>,
+    /// Training ids, then validation ids: held in memory (4 bytes per token), or a token file
+    /// mapped from the cache.
+    pub tokens: Tokens,
     /// Where the validation ids start.
     pub cut: usize,
     /// Characters of the validation text (for bits per character).
     pub val_chars: usize,
+    /// What the token cache did, in a line for the run to say (`None`: not cached).
+    pub cache: Option<String>,
+}
+
+/// Where token files are kept, and whether every corpus gets one.
+#[derive(Debug, Clone)]
+pub struct CacheDir {
+    pub dir: PathBuf,
+    /// Cache even a text under [`CACHE_FROM`] (the folder was named).
+    pub always: bool,
+}
+
+/// Texts from this size on (16 MiB) are encoded once into a token file and read through a memory
+/// map; smaller ones are read in a second or less and held in memory.
+pub const CACHE_FROM: u64 = 16 << 20;
+
+impl CacheDir {
+    /// `--cache-dir`, or else `$ELMAN_CACHE_DIR`, `$XDG_CACHE_HOME/elman`, `~/.cache/elman`.
+    pub fn new(given: Option<&Path>) -> CacheDir {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let dir = given
+            .map(Path::to_path_buf)
+            .or_else(|| var("ELMAN_CACHE_DIR"))
+            .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("elman")))
+            .or_else(|| var("HOME").map(|d| d.join(".cache").join("elman")))
+            .unwrap_or_else(|| PathBuf::from(".elman-cache"));
+        CacheDir {
+            dir,
+            always: given.is_some(),
+        }
+    }
+
+    /// A cache file's path from its key (`.tokens`, `.vocab`).
+    fn path(&self, key: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{key}.{ext}"))
+    }
+}
+
+/// A hash of `parts` (each ended by a NUL), hex: a cache file's name.
+fn cache_key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize())[..32].to_string()
+}
+
+/// A vocabulary as the cache keeps it: what a word-level text's counting pass would build again.
+#[derive(Serialize, Deserialize)]
+struct VocabEntry {
+    tokenizer: String,
+    level: Level,
+    nfc: bool,
+    segmenter: crate::vocab::Segmenter,
+    unknown_types: Option<u64>,
+    min_count: u64,
+}
+
+impl VocabEntry {
+    fn of(v: &Vocab) -> Result<VocabEntry> {
+        Ok(VocabEntry {
+            tokenizer: v.to_tokenizer_json()?,
+            level: v.level,
+            nfc: v.nfc,
+            segmenter: v.segmenter,
+            unknown_types: v.unknown_types,
+            min_count: v.min_count,
+        })
+    }
+
+    /// The entry at `path`, `None` when missing or unreadable (then it is built again).
+    fn read(path: &Path) -> Option<Vocab> {
+        let e: VocabEntry = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        let mut v =
+            Vocab::from_tokenizer_text(&e.tokenizer, path, e.level, e.nfc, e.segmenter).ok()?;
+        v.unknown_types = e.unknown_types;
+        v.min_count = e.min_count;
+        Some(v)
+    }
+}
+
+/// The key of the token file for a text (its hashes), a vocabulary and a split: the same for a
+/// fresh run and its `--resume`, which reads the vocabulary from the checkpoint.
+fn tokens_key(shas: &[&str], vocab: &Vocab, split: &str) -> Result<String> {
+    let json = vocab.to_tokenizer_json()?;
+    let how = format!("{:?} {} {:?}", vocab.level, vocab.nfc, vocab.segmenter);
+    Ok(cache_key(
+        &[&["elman tokens 1"], shas, &[&json, &how, split]].concat(),
+    ))
 }
 
 /// Reads a corpus for training without ever holding its text: pass 1 counts characters and
@@ -579,6 +807,11 @@ pub struct Loaded {
 /// split, so validation never meets a token the model cannot represent; `existing` is used as is,
 /// or with `opts.grow` (a char vocabulary) grown by the characters it lacks, counted in pass 1.
 /// The result is exactly what reading everything into memory and tokenising it would give.
+///
+/// With `cache` (a text of [`CACHE_FROM`] or more, or a named folder), the ids go to a token file
+/// there, keyed by the text's hash and the vocabulary, and a later run over the same text and
+/// settings (or its `--resume`) reads the text once (pass 1) and maps the file.
+#[allow(clippy::too_many_arguments)]
 pub fn load(
     files: &[PathBuf],
     val_files: &[PathBuf],
@@ -587,91 +820,245 @@ pub fn load(
     val_fraction: f64,
     progress: bool,
     stop: Option<&AtomicBool>,
+    cache: Option<&CacheDir>,
 ) -> Result<Loaded> {
+    let bytes = resolve(files)?.2
+        + if val_files.is_empty() {
+            0
+        } else {
+            resolve(val_files)?.2
+        };
     let pb = Reading {
-        bar: reading_bar(files, val_files, progress)?,
+        bar: reading_bar(bytes, progress),
         stop,
     };
-    let pass = |what: &str| {
-        pb.bar.set_position(0);
-        pb.bar.set_message(what.to_string());
+    let started = std::time::Instant::now();
+    // Pass 1: the hash, the length, and the characters' counts where a vocabulary is to be built
+    // from them (of the normalised characters with NFC).
+    // (A word-level vocabulary's counts say whether the text has Chinese: jieba or not.)
+    let given = existing.filter(|_| !opts.grow);
+    let count = given.is_none();
+    let nfc = count && opts.nfc && opts.level == Level::Char;
+    pb.pass("counting characters");
+    let mut train = scan_with(files, nfc, count, &pb)?;
+    let val = match val_files {
+        [] => None,
+        v => Some(scan_with(v, nfc, count, &pb)?),
     };
-    // Only a new or growing char-level vocabulary needs the counts of the normalised characters.
-    let nfc_counts = (existing.is_none() || opts.grow) && opts.nfc && opts.level == Level::Char;
-    pass("counting characters");
-    let mut train = scan_with(files, nfc_counts, &pb)?;
-    let val = if val_files.is_empty() {
-        None
-    } else {
-        Some(scan_with(val_files, nfc_counts, &pb)?)
+    let split = match val {
+        None => format!("last {val_fraction:?}"),
+        Some(_) => "files".to_string(),
     };
-    let vocab = match (existing, opts.level) {
+    let Some(cache) = cache.filter(|c| c.always || bytes >= CACHE_FROM) else {
+        let vocab = vocab_of(&mut train, &val, opts, existing, &pb)?;
+        let mut sink = Sink::memory(&vocab, train.chars + val.as_ref().map_or(0, |v| v.chars));
+        let (cut, cut_char) = encode_all(&train, &val, &vocab, val_fraction, &pb, &mut sink)?;
+        return Ok(loaded(
+            train,
+            val,
+            vocab,
+            Tokens::owned(sink.into_ids()),
+            cut,
+            cut_char,
+        ));
+    };
+    fs::create_dir_all(&cache.dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot make the token cache's folder ({}); give another with --cache-dir",
+            cache.dir.display(),
+            file_error(&cache.dir, &e)
+        )
+    })?;
+    let shas: Vec<String> = std::iter::once(&train)
+        .chain(&val)
+        .map(|s| s.sha256.clone())
+        .collect();
+    let shas: Vec<&str> = shas.iter().map(String::as_str).collect();
+    let base = existing.map(Vocab::to_tokenizer_json).transpose()?;
+    let opts_json = serde_json::to_string(opts)?;
+    let vocab_key = [
+        &["elman vocab 1"],
+        &shas[..],
+        &[&opts_json, base.as_deref().unwrap_or(""), &split],
+    ]
+    .concat();
+    let vocab_path = cache.path(&cache_key(&vocab_key), "vocab");
+    // The vocabulary first (it names the token file): given, or kept from an earlier run (a
+    // word-level one saves its counting pass), or built from the counts.
+    let vocab = match given {
+        Some(v) => v.clone(),
+        None => match VocabEntry::read(&vocab_path) {
+            Some(v) => v,
+            None => {
+                let v = vocab_of(&mut train, &val, opts, existing, &pb)?;
+                // Only saves a pass next time: a failure to write it costs nothing else.
+                let _ = write_whole(&vocab_path, &serde_json::to_vec(&VocabEntry::of(&v)?)?);
+                v
+            }
+        },
+    };
+    let key = tokens_key(&shas, &vocab, &split)?;
+    let path = cache.path(&key, "tokens");
+    let width = Width::for_vocab(vocab.len());
+    pb.pass("checking the token cache");
+    let stale = match tokens::open(&path, &key)? {
+        Ok((tokens, h)) => {
+            pb.bar.finish_and_clear();
+            let note = format!(
+                "token cache: read {} ({}, {} byte(s) per token; checked in {:.1}s)",
+                path.display(),
+                human_bytes(h.tokens * width.bytes() as u64),
+                width.bytes(),
+                started.elapsed().as_secs_f64()
+            );
+            let (cut, cut_char) = (h.cut as usize, h.cut_chars as usize);
+            return Ok(Loaded {
+                cache: Some(note),
+                ..loaded(train, val, vocab, tokens, cut, cut_char)
+            });
+        }
+        Err(why) if why == tokens::MISSING => String::new(),
+        Err(why) => format!("; the file there was {why}, so it was built again"),
+    };
+    let mut sink = Sink::File(Box::new(TokenWriter::create(&path, width)?));
+    let (cut, cut_char) = encode_all(&train, &val, &vocab, val_fraction, &pb, &mut sink)?;
+    let Sink::File(w) = sink else {
+        unreachable!("a file sink stays one")
+    };
+    let chars = train.chars + val.as_ref().map_or(0, |v| v.chars);
+    let tokens = w.finish_mapped(Header {
+        key,
+        width,
+        tokens: 0,
+        cut: cut as u64,
+        cut_chars: cut_char as u64,
+        chars: chars as u64,
+        ids_xxh3: String::new(),
+    })?;
+    pb.bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let note = format!(
+        "token cache: wrote {} ({}, {} byte(s) per token) in {seconds:.1}s, {:.0} MB/s{stale}",
+        path.display(),
+        human_bytes(tokens.len() as u64 * width.bytes() as u64),
+        width.bytes(),
+        bytes as f64 / seconds.max(1e-9) / 1e6,
+    );
+    Ok(Loaded {
+        cache: Some(note),
+        ..loaded(train, val, vocab, tokens, cut, cut_char)
+    })
+}
+
+/// The vocabulary `load` trains with: `existing` (grown by the counted characters with
+/// `opts.grow`), or one built from the counts of pass 1, or from a pass that counts words.
+fn vocab_of(
+    train: &mut Scan,
+    val: &Option<Scan>,
+    opts: &VocabOptions,
+    existing: Option<&Vocab>,
+    pb: &Reading,
+) -> Result<Vocab> {
+    match (existing, opts.level) {
         (Some(v), Level::Char) if opts.grow => {
             let val_counts = val
                 .iter()
                 .flat_map(|v| v.counts.iter().map(|(&c, &n)| (c, n)));
-            v.grown_by(train.counts.iter().map(|(&c, &n)| (c, n)).chain(val_counts))?
+            v.grown_by(train.counts.iter().map(|(&c, &n)| (c, n)).chain(val_counts))
         }
-        (Some(v), _) => v.clone(),
+        (Some(v), _) => Ok(v.clone()),
         (None, Level::Char) => {
             let mut counts = std::mem::take(&mut train.counts);
             for (c, n) in val.iter().flat_map(|v| &v.counts) {
                 *counts.entry(*c).or_insert(0) += n;
             }
-            Vocab::from_char_counts(counts, opts)?
+            Vocab::from_char_counts(counts, opts)
         }
         (None, Level::Word) => {
             let han = train.has_han() || val.as_ref().is_some_and(Scan::has_han);
             let segmenter = opts.segmenter.resolve(han);
-            pass("counting words");
-            with_lines(&train.files, &train.sha256, &pb, |train_lines| match &val {
+            pb.pass("counting words");
+            with_lines(&train.files, &train.sha256, pb, |train_lines| match val {
                 None => Vocab::build_word_lines(train_lines, opts, segmenter),
-                Some(v) => with_lines(&v.files, &v.sha256, &pb, |val_lines| {
+                Some(v) => with_lines(&v.files, &v.sha256, pb, |val_lines| {
                     Vocab::build_word_lines(train_lines.chain(val_lines), opts, segmenter)
                 }),
-            })?
+            })
         }
+    }
+}
+
+/// The last pass of [`load`]: the training text's ids then the validation text's into `sink`
+/// (the split cut from the end of the training text without validation files). Returns where
+/// the validation ids start, as a token index and in characters.
+fn encode_all(
+    train: &Scan,
+    val: &Option<Scan>,
+    vocab: &Vocab,
+    val_fraction: f64,
+    pb: &Reading,
+    sink: &mut Sink,
+) -> Result<(usize, usize)> {
+    pb.pass("encoding");
+    match val {
+        None => {
+            let val_chars = ((train.chars as f64) * val_fraction).round() as usize;
+            let cut_char = train.chars - val_chars.min(train.chars);
+            encode_into(&train.files, vocab, &train.sha256, Some(cut_char), pb, sink)
+        }
+        Some(val) => {
+            encode_into(&train.files, vocab, &train.sha256, None, pb, sink)?;
+            let cut = sink.len();
+            encode_into(&val.files, vocab, &val.sha256, None, pb, sink)?;
+            Ok((cut, train.chars))
+        }
+    }
+}
+
+/// What [`load`] returns, from its passes' results.
+fn loaded(
+    train: Scan,
+    val: Option<Scan>,
+    vocab: Vocab,
+    tokens: Tokens,
+    cut: usize,
+    cut_char: usize,
+) -> Loaded {
+    let chars = train.chars + val.as_ref().map_or(0, |v| v.chars);
+    let sha256 = match &val {
+        None => train.sha256,
+        Some(v) => format!("{}+{}", train.sha256, v.sha256),
     };
-    pass("encoding");
-    let Some(val) = val else {
-        let val_chars = ((train.chars as f64) * val_fraction).round() as usize;
-        let cut_char = train.chars - val_chars.min(train.chars);
-        let (ids, (cut, cut_char)) = encode_streamed_with(
-            &train.files,
-            &vocab,
-            train.chars,
-            &train.sha256,
-            Some(cut_char),
-            &pb,
-        )?;
-        pb.bar.finish_and_clear();
-        return Ok(Loaded {
-            name: train.name,
-            files: train.files,
-            sha256: train.sha256,
-            chars: train.chars,
-            vocab,
-            ids,
-            cut,
-            val_chars: train.chars - cut_char,
-        });
-    };
-    let (mut ids, _) =
-        encode_streamed_with(&train.files, &vocab, train.chars, &train.sha256, None, &pb)?;
-    let cut = ids.len();
-    let (val_ids, _) = encode_streamed_with(&val.files, &vocab, val.chars, &val.sha256, None, &pb)?;
-    ids.extend(val_ids);
-    pb.bar.finish_and_clear();
-    Ok(Loaded {
+    Loaded {
         name: train.name,
         files: train.files,
-        sha256: format!("{}+{}", train.sha256, val.sha256),
-        chars: train.chars + val.chars,
+        sha256,
+        chars,
         vocab,
-        ids,
+        tokens,
         cut,
-        val_chars: val.chars,
+        val_chars: chars - cut_char,
+        cache: None,
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed into place.
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
     })
+}
+
+/// `1.9 GB`, `340 MB`, `12 kB`.
+pub fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        x if x >= 1e9 => format!("{:.1} GB", x / 1e9),
+        x if x >= 1e6 => format!("{:.0} MB", x / 1e6),
+        x => format!("{:.0} kB", (x / 1e3).max(1.0)),
+    }
 }
 
 /// A reading pass's progress (a bar, maybe hidden) and the flag that stops it (Ctrl-C).
@@ -688,6 +1075,12 @@ impl Reading<'_> {
         }
     }
 
+    /// A new pass: the bar from 0 again, saying what it does.
+    fn pass(&self, what: &str) {
+        self.bar.set_position(0);
+        self.bar.set_message(what.to_string());
+    }
+
     /// `bytes` more were read; an error once the stop flag is set.
     fn tick(&self, bytes: usize) -> Result<()> {
         self.bar.inc(bytes as u64);
@@ -701,14 +1094,10 @@ impl Reading<'_> {
 
 /// A progress bar for reading a corpus big enough to take a while (≥ 16 MiB), on a terminal only;
 /// each pass runs it from 0 to the corpus size in bytes.
-fn reading_bar(files: &[PathBuf], val_files: &[PathBuf], progress: bool) -> Result<ProgressBar> {
+fn reading_bar(bytes: u64, progress: bool) -> ProgressBar {
     use std::io::IsTerminal;
-    let mut bytes = resolve(files)?.2;
-    if !val_files.is_empty() {
-        bytes += resolve(val_files)?.2;
-    }
     if !progress || bytes < 16 << 20 || !std::io::stderr().is_terminal() {
-        return Ok(ProgressBar::hidden());
+        return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
     pb.set_style(
@@ -718,7 +1107,7 @@ fn reading_bar(files: &[PathBuf], val_files: &[PathBuf], progress: bool) -> Resu
         .expect("template")
         .progress_chars("=> "),
     );
-    Ok(pb)
+    pb
 }
 
 /// One line for any I/O error on `path`.

@@ -75,6 +75,7 @@ pub fn train_args(a: &DemoArgs) -> TrainArgs {
         steps: Some(a.steps),
         quiet: a.quiet,
         made_by: Some(MADE_BY.into()),
+        cache_dir: None,
         ..Default::default()
     }
 }

@@ -4,6 +4,7 @@
 use crate::fused::score::ScoreWeights;
 use crate::fused::{FusedWindow, Params};
 use crate::model::{nll_sum, GraphModel};
+use crate::tokens::TokenSource;
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::Serialize;
@@ -266,8 +267,8 @@ pub fn score_reference(
 
 /// Inputs and targets of a window of `t` steps at `pos` in each of `streams` streams of length
 /// `len` laid end to end in `ids`; time-major (row = step, column = stream).
-pub fn window(
-    ids: &[u32],
+pub fn window<S: TokenSource + ?Sized>(
+    ids: &S,
     streams: usize,
     len: usize,
     pos: usize,
@@ -279,8 +280,8 @@ pub fn window(
 }
 
 /// `window` into buffers the caller keeps (cleared first).
-pub fn window_into(
-    ids: &[u32],
+pub fn window_into<S: TokenSource + ?Sized>(
+    ids: &S,
     streams: usize,
     len: usize,
     pos: usize,
@@ -293,8 +294,8 @@ pub fn window_into(
     for step in 0..t {
         for b in 0..streams {
             let at = b * len + pos + step;
-            inp.push(ids[at]);
-            tgt.push(ids[at + 1]);
+            inp.push(ids.at(at));
+            tgt.push(ids.at(at + 1));
         }
     }
 }
@@ -334,7 +335,7 @@ pub fn eval_files(
     quiet: bool,
 ) -> Result<EvalReport> {
     // Streamed: only the ids are held (see `corpus::stream_lines` for why blocks end where they do).
-    let (_, files, _) = crate::corpus::resolve(files)?;
+    let (_, files, _) = crate::corpus::resolve_in_memory(files)?;
     let vocab = &loaded.vocab;
     let cuts = crate::corpus::Cuts::for_vocab(vocab);
     let (mut ids, mut chars, mut blank) = (Vec::new(), 0usize, true);

@@ -33,6 +33,7 @@ pub mod report;
 pub mod runtime;
 pub mod serve;
 pub mod stochastic;
+pub mod tokens;
 pub mod train;
 pub mod vocab;
 pub mod words;

@@ -151,7 +151,8 @@ fn big_word_text() -> String {
 }
 
 /// `corpus::load` (streamed) gives the vocabulary, ids and split that reading the text into
-/// memory gives, with and without a vocabulary to reuse.
+/// memory gives, with and without a vocabulary to reuse, and through the token cache (written,
+/// then read back, by a new run and by one given the vocabulary as `--resume` is).
 fn streamed_equals_in_memory(
     what: &str,
     files: &[PathBuf],
@@ -159,22 +160,66 @@ fn streamed_equals_in_memory(
     opts: &elman::vocab::VocabOptions,
     frac: f64,
 ) {
-    let got = elman::corpus::load(files, val_files, opts, None, frac, false, None).unwrap();
+    use elman::corpus::{load, CacheDir};
+    let ids_of = |l: &elman::corpus::Loaded| l.tokens.to_vec(0..l.tokens.len());
+    let got = load(files, val_files, opts, None, frac, false, None, None).unwrap();
     let (tokens, ids, cut, val_chars, chars) = load_in_memory(files, val_files, opts, frac);
     assert_eq!(got.vocab.tokens(), &tokens[..], "{what}: vocabulary");
-    assert!(got.ids == ids, "{what}: ids differ");
+    assert!(ids_of(&got) == ids, "{what}: ids differ");
+    assert!(!got.tokens.is_mapped() && got.cache.is_none());
     assert_eq!(
         (got.cut, got.val_chars, got.chars),
         (cut, val_chars, chars),
         "{what}: split"
     );
     // And with the vocabulary given (resuming), the same ids.
-    let again =
-        elman::corpus::load(files, val_files, opts, Some(&got.vocab), frac, false, None).unwrap();
+    let again = load(
+        files,
+        val_files,
+        opts,
+        Some(&got.vocab),
+        frac,
+        false,
+        None,
+        None,
+    )
+    .unwrap();
     assert!(
-        again.ids == ids && again.cut == cut,
+        ids_of(&again) == ids && again.cut == cut,
         "{what}: existing vocabulary"
     );
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheDir {
+        dir: dir.path().join("cache"),
+        always: true,
+    };
+    for (existing, did) in [
+        (None, "token cache: wrote"),
+        (None, "token cache: read"),
+        (Some(&got.vocab), "token cache: read"),
+    ] {
+        let c = load(
+            files,
+            val_files,
+            opts,
+            existing,
+            frac,
+            false,
+            None,
+            Some(&cache),
+        )
+        .unwrap();
+        let note = c.cache.clone().unwrap();
+        assert!(note.starts_with(did), "{what}: {note}");
+        assert!(c.tokens.is_mapped());
+        assert_eq!(c.vocab.tokens(), &tokens[..], "{what}: cached vocabulary");
+        assert!(ids_of(&c) == ids, "{what}: cached ids differ");
+        assert_eq!(
+            (c.cut, c.val_chars, c.chars, c.sha256.clone()),
+            (cut, val_chars, chars, got.sha256.clone()),
+            "{what}: cached split"
+        );
+    }
 }
 
 /// Training never holds the text (word level and `--nfc` included) and still gets exactly the
@@ -294,6 +339,7 @@ fn streamed_loading_equals_reading_into_memory_at_every_level() {
         0.1,
         false,
         None,
+        None,
     )
     .unwrap()
     .vocab;
@@ -379,4 +425,125 @@ fn an_unknown_character_is_located_by_file_line_and_column() {
     let want = format!("{}: line {}, column 7: \"熊\"", big.display(), n + 1);
     assert!(err.contains(&want), "{err}\nwanted {want}");
     assert!(err.contains("not in the model's vocabulary"), "{err}");
+}
+
+/// The token cache is keyed by the text and the settings: another text, another split or another
+/// vocabulary setting gets a file of its own; a damaged, cut-short or foreign file is found on
+/// opening and built again, never trusted; nothing but whole files is ever left in the folder.
+#[test]
+fn the_token_cache_is_rebuilt_when_stale_or_damaged() {
+    use elman::corpus::{load, CacheDir, Loaded};
+    use elman::vocab::VocabOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "天空飞过一只小鸟。the bird flies over the sky!\n".repeat(200);
+    let f = tmp.path().join("a.txt");
+    std::fs::write(&f, &text).unwrap();
+    let cache = CacheDir {
+        dir: tmp.path().join("cache"),
+        always: true,
+    };
+    let opts = VocabOptions::default();
+    let run = |opts: &VocabOptions, frac: f64| -> Loaded {
+        load(
+            std::slice::from_ref(&f),
+            &[],
+            opts,
+            None,
+            frac,
+            false,
+            None,
+            Some(&cache),
+        )
+        .unwrap()
+    };
+    let note = |l: &Loaded| l.cache.clone().unwrap();
+    let token_files = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&cache.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tokens"))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = run(&opts, 0.1);
+    assert!(
+        note(&first).starts_with("token cache: wrote"),
+        "{}",
+        note(&first)
+    );
+    // One byte per token: this alphabet is under 256 characters.
+    assert!(
+        note(&first).contains("1 byte(s) per token"),
+        "{}",
+        note(&first)
+    );
+    let ids = first.tokens.to_vec(0..first.tokens.len());
+    drop(first);
+    assert!(note(&run(&opts, 0.1)).starts_with("token cache: read"));
+
+    // Other settings: a file of their own.
+    assert!(note(&run(&opts, 0.2)).starts_with("token cache: wrote"));
+    let min2 = VocabOptions {
+        min_count: 500,
+        ..VocabOptions::default()
+    };
+    assert!(note(&run(&min2, 0.1)).starts_with("token cache: wrote"));
+    assert_eq!(token_files().len(), 3);
+
+    // Damage: one flipped byte among the ids, a file cut short, a foreign header.
+    let path = {
+        let l = run(&opts, 0.1);
+        let n = note(&l);
+        let p = n["token cache: read ".len()..]
+            .split(" (")
+            .next()
+            .unwrap()
+            .to_string();
+        PathBuf::from(p)
+    };
+    let whole = std::fs::read(&path).unwrap();
+    let damages: [(&str, Vec<u8>); 3] = [
+        ("damaged (its ids do not match their checksum)", {
+            let mut b = whole.clone();
+            let last = b.len() - 1;
+            b[last] ^= 1;
+            b
+        }),
+        (
+            "its length does not match its header (cut short?)",
+            whole[..whole.len() - 7].to_vec(),
+        ),
+        ("not a token file", {
+            let mut b = whole.clone();
+            b[..8].copy_from_slice(b"NOTATOKN");
+            b
+        }),
+    ];
+    for (why, bytes) in damages {
+        std::fs::write(&path, bytes).unwrap();
+        let l = run(&opts, 0.1);
+        assert!(note(&l).starts_with("token cache: wrote"), "{}", note(&l));
+        assert!(note(&l).contains(why), "{why}: {}", note(&l));
+        assert_eq!(l.tokens.to_vec(0..l.tokens.len()), ids);
+        assert!(note(&run(&opts, 0.1)).starts_with("token cache: read"));
+    }
+
+    // The text changes: its own file, with its own ids.
+    std::fs::write(&f, text.replace("小鸟", "蜻蜓")).unwrap();
+    let changed = run(&opts, 0.1);
+    assert!(note(&changed).starts_with("token cache: wrote"));
+    assert_ne!(changed.tokens.to_vec(0..changed.tokens.len()), ids);
+    // Only whole files are left: no temporary one.
+    let names: Vec<String> = std::fs::read_dir(&cache.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.ends_with(".tokens") || n.ends_with(".vocab")),
+        "{names:?}"
+    );
+    assert_eq!(token_files().len(), 4);
 }

@@ -17,7 +17,7 @@ const STAIRS: &[&[&str]] = &[
     // training draws at random.
     &["cell", "config", "stochastic"],
     // Text in and out, independent of any network.
-    &["words", "vocab", "corpus", "progress"],
+    &["words", "vocab", "corpus", "tokens", "progress"],
     // The device, and the three forms of the network: candle's graph, the fused CPU window, the
     // batch-1 stream.
     &["runtime"],

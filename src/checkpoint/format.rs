@@ -98,6 +98,10 @@ pub struct TrainConfig {
     pub patience: u32,
     pub val_fraction: f64,
     pub eval_every: u64,
+    /// Validation tokens scored: the first N of the validation text (`None`: all; runs saved
+    /// before `--val-tokens` scored all).
+    #[serde(default)]
+    pub val_tokens: Option<usize>,
     pub epochs: Option<u64>,
     pub steps: Option<u64>,
     pub time_limit_s: Option<f64>,

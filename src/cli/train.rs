@@ -179,6 +179,11 @@ pub struct HyperArgs {
     /// Fraction of the text (its end) held out for validation [default: 0.1].
     #[arg(long, value_name = "F", help_heading = "Training")]
     pub val_fraction: Option<f64>,
+    /// Validation tokens scored at each evaluation: the first N of the validation text, 0 for all
+    /// of it [default: as many as cost a fifth of 2,000 training steps: 2.5 million at char level
+    /// with the default batch and bptt, so a big text is evaluated at least every 2,000 steps].
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub val_tokens: Option<usize>,
     /// Evaluate and save every N steps [default: 200, more when scoring the validation text costs over a fifth of that training: a large vocabulary with the sampled softmax].
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub eval_every: Option<u64>,
@@ -220,6 +225,7 @@ impl From<HyperArgs> for Hyper {
             average: a.average,
             val_fraction: a.val_fraction,
             eval_every: a.eval_every,
+            val_tokens: a.val_tokens,
             seed: a.seed,
         }
     }
@@ -280,6 +286,12 @@ pub struct TrainCmd {
     #[arg(long, value_name = "DURATION", value_parser = parse_time, help_heading = "Stopping (whichever comes first)")]
     pub time: Option<std::time::Duration>,
 
+    /// Where the token files of texts of 16 MiB or more are kept: the text encoded once, reused
+    /// by later runs on the same text and settings and by --resume, read through a memory map so
+    /// the text never has to fit in memory. Naming a folder caches every text [default:
+    /// $ELMAN_CACHE_DIR, else $XDG_CACHE_HOME/elman, else ~/.cache/elman].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// No progress bar or evaluation lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -311,6 +323,7 @@ impl TrainCmd {
             quiet: self.quiet,
             reference: self.reference,
             made_by: None,
+            cache_dir: self.cache_dir,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct TrainArgs {
     /// Recorded as the checkpoint's `made_by` (the demo marks its model, so that it never
     /// replaces one it did not make).
     pub made_by: Option<String>,
+    /// Where token files of big texts are kept (`--cache-dir`; naming it caches every text).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -145,6 +147,9 @@ pub struct Hyper {
     pub average: Option<f64>,
     /// Fraction of the text (its end) held out for validation [default: 0.1].
     pub val_fraction: Option<f64>,
+    /// Validation tokens scored at each evaluation: the first N of the validation text (0: all)
+    /// [default: as many as cost a fifth of 2,000 training steps].
+    pub val_tokens: Option<usize>,
     /// Evaluate and save every N steps [default: 200, more when scoring the validation text costs over a fifth of that training: a large vocabulary with the sampled softmax].
     pub eval_every: Option<u64>,
     /// Random seed (initial weights, epoch offsets) [default: 1234].
@@ -207,6 +212,7 @@ impl Hyper {
             average: Some(tc.average),
             val_fraction: Some(tc.val_fraction),
             eval_every: Some(tc.eval_every),
+            val_tokens: Some(tc.val_tokens.unwrap_or(0)),
             seed: Some(tc.seed),
         }
     }
@@ -235,6 +241,7 @@ impl Hyper {
         differ!(false: batch "--batch", bptt "--bptt", optimizer "--optimizer", lr "--lr",
             clip "--clip", lr_decay "--lr-decay", patience "--patience",
             val_fraction "--val-fraction", eval_every "--eval-every", seed "--seed",
+            val_tokens "--val-tokens",
             dropout "--dropout", sampled_softmax "--sampled-softmax",
             weight_decay "--weight-decay", average "--average",
             locked_dropout "--locked-dropout", weight_drop "--weight-drop",

@@ -114,7 +114,7 @@ impl<'a> Session<'a> {
 
         let stream_len = check_fits(&data, &tc, &corpus.files)?;
         let val_streams = tc.batch.min(data.val().len() / (tc.bptt + 1)).max(1);
-        config.corpus.train_tokens = data.train().len();
+        config.corpus.train_tokens = data.train_len();
         config.corpus.val_tokens = data.val().len();
         config.corpus.val_chars = data.val_chars;
 
@@ -208,8 +208,15 @@ impl<'a> Session<'a> {
         if !finished {
             progress.say(intro_line(&config, &verb, &corpus.name, &data, opt.lr, now));
         }
-        for note in run_notes {
-            progress.say(note);
+        for note in corpus.cache.iter().chain(&run_notes) {
+            progress.say(note.clone());
+        }
+        if data.val().len() < data.val_total() && !finished {
+            progress.say(format!(
+                "validating on the first {} of the {} validation tokens (--val-tokens sets it, 0 scores them all)",
+                data.val().len(),
+                data.val_total()
+            ));
         }
         if !run_chosen.is_empty() {
             progress.say(format!(
@@ -301,7 +308,7 @@ impl<'a> Session<'a> {
         let t0 = Instant::now();
         let (n_windows, offset) = epoch_plan(tc.seed, self.ls.epoch, self.stream_len, tc.bptt);
         let pos = offset + (self.ls.window as usize) * tc.bptt;
-        let (inp, tgt) = window(self.data.train(), tc.batch, self.stream_len, pos, tc.bptt);
+        let (inp, tgt) = window(&self.data.train(), tc.batch, self.stream_len, pos, tc.bptt);
         self.stepper.at_step(self.ls.step);
         // --schedule linear: this step's rate is the base rate times the share of the budget still
         // ahead (see schedule::anneal_factor for what the budget counts).
@@ -657,7 +664,7 @@ fn new_model(
 /// Checks that the data fits one training window and holds a validation split; returns the
 /// length of each of the batch's streams.
 fn check_fits(data: &Data, tc: &checkpoint::TrainConfig, files: &[PathBuf]) -> Result<usize> {
-    let stream_len = data.train().len() / tc.batch;
+    let stream_len = data.train_len() / tc.batch;
     let files = files
         .iter()
         .map(|f| f.display().to_string())
@@ -666,7 +673,7 @@ fn check_fits(data: &Data, tc: &checkpoint::TrainConfig, files: &[PathBuf]) -> R
     if stream_len < tc.bptt + 1 {
         bail!(
             "{files}: the corpus is too short for one training window: {} training tokens in {} streams give {} tokens each, but --bptt {} needs {}; lower --batch or --bptt, or give more text",
-            data.train().len(),
+            data.train_len(),
             tc.batch,
             stream_len,
             tc.bptt,
@@ -757,8 +764,8 @@ fn intro_line(
         verb,
         name,
         config.corpus.chars,
-        data.train().len(),
-        data.val().len(),
+        data.train_len(),
+        data.val_total(),
         mc.vocab_size,
         config.vocab.level,
         mc.num_params(),

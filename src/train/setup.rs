@@ -10,25 +10,79 @@ use super::options::{
 use crate::cell::Activation;
 use crate::checkpoint::{self, Config, CorpusInfo, Progress, Schedule, TrainConfig};
 use crate::config::ModelConfig;
+use crate::corpus::CacheDir;
 use crate::optim::OptimizerKind;
+use crate::tokens::{Prefix, Tokens};
 use crate::vocab::{Level, Segmenter, Vocab, VocabOptions};
 use anyhow::{anyhow, bail, Result};
 use std::path::{Path, PathBuf};
 
-/// The token ids of a corpus: training tokens, then validation tokens, in one allocation (the only
-/// corpus-sized memory training holds: 4 bytes per token).
+/// The token ids of a corpus: training tokens, then validation tokens, in memory (4 bytes per
+/// token) or mapped from the token cache; and the validation ids scored, copied out once
+/// ([`Data::cap_val`]: the first `--val-tokens` of them).
 pub struct Data {
-    ids: Vec<u32>,
+    tokens: Tokens,
     cut: usize,
+    /// Characters of the whole validation text.
+    all_val_chars: usize,
+    val: Vec<u32>,
+    /// Characters of the scored validation ids (for bits per character).
     pub val_chars: usize,
+    capped: bool,
 }
 
 impl Data {
-    pub fn train(&self) -> &[u32] {
-        &self.ids[..self.cut]
+    pub fn new(tokens: Tokens, cut: usize, val_chars: usize) -> Data {
+        Data {
+            tokens,
+            cut,
+            all_val_chars: val_chars,
+            val: Vec::new(),
+            val_chars,
+            capped: false,
+        }
     }
+
+    /// The training ids, for cutting windows.
+    pub fn train(&self) -> Prefix<'_> {
+        Prefix {
+            tokens: &self.tokens,
+            len: self.cut,
+        }
+    }
+
+    pub fn train_len(&self) -> usize {
+        self.cut
+    }
+
+    /// How often `id` occurs in the training ids.
+    pub fn train_count(&self, id: u32) -> usize {
+        self.tokens.count(0..self.cut, id)
+    }
+
+    /// The validation ids scored ([`Data::cap_val`] first).
     pub fn val(&self) -> &[u32] {
-        &self.ids[self.cut..]
+        debug_assert!(self.capped, "Data::cap_val sets what is scored");
+        &self.val
+    }
+
+    /// All the validation ids, scored or not.
+    pub fn val_total(&self) -> usize {
+        self.tokens.len() - self.cut
+    }
+
+    /// Scores the first `limit` validation ids (all of them with `None`), their characters
+    /// counted in proportion (exact at the char level without NFC, where a token is a character).
+    pub fn cap_val(&mut self, limit: Option<usize>) {
+        let total = self.val_total();
+        let n = limit.map_or(total, |l| l.min(total));
+        self.val = self.tokens.to_vec(self.cut..self.cut + n);
+        self.val_chars = if n == total {
+            self.all_val_chars
+        } else {
+            (self.all_val_chars as f64 * n as f64 / total.max(1) as f64).round() as usize
+        };
+        self.capped = true;
     }
 }
 
@@ -38,6 +92,8 @@ pub struct CorpusMeta {
     pub files: Vec<PathBuf>,
     pub sha256: String,
     pub chars: usize,
+    /// What the token cache did (a line the run says), if the corpus went through it.
+    pub cache: Option<String>,
 }
 
 /// A run ready to train: where it is saved, its config, its vocabulary and its data.
@@ -74,6 +130,7 @@ fn load_data(
     existing: Option<&Vocab>,
     val_fraction: f64,
     progress: bool,
+    cache: &CacheDir,
 ) -> Result<(CorpusMeta, Vocab, Data)> {
     let l = crate::corpus::load(
         files,
@@ -83,19 +140,16 @@ fn load_data(
         val_fraction,
         progress,
         Some(&super::interrupt::INTERRUPTED),
+        Some(cache),
     )?;
     let meta = CorpusMeta {
         name: l.name,
         files: l.files,
         sha256: l.sha256,
         chars: l.chars,
+        cache: l.cache,
     };
-    let data = Data {
-        ids: l.ids,
-        cut: l.cut,
-        val_chars: l.val_chars,
-    };
-    Ok((meta, l.vocab, data))
+    Ok((meta, l.vocab, Data::new(l.tokens, l.cut, l.val_chars)))
 }
 
 /// A run continued from the checkpoint in `r`: everything but the stopping rules comes from its
@@ -153,14 +207,16 @@ pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
         config.vocab.segmenter,
     )?;
     let vopts = config.vocab.options();
-    let (corpus, vocab, data) = load_data(
+    let (corpus, vocab, mut data) = load_data(
         &files,
         &val_files,
         &vopts,
         Some(&vocab),
         config.training.val_fraction,
         !args.quiet,
+        &CacheDir::new(args.cache_dir.as_deref()),
     )?;
+    data.cap_val(config.training.val_tokens);
     if corpus.sha256 != config.corpus.sha256 {
         bail!(
             "the corpus ({}) is not the one {} was trained on (its SHA-256 differs); give the original file(s)",
@@ -223,13 +279,14 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         .hyper
         .val_fraction
         .unwrap_or(base.training.val_fraction);
-    let (corpus, vocab, data) = load_data(
+    let (corpus, vocab, mut data) = load_data(
         &args.files,
         &args.val_files,
         &vopts,
         Some(&vocab),
         val_fraction,
         !args.quiet,
+        &CacheDir::new(args.cache_dir.as_deref()),
     )
     .map_err(|e| anyhow!("{e} (the vocabulary is that of {})", src.display()))?;
     if vocab.len() > known {
@@ -246,8 +303,8 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
     mc.validate()?;
     // A text the vocabulary mostly cannot read trains <unk>, not the model: say so.
     if let Some(u) = vocab.unk {
-        let unk = data.train().iter().filter(|&&i| i == u).count();
-        let share = unk as f64 / data.train().len().max(1) as f64;
+        let unk = data.train_count(u);
+        let share = unk as f64 / data.train_len().max(1) as f64;
         if share > 0.05 {
             notes.push(format!(
                 "warning: {:.0}% of the new text's tokens are <unk> to the vocabulary of {}{}",
@@ -262,7 +319,7 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         }
     }
     let mut tc = train_config(&args.hyper, vocab.len(), Some(&base.training))?;
-    default_eval_every(&args.hyper, &mut tc, &mc, &data);
+    validation_plan(&args.hyper, &mut tc, &mc, &mut data);
     check_hyper(&tc, &mc)?;
     let dir = out_dir(args, &corpus);
     if dir == src {
@@ -333,21 +390,20 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
         bail!("--segmenter applies to word-level vocabularies: add --level word");
     }
     check_val_options(args)?;
-    let (corpus, vocab, data) = load_data(
+    let (corpus, vocab, mut data) = load_data(
         &args.files,
         &args.val_files,
         &vopts,
         None,
         h.val_fraction.unwrap_or(0.1),
         !args.quiet,
+        &CacheDir::new(args.cache_dir.as_deref()),
     )?;
     let mut tc = train_config(h, vocab.len(), None)?;
     let mut chosen = Vec::new();
     if vocab.min_count != vopts.min_count {
         vopts.min_count = vocab.min_count;
-        let unk = vocab
-            .unk
-            .map_or(0, |u| data.train().iter().filter(|&&i| i == u).count());
+        let unk = vocab.unk.map_or(0, |u| data.train_count(u));
         chosen.push(format!(
             "<unk> for the {} {} seen once (trained on their {unk} places in the training part: it learns to stand for {} the model never saw; --min-count 1 keeps them)",
             vocab.unknown_types.unwrap_or(0),
@@ -367,7 +423,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
     // How many times the budget reads the text with a given shape (the defaults' one measure).
     let epochs = args.epochs_or_default();
     let readings = |mc: &ModelConfig, tc: &TrainConfig| {
-        super::defaults::planned_epochs(mc, tc, data.train().len(), epochs, args.steps, args.time)
+        super::defaults::planned_epochs(mc, tc, data.train_len(), epochs, args.steps, args.time)
     };
     let shape = super::defaults::shape(h, vopts.level, vocab.len(), |s| readings(&config(s), &tc));
     let mc = config(&shape);
@@ -382,7 +438,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
     // A time budget is turned into readings at a reference speed, not this machine's (so the same
     // command makes the same model everywhere): say so.
     let by_time = args.time.is_some_and(|t| {
-        let n = data.train().len();
+        let n = data.train_len();
         super::defaults::planned_epochs(&mc, &tc, n, None, None, Some(t)) <= planned
     });
     let at = if by_time {
@@ -420,7 +476,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             ));
         }
     }
-    default_eval_every(h, &mut tc, &mc, &data);
+    validation_plan(h, &mut tc, &mc, &mut data);
     check_hyper(&tc, &mc)?;
     if mc.vocab_size > crate::config::MAX_VOCAB {
         bail!(
@@ -456,10 +512,18 @@ fn check_val_options(args: &TrainArgs) -> Result<()> {
 
 /// The evaluation interval of a new run when `--eval-every` was not given (it depends on what
 /// scoring the validation text costs against training).
-fn default_eval_every(h: &Hyper, tc: &mut TrainConfig, mc: &ModelConfig, data: &Data) {
+/// What a new run scores when it validates (`--val-tokens`, or the default: see
+/// [`super::schedule::default_val_tokens`]), and then how often it validates.
+fn validation_plan(h: &Hyper, tc: &mut TrainConfig, mc: &ModelConfig, data: &mut Data) {
+    tc.val_tokens = match h.val_tokens {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => Some(super::schedule::default_val_tokens(mc, tc)),
+    };
+    data.cap_val(tc.val_tokens);
     if h.eval_every.is_none() {
         tc.eval_every =
-            super::schedule::default_eval_every(mc, tc, data.val().len(), data.train().len());
+            super::schedule::default_eval_every(mc, tc, data.val().len(), data.train_len());
     }
 }
 
@@ -548,6 +612,7 @@ fn train_config(h: &Hyper, vocab_len: usize, base: Option<&TrainConfig>) -> Resu
         patience: h.patience.or(base.map(|b| b.patience)).unwrap_or(1),
         val_fraction: pickf(h.val_fraction, |b| b.val_fraction, 0.1),
         eval_every: h.eval_every.unwrap_or(DEFAULT_EVAL_EVERY),
+        val_tokens: None,
         epochs: None,
         steps: None,
         time_limit_s: None,

@@ -41,9 +41,27 @@ impl Vocab {
         nfc: bool,
         segmenter: Segmenter,
     ) -> Result<Vocab> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow!(
+                "{}: not a readable tokenizer.json ({e}); the checkpoint is damaged",
+                path.display()
+            )
+        })?;
+        Self::from_tokenizer_text(&text, path, level, nfc, segmenter)
+    }
+
+    /// [`Vocab::from_tokenizer_json`] on the file's text; `path` names it in errors.
+    pub fn from_tokenizer_text(
+        text: &str,
+        path: &Path,
+        level: Level,
+        nfc: bool,
+        segmenter: Segmenter,
+    ) -> Result<Vocab> {
+        use std::str::FromStr;
         // tokenizers 0.23 panics (rather than erring) on some malformed sections, e.g. a
         // `decoder` without a valid type: contain that here so a damaged file is an error.
-        let tok = without_panics(|| Tokenizer::from_file(path))
+        let tok = without_panics(|| Tokenizer::from_str(text))
             .ok_or_else(|| anyhow!("malformed"))
             .and_then(|r| r.map_err(|e| anyhow!("{e}")))
             .map_err(|e| {
