@@ -639,3 +639,88 @@ fn ctrl_c_while_reading_the_corpus_stops_without_writing() {
     // Not a correctness bound, only a guard against "read everything, then stop".
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+/// A text through the token cache, as a user sees it: the first run says where it wrote the
+/// token file and how many validation tokens it scores, the next run and `--resume` read the file
+/// back, and `--val-tokens` is part of the run (changing it on resume is refused).
+#[test]
+fn the_token_cache_and_the_validation_cap_are_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "天空中飞过一只小鸟。A bird flew over the lake.\n".repeat(60);
+    std::fs::write(tmp.path().join("mix.txt"), &text).unwrap();
+    let flags = [
+        "--hidden",
+        "16",
+        "--batch",
+        "2",
+        "--bptt",
+        "8",
+        "--eval-every",
+        "10",
+    ];
+    let run = |args: &[&str]| -> String {
+        let out = elman(tmp.path()).args(args).output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{all}");
+        all
+    };
+    let first = run(&[
+        &[
+            "train",
+            "mix.txt",
+            "--out",
+            "a",
+            "--steps",
+            "10",
+            "--cache-dir",
+            "cache",
+        ][..],
+        &flags,
+        &["--val-tokens", "100"],
+    ]
+    .concat());
+    assert!(first.contains("token cache: wrote cache/"), "{first}");
+    assert!(
+        first.contains("validating on the first 100 of the 222 validation tokens"),
+        "{first}"
+    );
+    let again = run(&[
+        &[
+            "train",
+            "mix.txt",
+            "--out",
+            "b",
+            "--steps",
+            "10",
+            "--cache-dir",
+            "cache",
+        ][..],
+        &flags,
+        &["--val-tokens", "100"],
+    ]
+    .concat());
+    assert!(again.contains("token cache: read cache/"), "{again}");
+    let resumed = run(&[
+        "train",
+        "--resume",
+        "a",
+        "--steps",
+        "20",
+        "--cache-dir",
+        "cache",
+    ]);
+    assert!(resumed.contains("token cache: read cache/"), "{resumed}");
+    let config = std::fs::read_to_string(tmp.path().join("a/config.json")).unwrap();
+    assert!(config.contains("\"val_tokens\": 100"), "{config}");
+    elman(tmp.path())
+        .args(["train", "--resume", "a", "--val-tokens", "50"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "--val-tokens cannot be changed when resuming",
+        ));
+}

@@ -374,6 +374,20 @@ fn evaluations_are_spaced_out_where_validation_is_expensive_and_close_on_a_small
         default_eval_every(&model(33_278, 256), &training(Some(4096)), 0, 2_088_628),
         200
     );
+    // What validation scores by default: as many tokens as cost a fifth of 2,000 steps. At the
+    // char level 400 steps of 3 × 2,048 tokens' forward work; every reference corpus's validation
+    // text fits (WikiText-2 with the sampled softmax: 217,646 words worth ~273 steps).
+    use elman::train::default_val_tokens;
+    assert_eq!(
+        default_val_tokens(&model(65, 512), &training(None)),
+        2_457_600
+    );
+    let words = default_val_tokens(&model(33_278, 256), &training(Some(4096)));
+    assert!((217_646..330_000).contains(&words), "{words}");
+    assert_eq!(
+        default_eval_every(&model(33_278, 256), &training(Some(4096)), words, 2_088_628),
+        2_000
+    );
 }
 
 /// Dropout's masks are a function of the seed and the step: a run stopped and resumed draws the

@@ -31,7 +31,9 @@ pub use options::{
     check_hyper, Hyper, TrainArgs, DEFAULT_BATCH, DEFAULT_BPTT, DEFAULT_CLIP, DEFAULT_EPOCHS,
     DEFAULT_EVAL_EVERY, DEFAULT_SAMPLES, SAMPLED_SOFTMAX_FROM,
 };
-pub use schedule::{default_eval_every, parse_duration, training_flops_per_token};
+pub use schedule::{
+    default_eval_every, default_val_tokens, parse_duration, training_flops_per_token,
+};
 pub use session::Outcome;
 pub use stepper::{StepResult, Stepper};
 

@@ -94,8 +94,9 @@ pub const MAX_DEFAULT_EVAL_EVERY: u64 = 2000;
 /// of the reference corpora is shorter (WikiText-2's 217,646 words with the sampled softmax are
 /// worth ~270 steps of the 400 allowed).
 pub fn default_val_tokens(mc: &ModelConfig, tc: &TrainConfig) -> usize {
-    let per_token = validation_in_steps(mc, tc, 1);
-    ((MAX_DEFAULT_EVAL_EVERY as f64 / 5.0) / per_token.max(1e-12)).min(1e15) as usize
+    let step = training_flops_per_token(mc, tc) * (tc.batch * tc.bptt) as f64;
+    let per_token = forward_flops(mc, mc.vocab_size as f64);
+    (MAX_DEFAULT_EVAL_EVERY as f64 / 5.0 * step / per_token.max(1.0)).min(1e15) as usize
 }
 
 /// Multiply–adds ×2 of one token through the network (forward) and of the decoder over
