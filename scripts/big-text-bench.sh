@@ -42,6 +42,7 @@ measure() {
     done
     wait "$pid" || { cat "$log"; exit 1; }
     awk -v prep="$prepared" '
+        BEGIN {phase = 0}
         /^--/ {phase = 1; next}
         { if ($1 > max[phase]) max[phase] = $1 }
         END { printf "peak RssAnon: preparing %.0f MB, training %.0f MB; cache line after %.1f s\n", max[0] / 1024, max[1] / 1024, prep }
@@ -51,7 +52,7 @@ measure() {
 }
 
 echo "== $(lscpu | grep -m1 'Model name' | sed 's/ *Model name: *//'), family $(lscpu | awk '/^CPU family/ {print $3}') model $(lscpu | awk '/^Model:/ {print $2}')"
-echo "== $(du -h "$OUT/big.txt" | cut -f1) text; first run (the token file is written)"
+echo "== $(du -hL "$OUT/big.txt" | cut -f1) text; first run (the token file is written)"
 rm -rf "$OUT/cache"
 measure "${ARGS[@]}"
 echo "== second run (the token file is read back)"
