@@ -515,26 +515,45 @@ fn map_checked(path: &Path, key: &str, verify: bool) -> Result<Checked> {
 mod tests {
     use super::*;
 
+    /// Where the tests write: a temporary folder, and one on tmpfs too where the machine has one
+    /// (a file system without `O_DIRECT`: the plain writes).
+    fn folders() -> Vec<tempfile::TempDir> {
+        let mut v = vec![tempfile::tempdir().unwrap()];
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            v.push(shm);
+        }
+        v
+    }
+
     #[test]
     fn every_width_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
+        for dir in folders() {
+            round_trips(dir.path());
+        }
+    }
+
+    fn round_trips(dir: &Path) {
         for (width, max) in [
             (Width::U8, 255u32),
             (Width::U16, 65535),
             (Width::U32, 1 << 20),
         ] {
-            let path = dir.path().join("t.tokens");
-            let ids: Vec<u32> = (0..1000u32).map(|i| (i * 7919) % (max + 1)).collect();
+            let path = dir.join("t.tokens");
+            // More than one 8 MiB block, and a last one cut short.
+            let ids: Vec<u32> = (0..5_000_000u64)
+                .map(|i| ((i * 7919) % (u64::from(max) + 1)) as u32)
+                .collect();
             let mut w = TokenWriter::create(&path, width).unwrap();
-            w.push(&ids[..300]).unwrap();
-            w.push(&ids[300..]).unwrap();
+            for part in ids.chunks(777_777) {
+                w.push(part).unwrap();
+            }
             let header = Header {
                 key: "k".into(),
                 width,
                 tokens: 0,
                 cut: 900,
                 cut_chars: 900,
-                chars: 1000,
+                chars: 5_000_000,
                 ids_xxh3: String::new(),
             };
             let written = w.finish(header).unwrap();
@@ -543,6 +562,7 @@ mod tests {
             assert_eq!(t.to_vec(0..t.len()), ids);
             let want = ids[100..900].iter().filter(|&&x| x == ids[500]).count();
             assert_eq!(t.count(100..900, ids[500]), want);
+            assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1, "only the file");
             assert_eq!(
                 open(&path, "other").unwrap().err().unwrap(),
                 "made for another text or vocabulary"
