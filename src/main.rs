@@ -416,6 +416,11 @@ fn serve_cmd(c: ServeCmd, rt: &Runtime) -> Result<ExitCode> {
         models: c.model,
         host: c.host,
         port: c.port,
+        api_key: c
+            .api_key
+            .or_else(|| std::env::var("ELMAN_API_KEY").ok())
+            .filter(|k| !k.is_empty()),
+        insecure: c.insecure,
     };
     elman::serve::run(&args, rt)?;
     Ok(ExitCode::SUCCESS)

@@ -50,12 +50,18 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, models: &[&str]) -> Server {
+        Server::start_with(dir, models, &[], &[])
+    }
+
+    /// [`Server::start`] with more options and environment variables.
+    fn start_with(dir: &Path, models: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("elman"));
         cmd.current_dir(dir)
             .args(["--threads", "2", "serve", "--port", "0"]);
         for m in models {
             cmd.args(["--model", m]);
         }
+        cmd.args(extra).envs(env.iter().copied());
         let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -528,11 +534,25 @@ fn it_listens_on_loopback_unless_told_and_refuses_bad_flags() {
         elman(d).args(["serve", "--model", "m", "--model", "m"]),
         &["different names"],
     );
+    // Beyond the loopback only with a key, or --insecure.
+    fails_with(
+        elman(d).args(["serve", "--model", "m", "--host", "0.0.0.0"]),
+        &["--api-key", "--insecure"],
+    );
     // Told otherwise, it says so.
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("elman"));
     let mut child = cmd
         .current_dir(d)
-        .args(["serve", "--model", "m", "--host", "0.0.0.0", "--port", "0"])
+        .args([
+            "serve",
+            "--model",
+            "m",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--insecure",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -948,4 +968,375 @@ fn the_playground_opens_on_a_prompt_the_model_can_read() {
         .unwrap()
         .iter()
         .all(|c| c["scored"] == true && c["unknown"] == json!([])));
+}
+
+/// Server-sent events' data lines, in order (`data: [DONE]` included).
+fn sse_data(events: &str) -> Vec<String> {
+    events
+        .split("\n\n")
+        .filter_map(|block| {
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+                .collect();
+            (!data.is_empty()).then_some(data)
+        })
+        .collect()
+}
+
+/// The streamed chunks of an OpenAI endpoint: each JSON chunk, and that the stream ended with
+/// `[DONE]`.
+fn chunks(s: &Server, path: &str, body: Value) -> Vec<Value> {
+    let (st, events) = s.raw(path, Some(&body.to_string()));
+    assert_eq!(st, 200, "{events}");
+    let data = sse_data(&events);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{events}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// The OpenAI-compatible endpoints give the command line's numbers: the text `elman sample` draws
+/// with the same seed (choice j of n with seed + j), streamed or not, cut at a stop sequence; the
+/// log-probabilities `elman complete` and `elman rank` report; the chat template's prompt; usage
+/// counts; and every mistake in OpenAI's error shape.
+#[test]
+fn openai_endpoints_answer_with_the_command_lines_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    trained(d, "m", &[]);
+    let s = Server::start(d, &["m"]);
+    let prompt = "天空飞过一只";
+
+    let (st, models) = s.call("/v1/models", None);
+    assert_eq!(st, 200);
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "m");
+    assert_eq!(models["data"][0]["object"], "model");
+    assert_eq!(models["data"][0]["step"], 60);
+
+    // Text: `elman sample` with the same seed and settings.
+    let body = json!({"model": "m", "prompt": prompt, "max_tokens": 40, "temperature": 0.9, "top_p": 0.95, "seed": 7});
+    let c = s.post("/v1/completions", body.clone());
+    let sample = |seed: &str| -> String {
+        let cli = json(elman(d).args([
+            "sample",
+            "--model",
+            "m",
+            "--prompt",
+            prompt,
+            "--length",
+            "40",
+            "--temperature",
+            "0.9",
+            "--top-k",
+            "0",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--json",
+        ]));
+        cli["samples"][0].as_str().unwrap().to_string()
+    };
+    let text = c["choices"][0]["text"].as_str().unwrap().to_string();
+    assert_eq!(text, sample("7"));
+    assert_eq!(c["object"], "text_completion");
+    assert_eq!(c["model"], "m");
+    assert_eq!(c["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        c["usage"],
+        json!({"prompt_tokens": 6, "completion_tokens": 40, "total_tokens": 46})
+    );
+    // n choices: choice j draws with seed + j; a list of prompts, n each, indexed in order.
+    let mut three = body.clone();
+    three["n"] = json!(3);
+    three["prompt"] = json!([prompt, prompt]);
+    let c3 = s.post("/v1/completions", three);
+    let choices = c3["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 6);
+    assert_eq!(choices[0]["text"], text);
+    assert_eq!(choices[1]["text"].as_str().unwrap(), sample("8"));
+    assert_eq!(choices[3]["text"], text);
+    assert_eq!(choices[5]["index"], 5);
+    // Streamed: the same text in pieces, a last chunk with the finish reason, then [DONE].
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let parts = chunks(&s, "/v1/completions", streamed);
+    let joined: String = parts
+        .iter()
+        .map(|p| p["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, text);
+    assert_eq!(
+        parts.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
+    assert!(parts
+        .iter()
+        .all(|p| p["object"] == "text_completion" && p["id"] == parts[0]["id"]));
+
+    // A stop sequence: the text up to it, without it; the same streamed.
+    let chars: Vec<char> = text.chars().collect();
+    let stop: String = chars[12..14].iter().collect();
+    let cut = text.find(&stop).unwrap();
+    let mut stopped = body.clone();
+    stopped["stop"] = json!([stop, "never here"]);
+    let c = s.post("/v1/completions", stopped.clone());
+    assert_eq!(c["choices"][0]["text"].as_str().unwrap(), &text[..cut]);
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+    stopped["stream"] = json!(true);
+    let parts = chunks(&s, "/v1/completions", stopped);
+    let joined: String = parts
+        .iter()
+        .map(|p| p["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, &text[..cut]);
+    assert_eq!(parts.last().unwrap()["choices"][0]["finish_reason"], "stop");
+
+    // Log-probabilities: greedy, the top 5 at the first position are `elman complete --top 5`'s;
+    // the chosen tokens' sum is `elman rank`'s total for that continuation.
+    let greedy = s.post(
+        "/v1/completions",
+        json!({"prompt": prompt, "max_tokens": 3, "temperature": 0, "logprobs": 5}),
+    );
+    let lp = &greedy["choices"][0]["logprobs"];
+    let cli = json(elman(d).args([
+        "complete", "--model", "m", "--prompt", prompt, "--top", "5", "--json",
+    ]));
+    for n in cli["next"].as_array().unwrap() {
+        let token = n["token"].as_str().unwrap();
+        let got = lp["top_logprobs"][0][token].as_f64().unwrap();
+        assert!(
+            close(got, n["prob"].as_f64().unwrap().ln()),
+            "{token}: {got} {n}"
+        );
+    }
+    let tokens: Vec<&str> = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tokens.concat(),
+        greedy["choices"][0]["text"].as_str().unwrap()
+    );
+    assert_eq!(lp["text_offset"], json!([0, 1, 2]));
+    let sum: f64 = lp["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .sum();
+    let ranked = json(elman(d).args([
+        "rank",
+        "--model",
+        "m",
+        "--prompt",
+        prompt,
+        "--candidates",
+        &tokens.concat(),
+        "--json",
+    ]));
+    let total = ranked["candidates"][0]["total_logprob"].as_f64().unwrap();
+    assert!(close(sum, total), "{sum} {total} {ranked}");
+    // Echo: the prompt's own tokens scored (the first has no context), as rank scores them.
+    let echo = s.post(
+        "/v1/completions",
+        json!({"prompt": prompt, "max_tokens": 0, "echo": true, "logprobs": 1}),
+    );
+    assert_eq!(echo["choices"][0]["text"], prompt);
+    let lp = &echo["choices"][0]["logprobs"];
+    assert_eq!(lp["token_logprobs"][0], Value::Null);
+    let sum: f64 = lp["token_logprobs"].as_array().unwrap()[1..]
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .sum();
+    let ranked = json(elman(d).args([
+        "rank",
+        "--model",
+        "m",
+        "--prompt",
+        "天",
+        "--candidates",
+        "空飞过一只",
+        "--json",
+    ]));
+    assert!(close(
+        sum,
+        ranked["candidates"][0]["total_logprob"].as_f64().unwrap()
+    ));
+
+    // Chat: the messages written one per line, the answer their continuation.
+    let chat = json!({"model": "m", "messages": [{"role": "system", "content": "天空"}, {"role": "user", "content": prompt}], "max_tokens": 20, "seed": 5});
+    let answer = s.post("/v1/chat/completions", chat.clone());
+    let plain = s.post(
+        "/v1/completions",
+        json!({"prompt": format!("天空\n{prompt}\n"), "max_tokens": 20, "seed": 5}),
+    );
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        plain["choices"][0]["text"]
+    );
+    assert_eq!(answer["usage"], plain["usage"]);
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let parts = chunks(&s, "/v1/chat/completions", streamed);
+    assert_eq!(parts[0]["choices"][0]["delta"]["role"], "assistant");
+    let joined: String = parts
+        .iter()
+        .filter_map(|p| p["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        joined,
+        answer["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert!(parts.iter().all(|p| p["object"] == "chat.completion.chunk"));
+
+    // Mistakes: OpenAI's error shape and status, the parameter named.
+    let bad = |path: &str, body: Value, status: u16, param: Value| {
+        let (st, v) = s.call(path, Some(&body.to_string()));
+        assert_eq!(st, status, "{body}: {v}");
+        let e = &v["error"];
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert_eq!(e["type"], "invalid_request_error", "{v}");
+        assert_eq!(e["param"], param, "{body}: {v}");
+        assert!(e.get("code").is_some(), "{v}");
+        v
+    };
+    let v = bad(
+        "/v1/completions",
+        json!({"model": "nope", "prompt": "a"}),
+        404,
+        Value::Null,
+    );
+    assert_eq!(v["error"]["code"], "model_not_found");
+    bad(
+        "/v1/completions",
+        json!({"prompt": "a", "frobnicate": 1}),
+        400,
+        json!("frobnicate"),
+    );
+    bad(
+        "/v1/completions",
+        json!({"prompt": "a", "presence_penalty": 0.5}),
+        400,
+        json!("presence_penalty"),
+    );
+    bad(
+        "/v1/completions",
+        json!({"prompt": "a", "logit_bias": {"1": 5}}),
+        400,
+        json!("logit_bias"),
+    );
+    bad(
+        "/v1/completions",
+        json!({"prompt": "a", "n": 0}),
+        400,
+        json!("n"),
+    );
+    bad(
+        "/v1/completions",
+        json!({"prompt": "a", "max_tokens": 1_000_000}),
+        400,
+        json!("max_tokens"),
+    );
+    bad(
+        "/v1/completions",
+        json!({"prompt": "a", "temperature": 3}),
+        400,
+        json!("temperature"),
+    );
+    bad(
+        "/v1/completions",
+        json!({"prompt": "a", "stop": ["", "x"]}),
+        400,
+        json!("stop"),
+    );
+    bad(
+        "/v1/completions",
+        json!({"prompt": "a", "logprobs": 99}),
+        400,
+        json!("logprobs"),
+    );
+    bad(
+        "/v1/completions",
+        json!({"prompt": [1, 2, 3]}),
+        400,
+        Value::Null,
+    );
+    bad(
+        "/v1/chat/completions",
+        json!({"messages": []}),
+        400,
+        json!("messages"),
+    );
+    bad(
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function"}]}),
+        400,
+        json!("tools"),
+    );
+    let (st, v) = s.call("/v1/completions", Some("{not json"));
+    assert_eq!(st, 400);
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    // Ignored as OpenAI ignores it: `user`; neutral values of the unsupported ones.
+    s.post(
+        "/v1/completions",
+        json!({"prompt": "a", "max_tokens": 2, "user": "u1", "presence_penalty": 0, "best_of": 1}),
+    );
+}
+
+/// With `--api-key` (or `ELMAN_API_KEY`) every request but the page needs the key, a 401 in
+/// OpenAI's shape otherwise; the key is never printed.
+#[test]
+fn an_api_key_guards_every_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    trained(d, "m", &[]);
+    for (extra, env) in [
+        (&["--api-key", "sekrit-42"][..], &[][..]),
+        (&[][..], &[("ELMAN_API_KEY", "sekrit-42")][..]),
+    ] {
+        let s = Server::start_with(d, &["m"], extra, env);
+        let get = |key: Option<&str>, path: &str| {
+            let mut r = ureq::get(&format!("{}{path}", s.base));
+            if let Some(k) = key {
+                r = r.set("authorization", &format!("Bearer {k}"));
+            }
+            match r.call() {
+                Ok(resp) => (resp.status(), resp.into_string().unwrap()),
+                Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap()),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        for path in ["/v1/models", "/api/models", "/api/info"] {
+            let (st, body) = get(None, path);
+            assert_eq!(st, 401, "{path}: {body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"]["code"], "invalid_api_key");
+            let (st, body) = get(Some("wrong"), path);
+            assert_eq!(st, 401);
+            assert!(!body.contains("wrong"), "{body}");
+            assert_eq!(get(Some("sekrit-42"), path).0, 200, "{path}");
+        }
+        // The page itself holds no model's data: it loads, then asks for the key.
+        assert_eq!(get(None, "/").0, 200);
+        let r = ureq::post(&format!("{}/v1/completions", s.base))
+            .set("authorization", "Bearer sekrit-42")
+            .set("content-type", "application/json")
+            .send_string(&json!({"prompt": "天空", "max_tokens": 3}).to_string())
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !s.stderr.lock().unwrap().contains("sekrit"),
+            "the key was printed"
+        );
+    }
 }

@@ -690,4 +690,11 @@ pub struct ServeCmd {
     /// The port (0 picks a free one, printed when listening).
     #[arg(long, default_value_t = 8080, value_name = "PORT")]
     pub port: u16,
+    /// Require `Authorization: Bearer KEY` on every request but the playground page itself (401
+    /// otherwise; the page asks for the key). Also read from $ELMAN_API_KEY. Never printed.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Serve beyond the loopback address without a key (refused otherwise).
+    #[arg(long)]
+    pub insecure: bool,
 }

@@ -61,10 +61,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/complete", post(complete))
         .route("/api/rank", post(rank))
         .route("/api/score", post(score))
+        .route("/v1/models", get(super::openai::models))
+        .route("/v1/completions", post(super::openai::completions))
+        .route("/v1/chat/completions", post(super::openai::chat_completions))
         .method_not_allowed_fallback(|| async {
             ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
-                message: "wrong method: /api/next, /api/sample, /api/sample/stream, /api/complete, /api/rank and /api/score take POST with a JSON body; /, /api/info and /api/models take GET".into(),
+                message: "wrong method: /api/next, /api/sample, /api/sample/stream, /api/complete, /api/rank, /api/score, /v1/completions and /v1/chat/completions take POST with a JSON body; /, /api/info, /api/models and /v1/models take GET".into(),
             }
         })
         .fallback(|| async {
@@ -73,7 +76,46 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.limits.body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorized))
         .with_state(state)
+}
+
+/// With `--api-key`, every request but the page itself (which holds no model's data, and asks
+/// for the key) must carry `Authorization: Bearer KEY`; a 401 in OpenAI's error shape otherwise.
+/// The key given is never echoed, and compared in constant time.
+async fn authorized(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(key) = &st.api_key else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let same = |a: &[u8], b: &[u8]| {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    };
+    match given {
+        Some(g) if same(g.trim().as_bytes(), key.as_bytes()) => next.run(req).await,
+        _ => super::openai::OaiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: match given {
+                None => "missing the API key: send the header Authorization: Bearer <key>".into(),
+                Some(_) => "incorrect API key provided".into(),
+            },
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("invalid_api_key"),
+        }
+        .into_response(),
+    }
 }
 
 /// A request that cannot be answered: its status and one line saying why.
@@ -84,6 +126,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn with_status(status: StatusCode, message: String) -> ApiError {
+        ApiError { status, message }
+    }
+
+    /// Its status and message (the OpenAI endpoints answer them in their own shape).
+    pub fn parts(self) -> (StatusCode, String) {
+        (self.status, self.message)
+    }
+
     pub fn bad(message: String) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -120,7 +171,7 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// The body as `T`: JSON, no unknown fields, the right types (each failure a 400 naming it).
 /// A body over the size limit is a 413 in the same JSON shape.
@@ -133,7 +184,7 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
 }
 
 /// Runs `f` on the blocking pool (the maths never holds up the server's own threads).
-async fn blocking<F>(f: F) -> ApiResult
+pub(super) async fn blocking<F>(f: F) -> ApiResult
 where
     F: FnOnce() -> ApiResult + Send + 'static,
 {
@@ -142,7 +193,7 @@ where
         .unwrap_or_else(|e| Err(ApiError::bad(format!("the request failed: {e}"))))
 }
 
-fn check_len(what: &str, text: &str, max: usize) -> Result<(), ApiError> {
+pub(super) fn check_len(what: &str, text: &str, max: usize) -> Result<(), ApiError> {
     let n = text.chars().count();
     if n > max {
         return Err(ApiError::too_large(format!(
@@ -178,6 +229,7 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
                 "vocab_size": c.model.vocab_size,
                 "hidden": c.model.hidden,
                 "layers": c.model.layers,
+                "step": c.progress.step,
                 "example": {"prompt": m.example.0, "candidates": m.example.1},
             })
         })

@@ -13,6 +13,7 @@
 //! playground (embedded in the binary: no request leaves the machine).
 
 mod api;
+mod openai;
 mod state;
 
 pub use state::{load, AppState, Limits, ServeArgs, Served, LIMITS};
@@ -33,6 +34,11 @@ pub fn run(args: &ServeArgs, rt: &Runtime) -> Result<()> {
             args.host
         )
     })?;
+    if !ip.is_loopback() && args.api_key.is_none() && !args.insecure {
+        return Err(anyhow!(
+            "--host {ip} opens the server to the network: give --api-key KEY (or set ELMAN_API_KEY) so that only clients with the key can use it, or --insecure to serve without one"
+        ));
+    }
     let state = Arc::new(load(args, rt)?);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(rt.threads.max(2))
@@ -51,6 +57,9 @@ pub fn run(args: &ServeArgs, rt: &Runtime) -> Result<()> {
             );
         }
         crate::note!("elman serve: listening on http://{local}/");
+        if args.api_key.is_some() {
+            crate::note!("  every request needs the header Authorization: Bearer <your --api-key>");
+        }
         for m in &state.models {
             crate::note!("  model {:?} from {}", m.name, m.loaded.dir.display());
         }

@@ -16,6 +16,10 @@ pub struct ServeArgs {
     pub host: String,
     /// 0 picks a free port (printed).
     pub port: u16,
+    /// Every request but the page must carry `Authorization: Bearer` this.
+    pub api_key: Option<String>,
+    /// Listen beyond the loopback address without a key.
+    pub insecure: bool,
 }
 
 /// The bounds every request is held to (each breach is a 4xx naming the bound).
@@ -57,6 +61,8 @@ pub struct Served {
     pub info: serde_json::Value,
     /// What the playground opens on for it: a prompt and candidates to rank ([`example`]).
     pub example: (String, Vec<String>),
+    /// When its checkpoint was saved (seconds since 1970: OpenAI's `created`).
+    pub created: u64,
 }
 
 /// The chapter's showcase.
@@ -106,6 +112,7 @@ pub struct AppState {
     pub limits: Limits,
     /// Set by Ctrl-C: generations stop at their next token.
     pub stopping: AtomicBool,
+    pub api_key: Option<String>,
 }
 
 /// `elman info --json` as a client may see it: the server's file system stays private, so the
@@ -154,17 +161,24 @@ pub fn load(args: &ServeArgs, rt: &Runtime) -> Result<AppState> {
         let mut info = serde_json::to_value(&info)?;
         without_paths(&mut info, &name);
         let example = example(&net, &loaded.vocab);
+        let created = std::fs::metadata(loaded.dir.join(checkpoint::CONFIG_FILE))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
         models.push(Served {
             name,
             info,
             loaded,
             net,
             example,
+            created,
         });
     }
     Ok(AppState {
         models,
         limits: LIMITS,
         stopping: AtomicBool::new(false),
+        api_key: args.api_key.clone(),
     })
 }
