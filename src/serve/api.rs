@@ -7,12 +7,11 @@ use crate::generate::{self, RankBy, SampleOptions, Until};
 use crate::heatmap;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use rand::SeedableRng;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -48,75 +47,7 @@ impl AppState {
 }
 
 /// The playground, embedded: the page needs nothing from the network.
-const PAGE: &str = include_str!("page.html");
-
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route("/api/models", get(models))
-        .route("/api/info", get(info))
-        .route("/api/next", post(next))
-        .route("/api/sample", post(sample))
-        .route("/api/sample/stream", post(sample_stream))
-        .route("/api/complete", post(complete))
-        .route("/api/rank", post(rank))
-        .route("/api/score", post(score))
-        .route("/v1/models", get(super::openai::models))
-        .route("/v1/completions", post(super::openai::completions))
-        .route("/v1/chat/completions", post(super::openai::chat_completions))
-        .method_not_allowed_fallback(|| async {
-            ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                message: "wrong method: /api/next, /api/sample, /api/sample/stream, /api/complete, /api/rank, /api/score, /v1/completions and /v1/chat/completions take POST with a JSON body; /, /api/info, /api/models and /v1/models take GET".into(),
-            }
-        })
-        .fallback(|| async {
-            ApiError::not_found(
-                "no such endpoint; GET /api/models lists the models, / is the playground".into(),
-            )
-        })
-        .layer(DefaultBodyLimit::max(state.limits.body))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authorized))
-        .with_state(state)
-}
-
-/// With `--api-key`, every request but the page itself (which holds no model's data, and asks
-/// for the key) must carry `Authorization: Bearer KEY`; a 401 in OpenAI's error shape otherwise.
-/// The key given is never echoed, and compared in constant time.
-async fn authorized(
-    State(st): State<Arc<AppState>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Some(key) = &st.api_key else {
-        return next.run(req).await;
-    };
-    if req.uri().path() == "/" {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let same = |a: &[u8], b: &[u8]| {
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-    };
-    match given {
-        Some(g) if same(g.trim().as_bytes(), key.as_bytes()) => next.run(req).await,
-        _ => super::openai::OaiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: match given {
-                None => "missing the API key: send the header Authorization: Bearer <key>".into(),
-                Some(_) => "incorrect API key provided".into(),
-            },
-            kind: "invalid_request_error",
-            param: None,
-            code: Some("invalid_api_key"),
-        }
-        .into_response(),
-    }
-}
+pub(super) const PAGE: &str = include_str!("page.html");
 
 /// A request that cannot be answered: its status and one line saying why.
 #[derive(Debug)]
@@ -212,11 +143,11 @@ fn check_max(what: &str, n: usize, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn page() -> impl IntoResponse {
+pub(super) async fn page() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], Html(PAGE))
 }
 
-async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
+pub(super) async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
     let list: Vec<Value> = st
         .models
         .iter()
@@ -239,11 +170,11 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ModelQuery {
+pub(super) struct ModelQuery {
     model: Option<String>,
 }
 
-async fn info(
+pub(super) async fn info(
     State(st): State<Arc<AppState>>,
     q: Result<Query<ModelQuery>, QueryRejection>,
 ) -> ApiResult {
@@ -274,7 +205,10 @@ fn default_top() -> usize {
     10
 }
 
-async fn next(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+pub(super) async fn next(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let r: NextReq = parse(body)?;
     check_len("prompt", &r.prompt, st.limits.prompt)?;
     check_max("top", r.top, st.limits.top)?;
@@ -326,7 +260,10 @@ impl SampleReq {
 }
 
 /// The text `elman sample` would print for these settings (and its seed).
-async fn sample(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+pub(super) async fn sample(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let r: SampleReq = parse(body)?;
     let (opts, seed) = r.checked(&st)?;
     blocking(move || {
@@ -381,7 +318,7 @@ impl std::io::Write for ChannelWriter {
 
 /// The same text as `/api/sample`, streamed as server-sent events: a `token` event per piece
 /// (its data a JSON string), then `done` with the seed (or `error`).
-async fn sample_stream(
+pub(super) async fn sample_stream(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
@@ -450,7 +387,7 @@ fn default_max_tokens() -> usize {
 }
 
 /// `elman complete --beam`: the most probable continuations.
-async fn complete(
+pub(super) async fn complete(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
@@ -490,7 +427,10 @@ fn default_by() -> RankBy {
 }
 
 /// `elman rank`: the candidates scored from the prompt's state (the same rule for unknown ones).
-async fn rank(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+pub(super) async fn rank(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let r: RankReq = parse(body)?;
     check_len("prompt", &r.prompt, st.limits.prompt)?;
     check_max(
@@ -531,7 +471,10 @@ fn default_score_top() -> usize {
 
 /// `elman heatmap`'s numbers for a text: nats per token, bits per character, each token's
 /// surprisal and the model's top predictions there, and the shaded text as HTML.
-async fn score(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+pub(super) async fn score(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let r: ScoreReq = parse(body)?;
     check_len("text", &r.text, st.limits.text)?;
     check_max("top", r.top, 50)?;

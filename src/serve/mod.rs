@@ -25,6 +25,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
 /// Serves until Ctrl-C. Prints the address it listens on (with the port a `--port 0` got) on
 /// standard error, then one line per model.
 pub fn run(args: &ServeArgs, rt: &Runtime) -> Result<()> {
@@ -63,7 +69,7 @@ pub fn run(args: &ServeArgs, rt: &Runtime) -> Result<()> {
         for m in &state.models {
             crate::note!("  model {:?} from {}", m.name, m.loaded.dir.display());
         }
-        let app = api::router(state.clone());
+        let app = router(state.clone());
         let stopping = state.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
@@ -82,4 +88,74 @@ pub fn run(args: &ServeArgs, rt: &Runtime) -> Result<()> {
             Ok(Err(e)) => Err(anyhow!("serving: {e}")),
         }
     })
+}
+
+/// Every endpoint: the playground, the JSON API (`api.rs`) and the OpenAI-compatible one
+/// (`openai.rs`), behind the key check.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(api::page))
+        .route("/api/models", get(api::models))
+        .route("/api/info", get(api::info))
+        .route("/api/next", post(api::next))
+        .route("/api/sample", post(api::sample))
+        .route("/api/sample/stream", post(api::sample_stream))
+        .route("/api/complete", post(api::complete))
+        .route("/api/rank", post(api::rank))
+        .route("/api/score", post(api::score))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .method_not_allowed_fallback(|| async {
+            api::ApiError::with_status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method: /api/next, /api/sample, /api/sample/stream, /api/complete, /api/rank, /api/score, /v1/completions and /v1/chat/completions take POST with a JSON body; /, /api/info, /api/models and /v1/models take GET".into(),
+            )
+        })
+        .fallback(|| async {
+            api::ApiError::not_found(
+                "no such endpoint; GET /api/models lists the models, / is the playground".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(state.limits.body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorized))
+        .with_state(state)
+}
+
+/// With `--api-key`, every request but the page itself (which holds no model's data, and asks
+/// for the key) must carry `Authorization: Bearer KEY`; a 401 in OpenAI's error shape otherwise.
+/// The key given is never echoed, and compared in constant time.
+async fn authorized(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(key) = &st.api_key else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let same = |a: &[u8], b: &[u8]| {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    };
+    match given {
+        Some(g) if same(g.trim().as_bytes(), key.as_bytes()) => next.run(req).await,
+        _ => openai::OaiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: match given {
+                None => "missing the API key: send the header Authorization: Bearer <key>".into(),
+                Some(_) => "incorrect API key provided".into(),
+            },
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("invalid_api_key"),
+        }
+        .into_response(),
+    }
 }
