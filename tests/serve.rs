@@ -1340,3 +1340,30 @@ fn an_api_key_guards_every_request() {
         );
     }
 }
+
+/// The official `openai` Python package drives the server as a client script would
+/// (`tests/py/openai_client.py`: models.list, completions.create plain, with n, stop, logprobs and
+/// streaming, chat.completions.create plain and streamed, its exceptions), behind a key.
+#[test]
+#[ignore = "needs the openai Python package (pip install openai); CI runs it"]
+fn the_openai_python_client_drives_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    trained(d, "m", &[]);
+    let s = Server::start_with(d, &["m"], &["--api-key", "k-123"], &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/openai_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([s.base.as_str(), "k-123", "m", "天空飞过一只"])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim_end().ends_with("ok"),
+        "{said}"
+    );
+}
