@@ -421,6 +421,7 @@ fn serve_cmd(c: ServeCmd, rt: &Runtime) -> Result<ExitCode> {
             .or_else(|| std::env::var("ELMAN_API_KEY").ok())
             .filter(|k| !k.is_empty()),
         insecure: c.insecure,
+        watch: c.watch,
     };
     elman::serve::run(&args, rt)?;
     Ok(ExitCode::SUCCESS)

@@ -1367,3 +1367,86 @@ fn the_openai_python_client_drives_the_server() {
         "{said}"
     );
 }
+
+/// `--watch`: a run that saves into a served folder is served from the next request on, whole
+/// (the text a seed draws is the new checkpoint's, as `elman sample` gives it), while requests
+/// keep being answered throughout; `/v1/models` and `/api/info` say which step is served.
+#[test]
+fn watch_serves_a_new_checkpoint_from_the_next_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    trained(d, "m", &["--schedule", "plateau"]);
+    let s = Server::start_with(d, &["m"], &["--watch"], &[]);
+    let step = |s: &Server| {
+        s.call("/v1/models", None).1["data"][0]["step"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(step(&s), 60);
+    let body = json!({"prompt": "天空", "max_tokens": 30, "seed": 9});
+    let before = s.post("/v1/completions", body.clone())["choices"][0]["text"].clone();
+    // Requests go on while the run saves (every 30 steps) into the served folder.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let base = s.base.clone();
+    let hammer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = ureq::post(&format!("{base}/v1/completions"))
+                    .set("content-type", "application/json")
+                    .send_string(&json!({"prompt": "天空", "max_tokens": 20}).to_string());
+                assert_eq!(r.map(|r| r.status()).unwrap_or(0), 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    elman(d)
+        .args(["train", "--resume", "m", "--steps", "150", "-q"])
+        .assert()
+        .success();
+    let want = checkpoint_step(&d.join("m"));
+    let t0 = Instant::now();
+    while step(&s) != want {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still step {}",
+            step(&s)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(hammer.join().unwrap() > 0);
+    let (_, info) = s.call("/api/info", None);
+    assert_eq!(info["served_step"], want);
+    let after = s.post("/v1/completions", body)["choices"][0]["text"].clone();
+    let cli = json(elman(d).args([
+        "sample",
+        "--model",
+        "m",
+        "--prompt",
+        "天空",
+        "--length",
+        "30",
+        "--seed",
+        "9",
+        "--temperature",
+        "1",
+        "--top-k",
+        "0",
+        "--json",
+    ]));
+    assert_eq!(after, cli["samples"][0]);
+    assert_ne!(after, before);
+    assert!(s.stderr.lock().unwrap().contains("reloaded"));
+}
+
+/// The step of the weights a checkpoint folder serves (its best validation's).
+fn checkpoint_step(dir: &Path) -> u64 {
+    let c: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    c["progress"]["best_step"]
+        .as_u64()
+        .unwrap_or_else(|| c["progress"]["step"].as_u64().unwrap())
+}

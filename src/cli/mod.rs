@@ -697,4 +697,9 @@ pub struct ServeCmd {
     /// Serve beyond the loopback address without a key (refused otherwise).
     #[arg(long)]
     pub insecure: bool,
+    /// Serve a checkpoint's new version as soon as it is saved (a running `elman train` saving a
+    /// new best): the folder is looked at twice a second and swapped in whole from the next
+    /// request; requests already running finish on the version they started with.
+    #[arg(long)]
+    pub watch: bool,
 }

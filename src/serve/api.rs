@@ -20,16 +20,22 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 impl AppState {
-    /// The model a request names, or the only one when it names none.
-    pub fn model(&self, name: Option<&str>) -> Result<&Served, ApiError> {
+    /// The model a request names, or the only one when it names none: the version being served
+    /// now, which the request keeps to its end.
+    pub fn model(&self, name: Option<&str>) -> Result<Arc<Served>, ApiError> {
         match name {
-            Some(n) => self.models.iter().find(|m| m.name == n).ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "no model named {n:?}; this server has {}",
-                    self.names()
-                ))
-            }),
-            None if self.models.len() == 1 => Ok(&self.models[0]),
+            Some(n) => self
+                .models
+                .iter()
+                .find(|m| m.name == n)
+                .map(|m| m.current())
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "no model named {n:?}; this server has {}",
+                        self.names()
+                    ))
+                }),
+            None if self.models.len() == 1 => Ok(self.models[0].current()),
             None => Err(ApiError::bad(format!(
                 "several models are served ({}): say which with \"model\"",
                 self.names()
@@ -151,7 +157,8 @@ pub(super) async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
     let list: Vec<Value> = st
         .models
         .iter()
-        .map(|m| {
+        .map(|slot| {
+            let m = slot.current();
             let c = &m.loaded.config;
             json!({
                 "name": m.name,
@@ -160,7 +167,8 @@ pub(super) async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
                 "vocab_size": c.model.vocab_size,
                 "hidden": c.model.hidden,
                 "layers": c.model.layers,
-                "step": c.progress.step,
+                "step": m.step(),
+                "saved_at_step": c.progress.step,
                 "example": {"prompt": m.example.0, "candidates": m.example.1},
             })
         })
@@ -181,7 +189,10 @@ pub(super) async fn info(
     let Query(q) = q.map_err(|e| ApiError::bad(format!("the query string: {}", e.body_text())))?;
     let name = q.model;
     let m = st.model(name.as_deref())?;
-    Ok(Json(m.info.clone()).into_response())
+    let mut info = m.info.clone();
+    // Which weights are served now (`--watch` swaps in new ones).
+    info["served_step"] = json!(m.step());
+    Ok(Json(info).into_response())
 }
 
 /// The prompt's state, with the warnings for characters mapped to `<unk>`.
@@ -214,7 +225,7 @@ pub(super) async fn next(
     check_max("top", r.top, st.limits.top)?;
     blocking(move || {
         let m = st.model(r.model.as_deref())?;
-        let (state, warnings) = warmed(m, &r.prompt)?;
+        let (state, warnings) = warmed(&m, &r.prompt)?;
         let next = generate::top_next(&m.net, &m.loaded.vocab, &state, r.top.max(1));
         Ok(Json(json!({"prompt": r.prompt, "next": next, "warnings": warnings})).into_response())
     })
@@ -268,7 +279,7 @@ pub(super) async fn sample(
     let (opts, seed) = r.checked(&st)?;
     blocking(move || {
         let m = st.model(r.model.as_deref())?;
-        let (mut state, warnings) = warmed(m, &r.prompt)?;
+        let (mut state, warnings) = warmed(&m, &r.prompt)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let text = generate::stream(
             &m.net,
@@ -332,7 +343,7 @@ pub(super) async fn sample_stream(
         let Ok(m) = st.model(r.model.as_deref()) else {
             return;
         };
-        let Ok((mut state, _)) = warmed(m, &r.prompt) else {
+        let Ok((mut state, _)) = warmed(&m, &r.prompt) else {
             return;
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -402,7 +413,7 @@ pub(super) async fn complete(
     }
     blocking(move || {
         let m = st.model(r.model.as_deref())?;
-        let (state, warnings) = warmed(m, &r.prompt)?;
+        let (state, warnings) = warmed(&m, &r.prompt)?;
         let beams = generate::beam_search(&m.net, &m.loaded.vocab, &state, r.beam, r.max_tokens);
         Ok(Json(json!({
             "prompt": r.prompt, "beam": r.beam, "continuations": beams, "warnings": warnings,
@@ -443,7 +454,7 @@ pub(super) async fn rank(
     }
     blocking(move || {
         let m = st.model(r.model.as_deref())?;
-        let (state, warnings) = warmed(m, &r.prompt)?;
+        let (state, warnings) = warmed(&m, &r.prompt)?;
         // Each scored exactly as sent: " light" after "Let there be" is not "light".
         let cands: Vec<String> = r.candidates.clone();
         let ranked = generate::rank(&m.net, &m.loaded.vocab, &state, &cands, r.by)?;

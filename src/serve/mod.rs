@@ -67,7 +67,17 @@ pub fn run(args: &ServeArgs, rt: &Runtime) -> Result<()> {
             crate::note!("  every request needs the header Authorization: Bearer <your --api-key>");
         }
         for m in &state.models {
-            crate::note!("  model {:?} from {}", m.name, m.loaded.dir.display());
+            crate::note!("  model {:?} from {}", m.name, m.dir.display());
+        }
+        if args.watch {
+            crate::note!("  watching the checkpoint folders: a new save is served from the next request");
+            let (watched, rt) = (state.clone(), rt.clone());
+            tokio::task::spawn_blocking(move || {
+                while !watched.stopping.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    state::watch(&watched, &rt);
+                }
+            });
         }
         let app = router(state.clone());
         let stopping = state.clone();

@@ -141,18 +141,21 @@ impl OneOrMany {
     }
 }
 
-/// `GET /v1/models`: each served model, with the training step it was saved at.
+/// `GET /v1/models`: each served model, with the training step of the weights served (the best
+/// validation's) and the step its checkpoint was saved at.
 pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
     let data: Vec<Value> = st
         .models
         .iter()
-        .map(|m| {
+        .map(|slot| {
+            let m = slot.current();
             json!({
                 "id": m.name,
                 "object": "model",
                 "created": m.created,
                 "owned_by": "elman",
-                "step": m.loaded.config.progress.step,
+                "step": m.step(),
+                "saved_at_step": m.loaded.config.progress.step,
             })
         })
         .collect();
@@ -595,6 +598,7 @@ pub async fn completions(
     // The prompts' mistakes (a character the model cannot read) before anything is sent.
     {
         let m = st.model(Some(&name)).map_err(OaiError::from)?;
+        let m = &*m;
         for p in &prompts {
             generate::encode_prompt(&m.loaded.vocab, p, "prompt")
                 .map_err(|e| OaiError::invalid(format!("{e:#}"), Some("prompt")))?;
@@ -605,6 +609,7 @@ pub async fn completions(
     if a.stream {
         return Ok(stream_response(st, move |st, tx| {
             let m = st.model(Some(&name)).map_err(OaiError::from)?;
+            let m = &*m;
             let chunk = |i: usize, text: &str, lp: Value, finish: Option<&str>| {
                 json!({"id": id, "object": "text_completion", "created": created, "model": name,
                     "choices": [{"text": text, "index": i, "logprobs": lp, "finish_reason": finish}]})
@@ -665,6 +670,7 @@ pub async fn completions(
     let st2 = st.clone();
     let out = blocking(move || {
         let m = st2.model(Some(&name))?;
+        let m = &*m;
         let mut choices = Vec::new();
         let mut usage = (0usize, 0usize);
         for (p, prompt) in prompts.iter().enumerate() {
@@ -870,6 +876,7 @@ pub async fn chat_completions(
         .clone();
     {
         let m = st.model(Some(&name)).map_err(OaiError::from)?;
+        let m = &*m;
         generate::encode_prompt(&m.loaded.vocab, &prompt, "messages")
             .map_err(|e| OaiError::invalid(format!("{e:#}"), Some("messages")))?;
     }
@@ -885,6 +892,7 @@ pub async fn chat_completions(
     if a.stream {
         return Ok(stream_response(st, move |st, tx| {
             let m = st.model(Some(&name)).map_err(OaiError::from)?;
+            let m = &*m;
             let chunk = |i: usize, delta: Value, lp: Value, finish: Option<&str>| {
                 json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
                     "choices": [{"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
@@ -934,6 +942,7 @@ pub async fn chat_completions(
     let st2 = st.clone();
     blocking(move || {
         let m = st2.model(Some(&name))?;
+        let m = &*m;
         let (ids, state) = prepared(m, &prompt).map_err(to_api)?;
         let mut usage = (ids.len(), 0usize);
         let mut choices = Vec::new();

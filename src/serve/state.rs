@@ -5,8 +5,9 @@ use crate::checkpoint::{self, Loaded};
 use crate::infer::StreamModel;
 use crate::runtime::Runtime;
 use anyhow::{bail, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// What `elman serve` takes.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
     /// Listen beyond the loopback address without a key.
     pub insecure: bool,
+    /// Serve a checkpoint's new version as soon as it is saved.
+    pub watch: bool,
 }
 
 /// The bounds every request is held to (each breach is a 4xx naming the bound).
@@ -65,6 +68,14 @@ pub struct Served {
     pub created: u64,
 }
 
+impl Served {
+    /// The training step of the weights served: `model.safetensors` holds the best validation's.
+    pub fn step(&self) -> u64 {
+        let p = &self.loaded.config.progress;
+        p.best_step.unwrap_or(p.step)
+    }
+}
+
 /// The chapter's showcase.
 const SHOWCASE: (&str, [&str; 5]) = ("天空飞过一只", ["小鸟", "蜻蜓", "人", "坦克", "猪"]);
 
@@ -106,9 +117,37 @@ pub fn example(net: &StreamModel, vocab: &crate::vocab::Vocab) -> (String, Vec<S
     (vocab.decode(&ids), candidates)
 }
 
+/// One served model: the folder it comes from, and the version being served. A request takes the
+/// version there when it starts (an `Arc`) and finishes on it, whatever `--watch` swaps in
+/// meanwhile.
+pub struct Slot {
+    pub dir: PathBuf,
+    pub name: String,
+    current: RwLock<Arc<Served>>,
+    /// The folder as it was when that version was read ([`fingerprint`]).
+    seen: Mutex<Option<Fingerprint>>,
+}
+
+impl Slot {
+    pub fn current(&self) -> Arc<Served> {
+        self.current.read().expect("never poisoned").clone()
+    }
+}
+
+/// What changes when a checkpoint folder is replaced: the folder is swapped whole
+/// (`checkpoint::commit`), so its inode, and its `config.json`'s modification time and size.
+type Fingerprint = (u64, Option<std::time::SystemTime>, u64);
+
+fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let d = std::fs::metadata(dir).ok()?;
+    let c = std::fs::metadata(dir.join(checkpoint::CONFIG_FILE)).ok()?;
+    Some((d.ino(), c.modified().ok(), c.len()))
+}
+
 /// What every request handler reads.
 pub struct AppState {
-    pub models: Vec<Served>,
+    pub models: Vec<Slot>,
     pub limits: Limits,
     /// Set by Ctrl-C: generations stop at their next token.
     pub stopping: AtomicBool,
@@ -138,41 +177,99 @@ fn without_paths(info: &mut serde_json::Value, name: &str) {
     }
 }
 
+/// Reads the checkpoint in `dir` to be served.
+fn read_served(dir: &Path, rt: &Runtime) -> Result<Served> {
+    let info = crate::info::info(dir, rt)?;
+    let loaded = checkpoint::load(dir, &rt.device)?;
+    let net = StreamModel::new(&loaded.model)?;
+    let name = loaded.dir.file_name().map_or_else(
+        || loaded.dir.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    let mut info = serde_json::to_value(&info)?;
+    without_paths(&mut info, &name);
+    let example = example(&net, &loaded.vocab);
+    let created = std::fs::metadata(loaded.dir.join(checkpoint::CONFIG_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Ok(Served {
+        name,
+        info,
+        loaded,
+        net,
+        example,
+        created,
+    })
+}
+
+/// Reads the checkpoint in `dir` when it is not changing underneath: the folder's fingerprint is
+/// the same before and after (a save between the two reads is read again on the next look).
+fn read_settled(dir: &Path, rt: &Runtime) -> Result<Option<(Served, Option<Fingerprint>)>> {
+    let before = fingerprint(dir);
+    let served = read_served(dir, rt)?;
+    let after = fingerprint(dir);
+    Ok((before == after).then_some((served, after)))
+}
+
+/// `--watch`: looks at every served folder twice a second and, when one was replaced (a running
+/// `elman train` saved a new best), reads it and serves it from the next request on. A folder
+/// caught mid-save or unreadable keeps the version being served (said once per failure).
+pub fn watch(state: &AppState, rt: &Runtime) {
+    for slot in &state.models {
+        let now = fingerprint(&slot.dir);
+        if now.is_none() || *slot.seen.lock().expect("never poisoned") == now {
+            continue;
+        }
+        match read_settled(&slot.dir, rt) {
+            Ok(Some((served, seen))) if served.name == slot.name => {
+                let step = served.step();
+                *slot.current.write().expect("never poisoned") = Arc::new(served);
+                *slot.seen.lock().expect("never poisoned") = seen;
+                crate::note!(
+                    "  model {:?} reloaded: now the weights of step {step} (saved at step {})",
+                    slot.name,
+                    served_saved(slot)
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                *slot.seen.lock().expect("never poisoned") = now;
+                crate::note!(
+                    "  model {:?}: the new checkpoint cannot be read ({e:#}); still serving the previous one",
+                    slot.name
+                );
+            }
+        }
+    }
+}
+
+fn served_saved(slot: &Slot) -> u64 {
+    slot.current().loaded.config.progress.step
+}
+
 /// Loads the models: each under its folder's name, which must differ.
 pub fn load(args: &ServeArgs, rt: &Runtime) -> Result<AppState> {
     if args.models.is_empty() {
         bail!("give at least one --model to serve");
     }
-    let mut models: Vec<Served> = Vec::new();
+    let mut models: Vec<Slot> = Vec::new();
     for m in &args.models {
-        let info = crate::info::info(m, rt)?;
-        let loaded = checkpoint::load(m, &rt.device)?;
-        let net = StreamModel::new(&loaded.model)?;
-        let name = loaded.dir.file_name().map_or_else(
-            || loaded.dir.display().to_string(),
-            |n| n.to_string_lossy().into(),
-        );
-        if models.iter().any(|s| s.name == name) {
+        let seen = fingerprint(&checkpoint::resolve_dir(m));
+        let served = read_served(m, rt)?;
+        if models.iter().any(|s| s.name == served.name) {
             bail!(
-                "{}: two models would be served as {name:?}; give folders with different names",
-                loaded.dir.display()
+                "{}: two models would be served as {:?}; give folders with different names",
+                served.loaded.dir.display(),
+                served.name
             );
         }
-        let mut info = serde_json::to_value(&info)?;
-        without_paths(&mut info, &name);
-        let example = example(&net, &loaded.vocab);
-        let created = std::fs::metadata(loaded.dir.join(checkpoint::CONFIG_FILE))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        models.push(Served {
-            name,
-            info,
-            loaded,
-            net,
-            example,
-            created,
+        models.push(Slot {
+            dir: served.loaded.dir.clone(),
+            name: served.name.clone(),
+            current: RwLock::new(Arc::new(served)),
+            seen: Mutex::new(seen),
         });
     }
     Ok(AppState {
