@@ -862,10 +862,15 @@ pub fn load(
             cut_char,
         ));
     };
+    if cache.dir.exists() && !cache.dir.is_dir() {
+        bail!(
+            "{}: not a folder, so the token cache cannot live there; give a folder with --cache-dir",
+            cache.dir.display()
+        );
+    }
     fs::create_dir_all(&cache.dir).map_err(|e| {
         anyhow::anyhow!(
-            "{}: cannot make the token cache's folder ({}); give another with --cache-dir",
-            cache.dir.display(),
+            "{}; the token cache's folder cannot be made there: give another with --cache-dir",
             file_error(&cache.dir, &e)
         )
     })?;
@@ -905,10 +910,10 @@ pub fn load(
         Ok((tokens, h)) => {
             pb.bar.finish_and_clear();
             let note = format!(
-                "token cache: read {} ({}, {} byte(s) per token; checked in {:.1}s)",
+                "token cache: reused {} ({}, {}; the text hashed and the file checked in {:.1}s)",
                 path.display(),
                 human_bytes(h.tokens * width.bytes() as u64),
-                width.bytes(),
+                per_token(width),
                 started.elapsed().as_secs_f64()
             );
             let (cut, cut_char) = (h.cut as usize, h.cut_chars as usize);
@@ -938,10 +943,10 @@ pub fn load(
     pb.bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let note = format!(
-        "token cache: wrote {} ({}, {} byte(s) per token) in {seconds:.1}s, {:.0} MB/s{stale}",
+        "token cache: wrote {} ({}, {}) in {seconds:.1}s, reading the text at {:.0} MB/s{stale}",
         path.display(),
         human_bytes(tokens.len() as u64 * width.bytes() as u64),
-        width.bytes(),
+        per_token(width),
         bytes as f64 / seconds.max(1e-9) / 1e6,
     );
     Ok(Loaded {
@@ -1049,6 +1054,14 @@ fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
+}
+
+/// `1 byte per token`, `2 bytes per token`.
+fn per_token(w: Width) -> String {
+    match w.bytes() {
+        1 => "1 byte per token".to_string(),
+        n => format!("{n} bytes per token"),
+    }
 }
 
 /// `1.9 GB`, `340 MB`, `12 kB`.

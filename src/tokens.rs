@@ -417,16 +417,16 @@ fn write_aligned(file: &fs::File, block: &[u8], len: usize, at: u64) -> std::io:
 }
 
 fn write_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
-    let full = e.raw_os_error() == Some(libc::ENOSPC);
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSPC) => "the disk is full; free some space, or give".to_string(),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
+            "no permission to write there; give".to_string()
+        }
+        _ => format!("{e}; give"),
+    };
     anyhow!(
-        "{}: cannot write the token cache ({}){}",
-        path.display(),
-        if full {
-            "the disk is full".to_string()
-        } else {
-            e.to_string()
-        },
-        "; free some space, or give another folder with --cache-dir"
+        "{}: cannot write the token cache ({why} another folder with --cache-dir)",
+        path.display()
     )
 }
 
@@ -486,7 +486,7 @@ fn map_checked(path: &Path, key: &str, verify: bool) -> Result<Checked> {
         .get(16..16 + n)
         .and_then(|j| serde_json::from_slice::<Header>(j).ok())
     else {
-        return Ok(Err("its header is damaged".into()));
+        return Ok(Err("damaged (its header cannot be read)".into()));
     };
     if header.key != key {
         return Ok(Err("made for another text or vocabulary".into()));
@@ -495,7 +495,7 @@ fn map_checked(path: &Path, key: &str, verify: bool) -> Result<Checked> {
         || header.cut > header.tokens
     {
         return Ok(Err(
-            "its length does not match its header (cut short?)".into()
+            "of another length than its header says (cut short, or added to)".into(),
         ));
     }
     let ids = &map[HEADER_BYTES..];

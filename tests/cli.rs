@@ -703,19 +703,23 @@ fn the_token_cache_and_the_validation_cap_are_said() {
         &["--val-tokens", "100"],
     ]
     .concat());
-    assert!(again.contains("token cache: read cache/"), "{again}");
-    let resumed = run(&[
-        "train",
-        "--resume",
-        "a",
-        "--steps",
-        "20",
-        "--cache-dir",
-        "cache",
-    ]);
-    assert!(resumed.contains("token cache: read cache/"), "{resumed}");
+    assert!(again.contains("token cache: reused cache/"), "{again}");
+    // --resume finds the run's own cache folder (saved absolute) without being told.
+    let resumed = run(&["train", "--resume", "a", "--steps", "20"]);
+    let cache = tmp.path().join("cache").canonicalize().unwrap();
+    assert!(
+        resumed.contains(&format!("token cache: reused {}/", cache.display())),
+        "{resumed}"
+    );
     let config = std::fs::read_to_string(tmp.path().join("a/config.json")).unwrap();
     assert!(config.contains("\"val_tokens\": 100"), "{config}");
+    elman(tmp.path())
+        .args(["train", "mix.txt", "--out", "c", "--val-tokens", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "--val-tokens 1: validation needs at least 2 tokens",
+        ));
     elman(tmp.path())
         .args(["train", "--resume", "a", "--val-tokens", "50"])
         .assert()

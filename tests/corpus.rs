@@ -195,8 +195,8 @@ fn streamed_equals_in_memory(
     };
     for (existing, did) in [
         (None, "token cache: wrote"),
-        (None, "token cache: read"),
-        (Some(&got.vocab), "token cache: read"),
+        (None, "token cache: reused"),
+        (Some(&got.vocab), "token cache: reused"),
     ] {
         let c = load(
             files,
@@ -474,13 +474,13 @@ fn the_token_cache_is_rebuilt_when_stale_or_damaged() {
     );
     // One byte per token: this alphabet is under 256 characters.
     assert!(
-        note(&first).contains("1 byte(s) per token"),
+        note(&first).contains("1 byte per token"),
         "{}",
         note(&first)
     );
     let ids = first.tokens.to_vec(0..first.tokens.len());
     drop(first);
-    assert!(note(&run(&opts, 0.1)).starts_with("token cache: read"));
+    assert!(note(&run(&opts, 0.1)).starts_with("token cache: reused"));
 
     // Other settings: a file of their own.
     assert!(note(&run(&opts, 0.2)).starts_with("token cache: wrote"));
@@ -495,7 +495,7 @@ fn the_token_cache_is_rebuilt_when_stale_or_damaged() {
     let path = {
         let l = run(&opts, 0.1);
         let n = note(&l);
-        let p = n["token cache: read ".len()..]
+        let p = n["token cache: reused ".len()..]
             .split(" (")
             .next()
             .unwrap()
@@ -511,7 +511,7 @@ fn the_token_cache_is_rebuilt_when_stale_or_damaged() {
             b
         }),
         (
-            "its length does not match its header (cut short?)",
+            "of another length than its header says (cut short, or added to)",
             whole[..whole.len() - 7].to_vec(),
         ),
         ("not a token file", {
@@ -526,7 +526,7 @@ fn the_token_cache_is_rebuilt_when_stale_or_damaged() {
         assert!(note(&l).starts_with("token cache: wrote"), "{}", note(&l));
         assert!(note(&l).contains(why), "{why}: {}", note(&l));
         assert_eq!(l.tokens.to_vec(0..l.tokens.len()), ids);
-        assert!(note(&run(&opts, 0.1)).starts_with("token cache: read"));
+        assert!(note(&run(&opts, 0.1)).starts_with("token cache: reused"));
     }
 
     // The text changes: its own file, with its own ids.

@@ -379,10 +379,20 @@ fn evaluations_are_spaced_out_where_validation_is_expensive_and_close_on_a_small
     // text fits (WikiText-2 with the sampled softmax: 217,646 words worth ~273 steps).
     use elman::train::default_val_tokens;
     assert_eq!(
-        default_val_tokens(&model(65, 512), &training(None)),
+        default_val_tokens(&model(65, 512), &training(None), f64::INFINITY),
         2_457_600
     );
-    let words = default_val_tokens(&model(33_278, 256), &training(Some(4096)));
+    // A budget of fewer steps: a fifth of the whole budget's training (350 steps: 70 steps' worth),
+    // never under a fifth of 200 steps.
+    assert_eq!(
+        default_val_tokens(&model(65, 512), &training(None), 350.0),
+        430_080
+    );
+    assert_eq!(
+        default_val_tokens(&model(65, 512), &training(None), 3.0),
+        245_760
+    );
+    let words = default_val_tokens(&model(33_278, 256), &training(Some(4096)), 1e9);
     assert!((217_646..330_000).contains(&words), "{words}");
     assert_eq!(
         default_eval_every(&model(33_278, 256), &training(Some(4096)), words, 2_088_628),

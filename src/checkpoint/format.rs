@@ -199,6 +199,9 @@ pub struct CorpusInfo {
     pub train_tokens: usize,
     pub val_tokens: usize,
     pub val_chars: usize,
+    /// The `--cache-dir` the run was started with, where `--resume` looks too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -82,6 +82,12 @@ impl From<anyhow::Error> for OaiError {
 
 type OaiResult = Result<Response, OaiError>;
 
+/// Which weights answered: OpenAI's `system_fingerprint`, here the model and the training step of
+/// the weights served (`--watch` swaps in new ones; a response never mixes two).
+fn system_fingerprint(m: &Served) -> String {
+    format!("elman-{}-step{}", m.name, m.step())
+}
+
 /// Seconds since 1970, for `created`.
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -610,8 +616,9 @@ pub async fn completions(
         return Ok(stream_response(st, move |st, tx| {
             let m = st.model(Some(&name)).map_err(OaiError::from)?;
             let m = &*m;
+            let fp = system_fingerprint(m);
             let chunk = |i: usize, text: &str, lp: Value, finish: Option<&str>| {
-                json!({"id": id, "object": "text_completion", "created": created, "model": name,
+                json!({"id": id, "object": "text_completion", "created": created, "model": name, "system_fingerprint": fp,
                     "choices": [{"text": text, "index": i, "logprobs": lp, "finish_reason": finish}]})
             };
             let mut usage = (0usize, 0usize);
@@ -661,7 +668,7 @@ pub async fn completions(
                 send_json(
                     tx,
                     &json!({"id": id, "object": "text_completion", "created": created,
-                    "model": name, "choices": [], "usage": usage_json(usage)}),
+                    "model": name, "system_fingerprint": fp, "choices": [], "usage": usage_json(usage)}),
                 );
             }
             Ok(())
@@ -671,6 +678,7 @@ pub async fn completions(
     let out = blocking(move || {
         let m = st2.model(Some(&name))?;
         let m = &*m;
+        let fp = system_fingerprint(m);
         let mut choices = Vec::new();
         let mut usage = (0usize, 0usize);
         for (p, prompt) in prompts.iter().enumerate() {
@@ -707,7 +715,7 @@ pub async fn completions(
             }
         }
         Ok(Json(json!({
-            "id": id, "object": "text_completion", "created": created, "model": name,
+            "id": id, "object": "text_completion", "created": created, "model": name, "system_fingerprint": fp,
             "choices": choices, "usage": usage_json(usage),
         }))
         .into_response())
@@ -893,8 +901,9 @@ pub async fn chat_completions(
         return Ok(stream_response(st, move |st, tx| {
             let m = st.model(Some(&name)).map_err(OaiError::from)?;
             let m = &*m;
+            let fp = system_fingerprint(m);
             let chunk = |i: usize, delta: Value, lp: Value, finish: Option<&str>| {
-                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
+                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name, "system_fingerprint": fp,
                     "choices": [{"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
             };
             let (ids, state) = prepared(m, &prompt)?;
@@ -933,7 +942,7 @@ pub async fn chat_completions(
                 send_json(
                     tx,
                     &json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                    "model": name, "choices": [], "usage": usage_json(usage)}),
+                    "model": name, "system_fingerprint": fp, "choices": [], "usage": usage_json(usage)}),
                 );
             }
             Ok(())
@@ -945,6 +954,7 @@ pub async fn chat_completions(
         let m = &*m;
         let (ids, state) = prepared(m, &prompt).map_err(to_api)?;
         let mut usage = (ids.len(), 0usize);
+        let fp = system_fingerprint(m);
         let mut choices = Vec::new();
         for j in 0..a.n {
             let c = draw(
@@ -965,7 +975,7 @@ pub async fn chat_completions(
             }));
         }
         Ok(Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": name,
+            "id": id, "object": "chat.completion", "created": created, "model": name, "system_fingerprint": fp,
             "choices": choices, "usage": usage_json(usage),
         }))
         .into_response())

@@ -334,5 +334,9 @@ pub fn check_hyper(tc: &TrainConfig, mc: &ModelConfig) -> Result<()> {
     }
     // The model's sizes, in the words of the options that set them (`ModelConfig::validate`
     // then checks the parameter count as for any config.json).
-    mc.validate_sizes(("--hidden", "--layers"))
+    mc.validate_sizes(("--hidden", "--layers"))?;
+    if let Some(n) = tc.val_tokens.filter(|&n| n < 2) {
+        bail!("--val-tokens {n}: validation needs at least 2 tokens (0 scores all of the validation text)");
+    }
+    Ok(())
 }

@@ -90,13 +90,16 @@ pub const MAX_DEFAULT_EVAL_EVERY: u64 = 2000;
 /// The validation tokens a run scores by default: as many as cost a fifth of
 /// [`MAX_DEFAULT_EVAL_EVERY`] training steps (2,457,600 at the char level with the default batch
 /// and bptt), so that a big text is still evaluated at least that often, each evaluation costing
-/// a fifth of the training between two as [`default_eval_every`] keeps it. Every validation text
-/// of the reference corpora is shorter (WikiText-2's 217,646 words with the sampled softmax are
-/// worth ~270 steps of the 400 allowed).
-pub fn default_val_tokens(mc: &ModelConfig, tc: &TrainConfig) -> usize {
+/// a fifth of the training between two as [`default_eval_every`] keeps it; and, for a budget of
+/// fewer steps (`planned_steps`, at the reference speed), a fifth of the whole budget (but never
+/// under [`DEFAULT_EVAL_EVERY`] steps' fifth): a 40-second run on a big text is not kept a minute
+/// by its last evaluation. Every validation text of the reference corpora is shorter at 3 minutes
+/// and more (WikiText-2's 217,646 words with the sampled softmax are worth ~270 steps).
+pub fn default_val_tokens(mc: &ModelConfig, tc: &TrainConfig, planned_steps: f64) -> usize {
     let step = training_flops_per_token(mc, tc) * (tc.batch * tc.bptt) as f64;
     let per_token = forward_flops(mc, mc.vocab_size as f64);
-    (MAX_DEFAULT_EVAL_EVERY as f64 / 5.0 * step / per_token.max(1.0)).min(1e15) as usize
+    let steps = planned_steps.clamp(DEFAULT_EVAL_EVERY as f64, MAX_DEFAULT_EVAL_EVERY as f64);
+    (steps / 5.0 * step / per_token.max(1.0)).min(1e15) as usize
 }
 
 /// Multiply–adds ×2 of one token through the network (forward) and of the decoder over

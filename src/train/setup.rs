@@ -162,7 +162,7 @@ pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
     let changed = args.hyper.changes(&config);
     if !changed.is_empty() {
         bail!(
-            "{} cannot be changed when resuming ({} fixes it); only --steps, --epochs, --time, --threads and --quiet apply (to train on with other settings, start a new run with --init-from {})",
+            "{} cannot be changed when resuming ({} fixes it); only --steps, --epochs, --time, --threads, --cache-dir and --quiet apply (to train on with other settings, start a new run with --init-from {})",
             changed.join(", "),
             dir.display(),
             dir.display()
@@ -214,7 +214,12 @@ pub fn resumed(args: &TrainArgs, r: &Path) -> Result<Run> {
         Some(&vocab),
         config.training.val_fraction,
         !args.quiet,
-        &CacheDir::new(args.cache_dir.as_deref()),
+        // The run's own cache folder unless another is given.
+        &CacheDir::new(
+            args.cache_dir
+                .as_deref()
+                .or(config.corpus.cache_dir.as_deref().map(Path::new)),
+        ),
     )?;
     data.cap_val(config.training.val_tokens);
     if corpus.sha256 != config.corpus.sha256 {
@@ -319,7 +324,10 @@ pub fn initialized(args: &TrainArgs, from: &Path) -> Result<Run> {
         }
     }
     let mut tc = train_config(&args.hyper, vocab.len(), Some(&base.training))?;
-    validation_plan(&args.hyper, &mut tc, &mc, &mut data);
+    let epochs = args.epochs_or_default();
+    let readings =
+        super::defaults::planned_epochs(&mc, &tc, data.train_len(), epochs, args.steps, args.time);
+    validation_plan(&args.hyper, &mut tc, &mc, &mut data, readings);
     check_hyper(&tc, &mc)?;
     let dir = out_dir(args, &corpus);
     if dir == src {
@@ -476,7 +484,7 @@ pub fn fresh(args: &TrainArgs) -> Result<Run> {
             ));
         }
     }
-    validation_plan(h, &mut tc, &mc, &mut data);
+    validation_plan(h, &mut tc, &mc, &mut data, planned);
     check_hyper(&tc, &mc)?;
     if mc.vocab_size > crate::config::MAX_VOCAB {
         bail!(
@@ -513,12 +521,20 @@ fn check_val_options(args: &TrainArgs) -> Result<()> {
 /// The evaluation interval of a new run when `--eval-every` was not given (it depends on what
 /// scoring the validation text costs against training).
 /// What a new run scores when it validates (`--val-tokens`, or the default: see
-/// [`super::schedule::default_val_tokens`]), and then how often it validates.
-fn validation_plan(h: &Hyper, tc: &mut TrainConfig, mc: &ModelConfig, data: &mut Data) {
+/// [`super::schedule::default_val_tokens`]; `readings` is how often the budget reads the text),
+/// and then how often it validates.
+fn validation_plan(
+    h: &Hyper,
+    tc: &mut TrainConfig,
+    mc: &ModelConfig,
+    data: &mut Data,
+    readings: f64,
+) {
+    let steps = readings * data.train_len() as f64 / (tc.batch * tc.bptt).max(1) as f64;
     tc.val_tokens = match h.val_tokens {
         Some(0) => None,
         Some(n) => Some(n),
-        None => Some(super::schedule::default_val_tokens(mc, tc)),
+        None => Some(super::schedule::default_val_tokens(mc, tc, steps)),
     };
     data.cap_val(tc.val_tokens);
     if h.eval_every.is_none() {
@@ -571,6 +587,7 @@ fn new_config(
             train_tokens: 0,
             val_tokens: 0,
             val_chars: 0,
+            cache_dir: args.cache_dir.as_ref().map(|d| absolute(d)),
         },
         progress: Progress::default(),
     }
