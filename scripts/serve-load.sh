@@ -21,7 +21,7 @@ for _ in $(seq 50); do grep -q "listening on" "$OUT/serve.log" && break; sleep 0
 BASE=$(grep -o "http://[0-9.:]*" "$OUT/serve.log" | head -1)
 python3 scripts/serve-load.py "$BASE" "$SECONDS_" "$CLIENTS" &
 LOAD=$!
-sleep "$(echo "$SECONDS_ / 3" | bc -l)"
-"$BIN" train --resume "$OUT/m" --steps 300 -q
+sleep "$(echo "$SECONDS_ / 4" | bc -l)"
+"$BIN" train --resume "$OUT/m" --steps 230 -q
 wait $LOAD
 grep "reloaded" "$OUT/serve.log"
