@@ -1282,6 +1282,31 @@ fn openai_endpoints_answer_with_the_command_lines_numbers() {
         400,
         json!("tools"),
     );
+    let v = bad(
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "wizard", "content": "a"}]}),
+        400,
+        json!("messages"),
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("wizard"));
+    // One model, and the routes that are not there, in the same shape.
+    let (st, one) = s.call("/v1/models/m", None);
+    assert_eq!(
+        (st, &one["id"], &one["object"]),
+        (200, &json!("m"), &json!("model"))
+    );
+    let (st, v) = s.call("/v1/models/nope", None);
+    assert_eq!((st, &v["error"]["code"]), (404, &json!("model_not_found")));
+    let (st, v) = s.call("/v1/completions", None);
+    assert_eq!(
+        (st, &v["error"]["type"]),
+        (405, &json!("invalid_request_error"))
+    );
+    let (st, v) = s.call("/v1/embeddings", Some("{}"));
+    assert_eq!(
+        (st, &v["error"]["type"]),
+        (404, &json!("invalid_request_error"))
+    );
     let (st, v) = s.call("/v1/completions", Some("{not json"));
     assert_eq!(st, 400);
     assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -1320,6 +1345,12 @@ fn an_api_key_guards_every_request() {
             assert_eq!(st, 401, "{path}: {body}");
             let v: Value = serde_json::from_str(&body).unwrap();
             assert_eq!(v["error"]["code"], "invalid_api_key");
+            // The scheme is case-insensitive.
+            let r = ureq::get(&format!("{}{path}", s.base))
+                .set("authorization", "bearer sekrit-42")
+                .call()
+                .unwrap();
+            assert_eq!(r.status(), 200);
             let (st, body) = get(Some("wrong"), path);
             assert_eq!(st, 401);
             assert!(!body.contains("wrong"), "{body}");

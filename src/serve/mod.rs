@@ -57,7 +57,7 @@ pub fn run(args: &ServeArgs, rt: &Runtime) -> Result<()> {
             .await
             .map_err(|e| anyhow!("{addr}: cannot listen there ({e}); choose another --port"))?;
         let local = listener.local_addr()?;
-        if !ip.is_loopback() {
+        if !ip.is_loopback() && args.api_key.is_none() {
             crate::note!(
                 "warning: listening on {ip}, not the loopback address: anyone who can reach this machine can use these models"
             );
@@ -116,20 +116,37 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
-        .method_not_allowed_fallback(|| async {
-            api::ApiError::with_status(
+        .route("/v1/models/{id}", get(openai::model))
+        .method_not_allowed_fallback(|uri: axum::http::Uri| async move {
+            route_error(
+                &uri,
                 StatusCode::METHOD_NOT_ALLOWED,
-                "wrong method: /api/next, /api/sample, /api/sample/stream, /api/complete, /api/rank, /api/score, /v1/completions and /v1/chat/completions take POST with a JSON body; /, /api/info, /api/models and /v1/models take GET".into(),
+                "wrong method: /api/next, /api/sample, /api/sample/stream, /api/complete, /api/rank, /api/score, /v1/completions and /v1/chat/completions take POST with a JSON body; /, /api/info, /api/models, /v1/models and /v1/models/ID take GET",
             )
         })
-        .fallback(|| async {
-            api::ApiError::not_found(
-                "no such endpoint; GET /api/models lists the models, / is the playground".into(),
-            )
+        .fallback(|uri: axum::http::Uri| async move {
+            let hint = if uri.path().starts_with("/v1/") {
+                "no such endpoint; this server has /v1/models, /v1/completions and /v1/chat/completions"
+            } else {
+                "no such endpoint; GET /api/models lists the models, / is the playground"
+            };
+            route_error(&uri, StatusCode::NOT_FOUND, hint)
         })
         .layer(DefaultBodyLimit::max(state.limits.body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authorized))
         .with_state(state)
+}
+
+/// A request for no endpoint, or with the wrong method: in OpenAI's error shape under `/v1/`, in
+/// the JSON API's elsewhere.
+fn route_error(uri: &axum::http::Uri, status: StatusCode, message: &str) -> Response {
+    if uri.path().starts_with("/v1/") {
+        let mut e = openai::OaiError::invalid(message, None);
+        e.status = status;
+        e.into_response()
+    } else {
+        api::ApiError::with_status(status, message.to_string()).into_response()
+    }
 }
 
 /// With `--api-key`, every request but the page itself (which holds no model's data, and asks
@@ -150,7 +167,11 @@ async fn authorized(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 7235).
+            let (scheme, key) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(key)
+        });
     let same = |a: &[u8], b: &[u8]| {
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
     };

@@ -107,7 +107,14 @@ fn parse<T: serde::de::DeserializeOwned>(
 ) -> Result<T, OaiError> {
     let body = body.map_err(|e| OaiError {
         status: e.status(),
-        message: format!("the request's body: {}", e.body_text()),
+        message: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the request's body is over this server's limit of {} KiB",
+                super::state::LIMITS.body / 1024
+            )
+        } else {
+            format!("the request's body: {}", e.body_text())
+        },
         kind: "invalid_request_error",
         param: None,
         code: None,
@@ -122,10 +129,15 @@ fn parse<T: serde::de::DeserializeOwned>(
                     Some(name),
                 )
             }
-            None => {
-                // serde names the field in "… at line 1 column 9"; say which parameter when known.
-                OaiError::invalid(format!("the request's JSON: {text}"), None)
-            }
+            None if text.contains("untagged enum OneOrMany") => OaiError::invalid(
+                "prompt and stop take a string or a list of strings (token arrays are not supported)",
+                None,
+            ),
+            None if text.contains("untagged enum Content") => OaiError::invalid(
+                "a message's content is a string, or a list of text parts",
+                Some("messages"),
+            ),
+            None => OaiError::invalid(format!("the request's JSON: {text}"), None),
         }
     })
 }
@@ -153,19 +165,29 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
     let data: Vec<Value> = st
         .models
         .iter()
-        .map(|slot| {
-            let m = slot.current();
-            json!({
-                "id": m.name,
-                "object": "model",
-                "created": m.created,
-                "owned_by": "elman",
-                "step": m.step(),
-                "saved_at_step": m.loaded.config.progress.step,
-            })
-        })
+        .map(|slot| model_json(&slot.current()))
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{id}`: one served model, as `/v1/models` lists it.
+pub async fn model(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> OaiResult {
+    let m = st.model(Some(&id)).map_err(OaiError::from)?;
+    Ok(Json(model_json(&m)).into_response())
+}
+
+fn model_json(m: &Served) -> Value {
+    json!({
+        "id": m.name,
+        "object": "model",
+        "created": m.created,
+        "owned_by": "elman",
+        "step": m.step(),
+        "saved_at_step": m.loaded.config.progress.step,
+    })
 }
 
 /// What a completion may be asked, checked once: the sampling options, the bounds, the stops.
@@ -594,7 +616,10 @@ pub async fn completions(
         ));
     }
     for p in &prompts {
-        check_len("prompt", p, st.limits.prompt).map_err(OaiError::from)?;
+        check_len("prompt", p, st.limits.prompt).map_err(|e| OaiError {
+            param: Some("prompt".into()),
+            ..OaiError::from(e)
+        })?;
     }
     let name = st
         .model(r.model.as_deref())
@@ -790,9 +815,9 @@ struct ChatReq {
 
 #[derive(Deserialize)]
 struct Message {
-    #[allow(dead_code)]
     role: String,
-    content: Content,
+    /// `null` where an assistant message carried only tool calls: no text.
+    content: Option<Content>,
 }
 
 /// A message's content: a string, or a list of parts of which the text ones are read.
@@ -835,9 +860,19 @@ pub async fn chat_completions(
     }
     let mut contents = Vec::new();
     for m in &r.messages {
+        if !["system", "developer", "user", "assistant", "tool"].contains(&m.role.as_str()) {
+            return Err(OaiError::invalid(
+                format!(
+                    "role {:?}: expected system, developer, user, assistant or tool",
+                    m.role
+                ),
+                Some("messages"),
+            ));
+        }
         contents.push(match &m.content {
-            Content::Text(t) => t.clone(),
-            Content::Parts(parts) => {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
                 if let Some(p) = parts.iter().find(|p| p.kind != "text") {
                     return Err(OaiError::invalid(
                         format!(
