@@ -643,8 +643,15 @@ pub async fn completions(
             let m = &*m;
             let fp = system_fingerprint(m);
             let chunk = |i: usize, text: &str, lp: Value, finish: Option<&str>| {
-                json!({"id": id, "object": "text_completion", "created": created, "model": name, "system_fingerprint": fp,
-                    "choices": [{"text": text, "index": i, "logprobs": lp, "finish_reason": finish}]})
+                envelope(
+                    &id,
+                    "text_completion",
+                    created,
+                    &name,
+                    &fp,
+                    json!([{"text": text, "index": i, "logprobs": lp, "finish_reason": finish}]),
+                    None,
+                )
             };
             let mut usage = (0usize, 0usize);
             for (p, prompt) in prompts.iter().enumerate() {
@@ -692,8 +699,15 @@ pub async fn completions(
             if a.include_usage {
                 send_json(
                     tx,
-                    &json!({"id": id, "object": "text_completion", "created": created,
-                    "model": name, "system_fingerprint": fp, "choices": [], "usage": usage_json(usage)}),
+                    &envelope(
+                        &id,
+                        "text_completion",
+                        created,
+                        &name,
+                        &fp,
+                        json!([]),
+                        Some(usage),
+                    ),
                 );
             }
             Ok(())
@@ -739,11 +753,16 @@ pub async fn completions(
                 }));
             }
         }
-        Ok(Json(json!({
-            "id": id, "object": "text_completion", "created": created, "model": name, "system_fingerprint": fp,
-            "choices": choices, "usage": usage_json(usage),
-        }))
-        .into_response())
+        let body = envelope(
+            &id,
+            "text_completion",
+            created,
+            &name,
+            &fp,
+            json!(choices),
+            Some(usage),
+        );
+        Ok(Json(body).into_response())
     })
     .await;
     out.map_err(OaiError::from)
@@ -751,6 +770,27 @@ pub async fn completions(
 
 fn usage_json((prompt, completion): (usize, usize)) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// Every answer's and chunk's envelope: id, object, time, model, the weights that answered, the
+/// choices, and `usage` (prompt and completion tokens) where given.
+fn envelope(
+    id: &str,
+    object: &str,
+    created: u64,
+    model: &str,
+    fingerprint: &str,
+    choices: Value,
+    usage: Option<(usize, usize)>,
+) -> Value {
+    let mut v = json!({
+        "id": id, "object": object, "created": created, "model": model,
+        "system_fingerprint": fingerprint, "choices": choices,
+    });
+    if let Some(u) = usage {
+        v["usage"] = usage_json(u);
+    }
+    v
 }
 
 /// An [`OaiError`] carried through [`blocking`], which speaks [`ApiError`].
@@ -938,8 +978,15 @@ pub async fn chat_completions(
             let m = &*m;
             let fp = system_fingerprint(m);
             let chunk = |i: usize, delta: Value, lp: Value, finish: Option<&str>| {
-                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name, "system_fingerprint": fp,
-                    "choices": [{"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
+                envelope(
+                    &id,
+                    "chat.completion.chunk",
+                    created,
+                    &name,
+                    &fp,
+                    json!([{"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}]),
+                    None,
+                )
             };
             let (ids, state) = prepared(m, &prompt)?;
             let mut usage = (ids.len(), 0usize);
@@ -976,8 +1023,15 @@ pub async fn chat_completions(
             if a.include_usage {
                 send_json(
                     tx,
-                    &json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                    "model": name, "system_fingerprint": fp, "choices": [], "usage": usage_json(usage)}),
+                    &envelope(
+                        &id,
+                        "chat.completion.chunk",
+                        created,
+                        &name,
+                        &fp,
+                        json!([]),
+                        Some(usage),
+                    ),
                 );
             }
             Ok(())
@@ -1009,11 +1063,16 @@ pub async fn chat_completions(
                 "finish_reason": c.finish,
             }));
         }
-        Ok(Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": name, "system_fingerprint": fp,
-            "choices": choices, "usage": usage_json(usage),
-        }))
-        .into_response())
+        let body = envelope(
+            &id,
+            "chat.completion",
+            created,
+            &name,
+            &fp,
+            json!(choices),
+            Some(usage),
+        );
+        Ok(Json(body).into_response())
     })
     .await
     .map_err(OaiError::from)
