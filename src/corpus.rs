@@ -879,28 +879,30 @@ pub fn load(
         .map(|s| s.sha256.clone())
         .collect();
     let shas: Vec<&str> = shas.iter().map(String::as_str).collect();
-    let base = existing.map(Vocab::to_tokenizer_json).transpose()?;
-    let opts_json = serde_json::to_string(opts)?;
-    let vocab_key = [
-        &["elman vocab 1"],
-        &shas[..],
-        &[&opts_json, base.as_deref().unwrap_or(""), &split],
-    ]
-    .concat();
-    let vocab_path = cache.path(&cache_key(&vocab_key), "vocab");
     // The vocabulary first (it names the token file): given, or kept from an earlier run (a
     // word-level one saves its counting pass), or built from the counts.
     let vocab = match given {
         Some(v) => v.clone(),
-        None => match VocabEntry::read(&vocab_path) {
-            Some(v) => v,
-            None => {
-                let v = vocab_of(&mut train, &val, opts, existing, &pb)?;
-                // Only saves a pass next time: a failure to write it costs nothing else.
-                let _ = write_whole(&vocab_path, &serde_json::to_vec(&VocabEntry::of(&v)?)?);
-                v
+        None => {
+            let base = existing.map(Vocab::to_tokenizer_json).transpose()?;
+            let opts_json = serde_json::to_string(opts)?;
+            let vocab_key = [
+                &["elman vocab 1"],
+                &shas[..],
+                &[&opts_json, base.as_deref().unwrap_or(""), &split],
+            ]
+            .concat();
+            let vocab_path = cache.path(&cache_key(&vocab_key), "vocab");
+            match VocabEntry::read(&vocab_path) {
+                Some(v) => v,
+                None => {
+                    let v = vocab_of(&mut train, &val, opts, existing, &pb)?;
+                    // Only saves a pass next time: a failure to write it costs nothing else.
+                    let _ = write_whole(&vocab_path, &serde_json::to_vec(&VocabEntry::of(&v)?)?);
+                    v
+                }
             }
-        },
+        }
     };
     let key = tokens_key(&shas, &vocab, &split)?;
     let path = cache.path(&key, "tokens");

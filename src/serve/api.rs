@@ -121,13 +121,14 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
 }
 
 /// Runs `f` on the blocking pool (the maths never holds up the server's own threads).
-pub(super) async fn blocking<F>(f: F) -> ApiResult
+pub(super) async fn blocking<F, E>(f: F) -> Result<Response, E>
 where
-    F: FnOnce() -> ApiResult + Send + 'static,
+    F: FnOnce() -> Result<Response, E> + Send + 'static,
+    E: From<ApiError> + Send + 'static,
 {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(ApiError::bad(format!("the request failed: {e}"))))
+        .unwrap_or_else(|e| Err(ApiError::bad(format!("the request failed: {e}")).into()))
 }
 
 pub(super) fn check_len(what: &str, text: &str, max: usize) -> Result<(), ApiError> {

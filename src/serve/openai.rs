@@ -384,7 +384,6 @@ struct CompletionReq {
 /// does), its log-probability, and the top alternatives.
 struct Token {
     piece: String,
-    id: Option<u32>,
     logprob: Option<f64>,
     top: Vec<(String, f64)>,
 }
@@ -446,7 +445,6 @@ fn echoed(m: &Served, ids: &[u32], top: usize) -> Vec<Token> {
         };
         out.push(Token {
             piece: detok.piece(vocab, x),
-            id: Some(x),
             logprob,
             top: alts,
         });
@@ -466,7 +464,7 @@ fn draw(
     a: &Asked,
     seed: u64,
     cancel: &std::sync::atomic::AtomicBool,
-    send: &mut dyn FnMut(&str, Vec<Token>) -> bool,
+    send: &mut dyn FnMut(&str, &[Token]) -> bool,
 ) -> Choice {
     use std::sync::atomic::Ordering;
     let (net, vocab) = (&m.net, &m.loaded.vocab);
@@ -476,6 +474,8 @@ fn draw(
     let (mut tokens, mut generated, mut finish) = (Vec::new(), 0usize, "length");
     let mut stopped_at = None;
     let mut go_on = true;
+    // A stop can only end inside the text this long before a new token's start.
+    let longest = a.stops.iter().map(String::len).max().unwrap_or(0);
     for _ in 0..a.max_tokens {
         let lp = net.log_probs(&state);
         let x = generate::sample_next(&lp, &a.opts, &mut rng);
@@ -486,11 +486,9 @@ fn draw(
         text.push_str(&piece);
         pending.push(Token {
             piece,
-            id: Some(x),
             logprob: a.logprobs.map(|_| lp[x as usize]),
             top: a.logprobs.map_or_else(Vec::new, |k| top_of(vocab, &lp, k)),
         });
-        let longest = a.stops.iter().map(String::len).max().unwrap_or(0);
         if let Some(at) = find_stop(&text, &a.stops, start.saturating_sub(longest)) {
             stopped_at = Some(at);
             finish = "stop";
@@ -498,9 +496,8 @@ fn draw(
         }
         let safe = safe_len(&text, &a.stops);
         if safe > sent {
-            let done = std::mem::take(&mut pending);
-            go_on = send(&text[sent..safe], done.iter().map(Token::copy).collect());
-            tokens.extend(done);
+            go_on = send(&text[sent..safe], &pending);
+            tokens.append(&mut pending);
             sent = safe;
         }
         if !go_on || cancel.load(Ordering::SeqCst) {
@@ -517,7 +514,7 @@ fn draw(
     let end = stopped_at.unwrap_or(text.len());
     let rest = if end > sent { &text[sent..end] } else { "" };
     if go_on && (!rest.is_empty() || a.logprobs.is_some() && !pending.is_empty()) {
-        send(rest, pending.iter().map(Token::copy).collect());
+        send(rest, &pending);
     }
     tokens.extend(pending);
     text.truncate(end);
@@ -526,17 +523,6 @@ fn draw(
         tokens,
         generated,
         finish,
-    }
-}
-
-impl Token {
-    fn copy(&self) -> Token {
-        Token {
-            piece: self.piece.clone(),
-            id: self.id,
-            logprob: self.logprob,
-            top: self.top.clone(),
-        }
     }
 }
 
@@ -674,10 +660,10 @@ pub async fn completions(
                             return Ok(());
                         }
                     }
-                    let mut send = |piece: &str, toks: Vec<Token>| {
+                    let mut send = |piece: &str, toks: &[Token]| {
                         let lp = a
                             .logprobs
-                            .map_or(Value::Null, |_| legacy_logprobs(&toks, at));
+                            .map_or(Value::Null, |_| legacy_logprobs(toks, at));
                         at += piece.chars().count();
                         send_json(tx, &chunk(i, piece, lp, None))
                     };
@@ -714,14 +700,14 @@ pub async fn completions(
         }));
     }
     let st2 = st.clone();
-    let out = blocking(move || {
+    blocking(move || -> OaiResult {
         let m = st2.model(Some(&name))?;
         let m = &*m;
         let fp = system_fingerprint(m);
         let mut choices = Vec::new();
         let mut usage = (0usize, 0usize);
         for (p, prompt) in prompts.iter().enumerate() {
-            let (ids, state) = prepared(m, prompt).map_err(to_api)?;
+            let (ids, state) = prepared(m, prompt)?;
             usage.0 += ids.len();
             for j in 0..a.n {
                 let c = draw(
@@ -764,8 +750,7 @@ pub async fn completions(
         );
         Ok(Json(body).into_response())
     })
-    .await;
-    out.map_err(OaiError::from)
+    .await
 }
 
 fn usage_json((prompt, completion): (usize, usize)) -> Value {
@@ -791,11 +776,6 @@ fn envelope(
         v["usage"] = usage_json(u);
     }
     v
-}
-
-/// An [`OaiError`] carried through [`blocking`], which speaks [`ApiError`].
-fn to_api(e: OaiError) -> ApiError {
-    ApiError::with_status(e.status, e.message)
 }
 
 /// One server-sent event with `v` as its data; false when the client went away.
@@ -1002,8 +982,8 @@ pub async fn chat_completions(
                 ) {
                     return Ok(());
                 }
-                let mut send = |piece: &str, toks: Vec<Token>| {
-                    let lp = a.logprobs.map_or(Value::Null, |_| chat_logprobs(&toks));
+                let mut send = |piece: &str, toks: &[Token]| {
+                    let lp = a.logprobs.map_or(Value::Null, |_| chat_logprobs(toks));
                     send_json(tx, &chunk(j, json!({"content": piece}), lp, None))
                 };
                 let c = draw(
@@ -1038,10 +1018,10 @@ pub async fn chat_completions(
         }));
     }
     let st2 = st.clone();
-    blocking(move || {
+    blocking(move || -> OaiResult {
         let m = st2.model(Some(&name))?;
         let m = &*m;
-        let (ids, state) = prepared(m, &prompt).map_err(to_api)?;
+        let (ids, state) = prepared(m, &prompt)?;
         let mut usage = (ids.len(), 0usize);
         let fp = system_fingerprint(m);
         let mut choices = Vec::new();
@@ -1075,7 +1055,6 @@ pub async fn chat_completions(
         Ok(Json(body).into_response())
     })
     .await
-    .map_err(OaiError::from)
 }
 
 #[cfg(test)]

@@ -224,13 +224,12 @@ pub fn watch(state: &AppState, rt: &Runtime) {
         }
         match read_settled(&slot.dir, rt) {
             Ok(Some((served, seen))) if served.name == slot.name => {
-                let step = served.step();
+                let (step, saved) = (served.step(), served.loaded.config.progress.step);
                 *slot.current.write().expect("never poisoned") = Arc::new(served);
                 *slot.seen.lock().expect("never poisoned") = seen;
                 crate::note!(
-                    "  model {:?} reloaded: now the weights of step {step} (saved at step {})",
-                    slot.name,
-                    served_saved(slot)
+                    "  model {:?} reloaded: now the weights of step {step} (saved at step {saved})",
+                    slot.name
                 );
             }
             Ok(_) => {}
@@ -243,10 +242,6 @@ pub fn watch(state: &AppState, rt: &Runtime) {
             }
         }
     }
-}
-
-fn served_saved(slot: &Slot) -> u64 {
-    slot.current().loaded.config.progress.step
 }
 
 /// Loads the models: each under its folder's name, which must differ.
