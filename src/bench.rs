@@ -18,7 +18,7 @@ use crate::kernels::{self, gemm::mm};
 use crate::model::{init_params, GraphModel};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::runtime::Runtime;
-use crate::train::{StepResult, Stepper};
+use crate::train::{Backend, StepResult, Stepper};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -55,6 +55,9 @@ pub struct RateResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub threads: usize,
+    /// What ran the training windows: "CPU", or the GPU (`--device cuda`); scoring, sampling
+    /// and GEMM always run on the CPU.
+    pub device: String,
     pub cell: CellKind,
     pub vocab: usize,
     pub sampled_softmax: Option<usize>,
@@ -108,7 +111,6 @@ pub fn train_rate(
     rt: &Runtime,
     budget: Duration,
 ) -> Result<TrainResult> {
-    let threads = rt.threads;
     let m = model(cell, hidden, vocab, 1, &rt.device)?;
     let gates = m.config.cell().gates();
     let vars = m
@@ -127,7 +129,7 @@ pub fn train_rate(
     )?;
     let mut opt = Optimizer::new(OptimizerKind::Adam, 2e-3, vars)?;
     let mut stepper =
-        Stepper::new(&m, batch, bptt, threads, false).with_sampled_softmax(samples, 1);
+        Stepper::new(&m, batch, bptt, Backend::of(rt, false)).with_sampled_softmax(samples, 1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let n = batch * bptt;
     let mut state = vec![vec![0.0f32; batch * hidden]; m.config.cell().carried()];
@@ -236,7 +238,8 @@ pub struct BenchArgs {
     /// Train with a sampled softmax of K negatives.
     pub samples: Option<usize>,
     pub sample: bool,
-    pub eval: bool,
+    /// Scoring tokens/s at these widths (64 streams).
+    pub eval_hidden: Vec<usize>,
     pub gemm: bool,
 }
 
@@ -244,6 +247,7 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
     let budget = Duration::from_secs_f64(a.seconds);
     let mut rep = Report {
         threads: a.rt.threads,
+        device: a.rt.window_label(),
         cell: a.cell,
         vocab: a.vocab,
         sampled_softmax: a.samples,
@@ -268,8 +272,8 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
             });
         }
     }
-    if a.eval {
-        for h in [256, 512] {
+    {
+        for &h in &a.eval_hidden {
             progress(&format!("scoring H={h}"));
             rep.eval_tokens_per_s.push(RateResult {
                 hidden: h,
@@ -286,8 +290,9 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
 
 pub fn render(r: &Report) -> String {
     let mut s = format!(
-        "elman bench ({} cell, {} thread(s), fp32, vocabulary {}{})\n",
+        "elman bench ({} cell, training windows on the {}, {} CPU thread(s), fp32, vocabulary {}{})\n",
         r.cell,
+        r.device,
         r.threads,
         r.vocab,
         r.sampled_softmax

@@ -9,7 +9,7 @@ use elman::cli::{
 };
 use elman::generate::{self, Until};
 use elman::infer::StreamModel;
-use elman::runtime::Runtime;
+use elman::runtime::{DeviceKind, Runtime};
 use elman::{checkpoint, demo, eval, info, repl, report, train};
 use rand::SeedableRng;
 use std::io::Write;
@@ -48,7 +48,16 @@ fn main() -> ExitCode {
     // candle (validation scoring, the reference path) sizes its thread pool from this variable; at
     // elman's matrix sizes one thread was measured faster than two. Set before any maths runs.
     std::env::set_var("RAYON_NUM_THREADS", "1");
-    match Runtime::cpu(cli.threads).and_then(|rt| run(cli.cmd, &rt)) {
+    // Only training windows run on a GPU: other commands are not slowed by opening one.
+    let device = match (&cli.cmd, cli.device) {
+        (Command::Train(_) | Command::Bench(_), d) => d,
+        (_, DeviceKind::Cpu) => DeviceKind::Cpu,
+        (_, DeviceKind::Cuda) => {
+            elman::note!("note: --device cuda runs training windows (train, bench); this command runs on the CPU");
+            DeviceKind::Cpu
+        }
+    };
+    match Runtime::new(device, cli.threads).and_then(|rt| run(cli.cmd, &rt)) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

@@ -476,6 +476,59 @@ impl GraphModel {
         Ok((hs, last))
     }
 
+    /// [`GraphModel::forward_states_masked`] in the whole-window form a GPU runs: each layer's
+    /// input term for all T·B positions in one product (one lookup for the one-hot input), the
+    /// recurrence as one operation ([`crate::runtime::scan::plain`]), the masks as whole-window
+    /// tensors. The same numbers as the per-step graph (the tests hold them equal); a gated cell,
+    /// which has no scan, runs the per-step graph.
+    pub fn forward_window_states(
+        &self,
+        ids: &Tensor,
+        state: &[Tensor],
+        masks: &WindowMasks,
+    ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
+        let Some(act) = self.config.cell().scan() else {
+            return self.forward_states_masked(ids, state, masks);
+        };
+        let (t_len, batch) = ids.dims2()?;
+        let hidden = self.config.hidden;
+        let flat_ids = ids.flatten_all()?;
+        // (T·B, input) dense input, or None: layer 0 looks its input term up.
+        let mut x: Option<Tensor> = match &self.encoder {
+            Some(enc) => Some(enc.index_select(&flat_ids, 0)?),
+            None => None,
+        };
+        let mut last = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = layer.prepared(masks.weight_hh.get(l))?;
+            let input = match &x {
+                Some(x) => x.matmul(&p.w_ih_t)?,
+                None => p.w_ih_t.index_select(&flat_ids, 0)?,
+            };
+            let input = match (l, masks.input.is_empty()) {
+                (0, false) => {
+                    let scale = Tensor::cat(&masks.input, 0)?.to_dtype(input.dtype())?;
+                    input.broadcast_mul(&scale)?
+                }
+                _ => input,
+            };
+            let pre = input
+                .broadcast_add(&p.w.bias)?
+                .reshape((t_len, batch, hidden))?;
+            // The recurrence reads Wᵀ's transpose: W_hh as stored, (H, H), possibly masked.
+            let w_hh = p.w.w_hh_t.t()?;
+            let s = crate::runtime::scan::plain(&pre, &w_hh, &state[l], act)?;
+            last.push(s.get(t_len - 1)?);
+            // Only the copy that goes up is masked, as in the per-step form.
+            let up = match masks.outputs.get(l) {
+                Some(mask) => s.mul(&mask.to_dtype(s.dtype())?)?,
+                None => s,
+            };
+            x = Some(up.reshape((t_len * batch, hidden))?);
+        }
+        Ok((x.expect("a model has at least one layer"), last))
+    }
+
     /// Parameters by name, in layout order (a tied decoder weight once, as the embedding).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         self.config

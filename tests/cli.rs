@@ -728,3 +728,26 @@ fn the_token_cache_and_the_validation_cap_are_said() {
             "--val-tokens cannot be changed when resuming",
         ));
 }
+
+/// `--device cuda` in a build without the cuda feature: one line saying how to get one, before
+/// any work (the text need not even exist).
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_cuda_without_the_cuda_build_says_how_to_get_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    fails_with(
+        elman(tmp.path()).args(["--device", "cuda", "train", "missing.txt"]),
+        &[
+            "--device cuda",
+            "built without CUDA",
+            "scripts/build-cuda.sh",
+        ],
+    );
+    let out = elman(tmp.path())
+        .args(["--device", "tpu", "info"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cpu") && err.contains("cuda"), "{err}");
+}

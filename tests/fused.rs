@@ -1,5 +1,7 @@
 //! The fused BPTT path against the reference candle autograd graph: same loss, same gradients,
-//! same carried state, for every activation, one and two layers, any thread split.
+//! same carried state, for every activation, one and two layers, any thread split. Every check
+//! also holds the whole-window graph (what `--device cuda` runs, here on the CPU) to the
+//! reference.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -165,6 +167,52 @@ impl Fixture {
         }
     }
 
+    /// The window as the GPU path runs it (`--device cuda`): the whole-window graph, each Elman
+    /// layer's recurrence one scan operation, here on the CPU device (the scan's CPU body).
+    fn window(&self) -> Outcome {
+        let dev = Device::Cpu;
+        let (batch, bptt, n) = (self.batch, self.bptt, self.batch * self.bptt);
+        let hidden = self.cfg.hidden;
+        let model = &self.model;
+        let inp = Tensor::from_vec(self.inputs.clone(), (bptt, batch), &dev).unwrap();
+        let tgt = Tensor::from_vec(self.targets.clone(), n, &dev).unwrap();
+        let h0_t: Vec<Tensor> = self
+            .h0
+            .iter()
+            .map(|h| Tensor::from_slice(h, (batch, hidden), &dev).unwrap())
+            .collect();
+        let masks = WindowMasks::of(
+            &self.masks_at(3).active(),
+            &self.cfg,
+            &self.inputs,
+            batch,
+            &dev,
+        )
+        .unwrap();
+        let (hs, last) = model.forward_window_states(&inp, &h0_t, &masks).unwrap();
+        let w = model.decoder.weight();
+        let b = model.decoder.bias().unwrap();
+        let loss = match &self.sample {
+            None => {
+                let logits = hs
+                    .matmul(&w.t().unwrap())
+                    .unwrap()
+                    .broadcast_add(b)
+                    .unwrap();
+                cross_entropy(&logits, &tgt).unwrap()
+            }
+            Some(smp) => sampled_softmax_loss(&hs, w, b, &self.targets, smp).unwrap(),
+        };
+        Outcome {
+            loss: loss.to_scalar::<f32>().unwrap() as f64,
+            grads: grads_in_order(&loss.backward().unwrap(), &self.vars).unwrap(),
+            last: last
+                .iter()
+                .map(|h| h.flatten_all().unwrap().to_vec1().unwrap())
+                .collect(),
+        }
+    }
+
     /// The window on the fused path with `threads` threads.
     fn fused(&self, threads: usize) -> Outcome {
         let flat: Vec<Vec<f32>> = self
@@ -249,12 +297,23 @@ fn check_cfg(
     compare(&Fixture::new(cfg, (batch, bptt), samples, dropout), threads);
 }
 
-/// The fused window of `fx` against the graph.
+/// The fused window of `fx` against the graph, and the whole-window graph (the GPU path's form,
+/// on the CPU) against it too.
 fn compare(fx: &Fixture, threads: usize) {
-    let (act, layers) = (fx.cfg.activation, fx.cfg.layers);
-    let what = format!("{} {act}", fx.cfg.cell);
     let want = fx.reference();
-    let got = fx.fused(threads);
+    let what = format!("{} {}", fx.cfg.cell, fx.cfg.activation);
+    assert_close(
+        fx,
+        &format!("{what} threads={threads}"),
+        &fx.fused(threads),
+        &want,
+    );
+    assert_close(fx, &format!("{what} whole-window"), &fx.window(), &want);
+}
+
+/// `got` equals `want` to ~1e-5 relative: loss, every gradient, the carried state.
+fn assert_close(fx: &Fixture, what: &str, got: &Outcome, want: &Outcome) {
+    let layers = fx.cfg.layers;
     assert!(
         (got.loss - want.loss).abs() < 1e-5 * want.loss.abs(),
         "{what} L={layers}: loss {} vs {}",
@@ -271,7 +330,7 @@ fn compare(fx: &Fixture, threads: usize) {
         let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
         assert!(
             diff <= 1e-5 * norm.max(1e-3),
-            "{what} L={layers} threads={threads} {name}: |Δ| {diff} vs |g| {norm}"
+            "{what} L={layers} {name}: |Δ| {diff} vs |g| {norm}"
         );
     }
     assert_eq!(got.last.len(), want.last.len(), "{what}: carried state");
@@ -382,7 +441,7 @@ fn fused_training_follows_the_reference_loss_curve() {
     let text = "天空飞过一只小鸟, the bird flies over the sky.\n".repeat(60);
     let f = tmp.path().join("c.txt");
     std::fs::write(&f, text).unwrap();
-    let run = |name: &str, reference: bool| {
+    let run = |name: &str, reference: bool, rt: elman::runtime::Runtime| {
         let out = tmp.path().join(name);
         train(
             &TrainArgs {
@@ -401,15 +460,24 @@ fn fused_training_follows_the_reference_loss_curve() {
                 reference,
                 ..Default::default()
             },
-            &elman::runtime::Runtime::with_threads(2),
+            &rt,
         )
         .unwrap();
         elman::checkpoint::read_metrics(&out).unwrap()
     };
-    let fused = run("fused", false);
-    let reference = run("reference", true);
+    let cpu = elman::runtime::Runtime::with_threads(2);
+    let fused = run("fused", false, cpu.clone());
+    let reference = run("reference", true, cpu);
+    // What `--device cuda` runs (the whole-window graph, weights up, gradients down), here on
+    // the CPU device: the same run.
+    let window = run(
+        "window",
+        false,
+        elman::runtime::Runtime::with_window_graph_on_cpu(2),
+    );
     assert_eq!(fused.len(), reference.len());
-    for (a, b) in fused.iter().zip(&reference) {
+    assert_eq!(window.len(), reference.len());
+    for (a, b) in fused.iter().chain(&window).zip(reference.iter().cycle()) {
         assert!(
             (a.train_loss - b.train_loss).abs() < 1e-4 && (a.val_loss - b.val_loss).abs() < 1e-4,
             "step {}: fused {}/{} vs reference {}/{}",

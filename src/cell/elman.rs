@@ -39,6 +39,10 @@ impl Cell for Elman {
         Some(w_hh_norm * self.act.max_slope())
     }
 
+    fn scan(&self) -> Option<Nonlinearity> {
+        Some(self.kernel())
+    }
+
     fn graph(&self) -> &dyn GraphCell {
         self
     }

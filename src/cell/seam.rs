@@ -14,7 +14,11 @@
 //! | fused CPU window | [`FusedCell`] | training, validation, `eval` |
 //! | batch 1 (and its f64 backward) | [`StreamCell`] | sample, complete, rank, repl, heatmap, gradflow |
 //!
-//! A GPU backend is one more form trait and one more accessor.
+//! | whole-window graph (a GPU) | [`Cell::scan`] | `--device cuda` |
+//!
+//! The whole-window form is the graph form with the recurrence of a window as one operation
+//! (`runtime::scan`, one kernel on a GPU). A cell whose recurrence is the plain one,
+//! σ(P_t + S_{t−1}·Wᵀ), says so through [`Cell::scan`]; the gated cells run there step by step.
 
 use super::fused::FusedCell;
 use super::graph::GraphCell;
@@ -44,6 +48,13 @@ pub trait Cell: Sync + Send + std::fmt::Debug {
     /// A guaranteed per-step shrink factor of ‖∂L/∂h‖, when the cell has one (the chapter's
     /// ‖W‖₂ · sup σ′ for an Elman layer); `w_hh_norm` is ‖W‖₂.
     fn gradient_bound_rate(&self, w_hh_norm: f64) -> Option<f64>;
+
+    /// The nonlinearity σ when a layer's recurrence is the plain S_t = σ(P_t + S_{t−1}·Wᵀ) with
+    /// nothing else carried, which the window scan computes in one operation; `None` for a
+    /// gated cell.
+    fn scan(&self) -> Option<crate::kernels::math::Nonlinearity> {
+        None
+    }
 
     /// Its step on candle's graph.
     fn graph(&self) -> &dyn GraphCell;

@@ -38,6 +38,13 @@ pub struct Cli {
     /// sampling, completion, ranking and the repl run on one.
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    /// Where training windows run. `cuda` needs a build with the cuda feature
+    /// (scripts/build-cuda.sh, docs/gpu.md) and an NVIDIA GPU: each window's forward and backward
+    /// run there (cuBLAS for the large products, elman's own kernel for the Elman recurrence);
+    /// the optimizer, validation, checkpoints, sampling and ranking stay on the CPU, so a model
+    /// trained on a GPU is the same files as one trained on the CPU.
+    #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
+    pub device: crate::runtime::DeviceKind,
     #[command(subcommand)]
     pub cmd: Command,
 }
@@ -137,7 +144,8 @@ pub struct BenchCmd {
     /// Only these parts (train, sample, eval, gemm), comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "PARTS")]
     pub only: Vec<String>,
-    /// Training shapes HIDDEN,BATCH,BPTT (repeatable) [default: the four reference shapes].
+    /// Training shapes HIDDEN,BATCH,BPTT (repeatable) [default: the four reference shapes]; scoring
+    /// then runs at their widths (default 256 and 512).
     #[arg(long, value_name = "H,B,T")]
     pub shape: Vec<String>,
     /// Vocabulary size of the measured models (the peer's reference is 65).
@@ -610,6 +618,13 @@ impl BenchCmd {
         {
             anyhow::bail!("--sampled-softmax must be between 1 and half the vocabulary");
         }
+        // Scoring at the widths asked for (--shape), else the reference 256 and 512.
+        let mut eval_hidden: Vec<usize> = if self.shape.is_empty() {
+            vec![256, 512]
+        } else {
+            shapes.iter().map(|s| s.0).collect()
+        };
+        eval_hidden.dedup();
         Ok(crate::bench::BenchArgs {
             rt: rt.clone(),
             cell: self.cell,
@@ -618,7 +633,11 @@ impl BenchCmd {
             seconds: self.seconds,
             shapes: if want("train") { shapes } else { Vec::new() },
             sample: want("sample"),
-            eval: want("eval"),
+            eval_hidden: if want("eval") {
+                eval_hidden
+            } else {
+                Vec::new()
+            },
             gemm: want("gemm"),
         })
     }

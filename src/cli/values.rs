@@ -6,6 +6,7 @@ use crate::checkpoint::Schedule;
 use crate::generate::RankBy;
 use crate::optim::OptimizerKind;
 use crate::plot::XAxis;
+use crate::runtime::DeviceKind;
 use crate::vocab::{Level, Segmenter};
 
 /// Implements clap's `ValueEnum` for a library type, so the library's enums need no clap: each
@@ -39,6 +40,10 @@ value_enum!(Activation {
     Activation::Tanh => "tanh": "tanh: zero-centred, σ′ ≤ 1 (PyTorch's default)",
     Activation::Sigmoid => "sigmoid": "The book's logistic sigmoid: σ′ ≤ 1/4, so gradients vanish fastest",
     Activation::Relu => "relu": "max(0, x): no saturation for positive inputs, may explode",
+});
+value_enum!(DeviceKind {
+    DeviceKind::Cpu => "cpu": "The CPU: training's fused window on --threads threads (the default)",
+    DeviceKind::Cuda => "cuda": "An NVIDIA GPU runs each training window (a build with the cuda feature: scripts/build-cuda.sh); everything else stays on the CPU",
 });
 value_enum!(Level {
     Level::Char => "char": "One token per Unicode character (exactly reversible)",

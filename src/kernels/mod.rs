@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod isa;
 pub mod math;
 pub mod packed;
+pub mod scan;
 
 pub use isa::{detected, isa, Isa};
 

@@ -35,7 +35,7 @@ pub use schedule::{
     default_eval_every, default_val_tokens, parse_duration, training_flops_per_token,
 };
 pub use session::Outcome;
-pub use stepper::{StepResult, Stepper};
+pub use stepper::{Backend, StepResult, Stepper};
 
 use crate::runtime::Runtime;
 use anyhow::Result;

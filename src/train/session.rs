@@ -5,7 +5,7 @@ use super::interrupt::INTERRUPTED;
 use super::options::{TrainArgs, DEFAULT_EVAL_EVERY};
 use super::schedule::{self, epoch_plan, Budget};
 use super::setup::{Data, Run};
-use super::stepper::{StepResult, Stepper};
+use super::stepper::{Backend, StepResult, Stepper};
 use crate::checkpoint::{
     self, Config, Entry, LoopState, LrRestart, Metric, TrainConfig, TrainingState,
 };
@@ -130,10 +130,13 @@ impl<'a> Session<'a> {
         let carried = mc.layers * mc.cell().carried();
         let mut state: Vec<Vec<f32>> = vec![vec![0.0; tc.batch * mc.hidden]; carried];
         // Checked here, not only for fresh runs: a resumed sampled-softmax run has the same limit.
+        if args.reference && rt.window_device.as_ref().is_some_and(|d| !d.is_cpu()) {
+            bail!("--reference runs candle's per-step graph on the CPU, the reference the other paths are held to; leave out --device cuda or --reference");
+        }
         if args.reference && tc.softmax_samples.is_some() {
             bail!("--reference trains with the full softmax only; this run uses a sampled softmax (--sampled-softmax 0 when starting one)");
         }
-        let stepper = Stepper::new(&model, tc.batch, tc.bptt, rt.threads, args.reference)
+        let stepper = Stepper::new(&model, tc.batch, tc.bptt, Backend::of(rt, args.reference))
             .with_sampled_softmax(tc.softmax_samples, tc.seed)
             .with_masks(&tc);
         if let Some(src) = &init_from {
@@ -226,6 +229,18 @@ impl<'a> Session<'a> {
         }
         if let Some(note) = budget_note {
             progress.say(note);
+        }
+        if rt.window_device.is_some() && !args.reference && !finished {
+            progress.say(format!(
+                "each window's forward and backward on the {}{}; the optimizer, validation and checkpoints on the CPU ({} threads)",
+                rt.window_label(),
+                if mc.cell().scan().is_some() {
+                    ", the recurrence one kernel per layer"
+                } else {
+                    ", the gated recurrence step by step (the window kernel is the Elman cell's)"
+                },
+                rt.threads
+            ));
         }
         if tc.eval_every > DEFAULT_EVAL_EVERY && args.hyper.eval_every.is_none() && !resuming {
             progress.say(format!(

@@ -2,17 +2,20 @@
 //! `elman bench` both run exactly this.
 //!
 //! How a window's loss and gradients are found is a [`WindowBackend`]: the fused CPU window
-//! (`fused/`, what training runs) or candle's autograd graph (`train --reference`, what the tests
-//! hold the fused window to). Everything around it — the divergence check, the carried state,
+//! (`fused/`, what training runs), candle's autograd graph (`train --reference`, what the tests
+//! hold the fused window to), or the whole-window graph on the run's window device (`--device
+//! cuda`: the weights go up, the gradients come down). Everything around it — the divergence check, the carried state,
 //! clipping and the optimizer's step — is written once, in [`Stepper::step`].
 
 use crate::checkpoint::TrainConfig;
+use crate::config::ModelConfig;
 use crate::fused::{with_params, FusedWindow};
-use crate::model::{cross_entropy, GraphModel, WindowMasks};
+use crate::model::{cross_entropy, sampled_softmax_loss, GraphModel, WindowMasks};
 use crate::optim::{clip_scale, grads_in_order, Optimizer};
 use crate::stochastic::{Dropout, EmbedDrop, Masks, Sample, WeightDrop};
 use anyhow::Result;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 
 /// What one training step came to.
@@ -116,8 +119,96 @@ impl WindowBackend for Graph {
     }
 }
 
-/// One step of truncated BPTT plus the optimizer update, on the fused path or (for reference) the
-/// candle graph.
+/// The whole-window graph on a device (a GPU; the CPU in the tests): each window, the weights are
+/// copied to it, the forward and backward run there as whole-window operations
+/// ([`GraphModel::forward_window_states`]), and the gradients come back for the optimizer, which
+/// stays with the weights on the CPU.
+struct OnDevice {
+    dev: Device,
+    config: ModelConfig,
+    batch: usize,
+    bptt: usize,
+    grads: Vec<Vec<f32>>,
+}
+
+impl WindowBackend for OnDevice {
+    fn window(
+        &mut self,
+        params: &[(String, Var)],
+        inp: &[u32],
+        tgt: &[u32],
+        state: &[Vec<f32>],
+        next: &mut [Vec<f32>],
+        noise: &Noise,
+    ) -> Result<f64> {
+        let dev = &self.dev;
+        let (batch, bptt, hidden) = (self.batch, self.bptt, self.config.hidden);
+        let map = VarMap::new();
+        let mut up = Vec::with_capacity(params.len());
+        {
+            let mut data = map.data().lock().expect("a fresh VarMap");
+            for (name, var) in params {
+                let v = Var::from_tensor(&var.as_tensor().to_device(dev)?)?;
+                data.insert(name.clone(), v.clone());
+                up.push((name.clone(), v));
+            }
+        }
+        let model = GraphModel::new(self.config, VarBuilder::from_varmap(&map, DType::F32, dev))?;
+        let inp_t = Tensor::from_slice(inp, (bptt, batch), dev)?;
+        let h0 = state
+            .iter()
+            .map(|h| Ok(Tensor::from_slice(h, (batch, hidden), dev)?))
+            .collect::<Result<Vec<_>>>()?;
+        let masks = WindowMasks::of(&noise.masks.active(), &self.config, inp, batch, dev)?;
+        let (hs, last) = model.forward_window_states(&inp_t, &h0, &masks)?;
+        let dec_w = model.tensor(crate::config::Param::DecoderWeight);
+        let dec_b = model.tensor(crate::config::Param::DecoderBias);
+        let loss_t = match noise.sample {
+            Some(sample) => sampled_softmax_loss(&hs, dec_w, dec_b, tgt, sample)?,
+            None => {
+                let logits = hs.matmul(&dec_w.t()?)?.broadcast_add(dec_b)?;
+                cross_entropy(&logits, &Tensor::from_slice(tgt, bptt * batch, dev)?)?
+            }
+        };
+        let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        self.grads = grads_in_order(&loss_t.backward()?, &up)?;
+        for (s, h) in next.iter_mut().zip(&last) {
+            *s = h.flatten_all()?.to_vec1::<f32>()?;
+        }
+        Ok(loss)
+    }
+
+    fn grads(&self) -> &[Vec<f32>] {
+        &self.grads
+    }
+}
+
+/// Which backend a [`Stepper`] runs its windows on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The fused CPU window on this many threads (training's default).
+    Fused { threads: usize },
+    /// candle's per-step autograd graph on the CPU (`train --reference`).
+    Reference,
+    /// The whole-window graph on a device (`--device cuda`).
+    Window(Device),
+}
+
+impl Backend {
+    /// The backend a run asks for: `--reference`, else the runtime's window device, else fused.
+    pub fn of(rt: &crate::runtime::Runtime, reference: bool) -> Backend {
+        match (&rt.window_device, reference) {
+            (_, true) => Backend::Reference,
+            (Some(dev), false) => Backend::Window(dev.clone()),
+            (None, false) => Backend::Fused {
+                threads: rt.threads,
+            },
+        }
+    }
+}
+
+/// One step of truncated BPTT plus the optimizer update, on the fused path, the candle graph
+/// (reference) or a device.
 pub struct Stepper {
     backend: Box<dyn WindowBackend + Send + Sync>,
     vocab: usize,
@@ -132,23 +223,25 @@ pub struct Stepper {
 }
 
 impl Stepper {
-    pub fn new(
-        model: &GraphModel,
-        batch: usize,
-        bptt: usize,
-        threads: usize,
-        reference: bool,
-    ) -> Self {
+    pub fn new(model: &GraphModel, batch: usize, bptt: usize, backend: Backend) -> Self {
         let mc = model.config;
-        let backend: Box<dyn WindowBackend + Send + Sync> = if reference {
-            Box::new(Graph {
+        let backend: Box<dyn WindowBackend + Send + Sync> = match backend {
+            Backend::Reference => Box::new(Graph {
                 model: model.clone(),
                 batch,
                 bptt,
                 grads: Vec::new(),
-            })
-        } else {
-            Box::new(Fused(FusedWindow::new(mc, batch, bptt, threads)))
+            }),
+            Backend::Fused { threads } => {
+                Box::new(Fused(FusedWindow::new(mc, batch, bptt, threads)))
+            }
+            Backend::Window(dev) => Box::new(OnDevice {
+                dev,
+                config: mc,
+                batch,
+                bptt,
+                grads: Vec::new(),
+            }),
         };
         Stepper {
             backend,

@@ -1,26 +1,55 @@
-//! The device module: where elman runs — the device and the number of threads, chosen once (by
-//! `main` from `--threads`) and passed down to every stage that computes — and the only code that
-//! names a device or reaches into a tensor's storage ([`read_f32`], [`update_f32`]).
+//! The device module: where elman runs — the devices and the number of threads, chosen once (by
+//! `main` from `--device` and `--threads`) and passed down to every stage that computes — and the
+//! only code that names a device or reaches into a tensor's storage ([`read_f32`], [`update_f32`],
+//! the CPU and CUDA bodies of the window scan in [`scan`]).
 //!
-//! Only the CPU is supported today; a GPU backend is a device chosen here and a body for it beside
-//! each CPU body below (as candle's own ops keep theirs side by side). How a fused window uses its
-//! threads is decided from these by `fused/` (one share of streams per thread, helpers for a
-//! single scored stream); scoring many streams by `eval::score` (groups per thread).
+//! Parameters, the optimizer, checkpoints, scoring and generation always run on the CPU
+//! ([`Runtime::device`]). `--device cuda` adds a GPU ([`Runtime::window_device`]) on which
+//! training runs each window's forward and backward: the weights go up, the gradients come down.
+//! How a fused window uses its threads is decided from these by `fused/` (one share of streams
+//! per thread, helpers for a single scored stream); scoring many streams by `eval::score` (groups
+//! per thread).
+
+pub mod scan;
 
 use anyhow::{bail, Result};
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use std::sync::OnceLock;
 
-/// The device and the threads every computing stage uses.
+/// Where training windows run (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// The fused CPU window (the default).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU, the first one CUDA lists (a build with the `cuda` feature).
+    Cuda,
+}
+
+/// The devices and the threads every computing stage uses.
 #[derive(Debug, Clone)]
 pub struct Runtime {
+    /// Where parameters live and everything but a training window computes: the CPU.
     pub device: Device,
+    /// Where training windows run when it is not the CPU's fused window (`--device cuda`).
+    pub window_device: Option<Device>,
     /// Threads training and scoring split their streams over; runs are bit-for-bit reproducible
     /// for a given seed, data and thread count.
     pub threads: usize,
 }
 
 impl Runtime {
+    /// The devices `kind` asks for, with `threads` CPU threads (`None`: every core). The one
+    /// place a device is opened.
+    pub fn new(kind: DeviceKind, threads: Option<usize>) -> Result<Runtime> {
+        let mut rt = Runtime::cpu(threads)?;
+        rt.window_device = match kind {
+            DeviceKind::Cpu => None,
+            DeviceKind::Cuda => Some(cuda()?),
+        };
+        Ok(rt)
+    }
+
     /// The CPU with `threads` threads (`None`: every core).
     pub fn cpu(threads: Option<usize>) -> Result<Runtime> {
         let threads = match threads {
@@ -30,6 +59,7 @@ impl Runtime {
         };
         Ok(Runtime {
             device: Device::Cpu,
+            window_device: None,
             threads,
         })
     }
@@ -38,9 +68,43 @@ impl Runtime {
     pub fn with_threads(threads: usize) -> Runtime {
         Runtime {
             device: Device::Cpu,
+            window_device: None,
             threads: threads.max(1),
         }
     }
+
+    /// The same, with training windows run as whole-window graphs on the CPU (the GPU path's
+    /// code on the CPU device): what the tests hold to the reference graph.
+    pub fn with_window_graph_on_cpu(threads: usize) -> Runtime {
+        Runtime {
+            window_device: Some(Device::Cpu),
+            ..Runtime::with_threads(threads)
+        }
+    }
+
+    /// What runs training windows, for the run's header: "CPU" or the GPU.
+    pub fn window_label(&self) -> String {
+        match &self.window_device {
+            None => "CPU".into(),
+            Some(d) if d.is_cpu() => "CPU (window graph)".into(),
+            Some(d) => format!("GPU {:?}", d.location()),
+        }
+    }
+}
+
+/// The first CUDA GPU.
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<Device> {
+    Device::new_cuda(0).map_err(|e| {
+        anyhow::anyhow!("--device cuda: no usable NVIDIA GPU ({e}); check the driver and `nvidia-smi`, or leave out --device")
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<Device> {
+    bail!(
+        "--device cuda: this elman was built without CUDA; build one with scripts/build-cuda.sh (docs/gpu.md), or leave out --device"
+    )
 }
 
 impl Default for Runtime {
