@@ -4,8 +4,9 @@
 # linked against a stub libcuda (the real driver library is loaded on the GPU machine).
 #
 #   scripts/build-cuda.sh            release binary: target/cuda/release/elman (+ elman.xz)
-#   scripts/build-cuda.sh --check    compile only (cargo check: nvcc builds every kernel to PTX,
-#                                    rustc checks the CUDA bodies); what .ci/run does
+#   scripts/build-cuda.sh --check    compile only, no linking (cargo clippy: nvcc builds every
+#                                    kernel to PTX, rustc checks and lints the CUDA bodies); needs
+#                                    only the compiler wheels; what .ci/run does
 #
 # Environment:
 #   ELMAN_CUDA_VERSION   the toolkit's CUDA version, 13.0 (default): at most the GPU driver's
@@ -34,29 +35,38 @@ major=${version%%.*}
 tk=${ELMAN_CUDA_TOOLKIT:-$HOME/.cache/elman/cuda-$version}
 cu=$tk/pkgs/nvidia/cu$major
 
-if [ ! -f "$tk/.installed" ]; then
-    echo "build-cuda: installing CUDA $version's compiler and libraries from PyPI into $tk"
+pip_in() {
+    local dir=$1
+    shift
+    python3 -m pip install -q --disable-pip-version-check --target "$dir" "$@"
+}
+# The compiler (what --check needs): nvcc, its front end and NVVM, the runtime's headers, and
+# CCCL's (cuda_fp16.h includes <nv/target>).
+if [ ! -f "$tk/.compiler" ]; then
+    echo "build-cuda: installing CUDA $version's compiler from PyPI into $tk"
     mkdir -p "$tk"
-    python3 -m pip install -q --disable-pip-version-check --target "$tk/pkgs" \
-        "nvidia-cuda-nvcc==$version.*" "nvidia-cuda-crt==$version.*" \
-        "nvidia-cuda-runtime==$version.*" "nvidia-nvvm==$version.*" \
-        "nvidia-cuda-nvrtc==$version.*" "nvidia-cublas==$version.*" "nvidia-curand==10.*"
-    # cuda_fp16.h includes <nv/target>, which ships in the CCCL wheel.
-    python3 -m pip install -q --disable-pip-version-check --target "$tk/cccl" \
-        "nvidia-cuda-cccl==$version.*"
+    pip_in "$tk/pkgs" "nvidia-cuda-nvcc==$version.*" "nvidia-cuda-crt==$version.*" \
+        "nvidia-cuda-runtime==$version.*" "nvidia-nvvm==$version.*"
+    pip_in "$tk/cccl" "nvidia-cuda-cccl==$version.*"
     cp -rn "$tk/cccl/nvidia/cu$major/include/." "$cu/include/"
-    touch "$tk/.installed"
+    touch "$tk/.compiler"
+fi
+# The libraries the binary links (a full build only; cuBLAS alone is ~500 MB).
+if [ "$mode" = build ] && [ ! -f "$tk/.libraries" ]; then
+    echo "build-cuda: installing CUDA $version's libraries from PyPI into $tk"
+    pip_in "$tk/pkgs" "nvidia-cuda-nvrtc==$version.*" "nvidia-cublas==$version.*" "nvidia-curand==10.*"
+    touch "$tk/.libraries"
 fi
 
 # The link folder: the wheels' libraries under the names the linker asks for, and a stub libcuda
 # defining every driver function cudarc declares (the linker only needs the names).
 lib=$tk/link
-if [ ! -f "$lib/libcuda.so" ]; then
+mkdir -p "$lib"
+if [ "$mode" = build ] && [ ! -f "$lib/libcuda.so" ]; then
     mkdir -p "$lib"
-    for so in cublas cublasLt nvrtc cudart; do
-        ln -sf "$(ls "$cu"/lib/lib$so.so.* | head -1)" "$lib/lib$so.so"
+    for so in cublas cublasLt nvrtc cudart curand; do
+        ln -sf "$(ls "$cu"/lib/lib$so.so.* | grep -v alt | head -1)" "$lib/lib$so.so"
     done
-    ln -sf "$(ls "$cu"/lib/libcurand.so.* | head -1)" "$lib/libcurand.so"
     cudarc=$(ls -d ~/.cargo/registry/src/*/cudarc-* 2>/dev/null | tail -1)
     if [ -z "$cudarc" ]; then
         cargo fetch -q
@@ -75,8 +85,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
 nvcc --version | tail -1
 
 if [ "$mode" = check ]; then
-    cargo check --release --features cuda --all-targets
-    echo "build-cuda: the CUDA build compiles (CUDA $version, compute $CUDA_COMPUTE_CAP)"
+    # clippy checks what check does (nvcc builds every kernel to PTX; rustc checks the CUDA
+    # bodies), and lints them.
+    cargo clippy --release --features cuda --all-targets -- -D warnings
+    echo "build-cuda: the CUDA build compiles and is lint-clean (CUDA $version, compute $CUDA_COMPUTE_CAP)"
 else
     cargo build --release --features cuda
     bin=$CARGO_TARGET_DIR/release/elman

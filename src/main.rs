@@ -61,8 +61,17 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes, no backtrace.
-            let msg = format!("{e:#}").replace('\n', " ");
+            // One line: the error and its causes, no backtrace (candle attaches one to its errors
+            // when RUST_BACKTRACE is set).
+            let msg = e
+                .chain()
+                .map(|c| match c.downcast_ref::<candle_core::Error>() {
+                    Some(ce) => elman::runtime::without_backtrace(ce),
+                    None => c.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(": ")
+                .replace('\n', " ");
             elman::note!("error: {msg}");
             ExitCode::FAILURE
         }

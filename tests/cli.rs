@@ -744,7 +744,7 @@ fn device_cuda_without_the_cuda_build_says_how_to_get_one() {
         ],
     );
     let out = elman(tmp.path())
-        .args(["--device", "tpu", "info"])
+        .args(["--device", "tpu", "info", "--model", "x"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -92,11 +92,23 @@ impl Runtime {
     }
 }
 
+/// A candle error's message without the backtrace candle attaches when `RUST_BACKTRACE` is set
+/// (errors are one line).
+pub fn without_backtrace(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(inner),
+        e => e.to_string(),
+    }
+}
+
 /// The first CUDA GPU.
 #[cfg(feature = "cuda")]
 fn cuda() -> Result<Device> {
     Device::new_cuda(0).map_err(|e| {
-        anyhow::anyhow!("--device cuda: no usable NVIDIA GPU ({e}); check the driver and `nvidia-smi`, or leave out --device")
+        anyhow::anyhow!(
+            "--device cuda: no usable NVIDIA GPU ({}); check the driver and `nvidia-smi`, or leave out --device",
+            without_backtrace(&e)
+        )
     })
 }
 

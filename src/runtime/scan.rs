@@ -180,7 +180,7 @@ mod cuda {
         y: (&CudaStorage, &Layout),
         states: Option<(&CudaStorage, &Layout)>,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let dev = x.0.device().clone();
+        let dev = x.0.device.clone();
         let dims = x.1.dims();
         let (t_len, b, h) = (dims[0], dims[1], dims[2]);
         let stream = dev.cuda_stream();
