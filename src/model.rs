@@ -478,27 +478,27 @@ impl GraphModel {
 
     /// [`GraphModel::forward_states_masked`] in the whole-window form a GPU runs: each layer's
     /// input term for all T·B positions in one product (one lookup for the one-hot input), the
-    /// recurrence as one operation ([`crate::runtime::scan::plain`]), the masks as whole-window
-    /// tensors. The same numbers as the per-step graph (the tests hold them equal); a gated cell,
-    /// which has no scan, runs the per-step graph.
+    /// recurrence as one operation ([`crate::runtime::scan::run`], the cell's [`Cell::scan`]),
+    /// the masks as whole-window tensors. The same numbers as the per-step graph (the tests hold
+    /// them equal); a cell without a scan kernel runs the per-step graph.
     pub fn forward_window_states(
         &self,
         ids: &Tensor,
         state: &[Tensor],
         masks: &WindowMasks,
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
-        let Some(act) = self.config.cell().scan() else {
+        let Some(rec) = self.config.cell().scan() else {
             return self.forward_states_masked(ids, state, masks);
         };
         let (t_len, batch) = ids.dims2()?;
-        let hidden = self.config.hidden;
+        let (hidden, layers) = (self.config.hidden, self.layers.len());
         let flat_ids = ids.flatten_all()?;
         // (T·B, input) dense input, or None: layer 0 looks its input term up.
         let mut x: Option<Tensor> = match &self.encoder {
             Some(enc) => Some(enc.index_select(&flat_ids, 0)?),
             None => None,
         };
-        let mut last = Vec::with_capacity(self.layers.len());
+        let (mut last, mut last_c) = (Vec::with_capacity(layers), Vec::new());
         for (l, layer) in self.layers.iter().enumerate() {
             let p = layer.prepared(masks.weight_hh.get(l))?;
             let input = match &x {
@@ -512,20 +512,40 @@ impl GraphModel {
                 }
                 _ => input,
             };
-            let pre = input
-                .broadcast_add(&p.w.bias)?
-                .reshape((t_len, batch, hidden))?;
-            // The recurrence reads Wᵀ's transpose: W_hh as stored, (H, H), possibly masked.
+            let pre =
+                input
+                    .broadcast_add(&p.w.bias)?
+                    .reshape((t_len, batch, rec.gates() * hidden))?;
+            // The recurrence reads W_hh as stored, (gates·H, H), possibly masked; with a bias
+            // block that stays inside the recurrence (the GRU's b_hn) as one more row.
             let w_hh = p.w.w_hh_t.t()?;
-            let s = crate::runtime::scan::plain(&pre, &w_hh, &state[l], act)?;
-            last.push(s.get(t_len - 1)?);
+            let w_hh = match rec.inner_bias_block() {
+                Some(q) => {
+                    let inner = layer.bias_hh.narrow(0, q * hidden, hidden)?.unsqueeze(0)?;
+                    Tensor::cat(&[&w_hh, &inner], 0)?
+                }
+                None => w_hh,
+            };
+            // The first state: h, then the carried c.
+            let s0 = match state.get(layers + l) {
+                Some(c) if rec.carried() == 2 => Tensor::cat(&[&state[l], c], 1)?,
+                _ => state[l].clone(),
+            };
+            let y = crate::runtime::scan::run(rec, &pre, &w_hh, &s0)?;
+            let end = y.get(t_len - 1)?;
+            last.push(end.narrow(1, 0, hidden)?);
+            if rec.carried() == 2 {
+                last_c.push(end.narrow(1, hidden, hidden)?);
+            }
+            let h = y.narrow(2, 0, hidden)?;
             // Only the copy that goes up is masked, as in the per-step form.
             let up = match masks.outputs.get(l) {
-                Some(mask) => s.mul(&mask.to_dtype(s.dtype())?)?,
-                None => s,
+                Some(mask) => h.mul(&mask.to_dtype(h.dtype())?)?,
+                None => h,
             };
-            x = Some(up.reshape((t_len * batch, hidden))?);
+            x = Some(up.contiguous()?.reshape((t_len * batch, hidden))?);
         }
+        last.extend(last_c);
         Ok((x.expect("a model has at least one layer"), last))
     }
 

@@ -16,6 +16,7 @@ use crate::kernels::columns;
 use crate::kernels::gemm::{add_rows, mm};
 use crate::kernels::math::{act_bwd, act_fwd, act_fwd_add, scoring_tanh, Nonlinearity};
 use crate::kernels::packed;
+use crate::kernels::scan::Recurrence;
 use candle_core::Tensor;
 
 /// The Elman cell with its nonlinearity.
@@ -39,8 +40,8 @@ impl Cell for Elman {
         Some(w_hh_norm * self.act.max_slope())
     }
 
-    fn scan(&self) -> Option<Nonlinearity> {
-        Some(self.kernel())
+    fn scan(&self) -> Option<Recurrence> {
+        Some(Recurrence::Plain(self.kernel()))
     }
 
     fn graph(&self) -> &dyn GraphCell {

@@ -27,6 +27,7 @@ use crate::kernels::columns;
 use crate::kernels::gemm::{add_rows, mm};
 use crate::kernels::math::{act_fwd, act_fwd_add, scoring_sigmoid, scoring_tanh, Nonlinearity};
 use crate::kernels::packed;
+use crate::kernels::scan::Recurrence;
 use candle_core::Tensor;
 
 /// The GRU cell.
@@ -47,6 +48,10 @@ impl Cell for Gru {
 
     fn gradient_bound_rate(&self, _w_hh_norm: f64) -> Option<f64> {
         None
+    }
+
+    fn scan(&self) -> Option<Recurrence> {
+        Some(Recurrence::Gru)
     }
 
     fn graph(&self) -> &dyn GraphCell {

@@ -24,6 +24,7 @@ use crate::kernels::columns;
 use crate::kernels::gemm::{add_rows, mm};
 use crate::kernels::math::{act_fwd, lstm_scoring_step, Nonlinearity};
 use crate::kernels::packed;
+use crate::kernels::scan::Recurrence;
 use candle_core::Tensor;
 
 /// The LSTM cell.
@@ -43,6 +44,10 @@ impl Cell for Lstm {
 
     fn gradient_bound_rate(&self, _w_hh_norm: f64) -> Option<f64> {
         None
+    }
+
+    fn scan(&self) -> Option<Recurrence> {
+        Some(Recurrence::Lstm)
     }
 
     fn graph(&self) -> &dyn GraphCell {

@@ -17,8 +17,8 @@
 //! | whole-window graph (a GPU) | [`Cell::scan`] | `--device cuda` |
 //!
 //! The whole-window form is the graph form with the recurrence of a window as one operation
-//! (`runtime::scan`, one kernel on a GPU). A cell whose recurrence is the plain one,
-//! σ(P_t + S_{t−1}·Wᵀ), says so through [`Cell::scan`]; the gated cells run there step by step.
+//! (`runtime::scan`, one kernel on a GPU). A cell says which recurrence kernel computes its
+//! layer through [`Cell::scan`]; one without runs there step by step.
 
 use super::fused::FusedCell;
 use super::graph::GraphCell;
@@ -49,10 +49,9 @@ pub trait Cell: Sync + Send + std::fmt::Debug {
     /// ‖W‖₂ · sup σ′ for an Elman layer); `w_hh_norm` is ‖W‖₂.
     fn gradient_bound_rate(&self, w_hh_norm: f64) -> Option<f64>;
 
-    /// The nonlinearity σ when a layer's recurrence is the plain S_t = σ(P_t + S_{t−1}·Wᵀ) with
-    /// nothing else carried, which the window scan computes in one operation; `None` for a
-    /// gated cell.
-    fn scan(&self) -> Option<crate::kernels::math::Nonlinearity> {
+    /// The window-scan kernel that computes a layer of this cell over a whole window in one
+    /// operation (`kernels::scan`), if there is one.
+    fn scan(&self) -> Option<crate::kernels::scan::Recurrence> {
         None
     }
 

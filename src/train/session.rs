@@ -237,7 +237,7 @@ impl<'a> Session<'a> {
                 if mc.cell().scan().is_some() {
                     ", the recurrence one kernel per layer"
                 } else {
-                    ", the gated recurrence step by step (the window kernel is the Elman cell's)"
+                    ", its recurrence step by step (no window kernel for this cell)"
                 },
                 rt.threads
             ));

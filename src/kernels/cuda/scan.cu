@@ -1,11 +1,14 @@
-// The plain recurrence over a whole window as one persistent kernel (kernels/scan.rs has the
-// plain loops it is held to, and the launch arithmetic, tested on the CPU):
+// A layer's recurrence over a whole window as one persistent kernel (kernels/scan.rs has the
+// plain loops they are held to, the shapes of every buffer, and the launch arithmetic, tested on
+// the CPU). Three kernels: `elman_scan`, the plain recurrence
 //
 //   forward   S_t = act(P_t + S_{t-1} M^T)             t = 0 .. T-1, S_{-1} = h0
 //   backward  D_t = act'(S_t) * (G_t + D_{t+1} M)      t = T-1 .. 0, D_T = 0
 //
-// The backward is the forward run backwards in time on M^T (passed transposed, so both read rows)
-// with the derivative in place of act: one body for both.
+// where the backward is the forward run backwards in time on M^T (passed transposed, so both
+// read rows) with the derivative in place of act: one body for both; and `lstm_scan`, PyTorch's
+// LSTM, and `gru_scan`, PyTorch's GRU, whose blocks own units with all of their gates, so the
+// pointwise step stays local.
 //
 // Why persistent (Baidu's persistent RNN, cuDNN's persistent algorithms): a step's product is
 // small (B x H x H), so T launches of it are bound by launch latency and by reading M from memory
@@ -104,6 +107,201 @@ extern "C" __global__ void elman_scan(const float *__restrict__ in, const float 
             if (lane == 0) {
                 const size_t at = (size_t)t * step + (size_t)i * H + j0 + jj;
                 out[at] = backward ? act_slope(act, s[at]) * (in[at] + acc) : act_fwd(act, in[at] + acc);
+            }
+        }
+        if (n + 1 < T) grid_barrier(sync, gridDim.x);
+    }
+}
+
+// PyTorch's LSTM over a window. Forward (backward = 0): in = P (T, B, 4H), m = W (4H, H),
+// s0 = each stream's h then c (B, 2H), out = Y (T, B, 7H): h, c, i, f, g, o, c_{t-1} per unit.
+// Backward (backward = 1): in = G (T, B, 7H), m = W^T (H, 4H), s0 = Y, out = D (T, B, 5H):
+// dP_i, dP_f, dP_g, dP_o, then dL/dc_{t-1}. A block owns `rows` units: forward, the four rows
+// of W of each; backward, the row of W^T of each (4H long). Both are rows * 4H floats.
+extern "C" __global__ void lstm_scan(const float *__restrict__ in, const float *__restrict__ m,
+                                     const float *__restrict__ s0, float *out, unsigned int *sync,
+                                     int T, int B, int H, int rows, int backward, int use_shared) {
+    extern __shared__ float m_rows[];
+    const int j0 = blockIdx.x * rows;
+    const int nrows = min(rows, H - j0);
+    if (nrows <= 0) {
+        for (int n = 0; n + 1 < T; ++n) grid_barrier(sync, gridDim.x);
+        return;
+    }
+    const int H4 = 4 * H;
+    // Row r of this block's slice: forward, unit jj's gate q is r = 4 jj + q (row q H + j0 + jj
+    // of W); backward, unit jj's row j0 + jj of W^T, 4H long.
+    if (use_shared) {
+        for (int x = threadIdx.x; x < nrows * H4; x += blockDim.x) {
+            if (backward) {
+                m_rows[x] = m[(size_t)j0 * H4 + x];
+            } else {
+                const int r = x / H, k = x - r * H, jj = r >> 2, q = r & 3;
+                m_rows[x] = m[((size_t)q * H + j0 + jj) * H + k];
+            }
+        }
+        __syncthreads();
+    }
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int warps = blockDim.x >> 5;
+    const size_t y_step = (size_t)B * 7 * H, d_step = (size_t)B * 5 * H;
+
+    for (int n = 0; n < T; ++n) {
+        const int t = backward ? T - 1 - n : n;
+        for (int item = warp; item < B * nrows; item += warps) {
+            const int i = item / nrows;
+            const int jj = item - i * nrows;
+            const int j = j0 + jj;
+            if (!backward) {
+                const float *h_prev = t == 0 ? s0 + (size_t)i * 2 * H : out + (size_t)(t - 1) * y_step + (size_t)i * 7 * H;
+                float z[4];
+                for (int q = 0; q < 4; ++q) {
+                    const float *row = use_shared ? m_rows + (size_t)(4 * jj + q) * H : m + ((size_t)q * H + j) * H;
+                    float acc = 0.0f;
+                    for (int k = lane; k < H; k += 32) acc += row[k] * __ldcg(h_prev + k);
+                    for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+                    z[q] = acc;
+                }
+                if (lane == 0) {
+                    const float *p = in + ((size_t)t * B + i) * H4;
+                    const float c_prev = t == 0 ? s0[(size_t)i * 2 * H + H + j] : __ldcg(h_prev + H + j);
+                    const float ig = 1.0f / (1.0f + __expf(-(p[j] + z[0])));
+                    const float fg = 1.0f / (1.0f + __expf(-(p[H + j] + z[1])));
+                    const float gg = tanhf(p[2 * H + j] + z[2]);
+                    const float og = 1.0f / (1.0f + __expf(-(p[3 * H + j] + z[3])));
+                    const float c = fg * c_prev + ig * gg;
+                    float *y = out + (size_t)t * y_step + (size_t)i * 7 * H;
+                    y[j] = og * tanhf(c);
+                    y[H + j] = c;
+                    y[2 * H + j] = ig;
+                    y[3 * H + j] = fg;
+                    y[4 * H + j] = gg;
+                    y[5 * H + j] = og;
+                    y[6 * H + j] = c_prev;
+                }
+            } else {
+                // dL/dh_t through every gate of step t + 1: row j of W^T against dZ_{t+1}.
+                const float *dn = t + 1 < T ? out + (size_t)(t + 1) * d_step + (size_t)i * 5 * H : nullptr;
+                float acc = 0.0f;
+                if (dn != nullptr) {
+                    const float *row = use_shared ? m_rows + (size_t)jj * H4 : m + (size_t)j * H4;
+                    for (int k = lane; k < H4; k += 32) acc += row[k] * __ldcg(dn + k);
+                }
+                for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+                if (lane == 0) {
+                    const float *y = s0 + (size_t)t * y_step + (size_t)i * 7 * H;
+                    const float *g = in + (size_t)t * y_step + (size_t)i * 7 * H;
+                    const float c = y[H + j], ig = y[2 * H + j], fg = y[3 * H + j];
+                    const float gg = y[4 * H + j], og = y[5 * H + j], cp = y[6 * H + j];
+                    const float tc = tanhf(c);
+                    const float dh = g[j] + acc;
+                    const float dc = g[H + j] + dh * og * (1.0f - tc * tc) + (dn != nullptr ? __ldcg(dn + 4 * H + j) : 0.0f);
+                    const float di = dc * gg + g[2 * H + j];
+                    const float df = dc * cp + g[3 * H + j];
+                    const float dg = dc * ig + g[4 * H + j];
+                    const float d_o = dh * tc + g[5 * H + j];
+                    float *d = out + (size_t)t * d_step + (size_t)i * 5 * H;
+                    d[j] = di * ig * (1.0f - ig);
+                    d[H + j] = df * fg * (1.0f - fg);
+                    d[2 * H + j] = dg * (1.0f - gg * gg);
+                    d[3 * H + j] = d_o * og * (1.0f - og);
+                    d[4 * H + j] = dc * fg + g[6 * H + j];
+                }
+            }
+        }
+        if (n + 1 < T) grid_barrier(sync, gridDim.x);
+    }
+}
+
+// PyTorch's GRU over a window, as lstm_scan with three gates. Forward: in = P (T, B, 3H),
+// m = W (3H, H) then b_hn (one more row of H), s0 = h0 (B, H), out = Y (T, B, 6H): h, r, z, n,
+// A_n + b_hn, h_{t-1}. Backward: in = G (T, B, 6H), m = W^T (H, 3H), s0 = Y, out = D (T, B, 5H):
+// dP_r, dP_z, dA_n (the recurrent side, one run), dP_n, then z * dh (dL/dh_{t-1} past the product).
+extern "C" __global__ void gru_scan(const float *__restrict__ in, const float *__restrict__ m,
+                                    const float *__restrict__ s0, float *out, unsigned int *sync,
+                                    int T, int B, int H, int rows, int backward, int use_shared) {
+    extern __shared__ float m_rows[];
+    const int j0 = blockIdx.x * rows;
+    const int nrows = min(rows, H - j0);
+    if (nrows <= 0) {
+        for (int n = 0; n + 1 < T; ++n) grid_barrier(sync, gridDim.x);
+        return;
+    }
+    const int H3 = 3 * H;
+    if (use_shared) {
+        for (int x = threadIdx.x; x < nrows * H3; x += blockDim.x) {
+            if (backward) {
+                m_rows[x] = m[(size_t)j0 * H3 + x];
+            } else {
+                const int r = x / H, k = x - r * H, jj = r / 3, q = r - 3 * jj;
+                m_rows[x] = m[((size_t)q * H + j0 + jj) * H + k];
+            }
+        }
+        __syncthreads();
+    }
+    const float *b_hn = m + (size_t)H3 * H;
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int warps = blockDim.x >> 5;
+    const size_t y_step = (size_t)B * 6 * H, d_step = (size_t)B * 5 * H;
+
+    for (int n = 0; n < T; ++n) {
+        const int t = backward ? T - 1 - n : n;
+        for (int item = warp; item < B * nrows; item += warps) {
+            const int i = item / nrows;
+            const int jj = item - i * nrows;
+            const int j = j0 + jj;
+            if (!backward) {
+                const float *h_prev = t == 0 ? s0 + (size_t)i * H : out + (size_t)(t - 1) * y_step + (size_t)i * 6 * H;
+                float a[3];
+                for (int q = 0; q < 3; ++q) {
+                    const float *row = use_shared ? m_rows + (size_t)(3 * jj + q) * H : m + ((size_t)q * H + j) * H;
+                    float acc = 0.0f;
+                    for (int k = lane; k < H; k += 32) acc += row[k] * __ldcg(h_prev + k);
+                    for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+                    a[q] = acc;
+                }
+                if (lane == 0) {
+                    const float *p = in + ((size_t)t * B + i) * H3;
+                    const float hp = __ldcg(h_prev + j);
+                    const float r = 1.0f / (1.0f + __expf(-(p[j] + a[0])));
+                    const float z = 1.0f / (1.0f + __expf(-(p[H + j] + a[1])));
+                    const float hn = a[2] + b_hn[j];
+                    const float nn = tanhf(p[2 * H + j] + r * hn);
+                    float *y = out + (size_t)t * y_step + (size_t)i * 6 * H;
+                    y[j] = (1.0f - z) * nn + z * hp;
+                    y[H + j] = r;
+                    y[2 * H + j] = z;
+                    y[3 * H + j] = nn;
+                    y[4 * H + j] = hn;
+                    y[5 * H + j] = hp;
+                }
+            } else {
+                const float *dn = t + 1 < T ? out + (size_t)(t + 1) * d_step + (size_t)i * 5 * H : nullptr;
+                float acc = 0.0f;
+                if (dn != nullptr) {
+                    const float *row = use_shared ? m_rows + (size_t)jj * H3 : m + (size_t)j * H3;
+                    for (int k = lane; k < H3; k += 32) acc += row[k] * __ldcg(dn + k);
+                }
+                for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+                if (lane == 0) {
+                    const float *y = s0 + (size_t)t * y_step + (size_t)i * 6 * H;
+                    const float *g = in + (size_t)t * y_step + (size_t)i * 6 * H;
+                    const float r = y[H + j], z = y[2 * H + j], nn = y[3 * H + j];
+                    const float hn = y[4 * H + j], hp = y[5 * H + j];
+                    const float dh = g[j] + acc + (dn != nullptr ? __ldcg(dn + 4 * H + j) : 0.0f);
+                    const float dnn = dh * (1.0f - z) + g[3 * H + j];
+                    const float dz = dh * (hp - nn) + g[2 * H + j];
+                    const float dpn = dnn * (1.0f - nn * nn);
+                    const float dr = dpn * hn + g[H + j];
+                    float *d = out + (size_t)t * d_step + (size_t)i * 5 * H;
+                    d[j] = dr * r * (1.0f - r);
+                    d[H + j] = dz * z * (1.0f - z);
+                    d[2 * H + j] = dpn * r + g[4 * H + j];
+                    d[3 * H + j] = dpn;
+                    d[4 * H + j] = dh * z + g[5 * H + j];
+                }
             }
         }
         if (n + 1 < T) grid_barrier(sync, gridDim.x);
