@@ -3,7 +3,11 @@
 # makes it on the CPU machine: nothing is built here). Writes its tables to OUT, stage by stage, so
 # whatever finished before a time limit is kept. About 7 minutes without --quality.
 #
-#   scripts/device-check.sh OUT [--stages check,speed,peer,cores] [--quality MINUTES]
+#   scripts/device-check.sh OUT [--stages check,speed,peer,cores] [--quality MINUTES] [--dry-run]
+#
+# --dry-run runs every stage on a machine without a GPU (the CPU build in the GPU build's place,
+# `--device cpu`, the peer on the CPU, 1 and 2 threads): a check of the script and its tables,
+# with no GPU figure in them.
 #
 # Stages:
 #   check    GPU and CPU give the same model: one step of each cell trained on each, both scored
@@ -17,14 +21,16 @@
 #            scored on the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: scripts/device-check.sh OUT [--stages LIST] [--quality MINUTES]}
+out=${1:?usage: scripts/device-check.sh OUT [--stages LIST] [--quality MINUTES] [--dry-run]}
 shift
 stages=check,speed,peer,cores
 quality=0
+dry=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --stages) stages=$2; shift 2 ;;
     --quality) quality=$2; stages="$stages,quality"; shift 2 ;;
+    --dry-run) dry=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -36,10 +42,17 @@ want() { [[ ",$stages," == *",$1,"* ]]; }
 
 # ---- the binaries and the CUDA libraries they link ----
 for b in elman elman-cpu; do
-    [ -x "$pack/$b" ] || xz -dc "$pack/$b.xz" >"$pack/$b" && chmod +x "$pack/$b"
+    if [ ! -x "$pack/$b" ] && [ -f "$pack/$b.xz" ]; then
+        xz -dc "$pack/$b.xz" >"$pack/$b" && chmod +x "$pack/$b"
+    fi
 done
 gpu=$pack/elman
 cpu=$pack/elman-cpu
+dev=cuda
+thread_counts="1 2 4 8 16"
+if [ $dry = 1 ]; then
+    gpu=$cpu dev=cpu thread_counts="1 2"
+fi
 libdirs=$(ls -d /usr/local/cuda*/targets/x86_64-linux/lib /usr/local/cuda*/lib64 2>/dev/null | tr '\n' ':')
 pylibs=$(python3 - 2>/dev/null <<'EOF'
 import glob, os, site
@@ -51,6 +64,7 @@ export LD_LIBRARY_PATH=${libdirs}${pylibs}:${LD_LIBRARY_PATH:-}
 {
     echo "# Machine"
     echo
+    [ $dry = 1 ] && echo "DRY RUN: no GPU used, every 'GPU' figure is the CPU's"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
     echo
     lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|NUMA node\(s\)|CPU family|^Model:|Flags" | sed 's/Flags:.*avx512f.*/Flags: … avx512f …/'
@@ -77,7 +91,7 @@ if want check; then
     for cell in elman lstm gru; do
         one_step=(train "$corpus" --cell "$cell" --hidden 128 --batch 32 --bptt 64 --steps 1
             --eval-every 1 --val-tokens 20000 --seed 3 -q)
-        timeout 120 "$gpu" --device cuda "${one_step[@]}" --out "$work/$cell-cuda" 2>>"$log"
+        timeout 120 "$gpu" --device $dev "${one_step[@]}" --out "$work/$cell-cuda" 2>>"$log"
         timeout 120 "$cpu" "${one_step[@]}" --out "$work/$cell-cpu" 2>>"$log"
         v_gpu=$(timeout 60 "$cpu" eval --model "$work/$cell-cuda" "$corpus" --json -q 2>>"$log" | python3 -c "import json,sys; print(json.load(sys.stdin)['nats_per_token'])" 2>>"$log")
         v_cpu=$(timeout 60 "$cpu" eval --model "$work/$cell-cpu" "$corpus" --json -q 2>>"$log" | python3 -c "import json,sys; print(json.load(sys.stdin)['nats_per_token'])" 2>>"$log")
@@ -87,7 +101,7 @@ if want check; then
     done
     # Trained on the GPU, resumed and sampled on the CPU.
     timeout 120 "$cpu" train --resume "$work/elman-cuda" --steps 3 -q 2>>"$log" &&
-        timeout 60 "$cpu" sample --model "$work/elman-cuda" --prompt "ROMEO:" --chars 80 --seed 1 >"$out/sample.txt" 2>>"$log" &&
+        timeout 60 "$cpu" sample --model "$work/elman-cuda" --prompt "ROMEO:" --length 80 --seed 1 >"$out/sample.txt" 2>>"$log" &&
         echo "resumed on the CPU to step 3 and sampled: yes" >>"$out/check.md" ||
         { echo "resumed on the CPU and sampled: FAILED (log.txt)" >>"$out/check.md"; fail=1; }
     [ $fail = 0 ] && echo "check: passed" >>"$out/check.md" || echo "check: FAILED" >>"$out/check.md"
@@ -100,21 +114,21 @@ if want speed; then
     say "== speed"
     args=()
     for s in "${shapes[@]}"; do args+=(--shape "$s"); done
-    timeout 150 "$gpu" --device cuda bench --only train "${args[@]}" --seconds 5 --json >"$out/elman-gpu-rnn.json" 2>>"$log"
-    timeout 60 "$gpu" --device cuda bench --only train --cell lstm --shape 512,64,100 --seconds 5 --json >"$out/elman-gpu-lstm.json" 2>>"$log"
+    timeout 150 "$gpu" --device $dev bench --only train "${args[@]}" --seconds 5 --json >"$out/elman-gpu-rnn.json" 2>>"$log"
+    timeout 60 "$gpu" --device $dev bench --only train --cell lstm --shape 512,64,100 --seconds 5 --json >"$out/elman-gpu-lstm.json" 2>>"$log"
 fi
 
 # ---- peer: PyTorch cuDNN on the same GPU ----
 if want peer; then
     say "== peer"
-    if python3 -c "import torch; assert torch.cuda.is_available()" 2>>"$log"; then
+    if [ $dry = 1 ] || python3 -c "import torch; assert torch.cuda.is_available()" 2>>"$log"; then
         : >"$out/torch-gpu.jsonl"
         for s in "${shapes[@]}"; do
             IFS=, read -r h b t <<<"$s"
-            timeout 60 python3 "$pack/torch_charrnn.py" speed --device cuda --hidden "$h" --batch "$b" \
+            timeout 60 python3 "$pack/torch_charrnn.py" speed --device $dev --hidden "$h" --batch "$b" \
                 --bptt "$t" --seconds 5 >>"$out/torch-gpu.jsonl" 2>>"$log"
         done
-        timeout 60 python3 "$pack/torch_charrnn.py" speed --device cuda --cell lstm --hidden 512 --batch 64 \
+        timeout 60 python3 "$pack/torch_charrnn.py" speed --device $dev --cell lstm --hidden 512 --batch 64 \
             --bptt 100 --seconds 5 >>"$out/torch-gpu.jsonl" 2>>"$log"
     else
         say "peer: no PyTorch with CUDA here; the peer's figures are missing"
@@ -125,7 +139,7 @@ fi
 if want cores; then
     say "== cores"
     : >"$out/cores.jsonl"
-    for n in 1 2 4 8 16; do
+    for n in $thread_counts; do
         timeout 90 "$cpu" --threads "$n" bench --only train,eval --shape 512,64,100 --shape 1024,128,64 \
             --seconds 3 --json 2>>"$log" | python3 -c "import json,sys; print(json.dumps(json.load(sys.stdin)))" >>"$out/cores.jsonl"
     done
@@ -134,7 +148,7 @@ fi
 # ---- quality: the defaults on the GPU for M minutes ----
 if want quality && [ "$quality" != 0 ]; then
     say "== quality ($quality min)"
-    timeout $((quality * 60 + 240)) "$gpu" --device cuda train "$corpus" --time "${quality}m" --out "$work/quality" -q 2>>"$log"
+    timeout $((quality * 60 + 240)) "$gpu" --device $dev train "$corpus" --time "${quality}m" --out "$work/quality" -q 2>>"$log"
     timeout 120 "$cpu" eval --model "$work/quality" "$corpus" --json -q >"$out/quality.json" 2>>"$log"
 fi
 
@@ -148,8 +162,14 @@ def lines(p):
         return []
     return [json.loads(l) for l in open(p) if l.strip().startswith("{")]
 def one(p):
-    x = lines(p)
-    return x[0] if x else None
+    p = os.path.join(out, p)
+    try:
+        return json.load(open(p))
+    except (OSError, ValueError):
+        return None
+machine = os.path.join(out, "machine.md")
+if os.path.exists(machine) and "DRY RUN" in open(machine).read():
+    print("**DRY RUN: no GPU was used; the 'GPU' and 'cuDNN' columns are CPU figures.**\n")
 print("# GPU training tokens/s (fp32)\n")
 print("| cell | H, B, T | elman `--device cuda` | PyTorch cuDNN | ratio |")
 print("|---|---|---|---|---|")
