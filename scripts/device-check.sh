@@ -7,7 +7,7 @@
 #
 # --dry-run runs every stage on a machine without a GPU (the CPU build in the GPU build's place,
 # `--device cpu`, the peer on the CPU, 1 and 2 threads): a check of the script and its tables,
-# with no GPU figure in them.
+# with no GPU figure in them. Without a pack it uses target/release/elman and ../shared.
 #
 # Stages:
 #   check    GPU and CPU give the same model: one step of each cell trained on each, both scored
@@ -51,6 +51,11 @@ cpu=$pack/elman-cpu
 dev=cuda
 thread_counts="1 2 4 8 16"
 if [ $dry = 1 ]; then
+    # Without a pack: this checkout's release build and ../shared.
+    [ -x "$cpu" ] || cpu=target/release/elman
+    for f in tinyshakespeare.txt:../shared/corpora torch_charrnn.py:../shared/bench; do
+        [ -f "$pack/${f%%:*}" ] || { mkdir -p "$pack" && cp "${f#*:}/${f%%:*}" "$pack/"; }
+    done
     gpu=$cpu dev=cpu thread_counts="1 2"
 fi
 libdirs=$(ls -d /usr/local/cuda*/targets/x86_64-linux/lib /usr/local/cuda*/lib64 2>/dev/null | tr '\n' ':')
