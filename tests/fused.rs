@@ -121,18 +121,17 @@ impl Fixture {
         }
     }
 
-    /// The window through candle's graph and autograd.
-    fn reference(&self) -> Outcome {
+    /// The window's tensors for candle's graph: inputs (T, B), targets, each carried state, the
+    /// masks of step 3.
+    fn tensors(&self) -> (Tensor, Tensor, Vec<Tensor>, WindowMasks) {
         let dev = Device::Cpu;
         let (batch, bptt, n) = (self.batch, self.bptt, self.batch * self.bptt);
-        let hidden = self.cfg.hidden;
-        let model = &self.model;
         let inp = Tensor::from_vec(self.inputs.clone(), (bptt, batch), &dev).unwrap();
         let tgt = Tensor::from_vec(self.targets.clone(), n, &dev).unwrap();
         let h0_t: Vec<Tensor> = self
             .h0
             .iter()
-            .map(|h| Tensor::from_slice(h, (batch, hidden), &dev).unwrap())
+            .map(|h| Tensor::from_slice(h, (batch, self.cfg.hidden), &dev).unwrap())
             .collect();
         let masks = WindowMasks::of(
             &self.masks_at(3).active(),
@@ -142,6 +141,13 @@ impl Fixture {
             &dev,
         )
         .unwrap();
+        (inp, tgt, h0_t, masks)
+    }
+
+    /// The window through candle's graph and autograd.
+    fn reference(&self) -> Outcome {
+        let model = &self.model;
+        let (inp, tgt, h0_t, masks) = self.tensors();
         let (loss, last) = match &self.sample {
             None => {
                 let (logits, last) = model.forward_masked(&inp, &h0_t, &masks).unwrap();
@@ -170,25 +176,8 @@ impl Fixture {
     /// The window as the GPU path runs it (`--device cuda`): the whole-window graph, each Elman
     /// layer's recurrence one scan operation, here on the CPU device (the scan's CPU body).
     fn window(&self) -> Outcome {
-        let dev = Device::Cpu;
-        let (batch, bptt, n) = (self.batch, self.bptt, self.batch * self.bptt);
-        let hidden = self.cfg.hidden;
         let model = &self.model;
-        let inp = Tensor::from_vec(self.inputs.clone(), (bptt, batch), &dev).unwrap();
-        let tgt = Tensor::from_vec(self.targets.clone(), n, &dev).unwrap();
-        let h0_t: Vec<Tensor> = self
-            .h0
-            .iter()
-            .map(|h| Tensor::from_slice(h, (batch, hidden), &dev).unwrap())
-            .collect();
-        let masks = WindowMasks::of(
-            &self.masks_at(3).active(),
-            &self.cfg,
-            &self.inputs,
-            batch,
-            &dev,
-        )
-        .unwrap();
+        let (inp, tgt, h0_t, masks) = self.tensors();
         let (hs, last) = model.forward_window_states(&inp, &h0_t, &masks).unwrap();
         let w = model.decoder.weight();
         let b = model.decoder.bias().unwrap();

@@ -77,7 +77,52 @@ impl WindowBackend for Fused {
     }
 }
 
-/// candle's autograd graph, the reference.
+/// A window through candle's graph on `model`'s device: per step (the reference) or in the
+/// whole-window form. Returns the mean loss and, by autograd, the gradients of `vars` (layout
+/// order); `next` receives each layer's last state.
+#[allow(clippy::too_many_arguments)]
+fn graph_window(
+    model: &GraphModel,
+    vars: &[(String, Var)],
+    whole_window: bool,
+    (batch, bptt): (usize, usize),
+    inp: &[u32],
+    tgt: &[u32],
+    state: &[Vec<f32>],
+    next: &mut [Vec<f32>],
+    noise: &Noise,
+) -> Result<(f64, Vec<Vec<f32>>)> {
+    let dev = model.device();
+    let hidden = model.config.hidden;
+    let inp_t = Tensor::from_slice(inp, (bptt, batch), dev)?;
+    let h0 = state
+        .iter()
+        .map(|h| Ok(Tensor::from_slice(h, (batch, hidden), dev)?))
+        .collect::<Result<Vec<_>>>()?;
+    let masks = WindowMasks::of(&noise.masks.active(), &model.config, inp, batch, dev)?;
+    let (hs, last) = if whole_window {
+        model.forward_window_states(&inp_t, &h0, &masks)?
+    } else {
+        model.forward_states_masked(&inp_t, &h0, &masks)?
+    };
+    let dec_w = model.tensor(crate::config::Param::DecoderWeight);
+    let dec_b = model.tensor(crate::config::Param::DecoderBias);
+    let loss_t = match noise.sample {
+        Some(sample) => sampled_softmax_loss(&hs, dec_w, dec_b, tgt, sample)?,
+        None => {
+            let logits = hs.matmul(&dec_w.t()?.contiguous()?)?.broadcast_add(dec_b)?;
+            cross_entropy(&logits, &Tensor::from_slice(tgt, bptt * batch, dev)?)?
+        }
+    };
+    let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let grads = grads_in_order(&loss_t.backward()?, vars)?;
+    for (s, h) in next.iter_mut().zip(&last) {
+        *s = h.flatten_all()?.to_vec1::<f32>()?;
+    }
+    Ok((loss, grads))
+}
+
+/// candle's autograd graph, the reference: the model built on the optimizer's own Vars.
 struct Graph {
     model: GraphModel,
     batch: usize,
@@ -95,22 +140,19 @@ impl WindowBackend for Graph {
         next: &mut [Vec<f32>],
         noise: &Noise,
     ) -> Result<f64> {
-        let dev = self.model.device().clone();
-        let (batch, bptt, hidden) = (self.batch, self.bptt, self.model.config.hidden);
-        let inp_t = Tensor::from_slice(inp, (bptt, batch), &dev)?;
-        let tgt_t = Tensor::from_slice(tgt, bptt * batch, &dev)?;
-        let h0 = state
-            .iter()
-            .map(|h| Ok(Tensor::from_slice(h, (batch, hidden), &dev)?))
-            .collect::<Result<Vec<_>>>()?;
-        let masks = WindowMasks::of(&noise.masks.active(), &self.model.config, inp, batch, &dev)?;
-        let (logits, last) = self.model.forward_masked(&inp_t, &h0, &masks)?;
-        let loss_t = cross_entropy(&logits, &tgt_t)?;
-        let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        self.grads = grads_in_order(&loss_t.backward()?, params)?;
-        for (s, h) in next.iter_mut().zip(&last) {
-            *s = h.flatten_all()?.to_vec1::<f32>()?;
-        }
+        let shape = (self.batch, self.bptt);
+        let (loss, grads) = graph_window(
+            &self.model,
+            params,
+            false,
+            shape,
+            inp,
+            tgt,
+            state,
+            next,
+            noise,
+        )?;
+        self.grads = grads;
         Ok(loss)
     }
 
@@ -142,7 +184,6 @@ impl WindowBackend for OnDevice {
         noise: &Noise,
     ) -> Result<f64> {
         let dev = &self.dev;
-        let (batch, bptt, hidden) = (self.batch, self.bptt, self.config.hidden);
         let map = VarMap::new();
         let mut up = Vec::with_capacity(params.len());
         {
@@ -154,27 +195,9 @@ impl WindowBackend for OnDevice {
             }
         }
         let model = GraphModel::new(self.config, VarBuilder::from_varmap(&map, DType::F32, dev))?;
-        let inp_t = Tensor::from_slice(inp, (bptt, batch), dev)?;
-        let h0 = state
-            .iter()
-            .map(|h| Ok(Tensor::from_slice(h, (batch, hidden), dev)?))
-            .collect::<Result<Vec<_>>>()?;
-        let masks = WindowMasks::of(&noise.masks.active(), &self.config, inp, batch, dev)?;
-        let (hs, last) = model.forward_window_states(&inp_t, &h0, &masks)?;
-        let dec_w = model.tensor(crate::config::Param::DecoderWeight);
-        let dec_b = model.tensor(crate::config::Param::DecoderBias);
-        let loss_t = match noise.sample {
-            Some(sample) => sampled_softmax_loss(&hs, dec_w, dec_b, tgt, sample)?,
-            None => {
-                let logits = hs.matmul(&dec_w.t()?)?.broadcast_add(dec_b)?;
-                cross_entropy(&logits, &Tensor::from_slice(tgt, bptt * batch, dev)?)?
-            }
-        };
-        let loss = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        self.grads = grads_in_order(&loss_t.backward()?, &up)?;
-        for (s, h) in next.iter_mut().zip(&last) {
-            *s = h.flatten_all()?.to_vec1::<f32>()?;
-        }
+        let shape = (self.batch, self.bptt);
+        let (loss, grads) = graph_window(&model, &up, true, shape, inp, tgt, state, next, noise)?;
+        self.grads = grads;
         Ok(loss)
     }
 
