@@ -740,9 +740,17 @@ fn device_cuda_without_the_cuda_build_says_how_to_get_one() {
         &[
             "--device cuda",
             "built without CUDA",
+            "target/cuda/release/elman",
             "scripts/build-cuda.sh",
         ],
     );
+    // What users of other tools type means the same GPU.
+    for alias in ["gpu", "CUDA", "cuda:0"] {
+        fails_with(
+            elman(tmp.path()).args(["train", "missing.txt", "--device", alias]),
+            &["--device cuda", "built without CUDA"],
+        );
+    }
     let out = elman(tmp.path())
         .args(["--device", "tpu", "info", "--model", "x"])
         .output()

@@ -38,12 +38,20 @@ pub struct Cli {
     /// sampling, completion, ranking and the repl run on one.
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
-    /// Where training windows run. `cuda` needs a build with the cuda feature
-    /// (scripts/build-cuda.sh, docs/gpu.md) and an NVIDIA GPU: each window's forward and backward
-    /// run there (cuBLAS for the large products, elman's own kernel for the Elman recurrence);
-    /// the optimizer, validation, checkpoints, sampling and ranking stay on the CPU, so a model
-    /// trained on a GPU is the same files as one trained on the CPU.
-    #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
+    /// Where training windows run: cpu, or cuda (an NVIDIA GPU; the CUDA build only).
+    ///
+    /// `cuda` needs the CUDA build (target/cuda/release/elman, made by scripts/build-cuda.sh; see
+    /// docs/gpu.md) and an NVIDIA GPU: each window's forward and backward run there (cuBLAS for the
+    /// large products, elman's own kernel for each cell's recurrence); the optimizer, validation,
+    /// checkpoints, sampling and ranking stay on the CPU, so a model trained on a GPU is the same
+    /// files as one trained on the CPU. Commands other than train and bench run on the CPU.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DEVICE",
+        default_value = "cpu",
+        ignore_case = true
+    )]
     pub device: crate::runtime::DeviceKind,
     #[command(subcommand)]
     pub cmd: Command,

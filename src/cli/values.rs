@@ -41,10 +41,23 @@ value_enum!(Activation {
     Activation::Sigmoid => "sigmoid": "The book's logistic sigmoid: σ′ ≤ 1/4, so gradients vanish fastest",
     Activation::Relu => "relu": "max(0, x): no saturation for positive inputs, may explode",
 });
-value_enum!(DeviceKind {
-    DeviceKind::Cpu => "cpu": "The CPU: training's fused window on --threads threads (the default)",
-    DeviceKind::Cuda => "cuda": "An NVIDIA GPU runs each training window (a build with the cuda feature: scripts/build-cuda.sh); everything else stays on the CPU",
-});
+// `gpu` and PyTorch's `cuda:0` are what users coming from other tools type for the one GPU elman uses.
+impl clap::ValueEnum for DeviceKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[DeviceKind::Cpu, DeviceKind::Cuda]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            DeviceKind::Cpu => PossibleValue::new("cpu")
+                .help("The CPU: training's fused window on --threads threads (the default)"),
+            DeviceKind::Cuda => PossibleValue::new("cuda").aliases(["gpu", "cuda:0"]).help(
+                "An NVIDIA GPU (the first CUDA lists) runs each training window; everything else stays on the CPU",
+            ),
+        })
+    }
+}
 value_enum!(Level {
     Level::Char => "char": "One token per Unicode character (exactly reversible)",
     Level::Word => "word": "Words and punctuation; newline becomes <eos>",

@@ -115,7 +115,7 @@ fn cuda() -> Result<Device> {
 #[cfg(not(feature = "cuda"))]
 fn cuda() -> Result<Device> {
     bail!(
-        "--device cuda: this elman was built without CUDA; build one with scripts/build-cuda.sh (docs/gpu.md), or leave out --device"
+        "--device cuda: this elman was built without CUDA; the CUDA build is target/cuda/release/elman, made by scripts/build-cuda.sh (docs/gpu.md), or leave out --device"
     )
 }
 
