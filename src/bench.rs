@@ -272,14 +272,12 @@ pub fn run(a: &BenchArgs, mut progress: impl FnMut(&str)) -> Result<Report> {
             });
         }
     }
-    {
-        for &h in &a.eval_hidden {
-            progress(&format!("scoring H={h}"));
-            rep.eval_tokens_per_s.push(RateResult {
-                hidden: h,
-                per_s: eval_rate(a.cell, h, a.vocab, 64, &a.rt, budget)?,
-            });
-        }
+    for &h in &a.eval_hidden {
+        progress(&format!("scoring H={h}"));
+        rep.eval_tokens_per_s.push(RateResult {
+            hidden: h,
+            per_s: eval_rate(a.cell, h, a.vocab, 64, &a.rt, budget)?,
+        });
     }
     if a.gemm {
         progress("GEMM 2048³");

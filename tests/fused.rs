@@ -144,6 +144,18 @@ impl Fixture {
         (inp, tgt, h0_t, masks)
     }
 
+    /// A graph window's loss, its gradients by autograd and the state it carries on.
+    fn outcome(&self, loss: &Tensor, last: &[Tensor]) -> Outcome {
+        Outcome {
+            loss: loss.to_scalar::<f32>().unwrap() as f64,
+            grads: grads_in_order(&loss.backward().unwrap(), &self.vars).unwrap(),
+            last: last
+                .iter()
+                .map(|h| h.flatten_all().unwrap().to_vec1().unwrap())
+                .collect(),
+        }
+    }
+
     /// The window through candle's graph and autograd.
     fn reference(&self) -> Outcome {
         let model = &self.model;
@@ -163,14 +175,7 @@ impl Fixture {
                 )
             }
         };
-        Outcome {
-            loss: loss.to_scalar::<f32>().unwrap() as f64,
-            grads: grads_in_order(&loss.backward().unwrap(), &self.vars).unwrap(),
-            last: last
-                .iter()
-                .map(|h| h.flatten_all().unwrap().to_vec1().unwrap())
-                .collect(),
-        }
+        self.outcome(&loss, &last)
     }
 
     /// The window as the GPU path runs it (`--device cuda`): the whole-window graph, each Elman
@@ -192,14 +197,7 @@ impl Fixture {
             }
             Some(smp) => sampled_softmax_loss(&hs, w, b, &self.targets, smp).unwrap(),
         };
-        Outcome {
-            loss: loss.to_scalar::<f32>().unwrap() as f64,
-            grads: grads_in_order(&loss.backward().unwrap(), &self.vars).unwrap(),
-            last: last
-                .iter()
-                .map(|h| h.flatten_all().unwrap().to_vec1().unwrap())
-                .collect(),
-        }
+        self.outcome(&loss, &last)
     }
 
     /// The window on the fused path with `threads` threads.

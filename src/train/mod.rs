@@ -43,6 +43,10 @@ use session::Session;
 
 /// Runs (or resumes) a training session on `rt`'s device and threads.
 pub fn train(args: &TrainArgs, rt: &Runtime) -> Result<Outcome> {
+    // Refused before any text is read.
+    if args.reference && rt.window_device.as_ref().is_some_and(|d| !d.is_cpu()) {
+        anyhow::bail!("--reference runs candle's per-step graph on the CPU, the reference the other paths are held to; leave out --device cuda or --reference");
+    }
     let run = match (&args.resume, &args.init_from) {
         (Some(dir), _) => setup::resumed(args, dir)?,
         (None, Some(from)) => setup::initialized(args, from)?,
